@@ -1,0 +1,233 @@
+"""Build a tiny, randomly initialised Qwen2-VL checkpoint entirely offline.
+
+Tests, CI and anyone without the 4.4 GB MedVLM-R1 weights (or without network) need a model that
+goes through exactly the same code as the real one: ``from_pretrained`` on a directory holding
+``config.json``, safetensors weights, a byte-level BPE tokenizer with Qwen2-VL's special tokens
+and chat template, and a Qwen2-VL image processor. This module writes such a directory in a
+couple of seconds. Its weights are random, so its answers are random words: everything that
+shows its output must say so (``LoadedModel.is_test_model`` tells).
+
+Two details make the random text readable instead of raw bytes: the tokenizer's merges are
+learnt from a small radiology vocabulary, and the output-embedding rows of single-byte and
+special tokens are zeroed, so greedy decoding picks whole words. The end-of-turn token is among
+those rows, so the model practically never stops by itself and always runs to ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from medvlm.metadata import write_metadata
+from medvlm.processor import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS, ImageOnlyQwen2VLProcessor, save_processor
+
+#: Qwen2-VL's special tokens, in the order of its released tokenizer.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+#: Qwen2's pre-tokenisation pattern (from its released tokenizer.json).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+#: Qwen2-VL's chat template (identical to the one shipped with Qwen2-VL-2B-Instruct and MedVLM-R1).
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: Words the tokenizer learns merges from, so that random output reads as words.
+_VOCABULARY_TEXT = """
+<think> </think> <answer> </answer> A B C D E F G H I J A) B) C) D)
+Your task: Think through the question step by step, enclose your reasoning process in tags.
+Then provide the correct single-letter choice inside tags. No extra information or text outside of these tags.
+What is the most likely diagnosis? Which imaging modality was used? Which organ is shown in this image?
+image shows scan the a an of in on with without and or is are was no there this that likely most
+MRI CT X-Ray ultrasound radiograph axial sagittal coronal plane slice contrast enhanced T1 T2 FLAIR
+weighted sequence signal intensity density hyperintense hypointense hyperdense hypodense lesion mass
+nodule cyst tumor tumour edema oedema hemorrhage haemorrhage infarct ischemia abscess calcification
+fracture effusion pneumothorax consolidation opacity atelectasis cardiomegaly pleural pulmonary
+brain skull ventricle cortex white matter grey gray cerebellum spine vertebra disc cord knee
+meniscus ligament cartilage joint bone marrow shoulder hip pelvis abdomen liver kidney spleen
+pancreas gallbladder bowel colon stomach bladder prostate uterus ovary breast heart aorta lung
+chest thorax neck thyroid sinus orbit normal abnormal acute chronic benign malignant left right
+bilateral focal diffuse small large well defined irregular margin enhancement finding findings
+consistent suggests suggest appears seen visible shows showing indicates therefore answer option
+"""
+
+
+def _train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
+    """A byte-level BPE tokenizer with Qwen2's pre-tokeniser, decoder and special tokens."""
+    backend = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([_VOCABULARY_TEXT] * 4, trainer)
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
+    return Qwen2Tokenizer(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+        errors="replace",
+    )
+
+
+def _tiny_config(tokenizer: Qwen2Tokenizer, hidden_size: int, layers: int) -> Qwen2VLConfig:
+    """A Qwen2-VL config of the real architecture's shape, shrunk (4 heads of ``hidden_size // 4``)."""
+    token_id = tokenizer.convert_tokens_to_ids
+    half_head = hidden_size // 4 // 2
+    mrope_section = [half_head * 2 // 8, half_head * 3 // 8, half_head * 3 // 8]  # real: [16, 24, 24] of 64
+    return Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
+            "bos_token_id": token_id("<|endoftext|>"),
+            "eos_token_id": token_id("<|im_end|>"),
+            "pad_token_id": token_id("<|endoftext|>"),
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": layers,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+            "hidden_size": hidden_size,
+        },
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_checkpoint(
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    vocab_size: int = 1000,
+    init_std: float = 0.3,
+) -> Path:
+    """Write a tiny random Qwen2-VL checkpoint to ``directory`` and return its path.
+
+    The result loads with ``medvlm.model.load_model(directory)`` exactly like a Hub checkpoint.
+    ``hidden_size`` must be a multiple of 64 (four attention heads whose rotary half splits into
+    the three multimodal rotary sections in the real model's 2:3:3 ratio).
+    """
+    if hidden_size % 64:
+        raise ValueError("hidden_size must be a multiple of 64")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    tokenizer = _train_tokenizer(vocab_size)
+    config = _tiny_config(tokenizer, hidden_size, layers)
+    config.text_config.initializer_range = init_std
+    config.vision_config.initializer_range = init_std
+    model = Qwen2VLForConditionalGeneration(config)
+    _mute_unreadable_tokens(model, tokenizer)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=RECIPE_MIN_PIXELS, max_pixels=RECIPE_MAX_PIXELS)
+    processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    save_processor(processor, directory)
+    write_metadata(
+        directory,
+        {
+            "kind": "random-test-model",
+            "random_weights": True,
+            "note": "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. "
+            "Its output is random text, not medical reasoning.",
+            "seed": seed,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    )
+    return directory
+
+
+def _mute_unreadable_tokens(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tokenizer) -> None:
+    """Zero the output rows of single-byte and special tokens so random greedy text is words."""
+    vocab = tokenizer.get_vocab()
+    muted = [index for token, index in vocab.items() if len(token) == 1 or token in SPECIAL_TOKENS]
+    with torch.no_grad():
+        model.lm_head.weight[muted] = 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``medvlm-tiny-model DIR``: write the tiny offline checkpoint (random weights) to DIR."""
+    parser = argparse.ArgumentParser(
+        prog="medvlm-tiny-model",
+        description="Write a tiny, randomly initialised Qwen2-VL checkpoint (offline). "
+        "It exercises the whole pipeline; its answers are random text.",
+    )
+    parser.add_argument("directory", type=Path, help="where to write the checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = build_tiny_checkpoint(args.directory, seed=args.seed)
+    print(f"Wrote a tiny random Qwen2-VL checkpoint to {path}. Its weights are random: its output is random text.")
+    print(f"Try: medvlm ask --model {path} --image IMAGE --question '...' --option '...' --option '...'")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
