@@ -1,0 +1,3 @@
+from medvlm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""``medvlm``: ask one question about one image from the terminal, streaming the reasoning.
+
+    medvlm ask --image scan.dcm --question "Which organ is shown?" \\
+        --option Liver --option Brain --option Knee --option Lung [--window lung] [--model DIR]
+    medvlm tiny-model ./tiny-model        # write the offline test checkpoint (random weights)
+
+The input is checked (file readable, question and options valid) before the model is loaded, so
+a typo costs a second, not a 4 GB load. Problems print one line on stderr, ``error: ...``, and
+the exit status is 2; the parsed answer ends the output and ``--json`` prints it machine-readably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from medvlm.dicom import WINDOW_PRESETS, Window
+from medvlm.errors import MedVLMError
+from medvlm.images import load_image
+from medvlm.model import DEFAULT_MODEL_ID, load_model
+from medvlm.prompt import LETTERS, PromptStyle, validate_question
+from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medvlm", description="A workbench for reasoning medical vision-language models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer one multiple-choice question about one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)")
+    ask.add_argument("--image", required=True, help="image or DICOM file")
+    ask.add_argument("--question", required=True)
+    ask.add_argument("--option", action="append", default=[], dest="options", help="an answer option; repeat 2 to 10 times (lettered A, B, C... in order)")
+    ask.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"Hub id, checkpoint directory or LoRA adapter directory (default: {DEFAULT_MODEL_ID})")
+    ask.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    ask.add_argument("--style", default=PromptStyle.MEDVLM.value, choices=[style.value for style in PromptStyle], help="prompt wording (default: %(default)s)")
+    dicom = ask.add_argument_group("DICOM display")
+    dicom.add_argument("--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)")
+    dicom.add_argument("--window-center", type=float, help="custom window centre (with --window-width)")
+    dicom.add_argument("--window-width", type=float, help="custom window width (with --window-center)")
+    dicom.add_argument("--frame", type=int, help="frame of a multi-frame DICOM, from 0 (default: the middle one)")
+    generation = ask.add_argument_group("generation")
+    generation.add_argument("--max-new-tokens", type=int, default=512)
+    generation.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (the paper decodes greedily)")
+    generation.add_argument("--temperature", type=float, default=1.0)
+    generation.add_argument("--top-p", type=float, default=1.0)
+    generation.add_argument("--seed", type=int)
+    generation.add_argument("--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)")
+    generation.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: automatic)")
+    generation.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    ask.add_argument("--json", action="store_true", help="print the final result as one JSON object instead of the summary")
+
+    tiny = commands.add_parser("tiny-model", help="write the tiny offline test checkpoint (random weights, random output)")
+    tiny.add_argument("directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tiny-model":
+            from medvlm.tiny_model import main as tiny_main
+
+            return tiny_main([args.directory, "--seed", str(args.seed)])
+        return ask(args, out=sys.stdout, err=sys.stderr)
+    except MedVLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    """Run the ``ask`` command: check inputs, load the model, stream, print the parsed result."""
+    question, options = validate_question(args.question, args.options)
+    window = Window(preset=args.window, center=args.window_center, width=args.window_width)
+    loaded_image = load_image(args.image, window=window, frame=args.frame)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_pixels=args.max_pixels,
+    ).validate()
+
+    _quiet_libraries()
+    print(f"Loading {args.model} ...", file=err, flush=True)
+    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype)
+    if loaded.is_test_model:
+        print("Note: this is the tiny random test model; its output is random text, not medical reasoning.", file=err, flush=True)
+    meta = loaded_image.metadata
+    described = ", ".join(part for part in (meta.source_format, meta.modality, meta.body_part, meta.window_name and f"window {meta.window_name}") if part)
+    print(f"Image: {meta.width}x{meta.height} ({described})", file=err, flush=True)
+
+    final: StreamUpdate | None = None
+    for update in stream_completion(loaded, loaded_image.image, question, options, settings, style=args.style):
+        if not args.json:
+            out.write(update.delta)
+            out.flush()
+        final = update
+    assert final is not None and final.done
+    if args.json:
+        out.write(json.dumps(_result_dict(final, options, loaded.describe(), meta.to_dict()), indent=2) + "\n")
+    else:
+        out.write("\n\n" + _summary(final, options) + "\n")
+    return 0
+
+
+def _summary(final: StreamUpdate, options: Sequence[str]) -> str:
+    parsed = final.parsed
+    if parsed.letter is not None:
+        answer = f"Answer: {parsed.letter}) {options[LETTERS.index(parsed.letter)]}"
+    else:
+        answer = f"Answer: none. {parsed.problem or 'The model gave no answer.'}"
+    lines = [answer, f"Format followed: {'yes' if parsed.format_ok else 'no'}"]
+    if final.stop_reason == "max_new_tokens":
+        lines.append("Stopped at the maximum number of new tokens (raise --max-new-tokens for longer reasoning).")
+    timing = final.timing
+    if timing is not None:
+        ttft = f"{timing.time_to_first_token_s:.2f} s" if timing.time_to_first_token_s is not None else "n/a"
+        rate = f"{timing.tokens_per_second:.1f} tokens/s" if timing.tokens_per_second is not None else "n/a"
+        lines.append(f"Time to first token: {ttft}; {rate}; {timing.new_tokens} new tokens in {timing.total_s:.2f} s")
+    return "\n".join(lines)
+
+
+def _result_dict(final: StreamUpdate, options: Sequence[str], model: dict, image: dict) -> dict:
+    parsed = final.parsed
+    return {
+        "letter": parsed.letter,
+        "option": options[LETTERS.index(parsed.letter)] if parsed.letter else None,
+        "format_ok": parsed.format_ok,
+        "problem": parsed.problem,
+        "reasoning": parsed.reasoning,
+        "answer_text": parsed.answer_text,
+        "completion": final.text,
+        "stop_reason": final.stop_reason,
+        "timing": final.timing.to_dict() if final.timing else None,
+        "model": model,
+        "image": image,
+    }
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for the answer: no weight-loading progress bars or library warnings."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Loading a vision-language model and its processor from the Hub, a directory, or a LoRA adapter.
+
+One entry point, ``load_model``, serves the app, the CLI and evaluation, so a checkpoint that
+works in one works in all: the published ``JZPeterPan/MedVLM-R1``, a base ``Qwen/Qwen2-VL-2B-
+Instruct``, a directory written by ``train.grpo`` (full model or LoRA adapter), or the tiny
+offline test checkpoint. Device and dtype follow the hardware (bf16 on CUDA, fp32 on CPU, where
+bf16 decodes about half as fast) unless the caller says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, PreTrainedModel
+
+from medvlm.errors import ModelLoadError
+from medvlm.metadata import read_metadata
+from medvlm.processor import RECIPE_MAX_PIXELS, ImageOnlyQwen2VLProcessor, load_processor
+
+logger = logging.getLogger(__name__)
+
+#: The published MedVLM-R1 weights (GRPO on Qwen2-VL-2B-Instruct), the app's default model.
+DEFAULT_MODEL_ID = "JZPeterPan/MedVLM-R1"
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with what a user (and an annotation) needs to know about it."""
+
+    model: PreTrainedModel
+    processor: ImageOnlyQwen2VLProcessor
+    source: str
+    """The Hub id or directory it was loaded from, as given."""
+    revision: str | None
+    """The Hub commit it was loaded at, when known (``None`` for local directories)."""
+    device: torch.device
+    dtype: torch.dtype
+    max_pixels: int
+    base_model: str | None = None
+    """For a LoRA adapter: the base model it was merged onto."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's ``medvlm.json`` (training recipe and metrics, or the test-model marker)."""
+
+    @property
+    def is_test_model(self) -> bool:
+        """True for the tiny random checkpoint, whose output is random text."""
+        return bool(self.metadata.get("random_weights"))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary stored with annotations and evaluation reports."""
+        return {
+            "model": self.source,
+            "revision": self.revision,
+            "base_model": self.base_model,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "max_pixels": self.max_pixels,
+            "random_weights": self.is_test_model,
+        }
+
+
+def default_device() -> torch.device:
+    """CUDA when present, then Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (as the model was trained), fp32 elsewhere (bf16 is slower on CPUs)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    return torch.float32
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Turn ``"bf16"``/``"float32"``/``torch.float16``/``None`` (auto) into a torch dtype."""
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; use one of: auto, {', '.join(sorted(_DTYPES))}.") from None
+
+
+def adapter_base(directory: Path) -> str | None:
+    """The base model named by a PEFT adapter directory, or ``None`` if it is not an adapter."""
+    config = directory / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"The adapter in {directory} does not say which base model it belongs to (adapter_config.json has no base_model_name_or_path).")
+    return base
+
+
+def load_model(
+    source: str | Path = DEFAULT_MODEL_ID,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+    revision: str | None = None,
+    image_backend: str | None = None,
+    attn_implementation: str | None = "sdpa",
+    **hub_kwargs: Any,
+) -> LoadedModel:
+    """Load a model and its processor, ready for ``medvlm.streaming.stream_completion``.
+
+    ``source`` is a Hub id, a checkpoint directory, or a LoRA adapter directory (recognised by its
+    ``adapter_config.json``; the adapter is merged into its base model, so generation runs at full
+    speed). ``max_pixels`` bounds the image tokens (default: the checkpoint's own setting, which
+    for MedVLM-R1 is the recipe's 401408). Any failure raises ``ModelLoadError`` with a message
+    that says what to do.
+    """
+    source_str = str(source)
+    path = Path(source_str).expanduser()
+    resolved_device = torch.device(device) if device is not None else default_device()
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if revision is not None:
+        hub_kwargs["revision"] = revision
+    is_local = path.is_dir()
+    if not is_local and _looks_like_path(source_str):
+        raise ModelLoadError(f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}.")
+
+    base = adapter_base(path) if is_local else None
+    weights_source = base if base else source_str
+    processor_source = source_str if (is_local and _has_tokenizer(path)) else weights_source
+    try:
+        processor = load_processor(processor_source, max_pixels=max_pixels, min_pixels=min_pixels, backend=image_backend, **({} if is_local else hub_kwargs))
+        model = AutoModelForImageTextToText.from_pretrained(
+            weights_source,
+            dtype=resolved_dtype,
+            attn_implementation=attn_implementation,
+            **({} if base is None and is_local else hub_kwargs),
+        )
+        if base is not None:
+            model = _merge_adapter(model, path)
+    except ModelLoadError:
+        raise
+    except torch.OutOfMemoryError as error:
+        raise ModelLoadError(f"Not enough memory to load {source_str} on {resolved_device}. Try a smaller dtype (--dtype bf16 on GPU), a smaller model, or a machine with more memory.") from error
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as error:
+        raise ModelLoadError(_explain_load_failure(source_str, is_local, error)) from error
+
+    model.to(resolved_device)
+    model.eval()
+    metadata = read_metadata(path) if is_local else {}
+    if base is not None and Path(base).is_dir():
+        metadata = {**read_metadata(base), **metadata}
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        source=source_str,
+        revision=None if is_local else getattr(model.config, "_commit_hash", None),
+        device=resolved_device,
+        dtype=resolved_dtype,
+        max_pixels=_effective_max_pixels(processor),
+        base_model=base,
+        metadata=metadata,
+    )
+
+
+def _merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel:
+    """Apply a PEFT (LoRA) adapter and fold it into the weights."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer_config.json").is_file()
+
+
+def _looks_like_path(source: str) -> bool:
+    """A string that can only be meant as a local path (a Hub id is ``name`` or ``org/name``)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _effective_max_pixels(processor: ImageOnlyQwen2VLProcessor) -> int:
+    image_processor = processor.image_processor
+    value = getattr(image_processor, "max_pixels", None)
+    if value is None:
+        size = getattr(image_processor, "size", None)
+        value = getattr(size, "longest_edge", None) if size is not None and not isinstance(size, dict) else (size or {}).get("longest_edge")
+    return int(value or RECIPE_MAX_PIXELS)
+
+
+def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:
+    """A one-paragraph message for a failed load: what happened and what to try."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if is_local:
+        return f"Could not load a model from the directory {source}: {detail}. It should hold config.json, the weights (*.safetensors) and the tokenizer and processor files, or be a LoRA adapter directory."
+    return (
+        f"Could not load {source} from the Hugging Face Hub: {detail}. Check the model id and your network; "
+        "without network, download it beforehand (huggingface-cli download) or point --model at a local directory. "
+        "To try the app without any weights, build the tiny test model: medvlm-tiny-model ./tiny-model"
+    )

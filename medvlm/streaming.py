@@ -1,0 +1,252 @@
+"""Streaming one completion, token by token, with its parsed result and timing.
+
+``stream_completion`` is what the app, the CLI and the benchmarks call: it builds the prompt with
+``medvlm.prompt``, runs ``model.generate`` in a worker thread with transformers'
+``TextIteratorStreamer``, and yields a ``StreamUpdate`` for each piece of text, each carrying
+the text so far parsed with ``medvlm.parsing`` (so a UI can show reasoning and answer apart while
+they stream). The last update has ``done=True``, the stop reason and the timing.
+
+Cancellation is cooperative: setting the ``cancel`` event (from any thread) makes a stopping
+criterion end generation after the current token. Closing the generator (a client went away, a
+Stop button) sets it too, so no generation outlives its consumer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from medvlm.errors import MedVLMError
+from medvlm.model import LoadedModel
+from medvlm.parsing import ParsedCompletion, parse_completion
+from medvlm.prompt import PromptStyle, build_messages, validate_question
+
+#: Upper bound on new tokens a user may ask for (the recipe uses 512).
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+class GenerationError(MedVLMError):
+    """Generation failed part-way (out of memory, a broken model...)."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. The defaults are the paper's: greedy, up to 512 new tokens."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_pixels: int | None = None
+    """Image-token budget for this request (``None``: the loaded model's setting)."""
+
+    def validate(self) -> GenerationSettings:
+        """Raise ``MedVLMError`` with a readable message for settings ``generate`` would reject."""
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise MedVLMError(f"Maximum new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (got {self.max_new_tokens}).")
+        if self.do_sample and not self.temperature > 0:
+            raise MedVLMError(f"Temperature must be above 0 when sampling (got {self.temperature}).")
+        if not 0 < self.top_p <= 1:
+            raise MedVLMError(f"top-p must be in (0, 1] (got {self.top_p}).")
+        if self.max_pixels is not None and self.max_pixels < 4 * 28 * 28:
+            raise MedVLMError(f"Image resolution (max_pixels) must be at least {4 * 28 * 28} (got {self.max_pixels}).")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate``."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Speed of one completion as the user experienced it."""
+
+    time_to_first_token_s: float | None
+    """From the call (prompt building, vision encoder and prefill included) to the first new token."""
+    total_s: float
+    new_tokens: int
+    tokens_per_second: float | None
+    """Decode rate after the first token (``None`` with fewer than two tokens)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One step of a streamed completion."""
+
+    text: str
+    """The whole completion so far."""
+    delta: str
+    """What this update added."""
+    parsed: ParsedCompletion
+    done: bool = False
+    stop_reason: str | None = None
+    """On the final update: ``"eos"``, ``"max_new_tokens"`` or ``"cancelled"``."""
+    timing: Timing | None = None
+    """On the final update."""
+
+
+class _CancelCriterion(StoppingCriteria):
+    """Stops generation (for the whole batch) once ``event`` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """A ``TextIteratorStreamer`` that also records how many tokens came, and when the first did."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.new_tokens = 0
+        self.first_token_at: float | None = None
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.new_tokens += int(value.numel())
+        self._prompt_seen = True
+        super().put(value)
+
+
+def prepare_inputs(
+    loaded: LoadedModel,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    options: Sequence[Sequence[str]],
+    *,
+    style: PromptStyle | str = PromptStyle.MEDVLM,
+    max_pixels: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise a batch of (image, question, options) into model inputs on the model's device.
+
+    Batches are left-padded, so that every row's new tokens start at the same position (what
+    batched generation needs; one row is just a batch of one).
+    """
+    processor = loaded.processor
+    texts = [
+        processor.apply_chat_template(build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False)
+        for question, opts in zip(questions, options, strict=True)
+    ]
+    image_kwargs = {"max_pixels": max_pixels} if max_pixels is not None else {}
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(text=texts, images=[image.convert("RGB") for image in images], padding=True, return_tensors="pt", **image_kwargs)
+    inputs = inputs.to(loaded.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
+    return dict(inputs)
+
+
+def stream_completion(
+    loaded: LoadedModel,
+    image: Image.Image,
+    question: str,
+    options: Sequence[str],
+    settings: GenerationSettings | None = None,
+    *,
+    style: PromptStyle | str = PromptStyle.MEDVLM,
+    cancel: threading.Event | None = None,
+    poll_interval_s: float = 0.1,
+) -> Iterator[StreamUpdate]:
+    """Stream the model's completion for one image and one multiple-choice question.
+
+    Raises ``QuestionError`` (invalid question/options) or ``MedVLMError`` (invalid settings)
+    before any work starts, and ``GenerationError`` if generation itself fails.
+    """
+    settings = (settings or GenerationSettings()).validate()
+    question, options = validate_question(question, options)
+    require_think = PromptStyle(style) is not PromptStyle.NO_THINK
+    cancel = cancel or threading.Event()
+    started = time.perf_counter()
+
+    inputs = prepare_inputs(loaded, [image], [question], [options], style=style, max_pixels=settings.max_pixels)
+    streamer = _CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failure: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                loaded.model.generate(
+                    **inputs,
+                    **settings.generate_kwargs(),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_CancelCriterion(cancel)]),
+                    pad_token_id=loaded.processor.tokenizer.pad_token_id,
+                )
+        except BaseException as error:  # reported to the consumer below, never lost in the thread
+            failure.append(error)
+            streamer.end()
+
+    worker = threading.Thread(target=generate, name="medvlm-generate", daemon=True)
+    worker.start()
+    text = ""
+    try:
+        for delta in _pieces(streamer, worker, poll_interval_s):
+            text += delta
+            yield StreamUpdate(text=text, delta=delta, parsed=parse_completion(text, options, require_think=require_think))
+        worker.join()
+        cancelled = cancel.is_set()
+    finally:
+        cancel.set()  # a consumer that stops early stops the generation too
+    if failure:
+        error = failure[0]
+        if isinstance(error, torch.OutOfMemoryError):
+            raise GenerationError("The model ran out of memory while answering. Lower the image resolution (max_pixels) or the maximum new tokens.") from error
+        raise GenerationError(f"Generation failed: {error}") from error
+
+    finished = time.perf_counter()
+    timing = _timing(started, streamer.first_token_at, finished, streamer.new_tokens)
+    if streamer.new_tokens >= settings.max_new_tokens:
+        reason = "max_new_tokens"
+    else:
+        reason = "cancelled" if cancelled else "eos"
+    yield StreamUpdate(text=text, delta="", parsed=parse_completion(text, options, require_think=require_think), done=True, stop_reason=reason, timing=timing)
+
+
+def _pieces(streamer: TextIteratorStreamer, worker: threading.Thread, poll_interval_s: float) -> Iterator[str]:
+    """Text pieces from the streamer; polls so that a dead worker can never hang the consumer."""
+    while True:
+        try:
+            piece = streamer.text_queue.get(timeout=poll_interval_s)
+        except queue.Empty:
+            if not worker.is_alive() and streamer.text_queue.empty():
+                return
+            continue
+        if piece is streamer.stop_signal:
+            return
+        if piece:
+            yield piece
+
+
+def _timing(started: float, first_token_at: float | None, finished: float, new_tokens: int) -> Timing:
+    ttft = None if first_token_at is None else first_token_at - started
+    rate = None
+    if first_token_at is not None and new_tokens > 1 and finished > first_token_at:
+        rate = (new_tokens - 1) / (finished - first_token_at)
+    return Timing(time_to_first_token_s=ttft, total_s=finished - started, new_tokens=new_tokens, tokens_per_second=rate)
