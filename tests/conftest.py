@@ -1,0 +1,33 @@
+"""Shared fixtures: the tiny offline checkpoint (built once per session) and sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medvlm.tiny_model import build_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2-VL checkpoint written by the project's own builder."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    """The tiny checkpoint loaded through ``load_model``, exactly as a Hub checkpoint would be."""
+    from medvlm.model import load_model
+
+    return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def sample_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic greyscale 'scan' saved as PNG."""
+    path = tmp_path_factory.mktemp("images") / "scan.png"
+    image = Image.radial_gradient("L").resize((160, 128)).convert("RGB")
+    image.save(path)
+    return path
