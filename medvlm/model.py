@@ -138,6 +138,8 @@ def load_model(
         raise ModelLoadError(f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}.")
 
     base = adapter_base(path) if is_local else None
+    if is_local and base is None and not (path / "config.json").is_file():
+        raise ModelLoadError(f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory holds adapter_config.json.")
     weights_source = base if base else source_str
     processor_source = source_str if (is_local and _has_tokenizer(path)) else weights_source
     try:
@@ -202,11 +204,12 @@ def _effective_max_pixels(processor: ImageOnlyQwen2VLProcessor) -> int:
 
 def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:
     """A one-paragraph message for a failed load: what happened and what to try."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    detail = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
     if is_local:
         return f"Could not load a model from the directory {source}: {detail}. It should hold config.json, the weights (*.safetensors) and the tokenizer and processor files, or be a LoRA adapter directory."
     return (
         f"Could not load {source} from the Hugging Face Hub: {detail}. Check the model id and your network; "
-        "without network, download it beforehand (huggingface-cli download) or point --model at a local directory. "
+        "without network, download it beforehand (hf download MODEL_ID) or point --model at a local directory. "
         "To try the app without any weights, build the tiny test model: medvlm-tiny-model ./tiny-model"
     )
