@@ -20,7 +20,7 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
 from medvlm.metadata import read_metadata
-from medvlm.processor import RECIPE_MAX_PIXELS, ImageOnlyQwen2VLProcessor, load_processor
+from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -194,12 +194,7 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _effective_max_pixels(processor: ImageOnlyQwen2VLProcessor) -> int:
-    image_processor = processor.image_processor
-    value = getattr(image_processor, "max_pixels", None)
-    if value is None:
-        size = getattr(image_processor, "size", None)
-        value = getattr(size, "longest_edge", None) if size is not None and not isinstance(size, dict) else (size or {}).get("longest_edge")
-    return int(value or RECIPE_MAX_PIXELS)
+    return pixel_bounds(processor)["longest_edge"]
 
 
 def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:

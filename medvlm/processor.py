@@ -73,15 +73,25 @@ def load_processor(
     ``hub_kwargs`` (revision, token, local_files_only, cache_dir...) go to ``from_pretrained``.
     ``max_pixels`` / ``min_pixels`` override the checkpoint's image-size bounds.
     """
-    kwargs: dict[str, Any] = dict(hub_kwargs, backend=image_backend(backend))
-    if max_pixels is not None:
-        kwargs["max_pixels"] = max_pixels
-    if min_pixels is not None:
-        kwargs["min_pixels"] = min_pixels
-    processor = ImageOnlyQwen2VLProcessor.from_pretrained(str(source), **kwargs)
+    processor = ImageOnlyQwen2VLProcessor.from_pretrained(str(source), backend=image_backend(backend), **hub_kwargs)
+    if max_pixels is not None or min_pixels is not None:
+        processor.image_processor.size = pixel_bounds(processor, max_pixels=max_pixels, min_pixels=min_pixels)
     if processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     return processor
+
+
+def pixel_bounds(processor: ProcessorMixin, *, max_pixels: int | None = None, min_pixels: int | None = None) -> dict[str, int]:
+    """The image processor's ``size`` with new pixel bounds; ``None`` keeps the current bound.
+
+    Qwen2-VL resizes each image so that its pixel count lies between the two bounds (rounded to
+    28-pixel multiples); each 28x28 block becomes one image token.
+    """
+    size = processor.image_processor.size
+    return {
+        "longest_edge": int(max_pixels if max_pixels is not None else size["longest_edge"]),
+        "shortest_edge": int(min_pixels if min_pixels is not None else size["shortest_edge"]),
+    }
 
 
 def save_processor(processor: ProcessorMixin, directory: str | Path) -> None:

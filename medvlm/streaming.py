@@ -26,6 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel
+from medvlm.processor import pixel_bounds
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, build_messages, validate_question
 
@@ -152,7 +153,7 @@ def prepare_inputs(
         processor.apply_chat_template(build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False)
         for question, opts in zip(questions, options, strict=True)
     ]
-    image_kwargs = {"max_pixels": max_pixels} if max_pixels is not None else {}
+    image_kwargs = {"size": pixel_bounds(processor, max_pixels=max_pixels)} if max_pixels is not None else {}
     processor.tokenizer.padding_side = "left"
     inputs = processor(text=texts, images=[image.convert("RGB") for image in images], padding=True, return_tensors="pt", **image_kwargs)
     inputs = inputs.to(loaded.device)
