@@ -1,0 +1,89 @@
+"""The ``medvlm`` command as a user runs it: streamed text, a parsed result, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from medvlm.cli import main
+
+QUESTION = ["--question", "Which modality is this?", "--option", "CT", "--option", "MRI", "--option", "X-Ray"]
+
+
+def test_png_question_streams_and_prints_parsed_result(tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["ask", "--model", str(tiny_model_dir), "--image", str(sample_png), *QUESTION, "--max-new-tokens", "16"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "Answer: none." in captured.out  # random weights never produce a well-formed answer
+    assert "Format followed: no" in captured.out
+    assert "Time to first token:" in captured.out and "16 new tokens" in captured.out
+    assert "random test model" in captured.err
+
+
+def test_json_output_describes_answer_model_and_safe_image_metadata(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ct = get_testdata_file("CT_small.dcm")
+    status = main(["ask", "--model", str(tiny_model_dir), "--image", ct, *QUESTION, "--max-new-tokens", "8", "--window", "lung", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert result["letter"] is None and result["format_ok"] is False
+    assert result["timing"]["new_tokens"] == 8
+    assert result["model"]["random_weights"] is True
+    assert result["image"]["modality"] == "CT" and result["image"]["window_name"] == "lung"
+    assert "CompressedSamples^CT1" not in json.dumps(result)  # CT_small's patient name
+
+
+def test_ct_dicom_from_a_shell(tiny_model_dir: Path) -> None:
+    """The installed entry point, in a subprocess, on pydicom's CT sample."""
+    ct = get_testdata_file("CT_small.dcm")
+    result = subprocess.run(
+        [sys.executable, "-m", "medvlm", "ask", "--model", str(tiny_model_dir), "--image", ct, *QUESTION, "--max-new-tokens", "12"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Answer: none." in result.stdout and "12 new tokens" in result.stdout
+    assert "CT" in result.stderr  # "Image: 128x128 (DICOM, CT, ...)"
+
+
+def test_bad_file_is_one_line_error_and_nonzero_exit(tiny_model_dir: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "scan.png"
+    fake.write_text("this is not an image\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "medvlm", "ask", "--model", str(tiny_model_dir), "--image", str(fake), *QUESTION],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("error: This file is not a DICOM or image file")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--question", " ", "--option", "a", "--option", "b"], "question"),
+        (["--question", "Which?", "--option", "only"], "option"),
+    ],
+)
+def test_bad_question_fails_before_loading_the_model(sample_png: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["ask", "--model", "/nonexistent/model/dir", "--image", str(sample_png), *args])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: ") and message in err.lower()
+    assert "Loading" not in err
+
+
+def test_missing_model_is_a_clear_error(sample_png: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["ask", "--model", str(tmp_path / "missing" / "model"), "--image", str(sample_png), *QUESTION])
+    assert status == 2
+    assert "No model directory at" in capsys.readouterr().err
+
+
+def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tiny-model", str(tmp_path / "tiny")]) == 0
+    assert "random" in capsys.readouterr().out
+    assert (tmp_path / "tiny" / "model.safetensors").is_file()
