@@ -227,7 +227,7 @@ def stream_completion(
         reason = "max_new_tokens"
     else:
         reason = "cancelled" if cancelled else "eos"
-    yield StreamUpdate(text=text, delta="", parsed=parse_completion(text, options, require_think=require_think), done=True, stop_reason=reason, timing=timing)
+    yield StreamUpdate(text=text, delta="", parsed=parse_completion(text, options, require_think=require_think, final=True), done=True, stop_reason=reason, timing=timing)
 
 
 def _pieces(streamer: TextIteratorStreamer, worker: threading.Thread, poll_interval_s: float) -> Iterator[str]:
