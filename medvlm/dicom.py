@@ -1,0 +1,380 @@
+"""DICOM rendering: one frame of a DICOM file as an 8-bit RGB picture, and nothing that names a patient.
+
+A radiologist expects a DICOM to look the way a viewer shows it, so the display pipeline follows
+the standard (PS3.3 C.11 and C.7.6.3): stored values -> modality LUT (CT Hounsfield units) ->
+VOI window (a named preset, a custom centre/width, or the file's own) -> 8-bit grey, with
+MONOCHROME1 inverted, palette images through their colour LUT and YBR colour converted to RGB.
+Every step is pydicom's own implementation; this module only chooses which step applies.
+
+Privacy: the dataset is read from memory and never written anywhere. Only the image pixel and
+LUT elements (group 0x0028, and their copies in enhanced multi-frame functional groups), the
+transfer syntax and the whitelisted Modality and Body Part Examined are ever read. pydicom
+converts values lazily, so patient and institution elements are never even decoded, which
+also keeps them out of its warnings and logs. What leaves the module is a
+:class:`~medvlm.images.SafeMetadata` and error messages built from fixed text, numbers and
+valid Code Strings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    get_decoder,
+    pixel_array,
+)
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID_dictionary,
+)
+
+from medvlm.errors import ImageLoadError
+from medvlm.images import MAX_PIXELS, SafeMetadata
+
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (50.0, 400.0),
+    "liver": (30.0, 150.0),
+    "bone": (400.0, 1800.0),
+}
+"""CT window presets in Hounsfield units: name -> (centre, width).
+
+Values from Radiopaedia, "Windowing (CT)" (https://radiopaedia.org/articles/windowing-ct):
+brain W:80 L:40; subdural W:130-300 L:50-100, taken at the middle of both ranges (75/215);
+stroke W:40 L:40 (the wider of the two stroke windows it gives, the other being W:8 L:32);
+lungs W:1500 L:-600; mediastinum W:350 L:50; abdominal soft tissues W:400 L:50; liver W:150
+L:30; bone W:1800 L:400. They only make sense on images in Hounsfield units (CT), which
+``SafeMetadata.hounsfield`` reports.
+"""
+
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_GREY = ("MONOCHROME1", "MONOCHROME2")
+# pydicom's pixel_array already returns RGB for YBR_FULL/YBR_FULL_422, and the JPEG 2000
+# decoders return RGB for the irreversible/reversible colour transforms (YBR_ICT/YBR_RCT).
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+_PALETTE = "PALETTE COLOR"
+# Code String values (VR CS): the only file text allowed into metadata or messages.
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
+_UID_STRING = re.compile(r"[0-9.]{1,64}")
+_PLUGINS_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The display window a caller asks for; validated on creation so a bad one never reaches rendering.
+
+    ``Window()`` means "auto": the file's own VOI LUT or window (first value), else the full range
+    of the pixel values. A ``preset`` is a key of :data:`WINDOW_PRESETS`; ``center`` and
+    ``width`` give a custom window and must come together. Windows apply to greyscale DICOMs
+    only; colour DICOMs and raster images ignore them.
+    """
+
+    preset: str | None = None
+    center: float | None = None
+    width: float | None = None
+
+    def __post_init__(self) -> None:
+        custom = (self.center is not None, self.width is not None)
+        if self.preset is not None:
+            if any(custom):
+                raise ImageLoadError("Choose either a window preset or a custom window centre and width, not both.")
+            if self.preset not in WINDOW_PRESETS:
+                raise ImageLoadError(
+                    f"Unknown window preset {self.preset!r}. Valid presets: {', '.join(sorted(WINDOW_PRESETS))}."
+                )
+        elif custom[0] != custom[1]:
+            raise ImageLoadError("Give both a window centre and a window width, or neither (to use the file's own window).")
+        elif all(custom):
+            if not math.isfinite(self.center) or not math.isfinite(self.width):
+                raise ImageLoadError("The window centre and width must be finite numbers.")
+            if self.width <= 0:
+                raise ImageLoadError(f"The window width must be greater than 0 (got {self.width:g}).")
+
+    def requested(self) -> tuple[float, float, str] | None:
+        """(centre, width, name) for a preset or custom window; None for "auto"."""
+        if self.preset is not None:
+            center, width = WINDOW_PRESETS[self.preset]
+            return center, width, self.preset
+        if self.center is not None and self.width is not None:
+            return float(self.center), float(self.width), "custom"
+        return None
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether ``data`` is a DICOM file, judged by content alone (extensions lie).
+
+    A conforming file has "DICM" after its 128-byte preamble. Files without the preamble (old
+    or non-conforming writers) must start with a group 0x0002 or 0x0008 element and parse as a
+    dataset holding a SOP Class UID, Modality or Rows, so arbitrary bytes are not taken for DICOM.
+    """
+    if data[128:132] == b"DICM":
+        return True
+    if data[:2] not in (b"\x02\x00", b"\x08\x00", b"\x00\x08"):
+        return False
+    try:
+        ds = dcmread(BytesIO(data), force=True, stop_before_pixels=True)
+        return any(keyword in ds for keyword in ("SOPClassUID", "Modality", "Rows"))
+    except Exception:  # noqa: BLE001 - anything pydicom cannot parse is simply not DICOM
+        return False
+
+
+def render_dicom(data: bytes, window: Window | None = None, frame: int | None = None) -> tuple[Image.Image, SafeMetadata]:
+    """Render one frame of a DICOM file as an RGB image, with only whitelisted metadata.
+
+    ``frame`` counts from 0; the default is the middle frame, the most representative of a
+    multi-frame series. Every failure is an :class:`ImageLoadError` whose message says what is
+    wrong with the file without quoting any of its contents.
+    """
+    window = window or Window()
+    if not is_dicom(data):
+        raise ImageLoadError("This file is not a DICOM or image file (PNG, JPEG, TIFF, BMP, WebP).")
+    ds = _read(data)
+    try:
+        return _render(ds, window, frame)
+    except ImageLoadError:
+        raise
+    except Exception:  # noqa: BLE001 - a malformed header can break pydicom anywhere
+        raise ImageLoadError("This DICOM file is corrupt: its image description could not be read.") from None
+
+
+def _read(data: bytes) -> Dataset:
+    """Parse the dataset; ``force`` only for preamble-less files, which ``is_dicom`` vetted.
+
+    A file without a Transfer Syntax UID (no file meta) can only hold native pixel data in the
+    encoding it was read with, which pydicom's decoders need spelled out.
+    """
+    try:
+        ds = dcmread(BytesIO(data), force=data[128:132] != b"DICM")
+        if "TransferSyntaxUID" not in ds.file_meta:
+            implicit, little = ds.original_encoding
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+            )
+        return ds
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files
+        # `from None`: pydicom's own message may quote element values.
+        raise ImageLoadError("This DICOM file is truncated or corrupt and could not be read.") from None
+
+
+def _render(ds: Dataset, window: Window, frame: int | None) -> tuple[Image.Image, SafeMetadata]:
+    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
+        raise ImageLoadError("This DICOM has no pixel data (is it a structured report or RT plan?).")
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if rows <= 0 or columns <= 0:
+        raise ImageLoadError("This DICOM is corrupt: its image has no rows or columns.")
+    if rows * columns > MAX_PIXELS:
+        raise ImageLoadError(
+            f"This DICOM image is too large: {columns:,} x {rows:,} = {rows * columns:,} pixels per frame, "
+            f"over the limit of {MAX_PIXELS:,} pixels."
+        )
+    frame_count = max(int(ds.get("NumberOfFrames") or 1), 1)
+    index = _frame_index(frame, frame_count)
+    photometric = _code_string(ds, "PhotometricInterpretation") or ""
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if not ((photometric in _GREY + (_PALETTE,) and samples == 1) or (photometric in _COLOUR and samples == 3)):
+        raise ImageLoadError(
+            f"This DICOM's pixel format is not supported (photometric interpretation "
+            f"{photometric or 'unrecognised'}, {samples} samples per pixel). "
+            f"Supported: MONOCHROME1, MONOCHROME2, PALETTE COLOR, RGB and YBR colour."
+        )
+    arr = _decode_frame(ds, index)
+    modality = _code_string(ds, "Modality")
+
+    shown: dict[str, Any] = {}
+    if photometric in _GREY:
+        _use_frame_functional_groups(ds, index)
+        grey, shown = _render_grey(arr, ds, window, modality)
+        if photometric == "MONOCHROME1":
+            grey = 255 - grey  # MONOCHROME1 means low values are white
+        rgb = np.repeat(grey[..., np.newaxis], 3, axis=2)
+    elif photometric == _PALETTE:
+        rgb = _to_uint8(apply_color_lut(arr, ds)[..., :3])
+    else:
+        rgb = _to_uint8(arr, bits=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8))
+
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    metadata = SafeMetadata(
+        source_format="DICOM",
+        width=image.width,
+        height=image.height,
+        modality=modality,
+        body_part=_code_string(ds, "BodyPartExamined"),
+        frame_count=frame_count,
+        frame_index=index,
+        photometric=photometric,
+        **shown,
+    )
+    return image, metadata
+
+
+def _frame_index(frame: int | None, frame_count: int) -> int:
+    if frame is None:
+        return frame_count // 2
+    if not 0 <= frame < frame_count:
+        if frame_count == 1:
+            raise ImageLoadError(f"Frame {frame} does not exist: this DICOM has a single frame (frame 0).")
+        raise ImageLoadError(
+            f"Frame {frame} does not exist: this DICOM has {frame_count} frames, numbered 0 to {frame_count - 1}."
+        )
+    return frame
+
+
+def _decode_frame(ds: Dataset, index: int) -> np.ndarray:
+    """Decode only the requested frame, telling apart a missing decoder from damaged data."""
+    syntax = UID(ds.file_meta.TransferSyntaxUID)  # always set by _read
+    if syntax.is_compressed:
+        try:
+            available = get_decoder(syntax).is_available
+        except NotImplementedError:
+            raise ImageLoadError(
+                f"This DICOM is compressed with {_syntax_name(syntax)}, which this workbench cannot decode. "
+                f"Export it uncompressed or as JPEG / JPEG 2000 / RLE from your PACS."
+            ) from None
+        if not available:
+            raise ImageLoadError(
+                f"This DICOM is compressed with {_syntax_name(syntax)}, which could not be decoded because "
+                f"no decoder is installed. Install the pylibjpeg plugins: {_PLUGINS_HINT}"
+            )
+    try:
+        return pixel_array(ds, index=index)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - bad data makes decoders raise anything, even pyo3's PanicException
+        raise ImageLoadError("This DICOM's image data is truncated or corrupt and could not be decoded.") from None
+
+
+def _use_frame_functional_groups(ds: Dataset, index: int) -> None:
+    """Copy an enhanced multi-frame file's rescale and window for ``index`` to the top level.
+
+    Enhanced CT/MR keep them in functional groups (shared, then per frame, the latter winning),
+    where pydicom's LUT functions do not look. ``ds`` is our private in-memory copy.
+    """
+    items = list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if index < len(per_frame):
+        items.append(per_frame[index])
+    for item in items:
+        for sequence in ("PixelValueTransformationSequence", "FrameVOILUTSequence"):
+            if item.get(sequence):
+                macro = item[sequence][0]
+                for tag in macro.keys():
+                    ds[tag] = macro.get_item(tag)  # raw: no conversion, see _code_string
+
+
+def _render_grey(arr: np.ndarray, ds: Dataset, window: Window, modality: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Modality LUT, then the window; returns 8-bit grey and the metadata fields describing it."""
+    values = apply_modality_lut(arr, ds)
+    hounsfield = (
+        modality == "CT"
+        and "RescaleSlope" in ds
+        and "RescaleIntercept" in ds
+        and (_code_string(ds, "RescaleType") or "HU") == "HU"
+    )
+    requested = window.requested()
+    if requested is not None:
+        center, width, name = requested
+        return _linear_window(values, center, width), _shown(center, width, name, hounsfield)
+    if ds.get("VOILUTSequence"):
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return _to_uint8(apply_voi(values, ds), bits=bits), _shown(None, None, "file VOI LUT", hounsfield)
+    file_window = _file_window(ds)
+    if file_window is not None:
+        center, width, function = file_window
+        return _linear_window(values, center, width, function), _shown(center, width, "file", hounsfield)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    center, width = (low + high) / 2, (high - low) or 1.0  # a blank image shows mid-grey
+    return _linear_window(values, center, width), _shown(center, width, "full range", hounsfield)
+
+
+def _shown(center: float | None, width: float | None, name: str, hounsfield: bool) -> dict[str, Any]:
+    return {"window_center": center, "window_width": width, "window_name": name, "hounsfield": hounsfield}
+
+
+def _file_window(ds: Dataset) -> tuple[float, float, str] | None:
+    """The file's first Window Center/Width and its VOI LUT function, or None if absent or unusable."""
+    try:
+        center, width = (_first(ds["WindowCenter"]), _first(ds["WindowWidth"]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if not (math.isfinite(center) and math.isfinite(width) and width > 0):
+        return None
+    function = _code_string(ds, "VOILUTFunction") or "LINEAR"
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    if function == "LINEAR" and width < 1:
+        function = "LINEAR_EXACT"  # LINEAR needs width >= 1 (PS3.3 C.11.2.1.2.1)
+    return center, width, function
+
+
+def _first(element: Any) -> float:
+    value = element.value
+    return float(value[0] if element.VM > 1 else value)
+
+
+def _linear_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR_EXACT") -> np.ndarray:
+    """Window ``values`` straight onto 0-255 with pydicom's ``apply_windowing``.
+
+    Handing it a minimal 8-bit unsigned dataset makes its output range exactly 0..255,
+    whatever the source bit depth or rescale. LINEAR_EXACT maps centre +/- width/2 to black and
+    white exactly, and accepts the sub-unit widths of float data such as PET SUV.
+    """
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = 8
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = center
+    voi.WindowWidth = width
+    voi.VOILUTFunction = function
+    return _to_uint8(apply_windowing(np.nan_to_num(values.astype(np.float64)), voi), bits=8)
+
+
+def _to_uint8(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Scale values whose full range is 0..2**bits - 1 (default: that of the dtype) to 0..255."""
+    top = 2**bits - 1 if bits is not None else np.iinfo(arr.dtype).max
+    if top == 255:
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(arr.astype(np.float64) * (255 / top)), 0, 255).astype(np.uint8)
+
+
+def _code_string(ds: Dataset, keyword: str) -> str | None:
+    """A text element that is a valid single Code String (upper-cased), else None.
+
+    Read from the element's raw bytes, so that pydicom never converts, validates and hence
+    warns or logs a value that turned out to hold something else (a name in Body Part...).
+    Nothing else of the file's text may leave the module.
+    """
+    element = ds.get_item(keyword)
+    if element is None or element.value is None:
+        return None
+    value = element.value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    text = text.strip(" \x00").upper()
+    return text if _CODE_STRING.fullmatch(text) else None
+
+
+def _syntax_name(syntax: Any) -> str:
+    """A transfer syntax's standard name, its bare UID, or a neutral phrase for anything stranger."""
+    uid = str(syntax)
+    if uid in UID_dictionary:
+        return f"the '{UID(uid).name}' transfer syntax"
+    return f"transfer syntax {uid}" if _UID_STRING.fullmatch(uid) else "an unrecognised transfer syntax"
