@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the final result as one JSON object instead of the summary")
 
     tiny = commands.add_parser("tiny-model", help="write the tiny offline test checkpoint (random weights, random output)")
-    tiny.add_argument("directory")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("arguments", nargs=argparse.REMAINDER, help="DIRECTORY [--seed N] [--format-warm-start]")
     return parser
 
 
@@ -66,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tiny-model":
             from medvlm.tiny_model import main as tiny_main
 
-            return tiny_main([args.directory, "--seed", str(args.seed)])
+            return tiny_main(args.arguments)
         return ask(args, out=sys.stdout, err=sys.stderr)
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,11 +19,12 @@ import argparse
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from medvlm.metadata import write_metadata
+from medvlm.metadata import read_metadata, write_metadata
 from medvlm.processor import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS, ImageOnlyQwen2VLProcessor, save_processor
 
 #: Qwen2-VL's special tokens, in the order of its released tokenizer.
@@ -205,6 +206,57 @@ def build_tiny_checkpoint(
     return directory
 
 
+#: Synthetic cases for the format warm-start: (question, options).
+_WARM_START_CASES = (
+    ("Which imaging modality was used?", ["CT", "MRI", "X-Ray", "Ultrasound"]),
+    ("Which organ is shown in this image?", ["Liver", "Brain", "Knee"]),
+    ("What is the most likely diagnosis?", ["Normal", "Infarct", "Hemorrhage", "Abscess", "Tumor"]),
+    ("Is there a fracture?", ["Yes", "No"]),
+)
+
+
+def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0, learning_rate: float = 1e-2) -> Path:
+    """Teach a tiny checkpoint the answer *format* by a few supervised steps, and save it in place.
+
+    Random weights never close ``</think>`` or give an ``<answer>``, so nothing downstream of the
+    parser (a highlighted option, a correct/wrong mark, a format reward above zero) could be seen
+    without this. The targets are ``<think> ... </think>\n<answer>L</answer>`` with L drawn at
+    random from the offered letters: the model learns the shape, not medicine. The checkpoint's
+    ``medvlm.json`` records the warm-start; it still counts as a random test model.
+    """
+    from medvlm.model import load_model
+    from medvlm.prompt import LETTERS
+    from medvlm.streaming import prepare_inputs
+
+    generator = torch.Generator().manual_seed(seed)
+    loaded = load_model(directory, dtype="fp32", device="cpu")
+    model, tokenizer = loaded.model, loaded.processor.tokenizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    for step in range(steps):
+        question, options = _WARM_START_CASES[step % len(_WARM_START_CASES)]
+        letter = LETTERS[int(torch.randint(len(options), (1,), generator=generator))]
+        shade = int(torch.randint(256, (1,), generator=generator))
+        image = Image.new("RGB", (56, 56), (shade, shade, shade))
+        inputs = prepare_inputs(loaded, [image], [question], [options])
+        target = tokenizer(f"<think> The image shows a scan. </think>\n<answer>{letter}</answer><|im_end|>", return_tensors="pt")["input_ids"]
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)
+        labels = torch.full_like(inputs["input_ids"], -100)
+        labels[:, -target.shape[1]:] = target
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(directory)
+    metadata = read_metadata(directory)
+    metadata.update(format_warm_start={"steps": steps, "final_loss": round(loss.item(), 4)}, note=metadata.get("note", "") + " It was warm-started to follow the <think>/<answer> format; the letters it picks are still random.")
+    write_metadata(directory, metadata)
+    return Path(directory)
+
+
 def _mute_unreadable_tokens(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tokenizer) -> None:
     """Zero the output rows of single-byte and special tokens so random greedy text is words."""
     vocab = tokenizer.get_vocab()
@@ -222,8 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("directory", type=Path, help="where to write the checkpoint")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--format-warm-start",
+        action="store_true",
+        help="also teach it the <think>/<answer> format (a few seconds), so answers parse and highlight; the letters stay random",
+    )
     args = parser.parse_args(argv)
     path = build_tiny_checkpoint(args.directory, seed=args.seed)
+    if args.format_warm_start:
+        warm_start_format(path, seed=args.seed)
     print(f"Wrote a tiny random Qwen2-VL checkpoint to {path}. Its weights are random: its output is random text.")
     print(f"Try: medvlm ask --model {path} --image IMAGE --question '...' --option '...' --option '...'")
     return 0

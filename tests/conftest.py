@@ -31,3 +31,11 @@ def sample_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = Image.radial_gradient("L").resize((160, 128)).convert("RGB")
     image.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def formatted_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint after the format warm-start: it answers ``<think>..</think><answer>L</answer>``."""
+    from medvlm.tiny_model import warm_start_format
+
+    return warm_start_format(build_tiny_checkpoint(tmp_path_factory.mktemp("formatted-model")))

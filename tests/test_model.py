@@ -112,3 +112,14 @@ def test_saved_processor_round_trips(tiny_model: LoadedModel, tmp_path: Path) ->
     assert again.chat_template == tiny_model.processor.chat_template
     assert again.tokenizer.get_vocab() == tiny_model.processor.tokenizer.get_vocab()
     assert again.image_token_id == tiny_model.processor.image_token_id
+
+
+def test_format_warm_start_makes_answers_parse(formatted_model_dir: Path) -> None:
+    from medvlm.streaming import GenerationSettings, stream_completion
+
+    loaded = load_model(formatted_model_dir)
+    assert loaded.is_test_model and loaded.metadata["format_warm_start"]["steps"] > 0
+    image = Image.radial_gradient("L").convert("RGB").resize((120, 90))
+    final = list(stream_completion(loaded, image, "Which modality?", ["CT", "MRI", "X-Ray"], GenerationSettings(max_new_tokens=40)))[-1]
+    assert final.parsed.format_ok and final.parsed.letter in {"A", "B", "C"}
+    assert final.stop_reason == "eos"
