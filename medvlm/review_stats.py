@@ -1,0 +1,145 @@
+"""What the reviews say, in numbers: flag rates, agreement between reviewers, a short summary.
+
+Everything here takes the annotations themselves (``AnnotationStore.query(...)``), so the same
+filters the app offers apply to the statistics.
+
+**Agreement** is computed per flag, treating "flagged / not flagged" as each reviewer's rating of
+an output, over the outputs that at least two distinct reviewers reviewed. The kappa is Fleiss'
+(1971), implemented here (a few lines) rather than taken from ``statsmodels``, for two reasons:
+statsmodels' ``fleiss_kappa`` assumes every output has the same number of raters, which
+double-review data rarely has (some outputs get a third look), and it would add a large
+dependency for one formula. For output *i* with ``n_i`` reviewers of whom ``k_i`` set the flag::
+
+    P_i   = (k_i (k_i - 1) + (n_i - k_i)(n_i - k_i - 1)) / (n_i (n_i - 1))   # agreeing pairs / pairs
+    P_bar = mean of P_i                                                      # observed agreement
+    p     = sum k_i / sum n_i                                                # share of "flagged"
+    P_e   = p^2 + (1 - p)^2                                                  # chance agreement
+    kappa = (P_bar - P_e) / (1 - P_e)
+
+With the same number of reviewers on every output this is exactly Fleiss' kappa (and what
+statsmodels returns). Kappa is undefined (NaN) when every rating is the same (``P_e = 1``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pandas as pd
+
+from medvlm.annotations import FLAGS, Annotation, AnnotationError
+
+GROUPS: tuple[str, ...] = ("modality", "model_id", "reviewer")
+"""The columns :func:`flag_rates` can group by."""
+
+UNKNOWN_GROUP = "unknown"
+"""Group label for annotations without a value (a raster image has no modality)."""
+
+AGREEMENT_COLUMNS: tuple[str, ...] = ("flag", "label", "outputs", "ratings", "observed_agreement", "fleiss_kappa")
+
+
+def flag_rates(annotations: Sequence[Annotation], by: str | None = None) -> pd.DataFrame:
+    """How often each flag was set: ``flag, label, count, rate`` (rate: share of annotations).
+
+    With ``by`` ("modality", "model_id" or "reviewer") the frame is long, one row per group and
+    flag, rates within the group, ready for ``gr.BarPlot(x="label", y="rate", color=by)``.
+    Every flag appears (with count 0) so bars line up across groups. No annotations: an empty
+    frame with the same columns.
+    """
+    if by is not None and by not in GROUPS:
+        raise AnnotationError(f"Cannot group flag rates by {by!r}; choose from: {', '.join(GROUPS)}.")
+    groups: dict[str | None, list[Annotation]] = defaultdict(list)
+    for annotation in annotations:
+        groups[_group_value(annotation, by) if by else None].append(annotation)
+    rows = [
+        {
+            **({by: group} if by else {}),
+            "flag": flag,
+            "label": label,
+            "count": (count := sum(flag in annotation.flags for annotation in members)),
+            "rate": count / len(members),
+        }
+        for group, members in sorted(groups.items())
+        for flag, label in FLAGS.items()
+    ]
+    columns = [*([by] if by else []), "flag", "label", "count", "rate"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def reviewer_agreement(annotations: Sequence[Annotation]) -> pd.DataFrame:
+    """Per flag, agreement between reviewers on the outputs reviewed by two or more of them.
+
+    Columns: ``flag, label, outputs`` (outputs double-reviewed), ``ratings`` (their reviews),
+    ``observed_agreement`` (mean share of agreeing reviewer pairs) and ``fleiss_kappa`` (see the
+    module docstring; NaN where undefined). Empty frame with these columns when no output was
+    reviewed twice. A reviewer's repeated review of one output counts once (the latest).
+    """
+    outputs = _double_reviewed(annotations)
+    if not outputs:
+        return pd.DataFrame(columns=list(AGREEMENT_COLUMNS))
+    rows = []
+    for flag, label in FLAGS.items():
+        counts = [(len(reviews), sum(flag in review.flags for review in reviews)) for reviews in outputs]
+        observed, kappa = _fleiss(counts)
+        ratings = sum(n for n, _ in counts)
+        rows.append(dict(zip(AGREEMENT_COLUMNS, (flag, label, len(outputs), ratings, observed, kappa), strict=True)))
+    return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))
+
+
+def summary_text(annotations: Sequence[Annotation]) -> str:
+    """A short Markdown summary: totals, reviewers, double reviews, accuracy, format compliance.
+
+    Accuracy counts annotations whose reviewer gave the correct answer (reviewers may differ on
+    it); format compliance counts distinct outputs, since it is a property of the output alone.
+    """
+    if not annotations:
+        return "No annotations yet."
+    outputs = {annotation.output_id: annotation for annotation in annotations}
+    reviewers = sorted({annotation.reviewer for annotation in annotations})
+    known = [annotation.is_correct for annotation in annotations if annotation.is_correct is not None]
+    accuracy = (
+        f"{sum(known)}/{len(known)} = {_percent(sum(known), len(known))} of annotations with a known correct answer"
+        if known
+        else "no correct answers given yet"
+    )
+    formatted = sum(annotation.format_ok for annotation in outputs.values())
+    flag_counts = {label: sum(flag in annotation.flags for annotation in annotations) for flag, label in FLAGS.items()}
+    lines = [
+        f"**{len(annotations)}** annotation(s) of **{len(outputs)}** model output(s) "
+        f"by **{len(reviewers)}** reviewer(s): {', '.join(reviewers)}.",
+        "",
+        f"- Reviewed by two or more reviewers: {len(_double_reviewed(annotations))} output(s).",
+        f"- Accuracy: {accuracy}.",
+        f"- Format followed (`<think>` then `<answer>`): {formatted}/{len(outputs)} = {_percent(formatted, len(outputs))} of outputs.",
+        "- Flags: " + (", ".join(f"{label} {count}" for label, count in flag_counts.items() if count) or "none (comments only)") + ".",
+    ]
+    return "\n".join(lines)
+
+
+def _group_value(annotation: Annotation, by: str) -> str:
+    value = getattr(annotation, by)
+    return value if value else UNKNOWN_GROUP
+
+
+def _double_reviewed(annotations: Sequence[Annotation]) -> list[list[Annotation]]:
+    """The latest review by each reviewer, per output, for outputs with two or more reviewers."""
+    latest: dict[str, dict[str, Annotation]] = defaultdict(dict)
+    for annotation in annotations:
+        previous = latest[annotation.output_id].get(annotation.reviewer)
+        if previous is None or annotation.updated_at >= previous.updated_at:
+            latest[annotation.output_id][annotation.reviewer] = annotation
+    return [list(by_reviewer.values()) for by_reviewer in latest.values() if len(by_reviewer) >= 2]
+
+
+def _fleiss(counts: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """Observed agreement and Fleiss' kappa from (raters, raters who flagged) per output (n >= 2)."""
+    agreement = [(k * (k - 1) + (n - k) * (n - k - 1)) / (n * (n - 1)) for n, k in counts]
+    observed = sum(agreement) / len(agreement)
+    p = sum(k for _, k in counts) / sum(n for n, _ in counts)
+    chance = p * p + (1 - p) * (1 - p)
+    kappa = (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+    return observed, kappa
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%"

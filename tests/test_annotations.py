@@ -1,0 +1,479 @@
+"""The annotation store: round trips, idempotency, durability under threads and crashes, privacy, exports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+import medvlm
+import medvlm.annotations as annotations_module  # "from medvlm import annotations" would get the package's __future__ feature
+from medvlm.annotations import (
+    DATA_DIR_ENV,
+    FLAGS,
+    SCHEMA_VERSION,
+    AnnotationError,
+    AnnotationStore,
+    ModelOutput,
+    Review,
+    default_data_dir,
+    image_sha256,
+)
+from medvlm.errors import MedVLMError
+from medvlm.images import SafeMetadata
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_image(shade: int = 0, size: tuple[int, int] = (48, 32)) -> Image.Image:
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image.putpixel((0, 0), (shade % 256, 0, 0))
+    return image
+
+
+def make_output(index: int = 0, **changes: object) -> ModelOutput:
+    """A plausible output; ``index`` varies the id and the image."""
+    image = make_image(index)
+    output = ModelOutput(
+        output_id=f"{index:032x}",
+        image=image,
+        image_metadata=SafeMetadata(source_format="DICOM", width=image.width, height=image.height, modality="CT").to_dict(),
+        question="Which organ is shown?",
+        options=["Liver", "Lung", "Brain"],
+        correct_answer="B",
+        completion="<think>Air-filled lobes.</think><answer>B</answer>",
+        reasoning="Air-filled lobes.",
+        answer_text="B",
+        letter="B",
+        format_ok=True,
+        problem=None,
+        stop_reason="eos",
+        model={"model": "JZPeterPan/MedVLM-R1", "revision": "abc123", "dtype": "bfloat16", "max_pixels": 401408},
+        settings={"max_new_tokens": 512, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "seed": None, "max_pixels": None},
+        prompt_style="medvlm",
+        timing={"time_to_first_token_s": 0.5, "total_s": 3.0, "new_tokens": 40, "tokens_per_second": 15.6},
+        generated_at="2025-06-01T12:00:00+00:00",
+    )
+    return dataclasses.replace(output, **changes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AnnotationStore:
+    return AnnotationStore(tmp_path / "data")
+
+
+def table_counts(store: AnnotationStore) -> dict[str, int]:
+    with sqlite3.connect(store.db_path) as conn:
+        return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("outputs", "annotations", "annotation_flags")}
+
+
+# -- round trip ------------------------------------------------------------------------------
+
+
+def test_add_then_get_round_trips_every_field(store: AnnotationStore) -> None:
+    output = make_output()
+    annotation, created = store.add(output, Review("  Dr Grey ", ("sound", "superficial", "sound"), " odd "))
+    assert created
+    assert store.get(annotation.id) == annotation
+    assert annotation.reviewer == "Dr Grey"
+    assert annotation.flags == ("superficial", "sound")  # FLAGS order, de-duplicated
+    assert annotation.comment == "odd"
+    for field in ("output_id", "question", "options", "completion", "reasoning", "answer_text", "letter",
+                  "format_ok", "problem", "stop_reason", "model", "settings", "prompt_style", "timing", "generated_at"):  # fmt: skip
+        assert getattr(annotation, field) == getattr(output, field), field
+    assert annotation.image_metadata == output.image_metadata
+    assert annotation.modality == "CT"
+    assert annotation.model_id == "JZPeterPan/MedVLM-R1"
+    assert annotation.correct_answer == "B" and annotation.is_correct is True
+    assert annotation.app_version == medvlm.__version__
+    assert annotation.created_at == annotation.updated_at
+    assert annotation.image_path == store.data_dir / "images" / f"{annotation.image_sha256}.png"
+    with Image.open(annotation.image_path) as stored:
+        assert stored.size == output.image.size
+        assert image_sha256(stored) == annotation.image_sha256  # the name is the pixels' hash
+
+
+def test_store_creates_its_folder_and_schema(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path / "a" / "b")
+    assert (store.data_dir / "images").is_dir()
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert dict(conn.execute("SELECT name, label FROM flags")) == FLAGS
+
+
+def test_default_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert default_data_dir() == Path("medvlm-data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert default_data_dir() == tmp_path / "elsewhere"
+    assert AnnotationStore().data_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("reviewer", "flags", "comment", "message"),
+    [
+        ("  ", ("sound",), "", "enter your name"),
+        ("Dr Grey", ("brilliant",), "", "Unknown flag 'brilliant'"),
+        ("Dr Grey", (), "  ", "Choose at least one flag or write a comment."),
+    ],
+)
+def test_invalid_reviews_are_refused_with_a_clear_message(reviewer: str, flags: tuple[str, ...], comment: str, message: str) -> None:
+    with pytest.raises(AnnotationError, match=message) as raised:
+        Review(reviewer, flags, comment)
+    assert isinstance(raised.value, MedVLMError)
+
+
+def test_review_accepts_a_comment_alone_and_a_single_flag_string() -> None:
+    assert Review("r", (), "looks fine").flags == ()
+    assert Review("r", "hallucination").flags == ("hallucination",)  # type: ignore[arg-type]
+    assert Review("r", ["wrong_answer", "superficial"]).flags == ("superficial", "wrong_answer")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"output_id": " "}, "no id"),
+        ({"correct_answer": "D"}, "option letters A, B, C"),
+        ({"model": {"dtype": "float32"}}, "no 'model' entry"),
+        ({"options": []}, "non-empty list"),
+    ],
+)
+def test_invalid_outputs_are_refused_before_anything_is_written(store: AnnotationStore, changes: dict, message: str) -> None:
+    with pytest.raises(AnnotationError, match=message):
+        store.add(make_output(**changes), Review("r", ("sound",)))
+    assert store.count() == 0
+
+
+def test_correct_answer_is_normalised_and_scored(store: AnnotationStore) -> None:
+    right, _ = store.add(make_output(1, correct_answer=" b "), Review("r", ("sound",)))
+    wrong, _ = store.add(make_output(2, correct_answer="A"), Review("r", ("wrong_answer",)))
+    unknown, _ = store.add(make_output(3, correct_answer=""), Review("r", ("sound",)))
+    no_letter, _ = store.add(make_output(4, letter=None), Review("r", ("sound",)))
+    assert (right.correct_answer, right.is_correct) == ("B", True)
+    assert wrong.is_correct is False
+    assert (unknown.correct_answer, unknown.is_correct) == (None, None)
+    assert no_letter.is_correct is False
+
+
+def test_non_finite_numbers_are_stored_as_null(store: AnnotationStore) -> None:
+    timing = {"time_to_first_token_s": None, "total_s": 1.0, "new_tokens": 1, "tokens_per_second": float("nan")}
+    annotation, _ = store.add(make_output(timing=timing), Review("r", ("sound",)))
+    assert annotation.timing == {**timing, "tokens_per_second": None}
+
+
+# -- idempotency and sharing -----------------------------------------------------------------
+
+
+def test_duplicate_click_updates_the_row_in_place(store: AnnotationStore) -> None:
+    output = make_output()
+    first, created_first = store.add(output, Review("Dr Grey", ("superficial",)))
+    second, created_second = store.add(output, Review("Dr Grey ", ("hallucination", "wrong_answer"), "missed the nodule"))
+    assert (created_first, created_second) == (True, False)
+    assert store.count() == 1
+    assert second.id == first.id
+    assert second.flags == ("hallucination", "wrong_answer") and second.comment == "missed the nodule"
+    assert second.created_at == first.created_at and second.updated_at >= first.updated_at
+    assert table_counts(store) == {"outputs": 1, "annotations": 1, "annotation_flags": 2}
+    assert store.query(flag="superficial") == []
+
+
+def test_reviewers_share_one_output_and_images_are_stored_once(store: AnnotationStore) -> None:
+    output = make_output()
+    store.add(output, Review("Dr Grey", ("sound",)))
+    store.add(output, Review("Dr House", ("superficial",)))
+    store.add(make_output(9, image=output.image.copy()), Review("Dr Grey", ("sound",)))  # same pixels, new output
+    assert store.count() == 3
+    assert table_counts(store)["outputs"] == 2
+    assert len(list((store.data_dir / "images").iterdir())) == 1
+
+
+def test_an_output_id_reused_for_different_content_is_refused(store: AnnotationStore) -> None:
+    store.add(make_output(), Review("Dr Grey", ("sound",)))
+    with pytest.raises(AnnotationError, match="differs in: completion"):
+        store.add(make_output(completion="<think>other</think><answer>A</answer>"), Review("Dr House", ("sound",)))
+    assert store.count() == 1
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def test_query_filters_in_sql_and_returns_newest_first(store: AnnotationStore) -> None:
+    mr = {**make_output().image_metadata, "modality": "MR"}
+    a, _ = store.add(make_output(1), Review("Dr Grey", ("superficial",)))
+    b, _ = store.add(make_output(2, image_metadata=mr), Review("Dr House", ("superficial", "hallucination")))
+    c, _ = store.add(make_output(3, model={"model": "Qwen/Qwen2-VL-2B-Instruct"}), Review("Dr Grey", ("sound",)))
+    ids = lambda annotations: [annotation.id for annotation in annotations]  # noqa: E731
+    assert ids(store.query()) == [c.id, b.id, a.id]
+    assert ids(store.query(flag="superficial")) == [b.id, a.id]
+    assert ids(store.query(flag="superficial", modality="MR")) == [b.id]
+    assert ids(store.query(reviewer="Dr Grey")) == [c.id, a.id]
+    assert ids(store.query(model_id="Qwen/Qwen2-VL-2B-Instruct")) == [c.id]
+    assert ids(store.query(limit=1)) == [c.id]
+    assert store.query(flag="contradiction") == []
+    assert store.distinct("reviewer") == ["Dr Grey", "Dr House"]
+    assert store.distinct("modality") == ["CT", "MR"]
+    assert store.distinct("model_id") == ["JZPeterPan/MedVLM-R1", "Qwen/Qwen2-VL-2B-Instruct"]
+
+
+def test_filtering_by_flag_searches_the_flag_index(store: AnnotationStore) -> None:
+    sql = f"EXPLAIN QUERY PLAN {annotations_module._SELECT_ANNOTATIONS} WHERE {annotations_module._FLAG_FILTER}"
+    with sqlite3.connect(store.db_path) as conn:
+        plan = [row[-1] for row in conn.execute(sql, ("sound",))]
+    assert any("annotation_flags_flag (flag=?)" in step for step in plan), plan
+    assert not any(step.startswith("SCAN") for step in plan), plan
+
+
+def test_bad_lookups_raise_annotation_errors(store: AnnotationStore) -> None:
+    with pytest.raises(AnnotationError, match="no annotation with id 42"):
+        store.get(42)
+    with pytest.raises(AnnotationError, match="Unknown flag"):
+        store.query(flag="nope")
+    with pytest.raises(AnnotationError, match="choose from: reviewer, modality, model_id"):
+        store.distinct("question")
+    with pytest.raises(AnnotationError, match="at least 1"):
+        store.query(limit=0)
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+def test_reopening_sees_every_row(tmp_path: Path) -> None:
+    with AnnotationStore(tmp_path) as store:
+        added = [store.add(make_output(i), Review("r", ("sound",)))[0] for i in range(5)]
+    assert not (tmp_path / "annotations.sqlite3-wal").exists() or (tmp_path / "annotations.sqlite3-wal").stat().st_size == 0
+    with pytest.raises(AnnotationError, match="closed"):
+        store.count()
+    reopened = AnnotationStore(tmp_path)
+    assert reopened.query()[::-1] == added
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    AnnotationStore(tmp_path)
+    with sqlite3.connect(tmp_path / "annotations.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(AnnotationError, match="newer medvlm"):
+        AnnotationStore(tmp_path)
+
+
+def test_concurrent_adds_from_eight_threads(store: AnnotationStore) -> None:
+    start = threading.Barrier(8)
+
+    def worker(thread: int) -> list[bool]:
+        start.wait()
+        created = []
+        for i in range(6):
+            created.append(store.add(make_output(thread * 100 + i), Review(f"r{thread}", ("sound",)))[1])
+            created.append(store.add(make_output(7777), Review("same", ("superficial",)))[1])  # a shared double click
+        return created
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(worker, range(8)))  # re-raises any 'database is locked'
+    assert store.count() == 8 * 6 + 1
+    assert sum(created for result in results for created in result[1::2]) == 1  # exactly one insert of the shared row
+    assert table_counts(store) == {"outputs": 8 * 6 + 1, "annotations": 8 * 6 + 1, "annotation_flags": 8 * 6 + 1}
+
+
+def test_a_crash_inside_the_transaction_leaves_nothing_behind(store: AnnotationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    kept, _ = store.add(make_output(1), Review("Dr Grey", ("sound",)))
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(annotations_module, "_write_flags", crash)  # runs after the row inserts, before commit
+        with pytest.raises(RuntimeError, match="power cut"):
+            store.add(make_output(2), Review("Dr Grey", ("superficial",)))
+        with pytest.raises(RuntimeError, match="power cut"):  # an update of an existing row, too
+            store.add(make_output(1), Review("Dr Grey", ("hallucination",), "changed"))
+    assert table_counts(store) == {"outputs": 1, "annotations": 1, "annotation_flags": 1}
+    assert store.get(kept.id) == kept
+    again, created = store.add(make_output(2), Review("Dr Grey", ("superficial",)))  # the same add now succeeds
+    assert created and again.flags == ("superficial",)
+    assert store.count() == 2
+
+
+def test_an_image_that_cannot_be_written_stores_no_row(store: AnnotationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(annotations_module, "_atomic_write", disk_full)
+    with pytest.raises(AnnotationError, match="No space left on device.*review was not stored"):
+        store.add(make_output(), Review("Dr Grey", ("sound",)))
+    assert store.count() == 0
+
+
+def test_a_killed_writer_process_loses_no_committed_row(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
+        from test_annotations import make_output
+        from medvlm.annotations import AnnotationStore, Review
+        store = AnnotationStore({str(tmp_path)!r})
+        i = 0
+        while True:
+            annotation, _ = store.add(make_output(i), Review("writer", ("sound",), "x" * 5000))
+            print(annotation.output_id, flush=True)  # printed only after the commit
+            i += 1
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    committed = []
+    try:
+        while len(committed) < 25:
+            line = process.stdout.readline()
+            assert line, "the writer process died on its own"
+            committed.append(line.strip())
+    finally:
+        process.kill()  # SIGKILL on POSIX: no cleanup, possibly mid-transaction
+        process.wait()
+        process.stdout.close()
+    with sqlite3.connect(tmp_path / "annotations.sqlite3") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    store = AnnotationStore(tmp_path)
+    stored = {annotation.output_id for annotation in store.query()}
+    assert set(committed) <= stored
+    assert all(annotation.image_path.is_file() for annotation in store.query())
+    assert store.add(make_output(10_000), Review("after", ("sound",)))[1]
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+MARKERS = ("DOE^JANE-PATIENT", "MRN-99887766", "ICC-SECRET-4411", "EXIF-SECRET-2233")
+
+
+def image_with_identity(tmp_path: Path) -> Image.Image:
+    """An RGB PIL image whose ``info`` carries identity: PNG tEXt chunks, an ICC profile, EXIF."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("PatientName", MARKERS[0])
+    info.add_text("PatientID", MARKERS[1])
+    path = tmp_path / "tagged.png"
+    make_image(77).save(path, pnginfo=info)
+    image = Image.open(path)
+    image.load()
+    image.info["icc_profile"] = MARKERS[2].encode() * 4
+    image.info["exif"] = b"Exif\x00\x00" + MARKERS[3].encode()
+    assert image.mode == "RGB" and image.info["PatientName"] == MARKERS[0]
+    return image
+
+
+def png_chunk_types(data: bytes) -> list[str]:
+    types, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        types.append(kind.decode())
+        position += 12 + length
+    return types
+
+
+def assert_no_marker_in_files(folder: Path) -> None:
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for marker in (*MARKERS, "PatientName", "PatientID"):
+            assert marker.encode() not in data, f"{marker} found in {path}"
+
+
+def test_patient_identity_never_reaches_the_disk_or_the_exports(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path / "data")
+    metadata = {
+        **SafeMetadata(source_format="DICOM", width=48, height=32, modality="CT").to_dict(),
+        "PatientName": MARKERS[0],
+        "PatientID": MARKERS[1],
+        "body_part": {"PatientName": MARKERS[0]},  # a whitelisted key with a smuggled value
+    }
+    annotation, _ = store.add(make_output(image=image_with_identity(tmp_path), image_metadata=metadata), Review("Dr Grey", ("sound",)))
+    assert set(annotation.image_metadata) <= {field.name for field in dataclasses.fields(SafeMetadata)}
+    assert "body_part" not in annotation.image_metadata
+    assert png_chunk_types(annotation.image_path.read_bytes()) == ["IHDR", "IDAT", "IEND"]
+
+    exports = tmp_path / "exports"
+    store.export_jsonl(exports / "annotations.jsonl")
+    parquet = store.export_parquet(exports / "annotations.parquet")
+    assert_no_marker_in_files(store.data_dir)  # the database, its WAL, the images
+    assert_no_marker_in_files(exports)
+    import pyarrow.parquet as pq  # Parquet pages may be compressed: check the decoded values too
+
+    decoded = json.dumps(pq.read_table(parquet).drop_columns(["image"]).to_pylist())
+    assert not any(marker in decoded for marker in MARKERS)
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filled_store(store: AnnotationStore) -> AnnotationStore:
+    store.add(make_output(1), Review("Dr Grey", ("superficial", "hallucination"), "thin"))
+    store.add(make_output(2, timing=None, correct_answer=None), Review("Dr House", (), "comment only"))
+    store.add(make_output(3, image=make_image(3, size=(20, 64))), Review("Dr Grey", ("sound",)))
+    return store
+
+
+def assert_round_trip(rows: list[dict], store: AnnotationStore) -> None:
+    expected = [annotation.to_record() for annotation in store.query()[::-1]]
+    assert [row["output_id"] for row in rows] == [record["output_id"] for record in expected]
+    for row, record in zip(rows, expected):
+        assert row["flags"] == record["flags"]
+        assert row["options"] == record["options"]
+        assert {key: row[key] for key in row if key.startswith("flag_")} == {f"flag_{key}": key in record["flags"] for key in FLAGS}
+        for key in ("reviewer", "comment", "question", "completion", "letter", "correct_answer", "format_ok", "is_correct", "model_id", "updated_at"):
+            assert row[key] == record[key], key
+
+
+def test_jsonl_export_loads_with_datasets_and_its_images_resolve(filled_store: AnnotationStore, tmp_path: Path) -> None:
+    import datasets
+
+    path = filled_store.export_jsonl(tmp_path / "out" / "annotations.jsonl")
+    rows = list(datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")))
+    assert_round_trip(rows, filled_store)
+    for row, annotation in zip(rows, filled_store.query()[::-1]):
+        exported = path.parent / row["image"]  # relative to the export's folder
+        with Image.open(exported) as image, Image.open(annotation.image_path) as original:
+            assert image.size == original.size
+        assert not exported.samefile(annotation.image_path)  # a copy: editing it cannot touch the store
+        assert row["image_metadata"]["modality"] == "CT"
+    assert not list(path.parent.rglob("*.partial"))
+
+
+def test_parquet_export_is_self_contained(filled_store: AnnotationStore, tmp_path: Path) -> None:
+    import datasets
+
+    path = filled_store.export_parquet(tmp_path / "out" / "annotations.parquet")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["annotations.parquet"]  # no image files needed
+    loaded = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    direct = datasets.Dataset.from_parquet(str(path), cache_dir=str(tmp_path / "cache2"))
+    for dataset in (loaded, direct):
+        assert isinstance(dataset.features["image"], datasets.Image)
+        rows = list(dataset)
+        assert_round_trip(rows, filled_store)
+        assert [row["image"].size for row in rows] == [(48, 32), (48, 32), (20, 64)]
+        assert all(isinstance(row["image"], Image.Image) for row in rows)
+    assert rows[1]["timing"] is None and rows[0]["timing"]["new_tokens"] == 40
+
+
+def test_exporting_nothing_is_refused(store: AnnotationStore, tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match="no annotations to export"):
+        store.export_jsonl(tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_export_into_the_data_folder_reuses_its_images(filled_store: AnnotationStore) -> None:
+    before = sorted((filled_store.data_dir / "images").iterdir())
+    path = filled_store.export_jsonl(filled_store.data_dir / "annotations.jsonl")
+    assert sorted((filled_store.data_dir / "images").iterdir()) == before
+    assert len(path.read_text().splitlines()) == filled_store.count()
+    assert os.path.getsize(path) > 0
