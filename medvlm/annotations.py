@@ -143,6 +143,11 @@ class ModelOutput:
     """ISO-8601 UTC."""
 
 
+#: Flags that say the reasoning itself is faulty, so they contradict "sound". ("wrong_answer" does
+#: not: sound reasoning can still end on the wrong option, and that is worth recording.)
+REASONING_FAULTS = ("superficial", "contradiction", "hallucination")
+
+
 @dataclass(frozen=True)
 class Review:
     """What a reviewer said about one output. Validated and normalised on creation.
@@ -165,6 +170,9 @@ class Review:
         comment = (self.comment or "").strip()
         if not given and not comment:
             raise AnnotationError("Choose at least one flag or write a comment.")
+        clashing = [FLAGS[flag] for flag in REASONING_FAULTS if flag in given]
+        if "sound" in given and clashing:
+            raise AnnotationError(f"'{FLAGS['sound']}' cannot be combined with {' / '.join(repr(label) for label in clashing)}: untick one of them.")
         object.__setattr__(self, "reviewer", reviewer)
         object.__setattr__(self, "flags", tuple(flag for flag in FLAGS if flag in given))
         object.__setattr__(self, "comment", comment)

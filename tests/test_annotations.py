@@ -83,11 +83,11 @@ def table_counts(store: AnnotationStore) -> dict[str, int]:
 
 def test_add_then_get_round_trips_every_field(store: AnnotationStore) -> None:
     output = make_output()
-    annotation, created = store.add(output, Review("  Dr Grey ", ("sound", "superficial", "sound"), " odd "))
+    annotation, created = store.add(output, Review("  Dr Grey ", ("wrong_answer", "superficial", "wrong_answer"), " odd "))
     assert created
     assert store.get(annotation.id) == annotation
     assert annotation.reviewer == "Dr Grey"
-    assert annotation.flags == ("superficial", "sound")  # FLAGS order, de-duplicated
+    assert annotation.flags == ("superficial", "wrong_answer")  # FLAGS order, de-duplicated
     assert annotation.comment == "odd"
     for field in ("output_id", "question", "options", "completion", "reasoning", "answer_text", "letter",
                   "format_ok", "problem", "stop_reason", "model", "settings", "prompt_style", "timing", "generated_at"):  # fmt: skip
@@ -127,6 +127,7 @@ def test_default_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatc
         ("  ", ("sound",), "", "enter your name"),
         ("Dr Grey", ("brilliant",), "", "Unknown flag 'brilliant'"),
         ("Dr Grey", (), "  ", "Choose at least one flag or write a comment."),
+        ("Dr Grey", ("sound", "hallucination"), "", "cannot be combined with 'Hallucinated finding'"),
     ],
 )
 def test_invalid_reviews_are_refused_with_a_clear_message(reviewer: str, flags: tuple[str, ...], comment: str, message: str) -> None:
