@@ -1,0 +1,424 @@
+"""Evaluate a model on multiple-choice medical VQA with the papers' protocol; write a report.
+
+    python -m train.evaluate --model JZPeterPan/MedVLM-R1 --data MRI_CT_XRAY_300each_dataset.json \\
+        --data-root ./MedVLM-R1 --output-dir outputs/eval-medvlm-r1
+    python -m train.evaluate --model ./outputs/my-grpo-run --data "Splits/modality/test/CT(Computed Tomography)_test.json" \\
+        --data-root ./OmniMedVQA --max-new-tokens 256 --batch-size 64          # Med-R1's settings
+
+**Protocol** (MedVLM-R1 and Med-R1): greedy decoding, 512 new tokens (Med-R1: 256; ``--max-new-tokens``),
+the answer read from the completion with :mod:`medvlm.parsing` (``final=True``), the same reader the
+app and the ``accuracy`` reward use; an unreadable answer counts as wrong; accuracy = correct / number of
+questions evaluated, overall, per modality and per question type. Rows the loader skips (missing image,
+answer not among the options...) are *not* in that denominator: they are listed in the report with their
+reasons, and ``accuracy_with_skipped_as_wrong`` gives the figure as if each had been answered wrongly.
+
+**Generation** runs in batches (``--batch-size``), left-padded by :func:`medvlm.streaming.prepare_inputs`,
+so every row's new tokens start at the same position; ``--batch-size 1`` is the same code with batches of
+one (the original MedVLM-R1 evaluation). ``--sample --temperature T --top-p P --seed S`` switch to sampling,
+and the values given are the values used: they go to ``generate`` through
+:meth:`GenerationSettings.generate_kwargs` and nothing overrides them (the original script passed a
+``generation_config`` *and* hard-coded ``do_sample=False``, so its sampling flags did nothing).
+
+Outputs in ``--output-dir``: ``report.json`` (every number, the model's description, the data summary, the
+settings, the timing), ``report.md`` (the same as tables) and ``samples.jsonl`` (one line per question, with
+the field names of ``medvlm.annotations.ModelOutput`` so the app's Reviews tab can import it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from medvlm.errors import MedVLMError
+from medvlm.images import load_image
+from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
+from medvlm.parsing import ParsedCompletion, parse_completion
+from medvlm.prompt import PromptStyle
+from medvlm.streaming import GenerationSettings, prepare_inputs
+from train.data import FORMATS, LoadReport, VQARecord, load_records
+
+EXIT_ERROR = 2
+UNKNOWN_GROUP = "unknown"
+"""Group label for records without a modality or question type."""
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The model's answer to one question, parsed."""
+
+    record: VQARecord
+    completion: str
+    parsed: ParsedCompletion
+    stop_reason: str
+    """``"eos"`` (the model ended its turn) or ``"max_new_tokens"`` (cut off)."""
+    new_tokens: int
+
+    @property
+    def correct(self) -> bool:
+        return self.parsed.letter == self.record.answer
+
+    def to_dict(self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str) -> dict[str, Any]:
+        """One ``samples.jsonl`` line; the shared field names are those of ``annotations.ModelOutput``."""
+        record, parsed = self.record, self.parsed
+        return {
+            "id": record.id,
+            "image": str(record.image_path),
+            "question": record.question,
+            "options": list(record.options),
+            "solution": record.answer,
+            "correct_answer": record.answer,
+            "completion": self.completion,
+            "reasoning": parsed.reasoning,
+            "answer_text": parsed.answer_text,
+            "letter": parsed.letter,
+            "format_ok": parsed.format_ok,
+            "problem": parsed.problem,
+            "stop_reason": self.stop_reason,
+            "correct": self.correct,
+            "modality": record.modality,
+            "question_type": record.question_type,
+            "new_tokens": self.new_tokens,
+            "model": model,
+            "settings": settings,
+            "prompt_style": prompt_style,
+        }
+
+
+@dataclass(frozen=True)
+class Score:
+    """Accuracy and format compliance over a group of samples."""
+
+    n: int
+    correct: int
+    format_ok: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def format_compliance(self) -> float:
+        return self.format_ok / self.n if self.n else 0.0
+
+    @classmethod
+    def of(cls, samples: Sequence[SampleResult]) -> Score:
+        return cls(n=len(samples), correct=sum(s.correct for s in samples), format_ok=sum(s.parsed.format_ok for s in samples))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy": self.accuracy, "format_compliance": self.format_compliance}
+
+
+@dataclass
+class EvaluationResult:
+    """Every sample's result, with what produced it and how long it took."""
+
+    samples: list[SampleResult]
+    model: dict[str, Any]
+    """``LoadedModel.describe()``."""
+    settings: GenerationSettings
+    prompt_style: str
+    batch_size: int
+    elapsed_s: float
+
+    @property
+    def overall(self) -> Score:
+        return Score.of(self.samples)
+
+    @property
+    def by_modality(self) -> dict[str, Score]:
+        return self._grouped(lambda record: record.modality)
+
+    @property
+    def by_question_type(self) -> dict[str, Score]:
+        return self._grouped(lambda record: record.question_type)
+
+    def _grouped(self, key: Callable[[VQARecord], str | None]) -> dict[str, Score]:
+        groups: dict[str, list[SampleResult]] = defaultdict(list)
+        for sample in self.samples:
+            groups[key(sample.record) or UNKNOWN_GROUP].append(sample)
+        return {name: Score.of(groups[name]) for name in sorted(groups)}
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        new_tokens = sum(sample.new_tokens for sample in self.samples)
+        rate = lambda count: count / self.elapsed_s if self.elapsed_s > 0 else None  # noqa: E731
+        return {
+            "total_s": self.elapsed_s,
+            "samples_per_s": rate(len(self.samples)),
+            "new_tokens": new_tokens,
+            "new_tokens_per_s": rate(new_tokens),
+            "batch_size": self.batch_size,
+        }
+
+    def to_report(self, data: dict[str, Any] | None = None, load_report: LoadReport | None = None) -> dict[str, Any]:
+        """The ``report.json`` content. ``data`` describes the data source; ``load_report`` its skipped rows."""
+        overall = self.overall.to_dict()
+        if load_report is not None:
+            overall["skipped_rows"] = sum(load_report.skipped.values())
+            evaluated_and_skipped = self.overall.n + overall["skipped_rows"]
+            overall["accuracy_with_skipped_as_wrong"] = self.overall.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
+        return {
+            "protocol": "accuracy = correct / questions evaluated; an unreadable answer counts as wrong; rows skipped while loading are listed under data.load_report and not in the denominator",
+            "model": self.model,
+            "data": {**(data or {}), **({"load_report": load_report.to_dict()} if load_report is not None else {})},
+            "settings": {**self.settings.to_dict(), "prompt_style": self.prompt_style, "batch_size": self.batch_size},
+            "overall": overall,
+            "by_modality": {name: score.to_dict() for name, score in self.by_modality.items()},
+            "by_question_type": {name: score.to_dict() for name, score in self.by_question_type.items()},
+            "format_compliance": self.overall.format_compliance,
+            "unreadable_answers": sum(sample.parsed.letter is None for sample in self.samples),
+            "stopped_at_max_new_tokens": sum(sample.stop_reason == "max_new_tokens" for sample in self.samples),
+            "timing": self.timing,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+# -- generation ------------------------------------------------------------------------------------
+
+
+def evaluate(
+    loaded: LoadedModel,
+    records: Sequence[VQARecord],
+    *,
+    batch_size: int = 16,
+    settings: GenerationSettings | None = None,
+    style: PromptStyle | str = PromptStyle.MEDVLM,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Generate an answer for every record, in batches, and parse it; nothing is written to disk.
+
+    ``settings`` default to the paper's (greedy, 512 new tokens). With ``settings.seed`` the random
+    generator is seeded once, before the first batch. ``progress`` shows a tqdm bar on stderr.
+    """
+    settings = (settings or GenerationSettings()).validate()
+    try:
+        style = PromptStyle(style)
+    except ValueError:
+        raise MedVLMError(f"Unknown prompt style {style!r}; choose one of: {', '.join(s.value for s in PromptStyle)}.") from None
+    if batch_size < 1:
+        raise MedVLMError(f"The batch size must be at least 1 (got {batch_size}).")
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    started = time.perf_counter()
+    samples: list[SampleResult] = []
+    with tqdm(total=len(records), desc="Evaluating", unit="question", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            samples.extend(_answer_batch(loaded, batch, settings, style))
+            bar.update(len(batch))
+    return EvaluationResult(
+        samples=samples,
+        model=loaded.describe(),
+        settings=settings,
+        prompt_style=style.value,
+        batch_size=batch_size,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _answer_batch(loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle) -> list[SampleResult]:
+    images = []
+    for record in batch:
+        try:
+            images.append(load_image(record.image_path).image)
+        except MedVLMError as error:
+            raise MedVLMError(f"Question {record.id}: the image {record.image_path} could not be read: {error}") from error
+    inputs = prepare_inputs(
+        loaded, images, [r.question for r in batch], [list(r.options) for r in batch], style=style, max_pixels=settings.max_pixels
+    )
+    tokenizer = loaded.processor.tokenizer
+    with torch.inference_mode():
+        output = loaded.model.generate(**inputs, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+    # Left padding: every row's prompt ends at the same column, and its new tokens follow it.
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    eos_ids = _eos_ids(loaded)
+    stops = [_stop(row, eos_ids) for row in new_tokens.tolist()]
+    require_think = style is not PromptStyle.NO_THINK
+    return [
+        SampleResult(
+            record=record,
+            completion=text,
+            parsed=parse_completion(text, list(record.options), require_think=require_think, final=True),
+            stop_reason=reason,
+            new_tokens=count,
+        )
+        for record, text, (reason, count) in zip(batch, texts, stops, strict=True)
+    ]
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    eos = loaded.model.generation_config.eos_token_id
+    if eos is None:
+        eos = loaded.processor.tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+
+def _stop(tokens: list[int], eos_ids: set[int]) -> tuple[str, int]:
+    """Why a row stopped and how many tokens it generated (up to and including its end token)."""
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            return "eos", index + 1
+    return "max_new_tokens", len(tokens)
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+
+def write_outputs(
+    result: EvaluationResult, output_dir: str | Path, *, data: dict[str, Any] | None = None, load_report: LoadReport | None = None
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``samples.jsonl`` into ``output_dir``; return their paths."""
+    folder = Path(output_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    report = result.to_report(data, load_report)
+    paths = {"report.json": folder / "report.json", "report.md": folder / "report.md", "samples.jsonl": folder / "samples.jsonl"}
+    paths["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["report.md"].write_text(render_markdown(report), encoding="utf-8")
+    with paths["samples.jsonl"].open("w", encoding="utf-8") as handle:
+        for sample in result.samples:
+            line = sample.to_dict(model=result.model, settings=result.settings.to_dict(), prompt_style=result.prompt_style)
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return paths
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the report's numbers as Markdown tables."""
+    model, settings, timing = report["model"], report["settings"], report["timing"]
+    decoding = "greedy" if not settings["do_sample"] else f"sampling (temperature {settings['temperature']}, top-p {settings['top_p']}, seed {settings['seed']})"
+    lines = [
+        f"# Evaluation of {model['model']}",
+        "",
+        f"- Model: `{model['model']}`" + (f" at `{model['revision']}`" if model.get("revision") else "") + (" (**random test weights**)" if model.get("random_weights") else ""),
+        f"- Data: `{report['data'].get('source', '?')}`" + (f" -- {report['data']['load_report']['summary']}" if "load_report" in report["data"] else ""),
+        f"- Decoding: {decoding}, at most {settings['max_new_tokens']} new tokens, prompt style `{settings['prompt_style']}`, batch size {settings['batch_size']}",
+        f"- {report['protocol']}.",
+        "",
+        "| group | n | correct | accuracy | format OK |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        _row("**overall**", report["overall"]),
+    ]
+    for title, key in (("Modality", "by_modality"), ("Question type", "by_question_type")):
+        lines += ["", f"## By {title.lower()}", "", f"| {title.lower()} | n | correct | accuracy | format OK |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [_row(name, score) for name, score in report[key].items()]
+    overall = report["overall"]
+    lines += [
+        "",
+        "## Notes",
+        "",
+        f"- Unreadable answers (counted wrong): {report['unreadable_answers']}; cut off at the token limit: {report['stopped_at_max_new_tokens']}.",
+    ]
+    if "skipped_rows" in overall:
+        lines.append(f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: {overall['accuracy_with_skipped_as_wrong']:.2%}.")
+    rate = timing["samples_per_s"]
+    lines.append(f"- Time: {timing['total_s']:.1f} s" + (f", {rate:.2f} questions/s, {timing['new_tokens_per_s']:.1f} new tokens/s" if rate else "") + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, score: dict[str, Any]) -> str:
+    return f"| {name} | {score['n']} | {score['correct']} | {score['accuracy']:.2%} | {score['format_compliance']:.2%} |"
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluateArguments:
+    """``python -m train.evaluate --help`` lists these."""
+
+    data: str = field(metadata={"help": "Data: a .json/.jsonl/.parquet file, a folder of them, or a Hub dataset id."})
+    model: str = field(default=DEFAULT_MODEL_ID, metadata={"help": "Hub id, checkpoint directory or LoRA adapter directory."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --model."})
+    format: str = field(default="auto", metadata={"help": "Data format.", "choices": ["auto", *FORMATS]})
+    data_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths start from; the data file's folder when not given."})
+    subset: str | None = field(default=None, metadata={"help": "Keep rows of this subset only, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."})
+    modality: str | None = field(default=None, metadata={"help": "Keep rows of this modality only (MR, CT, X-Ray, ...; any common spelling)."})
+    split: str = field(default="test", metadata={"help": "Split of a Hub dataset."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many questions."})
+    check_images: bool = field(default=True, metadata={"help": "Decode every image before the run and skip unreadable ones (--no-check-images: only check that the files exist)."})
+    batch_size: int = field(default=16, metadata={"help": "Questions per generate call (1 = one at a time, as MedVLM-R1 did)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "New-token limit (MedVLM-R1: 512, Med-R1: 256)."})
+    style: str = field(default=PromptStyle.MEDVLM.value, metadata={"help": "Prompt wording.", "choices": [s.value for s in PromptStyle]})
+    sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (the papers decode greedily)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with --sample)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p (with --sample)."})
+    seed: int | None = field(default=None, metadata={"help": "Random seed, set once before the first batch."})
+    max_pixels: int | None = field(default=None, metadata={"help": "Image-token budget in pixels (the recipe: 401408 = 512 tokens); the checkpoint's own when not given."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, mps; automatic when not given."})
+    dtype: str | None = field(default=None, metadata={"help": "bf16, fp16 or fp32; bf16 on CUDA and fp32 elsewhere when not given."})
+    output_dir: str = field(default="outputs/evaluation", metadata={"help": "Where report.json, report.md and samples.jsonl are written."})
+
+    def generation_settings(self) -> GenerationSettings:
+        """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
+        if not self.sample and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise MedVLMError("--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding.")
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens, do_sample=self.sample, temperature=self.temperature, top_p=self.top_p, seed=self.seed
+        ).validate()
+
+
+def run(args: EvaluateArguments) -> EvaluationResult:
+    """Load the data (first: a data mistake costs seconds, not a model load), the model, evaluate, write."""
+    settings = args.generation_settings()
+    records, load_report = load_records(
+        args.data,
+        format=args.format,
+        data_root=args.data_root,
+        subset=args.subset,
+        modality=args.modality,
+        limit=args.limit,
+        split=args.split,
+        check_images=args.check_images,
+    )
+    print(load_report.summary(), file=sys.stderr, flush=True)
+    if not records:
+        raise MedVLMError("No question left to evaluate: " + load_report.summary())
+    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
+    if loaded.is_test_model:
+        print("Note: this is the tiny random test model; its answers are random.", file=sys.stderr, flush=True)
+    result = evaluate(loaded, records, batch_size=args.batch_size, settings=settings, style=args.style)
+    data = {
+        "source": args.data,
+        "formats": sorted({record.source for record in records}),
+        "data_root": args.data_root,
+        "subset": args.subset,
+        "modality": args.modality,
+        "split": args.split,
+        "limit": args.limit,
+    }
+    paths = write_outputs(result, args.output_dir, data=data, load_report=load_report)
+    overall = result.overall
+    print(
+        f"Accuracy {overall.accuracy:.2%} ({overall.correct}/{overall.n}), format compliance {overall.format_compliance:.2%}; "
+        f"report in {paths['report.md']}",
+        flush=True,
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=None if argv is None else list(argv))
+    try:
+        run(args)
+    except MedVLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
