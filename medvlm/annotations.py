@@ -237,6 +237,10 @@ class Annotation:
         return record
 
 
+#: Annotation fields holding dictionaries whose keys vary (by model, app version, input type).
+_FREE_FORM_FIELDS = ("image_metadata", "model", "settings", "timing")
+
+
 # -- schema --------------------------------------------------------------------------------------
 
 
@@ -477,13 +481,20 @@ class AnnotationStore:
 
         The ``image`` column is a ``datasets.Image()`` feature holding the PNG bytes, so
         ``datasets.load_dataset("parquet", data_files=...)`` or ``Dataset.from_parquet`` decode
-        it to PIL with no other file. Holds every image in memory while writing.
+        it to PIL with no other file. The free-form dictionaries (``image_metadata``, ``model``,
+        ``settings``, ``timing``) are JSON strings here: as Arrow structs, an empty one cannot be
+        written at all and rows from different app versions would disagree on the schema. Holds
+        every image in memory while writing.
         """
         import datasets  # slow to import; only exports need it
 
         target, annotations = self._export_target(path)
         records = [
-            {**annotation.to_record(), "image": {"bytes": annotation.image_path.read_bytes(), "path": image_relpath(annotation.image_sha256)}}
+            {
+                **annotation.to_record(),
+                **{key: json.dumps(getattr(annotation, key), sort_keys=True) for key in _FREE_FORM_FIELDS},
+                "image": {"bytes": annotation.image_path.read_bytes(), "path": image_relpath(annotation.image_sha256)},
+            }
             for annotation in annotations
         ]
         dataset = datasets.Dataset.from_list(records).cast_column("image", datasets.Image())

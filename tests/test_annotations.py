@@ -420,7 +420,7 @@ def test_patient_identity_never_reaches_the_disk_or_the_exports(tmp_path: Path) 
 def filled_store(store: AnnotationStore) -> AnnotationStore:
     store.add(make_output(1), Review("Dr Grey", ("superficial", "hallucination"), "thin"))
     store.add(make_output(2, timing=None, correct_answer=None), Review("Dr House", (), "comment only"))
-    store.add(make_output(3, image=make_image(3, size=(20, 64))), Review("Dr Grey", ("sound",)))
+    store.add(make_output(3, image=make_image(3, size=(20, 64)), settings={}), Review("Dr Grey", ("sound",)))
     return store
 
 
@@ -463,7 +463,9 @@ def test_parquet_export_is_self_contained(filled_store: AnnotationStore, tmp_pat
         assert_round_trip(rows, filled_store)
         assert [row["image"].size for row in rows] == [(48, 32), (48, 32), (20, 64)]
         assert all(isinstance(row["image"], Image.Image) for row in rows)
-    assert rows[1]["timing"] is None and rows[0]["timing"]["new_tokens"] == 40
+    assert json.loads(rows[1]["timing"]) is None and json.loads(rows[0]["timing"])["new_tokens"] == 40
+    assert json.loads(rows[2]["settings"]) == {}  # an empty dict cannot be an Arrow struct: JSON text instead
+    assert json.loads(rows[0]["model"])["model"] == "JZPeterPan/MedVLM-R1"
 
 
 def test_exporting_nothing_is_refused(store: AnnotationStore, tmp_path: Path) -> None:
