@@ -1,0 +1,39 @@
+"""The medvlm web app: what a Hugging Face Space runs (``python app.py``, no arguments needed).
+
+    python app.py [--model ID|DIR] [--data-dir DIR] [--port N] [--host H] [--share]
+                  [--auth user:pw[,user2:pw2]] [--concurrency N]
+
+Every flag has an environment fallback (MEDVLM_MODEL, MEDVLM_DATA_DIR, MEDVLM_USERS,
+MEDVLM_CONCURRENCY, GRADIO_SERVER_NAME/PORT); MEDVLM_HUB_DATASET mirrors reviews to a Hub
+dataset. Without weights: ``medvlm-tiny-model ./tiny-model --format-warm-start`` and
+``python app.py --model ./tiny-model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from medvlm.ui import AppConfig, Workbench, build_demo
+from medvlm.ui.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal request drowns what matters
+    try:
+        config = AppConfig.from_args(argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    workbench = Workbench.start(config)  # loads the model once, for every user
+    demo = build_demo(workbench)
+    try:
+        demo.launch(**config.launch_kwargs())
+    finally:
+        workbench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

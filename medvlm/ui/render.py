@@ -1,0 +1,276 @@
+"""What the app shows, as HTML and Markdown: the lettered options with the model's choice, warnings,
+the model banner, image facts and timing.
+
+Pure functions of plain values, so every state a reader can see is testable without a browser.
+Right and wrong are said in words as well as colours (a colour-blind reader, a printout), and
+anything that came from a user or a model is escaped before it becomes HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from medvlm.annotations import FLAGS, Annotation
+from medvlm.images import SafeMetadata
+from medvlm.model import LoadedModel
+from medvlm.prompt import LETTERS
+from medvlm.streaming import StreamUpdate, Timing
+
+OPTIONS_CSS = """
+.options { display: flex; flex-direction: column; gap: 6px; }
+.status { font-weight: 600; margin-bottom: 4px; }
+.option { display: flex; gap: 10px; align-items: baseline; padding: 6px 10px; border-radius: 6px;
+          border: 1px solid var(--border-color-primary); }
+.option .letter { font-weight: 700; min-width: 1.5em; }
+.option .text { flex: 1; }
+.option .tag { font-size: 0.85em; font-weight: 600; }
+.option.chosen { border: 2px solid #1d4ed8; background: rgba(29, 78, 216, 0.10); }
+.option.correct { border: 2px solid #15803d; background: rgba(21, 128, 61, 0.14); }
+.option.wrong { border: 2px solid #b91c1c; background: rgba(185, 28, 28, 0.12); }
+.option.correct .tag { color: #15803d; }
+.option.wrong .tag { color: #b91c1c; }
+.warning { margin-top: 8px; padding: 6px 10px; border-radius: 6px; border: 1px solid #b45309;
+           background: rgba(180, 83, 9, 0.12); }
+.empty { opacity: 0.7; font-style: italic; }
+"""
+"""Scoped to the answer panels through ``gr.HTML(css_template=...)``."""
+
+FORMAT_WARNING = (
+    "The model did not follow the required format (its reasoning in <think>...</think>, then the answer in "
+    "<answer>...</answer>). Treat this answer with caution."
+)
+CUT_OFF_HINT = "The model was cut off at the maximum number of new tokens. Raise it under Generation settings for longer reasoning."
+STOPPED = "You stopped the generation before it finished, so there is no answer to review."
+RESEARCH_ONLY = "Research use only: not a medical device, not for diagnosis."
+
+
+def options_html(
+    options: Sequence[str],
+    *,
+    chosen: str | None = None,
+    correct: str | None = None,
+    status: str = "",
+    warnings: Sequence[str] = (),
+) -> str:
+    """The lettered options, the model's choice and the known correct answer marked in words and colour.
+
+    Each option is a ``div.option`` with ``data-letter``; the model's choice adds ``chosen``, the
+    known correct answer ``correct``, and a choice that is not the correct answer ``wrong``.
+    """
+    parts = [f'<div class="status">{_escape(status)}</div>'] if status else []
+    if options:
+        rows = [_option_row(letter, text, chosen, correct) for letter, text in zip(LETTERS, options)]
+        parts.append('<div class="options">' + "".join(rows) + "</div>")
+    else:
+        parts.append('<div class="empty">Type the options (one per line) to see them lettered A, B, C...</div>')
+    parts += [f'<div class="warning" role="alert">\u26a0 {_escape(warning)}</div>' for warning in warnings]
+    return "\n".join(parts)
+
+
+def _option_row(letter: str, text: str, chosen: str | None, correct: str | None) -> str:
+    classes = ["option"]
+    tag = ""
+    if letter == chosen:
+        classes.append("chosen")
+        if correct is None:
+            tag = "\u25c0 Model's answer"
+        elif letter == correct:
+            classes.append("correct")
+            tag = "\u2713 Model's answer: correct"
+        else:
+            classes.append("wrong")
+            tag = "\u2717 Model's answer: wrong"
+    elif letter == correct:
+        classes.append("correct")
+        tag = "\u2713 Correct answer"
+    return (
+        f'<div class="{" ".join(classes)}" data-letter="{letter}"><span class="letter">{letter})</span>'
+        f'<span class="text">{_escape(text)}</span><span class="tag">{tag}</span></div>'
+    )
+
+
+def answer_html(
+    options: Sequence[str],
+    *,
+    letter: str | None,
+    correct: str | None,
+    format_ok: bool,
+    problem: str | None,
+    stop_reason: str | None,
+) -> str:
+    """A finished answer: the choice highlighted, or a plain-language reason why there is none.
+
+    A completion that broke the format is never shown as a plain answer: without a letter the
+    status says "No answer" with the parser's explanation; with a letter but a broken format a
+    warning stays beside it.
+    """
+    if stop_reason == "cancelled":
+        return options_html(options, correct=correct, status="Stopped", warnings=[STOPPED])
+    warnings = []
+    if problem:
+        warnings.append(problem)
+    elif not format_ok:
+        warnings.append(FORMAT_WARNING)
+    if letter is None:
+        if stop_reason == "max_new_tokens":
+            warnings.append(CUT_OFF_HINT)
+        return options_html(options, correct=correct, status="No answer", warnings=warnings)
+    verdict = "" if correct is None else (": correct" if letter == correct else f": wrong (correct: {correct})")
+    status = f"Answer: {letter}) {options[LETTERS.index(letter)]}{verdict}"
+    return options_html(options, chosen=letter, correct=correct, status=status, warnings=warnings)
+
+
+def streaming_html(options: Sequence[str], update: StreamUpdate | None) -> str:
+    """The options while the model works: what it is doing, and a warning once the text has left the format."""
+    if update is None:
+        status = "Reading the image..."
+    elif update.parsed.think_closed or "<answer>" in update.text.lower():
+        status = "Answering..."
+    else:
+        status = "Thinking..."
+    warnings = [update.parsed.problem] if update is not None and update.parsed.problem else []
+    return options_html(options, status=status, warnings=warnings)
+
+
+def shown_reasoning(update: StreamUpdate) -> str:
+    """The reasoning to show: the ``<think>`` text, or while no tag has come the raw text so far.
+
+    A model that ignores the format still streams visibly; the answer panel says it broke the format.
+    """
+    parsed = update.parsed
+    start = update.text.lstrip().lower()
+    follows_format = any(start.startswith(tag) or tag.startswith(start) for tag in ("<think>", "<answer>"))
+    return parsed.reasoning if follows_format or parsed.complete else update.text
+
+
+def timing_markdown(timing: Timing | None, stop_reason: str | None) -> str:
+    """One line under the output: time to first token, decode speed, tokens, and why it stopped."""
+    if timing is None:
+        return ""
+    parts = []
+    if timing.time_to_first_token_s is not None:
+        parts.append(f"Time to first token {timing.time_to_first_token_s:.2f} s")
+    if timing.tokens_per_second is not None:
+        parts.append(f"{timing.tokens_per_second:.1f} tokens/s")
+    parts.append(f"{timing.new_tokens} new tokens in {timing.total_s:.1f} s")
+    reason = {"eos": "finished", "max_new_tokens": "stopped at the token limit", "cancelled": "stopped by you"}.get(stop_reason or "")
+    if reason:
+        parts.append(reason)
+    return " \u00b7 ".join(parts)
+
+
+def error_markdown(message: str) -> str:
+    """A problem the user can fix, shown as is (escaped: messages may quote tags such as <think>)."""
+    return f"\u26a0 **{_escape(message)}**" if message else ""
+
+
+def reviewer_markdown(username: str | None) -> str:
+    """Who is signed in (password login), shown above the review form."""
+    return f"Reviewing as **{_escape(username)}**." if username else ""
+
+
+def image_markdown(metadata: SafeMetadata, *, label: str | None = None) -> str:
+    """The safe facts about the shown image: format, modality, body part, size, frame, window."""
+    parts = [label] if label else []
+    parts += [part for part in (metadata.source_format, metadata.modality, metadata.body_part) if part]
+    parts.append(f"{metadata.width}\u00d7{metadata.height} px")
+    if metadata.frame_count > 1:
+        parts.append(f"frame {metadata.frame_index + 1} of {metadata.frame_count}")
+    if metadata.window_name is not None:
+        window = f"window: {metadata.window_name}"
+        if metadata.window_center is not None and metadata.window_width is not None:
+            unit = " HU" if metadata.hounsfield else ""
+            window += f" (centre {metadata.window_center:g}{unit}, width {metadata.window_width:g}{unit})"
+        parts.append(window)
+    return _escape(" \u00b7 ".join(parts))
+
+
+def model_banner(model: LoadedModel | None, source: str, load_error: str | None) -> str:
+    """What is answering: the model and where it runs, the test-model notice, or why there is none."""
+    if model is None:
+        return (
+            f"\u26d4 **No model is loaded, so questions cannot be answered.** {_escape(load_error or '')}\n\n"
+            "The Reviews tab still works. To try the app without downloading weights, build the tiny test model "
+            "(`medvlm-tiny-model ./tiny-model --format-warm-start`) and start the app with `--model ./tiny-model`; "
+            "or pass `--model DIR` for a checkpoint you have downloaded."
+        )
+    description = model.describe()
+    where = f"{description['device']}, {description['dtype']}"
+    revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
+    line = f"Model: **{_escape(source)}**{revision} ({where}). {RESEARCH_ONLY}"
+    if model.is_test_model:
+        line = (
+            "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
+            f"reasoning.** It only shows how the app works.\n\n{line}"
+        )
+    return line
+
+
+REVIEW_COLUMNS = ["id", "saved", "reviewer", "modality", "model", "question", "answer", "correct", "flags", "comment"]
+
+
+def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
+    """One row per annotation for the Reviews table, newest first (the order given)."""
+    rows = [
+        {
+            "id": annotation.id,
+            "saved": annotation.updated_at[:19].replace("T", " "),
+            "reviewer": annotation.reviewer,
+            "modality": annotation.modality or "",
+            "model": annotation.model_id,
+            "question": annotation.question,
+            "answer": annotation.letter or "none",
+            "correct": {True: "yes", False: "no", None: ""}[annotation.is_correct],
+            "flags": "; ".join(FLAGS[flag] for flag in annotation.flags),
+            "comment": annotation.comment,
+        }
+        for annotation in annotations
+    ]
+    return pd.DataFrame(rows, columns=REVIEW_COLUMNS)
+
+
+
+def annotation_html(annotation: Annotation) -> str:
+    """One stored review in full: question, options with the answer, reasoning, flags and comment."""
+    answer = answer_html(
+        annotation.options,
+        letter=annotation.letter,
+        correct=annotation.correct_answer,
+        format_ok=annotation.format_ok,
+        problem=annotation.problem,
+        stop_reason=annotation.stop_reason,
+    )
+    flags = ", ".join(FLAGS[flag] for flag in annotation.flags) or "none"
+    facts = [
+        f"Review #{annotation.id} by {annotation.reviewer}, saved {annotation.updated_at[:19].replace('T', ' ')} UTC",
+        f"Model: {annotation.model_id} (prompt: {annotation.prompt_style})",
+    ]
+    return "\n".join(
+        [
+            *(f'<div class="fact">{_escape(fact)}</div>' for fact in facts),
+            f'<div class="question"><b>Question:</b> {_escape(annotation.question)}</div>',
+            answer,
+            f'<div class="reasoning"><b>Reasoning:</b><pre style="white-space: pre-wrap">{_escape(annotation.reasoning or annotation.completion)}</pre></div>',
+            f'<div class="flags"><b>Flags:</b> {_escape(flags)}</div>',
+            f'<div class="comment"><b>Comment:</b> {_escape(annotation.comment) or "none"}</div>',
+        ]
+    )
+
+
+def letter_choices(options: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Choices of the "correct answer" dropdown: "not known", then one per option ("B) MRI").
+
+    Without options, every letter A..J (what the page starts with, so an API client that never
+    types into the options box can still name any letter).
+    """
+    if options is None:
+        return [("Not known", ""), *((letter, letter) for letter in LETTERS)]
+    return [("Not known", ""), *((f"{letter}) {text}", letter) for letter, text in zip(LETTERS, options))]
+
+
+def _escape(text: Any) -> str:
+    return html.escape(str(text), quote=False)

@@ -1,0 +1,629 @@
+"""The app's handlers called directly, as the page calls them: upload, ask, stream, stop, review, browse.
+
+No server and no browser: each handler is an ordinary function of the Workbench, so every
+message a reader can see is checked here (``tests/test_app_client.py`` drives the launched app).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import types
+from io import BytesIO
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from medvlm.annotations import AnnotationStore
+from medvlm.errors import ImageLoadError, QuestionError
+from medvlm.images import NOT_AN_IMAGE, load_image
+from medvlm.model import DEFAULT_MODEL_ID
+from medvlm.parsing import NEVER_CLOSED_THINK
+from medvlm.prompt import PromptStyle, validate_question
+from medvlm.ui import build_demo, render
+from medvlm.ui.config import AppConfig, ConfigError
+from medvlm.ui.handlers import CUSTOM, FILE_DEFAULT, Session, Workbench, load_examples, on_zero_gpu
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTION = "Which imaging modality was used?"
+OPTIONS = "CT\nMRI\nX-Ray\nUltrasound"
+
+
+def sample(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is not bundled with this pydicom"
+    return path
+
+
+def generation_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "medvlm-generate"]
+
+
+def wait_for_no_generation_thread(timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while generation_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not generation_threads(), "a generation thread is still running"
+
+
+def error_of(outputs) -> str:
+    """The ask-error Markdown of an ask update (the last output)."""
+    return outputs[-1]
+
+
+@pytest.fixture(scope="module")
+def workbench(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workbench:
+    """The app's shared state with the format-warm-started tiny model (its answers parse)."""
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), examples_file=REPO / "assets" / "examples.json")
+    bench = Workbench.start(config)
+    yield bench
+    bench.close()
+
+
+@pytest.fixture(scope="module")
+def random_workbench(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workbench:
+    """The random tiny model: it never follows the format and never stops by itself."""
+    bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path_factory.mktemp("random-data")))
+    yield bench
+    bench.close()
+
+
+def uploaded(bench: Workbench, path: str | Path) -> Session:
+    session = Session()
+    outputs = bench.load_file(session, str(path))
+    assert error_of(outputs) == "", error_of(outputs)
+    return session
+
+
+def ask(bench: Workbench, session: Session, question: str = QUESTION, options: str = OPTIONS, **settings) -> list[tuple]:
+    settings.setdefault("max_new_tokens", 48)
+    return list(bench.ask(session, question, options, **settings))
+
+
+# -- the image -----------------------------------------------------------------------------------
+
+
+def test_png_upload_shows_exactly_what_the_model_sees(workbench: Workbench, sample_png: Path) -> None:
+    session = Session()
+    preview, info, dicom_controls, frame, error = workbench.load_file(session, str(sample_png))
+    assert error == ""
+    assert preview is session.image.image
+    assert np.array_equal(np.asarray(preview), np.asarray(load_image(sample_png).image))
+    assert info == "PNG \u00b7 160\u00d7128 px"
+    assert dicom_controls["visible"] is False and frame["visible"] is False
+    assert session.file_bytes == sample_png.read_bytes()
+
+
+def test_dicom_upload_shows_safe_tags_and_window_controls(workbench: Workbench) -> None:
+    session = Session()
+    preview, info, dicom_controls, frame, error = workbench.load_file(session, sample("CT_small.dcm"))
+    assert error == "" and isinstance(preview, Image.Image)
+    assert "DICOM \u00b7 CT \u00b7 128\u00d7128 px" in info and "window:" in info
+    assert "CompressedSamples" not in info  # CT_small's patient name
+    assert dicom_controls["visible"] is True and frame["visible"] is False
+
+    preview, info, custom_row, _, _, error = workbench.render_image(session, "lung")
+    assert error == "" and "window: lung (centre -600 HU, width 1500 HU)" in info
+    assert custom_row["visible"] is False
+
+    # "Custom" starts from the window on screen, so there is something to adjust (a browser sends
+    # the empty numbers as 0).
+    for empty in (None, 0):
+        _, info, custom_row, center, width, error = workbench.render_image(session, CUSTOM, empty, empty)
+        assert error == "" and custom_row["visible"] is True
+        assert (center["value"], width["value"]) == (-600, 1500)
+    _, info, _, _, _, error = workbench.render_image(session, CUSTOM, 40, 400)
+    assert error == "" and "window: custom (centre 40 HU, width 400 HU)" in info
+    _, _, _, _, _, error = workbench.render_image(session, CUSTOM, 40, -5)
+    assert "The window width must be greater than 0" in error
+
+
+def test_multiframe_dicom_gets_a_frame_slider_from_the_middle(workbench: Workbench) -> None:
+    session = Session()
+    _, info, _, frame, error = workbench.load_file(session, sample("rtdose.dcm"))
+    assert error == ""
+    assert frame["visible"] is True and (frame["minimum"], frame["maximum"], frame["value"]) == (0, 14, 7)
+    assert "frame 8 of 15" in info
+    _, info, *_ = workbench.render_image(session, FILE_DEFAULT, None, None, 2)
+    assert "frame 3 of 15" in info and session.image.metadata.frame_index == 2
+
+
+def test_clearing_the_upload_forgets_it(workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(workbench, sample_png)
+    preview, info, *_ = workbench.clear_file(session)
+    assert preview is None and info == "" and session.file_bytes is None and session.image is None
+
+
+def dicom_without_pixels() -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make_file",
+    [
+        pytest.param(lambda: b"patient list, not an image\n" * 20, id="text-renamed-png"),
+        pytest.param(lambda: Path(sample("CT_small.dcm")).read_bytes()[:3000], id="truncated-dicom"),
+        pytest.param(lambda: Path(sample("MR_truncated.dcm")).read_bytes(), id="dicom-with-truncated-pixels"),
+        pytest.param(dicom_without_pixels, id="dicom-without-pixels"),
+        pytest.param(lambda: b"", id="empty-file"),
+    ],
+)
+def test_bad_files_get_their_specific_message(workbench: Workbench, tmp_path: Path, make_file) -> None:
+    path = tmp_path / "upload.png"
+    path.write_bytes(make_file())
+    with pytest.raises(ImageLoadError) as expected:
+        load_image(path)
+    session = Session()
+    preview, info, _, _, error = workbench.load_file(session, str(path))
+    assert error == render.error_markdown(str(expected.value))
+    assert preview is None and info == "" and session.image is None and session.file_bytes is None
+    assert "Traceback" not in error
+
+
+def test_text_file_named_png_says_it_is_not_an_image(workbench: Workbench, tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    path.write_text("not an image")
+    assert NOT_AN_IMAGE in error_of(workbench.load_file(Session(), str(path)))
+
+
+def test_oversize_image_is_refused(workbench: Workbench, sample_png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("medvlm.images.MAX_PIXELS", 10_000)
+    assert "This image is too large: 160 x 128 = 20,480 pixels, over the limit of 10,000 pixels." in error_of(workbench.load_file(Session(), str(sample_png)))
+
+
+# -- asking --------------------------------------------------------------------------------------
+
+
+def question_error(question: str, options: list[str]) -> str:
+    with pytest.raises(QuestionError) as error:
+        validate_question(question, options)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "expected"),
+    [
+        ("  ", OPTIONS, question_error("  ", ["CT", "MRI"])),
+        (QUESTION, "CT", question_error(QUESTION, ["CT"])),
+        (QUESTION, "", question_error(QUESTION, [])),
+        (QUESTION, "CT\nct \nMRI", question_error(QUESTION, ["CT", "ct", "MRI"])),
+        (QUESTION, "\n".join(f"Option {index}" for index in range(11)), question_error(QUESTION, [f"Option {index}" for index in range(11)])),
+    ],
+    ids=["empty-question", "one-option", "no-options", "duplicate-options", "eleven-options"],
+)
+def test_bad_questions_get_their_specific_message_and_nothing_runs(workbench: Workbench, sample_png: Path, question: str, options: str, expected: str) -> None:
+    session = uploaded(workbench, sample_png)
+    updates = ask(workbench, session, question, options)
+    assert len(updates) == 1
+    assert error_of(updates[0]) == render.error_markdown(expected)
+    assert not generation_threads() and not session.generating and session.last_output is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"correct": "E"}, "The correct answer E is not one of the options (A to D)."),
+        ({"max_new_tokens": 0}, "Maximum new tokens must be between 1 and 4096 (got 0)."),
+        ({"max_new_tokens": None}, "Please give the maximum number of new tokens."),
+        ({"decoding": "sample", "temperature": 0}, "Temperature must be above 0 when sampling (got 0.0)."),
+        ({"max_pixels": 10}, "Image resolution (max_pixels) must be at least 3136 (got 10)."),
+        ({"decoding": "sample", "seed": "abc"}, "The seed must be a whole number, or empty for a random one (got 'abc')."),
+        ({"style": "poetic"}, "Unknown prompt style 'poetic'."),
+    ],
+)
+def test_bad_settings_get_their_specific_message(workbench: Workbench, sample_png: Path, settings: dict, message: str) -> None:
+    updates = ask(workbench, uploaded(workbench, sample_png), **settings)
+    assert error_of(updates[0]) == render.error_markdown(message)
+
+
+def test_sampling_records_the_seed_it_used(workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(workbench, sample_png)
+    ask(workbench, session, decoding="sample", seed="", max_new_tokens=4)
+    drawn = session.last_output.settings["seed"]
+    assert isinstance(drawn, int) and session.last_output.settings["do_sample"] is True
+    ask(workbench, session, decoding="sample", seed=" 1234 ", max_new_tokens=4)
+    assert session.last_output.settings["seed"] == 1234
+    ask(workbench, session, seed="", max_new_tokens=4)
+    assert session.last_output.settings["seed"] is None  # greedy needs none
+
+
+def test_asking_without_an_image_says_to_upload_one(workbench: Workbench) -> None:
+    updates = ask(workbench, Session())
+    assert error_of(updates[0]) == render.error_markdown("Please upload an image or DICOM file first.")
+
+
+def test_answer_streams_then_highlights_the_chosen_option(workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(workbench, sample_png)
+    updates = ask(workbench, session)
+    assert len(updates) >= 4
+    assert all(error_of(update) == "" for update in updates)
+    reasonings = [update[1] for update in updates[1:]]
+    assert all(later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:]))
+    assert len(reasonings[-1]) > len(reasonings[0])
+    assert "Thinking..." in updates[1][0]
+
+    final_panel, final_reasoning, raw, timing, _ = updates[-1]
+    output = session.last_output
+    assert output is not None and output.letter in "ABCD" and output.format_ok
+    assert f'class="option chosen" data-letter="{output.letter}"' in final_panel
+    assert final_panel.count("chosen") == 1 and "class=\"warning\"" not in final_panel
+    assert final_reasoning == output.reasoning == "The image shows a scan."
+    assert raw == output.completion
+    assert "Time to first token" in timing and "tokens/s" in timing
+    assert output.image is session.image.image and output.image_metadata == session.image.metadata.to_dict()
+    assert output.prompt_style == PromptStyle.MEDVLM.value  # not MedVLM-R1: the clean wording
+    assert not session.generating
+    wait_for_no_generation_thread()
+
+
+def test_a_known_correct_answer_marks_right_or_wrong_in_words(workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(workbench, sample_png)
+    final_panel = ask(workbench, session, correct="B")[-1][0]
+    letter = session.last_output.letter
+    if letter == "B":
+        assert 'class="option chosen correct" data-letter="B"' in final_panel and "Model's answer: correct" in final_panel
+    else:
+        assert f'class="option chosen wrong" data-letter="{letter}"' in final_panel and "Model's answer: wrong" in final_panel
+        assert 'class="option correct" data-letter="B"' in final_panel and "Correct answer" in final_panel
+    # Changing the correct answer afterwards re-marks the same answer.
+    other = "A" if letter != "A" else "C"
+    assert f'class="option chosen wrong" data-letter="{letter}"' in workbench.show_answer(session, other)
+
+
+def test_render_marks_correct_and_wrong_with_text_not_colour_alone() -> None:
+    options = ["CT", "MRI", "X-Ray"]
+    right = render.answer_html(options, letter="B", correct="B", format_ok=True, problem=None, stop_reason="eos")
+    assert 'class="option chosen correct" data-letter="B"' in right and "\u2713 Model's answer: correct" in right
+    assert "Answer: B) MRI: correct" in right
+    wrong = render.answer_html(options, letter="A", correct="C", format_ok=True, problem=None, stop_reason="eos")
+    assert 'class="option chosen wrong" data-letter="A"' in wrong and "\u2717 Model's answer: wrong" in wrong
+    assert 'class="option correct" data-letter="C"' in wrong and "Answer: A) CT: wrong (correct: C)" in wrong
+    unknown = render.answer_html(options, letter="C", correct=None, format_ok=True, problem=None, stop_reason="eos")
+    assert 'class="option chosen" data-letter="C"' in unknown and "correct" not in unknown.replace("Correct answer", "")
+
+
+def test_broken_format_is_a_warning_never_a_silent_answer() -> None:
+    options = ["CT", "MRI"]
+    cut_off = render.answer_html(options, letter=None, correct=None, format_ok=False, problem=NEVER_CLOSED_THINK, stop_reason="max_new_tokens")
+    assert "No answer" in cut_off and "chosen" not in cut_off
+    assert "never closed its reasoning (&lt;think&gt; without &lt;/think&gt;)" in cut_off
+    assert render.CUT_OFF_HINT in cut_off and 'role="alert"' in cut_off
+    sloppy = render.answer_html(options, letter="A", correct=None, format_ok=False, problem=None, stop_reason="eos")
+    assert 'class="option chosen"' in sloppy and "did not follow the required format" in sloppy
+    escaped = render.options_html(["<b>CT</b>", "MRI"])
+    assert "<b>CT</b>" not in escaped and "&lt;b&gt;CT&lt;/b&gt;" in escaped
+
+
+def test_random_model_output_streams_visibly_and_ends_in_a_warning(random_workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(random_workbench, sample_png)
+    updates = ask(random_workbench, session, max_new_tokens=12)
+    assert updates[-2][1]  # no <think> tag: the raw text streams in the reasoning box
+    final_panel, _, _, timing, _ = updates[-1]
+    assert "No answer" in final_panel and "chosen" not in final_panel and 'role="alert"' in final_panel
+    assert "stopped at the token limit" in timing
+    assert session.last_output is not None and session.last_output.letter is None  # still reviewable
+
+
+def test_stop_ends_the_generation_thread(random_workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(random_workbench, sample_png)
+    stream = random_workbench.ask(session, QUESTION, OPTIONS, max_new_tokens=4000)
+    for _ in range(4):
+        next(stream)
+    assert session.generating and generation_threads()
+    # A review while the answer streams is refused.
+    assert "still being generated" in random_workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+    assert "still being generated" in error_of(next(iter(random_workbench.ask(session, QUESTION, OPTIONS))))
+
+    panel, timing = random_workbench.stop(session)
+    assert "Stopped" in panel and timing == "Stopped by you."
+    rest = list(stream)  # an API client that only pressed Stop still gets the end of the stream
+    final_panel, _, _, final_timing, _ = rest[-1]
+    assert render.STOPPED in final_panel and "stopped by you" in final_timing
+    wait_for_no_generation_thread()
+    assert not session.generating and session.last_output is None
+    assert "no answer to review" in random_workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+
+
+def test_closing_the_stream_stops_generation_as_gradio_cancels_do(random_workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(random_workbench, sample_png)
+    stream = random_workbench.ask(session, QUESTION, OPTIONS, max_new_tokens=4000)
+    for _ in range(4):
+        next(stream)
+    stream.close()
+    wait_for_no_generation_thread()
+    assert not session.generating
+
+
+def test_closing_a_tab_stops_its_generation(random_workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(random_workbench, sample_png)
+    stream = random_workbench.ask(session, QUESTION, OPTIONS, max_new_tokens=4000)
+    for _ in range(3):
+        next(stream)
+    session.close()  # what gr.State's delete_callback does when the tab's state is dropped
+    assert "stopped by you" in list(stream)[-1][3]
+    wait_for_no_generation_thread()
+
+
+def test_options_preview_letters_them_and_follows_the_correct_answer(workbench: Workbench) -> None:
+    panel, dropdown = workbench.preview_options("CT\n\n MRI \nX-Ray", "C")
+    assert 'data-letter="B"><span class="letter">B)</span><span class="text">MRI</span>' in panel
+    assert dropdown["choices"] == [("Not known", ""), ("A) CT", "A"), ("B) MRI", "B"), ("C) X-Ray", "C")]
+    assert dropdown["value"] == "C"
+    assert workbench.preview_options("CT\nMRI", "C")[1]["value"] == ""
+
+
+# -- reviewing -----------------------------------------------------------------------------------
+
+
+def test_review_is_saved_once_and_updated_on_a_second_click(workbench: Workbench, sample_png: Path) -> None:
+    session = uploaded(workbench, sample_png)
+    assert "no answer to review yet" in workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+    ask(workbench, session, correct="A")
+    before = workbench.store.count()
+    assert "Please enter your name" in workbench.submit_review(session, ["superficial"], "", "A", "  ")
+    first = workbench.submit_review(session, ["superficial"], "too short", "A", "Dr Grey")
+    assert first.startswith("Saved your review (#")
+    second = workbench.submit_review(session, ["superficial", "wrong_answer"], "too short, and wrong", "A", "Dr Grey")
+    assert second.startswith("Updated your review (#") and first[len("Saved your review "):] == second[len("Updated your review "):]
+    assert workbench.store.count() == before + 1
+    stored = workbench.store.query(reviewer="Dr Grey")[0]
+    assert stored.flags == ("superficial", "wrong_answer") and stored.correct_answer == "A"
+    assert stored.output_id == session.last_output.output_id
+    assert "cannot be combined" in workbench.submit_review(session, ["sound", "hallucination"], "", "A", "Dr Grey")
+    # A new answer is a new output: the same reviewer's review of it is a new annotation.
+    ask(workbench, session)
+    assert workbench.submit_review(session, [], "fine", None, "Dr Grey").startswith("Saved your review")
+
+
+def test_reviewer_identity_follows_the_login_mode(formatted_model_dir: Path, tmp_path: Path, sample_png: Path, workbench: Workbench) -> None:
+    def bench(**config) -> Workbench:
+        return Workbench(AppConfig(model=str(formatted_model_dir), **config), model=workbench.model, store=AnnotationStore(tmp_path))
+
+    password = bench(users=(("alice", "pw"),))
+    session = uploaded(password, sample_png)
+    ask(password, session)
+    assert "Please sign in" in password.submit_review(session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username=None))
+    assert password.submit_review(session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username="alice")).startswith("Saved")
+    assert password.whoami(types.SimpleNamespace(username="alice")) == "Reviewing as **alice**."
+
+    oauth = bench(oauth=True)
+    session = uploaded(oauth, sample_png)
+    ask(oauth, session)
+    assert "sign in with Hugging Face" in oauth.submit_review(session, ["sound"], "", None, "typed name", None, None)
+    profile = gr.OAuthProfile({"name": "Bob", "preferred_username": "bob-hf", "profile": "", "picture": ""})
+    assert oauth.submit_review(session, ["sound"], "", None, "typed name", profile, None).startswith("Saved")
+    assert {annotation.reviewer for annotation in AnnotationStore(tmp_path).query()} == {"alice", "bob-hf"}
+
+
+def test_saved_reviews_are_recorded_to_the_hub_sync(workbench: Workbench, sample_png: Path) -> None:
+    recorded = []
+    workbench.hub_sync = types.SimpleNamespace(record=recorded.append)
+    try:
+        session = uploaded(workbench, sample_png)
+        ask(workbench, session)
+        workbench.submit_review(session, ["hallucination"], "", None, "Dr Sync")
+    finally:
+        workbench.hub_sync = None
+    assert [annotation.reviewer for annotation in recorded] == ["Dr Sync"]
+
+
+# -- the Reviews tab -----------------------------------------------------------------------------
+
+
+def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, sample_png: Path) -> None:
+    session = Session()
+    workbench.load_file(session, sample("CT_small.dcm"))
+    ask(workbench, session)
+    assert workbench.submit_review(session, ["hallucination"], "sees a fracture", None, "Dr Filter").startswith("Saved")
+
+    modality, reviewer, model = workbench.review_filters()
+    assert "CT" in modality["choices"] and "Dr Filter" in reviewer["choices"] and workbench.config.model in model["choices"]
+    table = workbench.reviews_table("hallucination", "CT", "Dr Filter", "Any")
+    assert list(table.columns) == render.REVIEW_COLUMNS and len(table) == 1
+    row = table.iloc[0]
+    assert (row["modality"], row["flags"], row["comment"]) == ("CT", "Hallucinated finding", "sees a fracture")
+    assert workbench.reviews_table("sound", "CT", "Dr Filter", "Any").empty
+
+    image, detail = workbench.open_review(int(row["id"]))
+    assert image.size == session.image.image.size
+    assert "Hallucinated finding" in detail and "sees a fracture" in detail and 'class="option chosen' in detail
+    selected = workbench.select_review(gr.SelectData(None, {"index": [0, 1], "value": "x", "row_value": list(row)}))
+    assert selected[0] == row["id"] and selected[2] == detail
+    assert workbench.open_review(99999) == (None, render.error_markdown("There is no annotation with id 99999."))
+
+    text, rates, by_modality, by_model, agreement = workbench.reviews_summary("Any", "Any", "Dr Filter", "Any")
+    assert "**1** annotation(s)" in text
+    assert rates.set_index("flag").loc["hallucination", "rate"] == 1.0
+    assert list(by_modality["modality"].unique()) == ["CT"] and list(by_model["model_id"].unique()) == [workbench.config.model]
+    assert isinstance(agreement, pd.DataFrame)
+
+    path, status = workbench.export_jsonl()
+    records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert len(records) == workbench.store.count() and "Exported" in status
+    path, status = workbench.export_parquet()
+    assert Path(path).stat().st_size > 0 and path.endswith(".parquet")
+
+
+def test_export_with_no_reviews_says_so(random_workbench: Workbench, tmp_path: Path) -> None:
+    empty = Workbench(random_workbench.config, model=None, store=AnnotationStore(tmp_path))
+    assert empty.export_jsonl() == (None, render.error_markdown("There are no annotations to export yet."))
+
+
+# -- start-up ------------------------------------------------------------------------------------
+
+
+def test_model_that_cannot_load_leaves_a_working_app(tmp_path: Path, sample_png: Path) -> None:
+    bench = Workbench.start(AppConfig(model=str(tmp_path / "no-such-model"), data_dir=tmp_path / "data"))
+    assert bench.model is None
+    banner = bench.banner()
+    assert "No model is loaded" in banner and "No model directory at" in banner and "medvlm-tiny-model" in banner
+    session = uploaded(bench, sample_png)
+    updates = ask(bench, session)
+    assert len(updates) == 1 and "No model is loaded, so questions cannot be answered." in error_of(updates[0])
+    assert not generation_threads()
+    assert bench.reviews_table("Any", "Any", "Any", "Any").empty
+    assert bench.reviews_summary("Any", "Any", "Any", "Any")[0] == "No annotations yet."
+    bench.close()
+
+
+def test_any_load_failure_is_shown_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nlong details")
+
+    monkeypatch.setattr("medvlm.ui.handlers.load_model", out_of_memory)
+    bench = Workbench.start(AppConfig(model="some/model", data_dir=tmp_path))
+    assert "Could not load some/model (RuntimeError: CUDA out of memory. Tried to allocate 2 GiB)." in bench.banner()
+    assert "long details" not in bench.banner()
+    bench.close()
+
+
+def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> None:
+    assert "its output is random text" in workbench.banner()
+
+
+def test_medvlm_r1_gets_its_exact_prompt_by_default(workbench: Workbench) -> None:
+    assert Workbench(AppConfig(model=DEFAULT_MODEL_ID), model=None, store=workbench.store).default_style() is PromptStyle.MEDVLM_EXACT
+    assert workbench.default_style() is PromptStyle.MEDVLM
+
+
+def test_examples_load_from_the_assets_file(workbench: Workbench) -> None:
+    assert [example.label for example in workbench.examples] == ["ct head", "mr abdomen", "ct chest"]
+    session = Session()
+    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct = workbench.load_example(0, session)
+    assert error == "" and upload is None and preview is session.image.image
+    assert info.startswith("Example: ct head \u00b7 DICOM \u00b7 CT") and "window: brain" in info
+    assert window == "brain" and question == workbench.examples[0].question
+    assert options == "CT\nMRI\nX-Ray\nUltrasound" and correct["value"] == "A"
+
+
+def test_examples_file_absent_or_partly_missing(tmp_path: Path) -> None:
+    assert load_examples(tmp_path / "examples.json") == []
+    (tmp_path / "assets").mkdir()
+    listing = tmp_path / "assets" / "examples.json"
+    Image.new("RGB", (8, 8)).save(tmp_path / "assets" / "present.png")
+    listing.write_text(json.dumps([
+        {"file": "assets/present.png", "question": "Q?", "options": ["A", "B"], "answer": "B", "window": None},
+        {"file": "assets/missing.dcm", "question": "Q?", "options": ["A", "B"]},
+    ]))
+    [example] = load_examples(listing)
+    assert example.file == tmp_path / "assets" / "present.png" and example.answer == "B"
+    listing.write_text("{ not json")
+    assert load_examples(listing) == []
+
+
+def test_zero_gpu_wraps_generation_only_where_spaces_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    def generate():
+        yield 1
+
+    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
+    assert on_zero_gpu(generate) is generate
+
+    calls = []
+    fake = types.ModuleType("spaces")
+
+    def gpu(duration):
+        calls.append(duration)
+        return lambda fn: ("wrapped", fn)
+
+    fake.GPU = gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert on_zero_gpu(generate, duration=90) == ("wrapped", generate) and calls == [90]
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_config_defaults_flags_and_environment() -> None:
+    local = AppConfig.from_args([], env={})
+    assert (local.model, local.host, local.port, local.users, local.reviewer_mode) == (DEFAULT_MODEL_ID, "127.0.0.1", 7860, (), "name")
+    assert local.launch_kwargs()["auth"] is None
+
+    space = AppConfig.from_args([], env={"SPACE_ID": "me/app", "OAUTH_CLIENT_ID": "x", "MEDVLM_MODEL": "./tiny", "MEDVLM_DATA_DIR": "/data/reviews", "MEDVLM_CONCURRENCY": "3"})
+    assert (space.host, space.model, space.data_dir, space.concurrency, space.reviewer_mode) == ("0.0.0.0", "./tiny", Path("/data/reviews"), 3, "oauth")
+
+    env = {"MEDVLM_USERS": "alice:pw1, bob:p:w2", "GRADIO_SERVER_NAME": "10.0.0.5", "GRADIO_SERVER_PORT": "8080", "MEDVLM_MODEL": "from/env"}
+    configured = AppConfig.from_args([], env=env)
+    assert configured.users == (("alice", "pw1"), ("bob", "p:w2")) and configured.reviewer_mode == "password"
+    assert (configured.host, configured.port) == ("10.0.0.5", 8080)
+    assert configured.launch_kwargs()["auth"] == [("alice", "pw1"), ("bob", "p:w2")]
+
+    flags = AppConfig.from_args(["--model", "m/flag", "--port", "9000", "--host", "0.0.0.0", "--auth", "carol:pw", "--concurrency", "2", "--share", "--data-dir", "d"], env=env)
+    assert (flags.model, flags.port, flags.host, flags.users, flags.concurrency, flags.share, flags.data_dir) == ("m/flag", 9000, "0.0.0.0", (("carol", "pw"),), 2, True, Path("d"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--auth", "alice"], {}, "--auth must be 'user:password' pairs"),
+        ([], {"MEDVLM_USERS": ":pw"}, "MEDVLM_USERS must be 'user:password' pairs"),
+        ([], {"MEDVLM_CONCURRENCY": "many"}, "MEDVLM_CONCURRENCY must be a whole number"),
+        (["--concurrency", "0"], {}, "--concurrency must be at least 1"),
+    ],
+)
+def test_config_errors_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AppConfig.from_args(argv, env=env)
+
+
+# -- the page and the entry point ----------------------------------------------------------------
+
+ELEM_IDS = {
+    "model-banner", "tab-ask", "tab-reviews", "upload", "examples", "example-0", "preview", "image-info", "dicom-controls",
+    "window-preset", "custom-window", "window-center", "window-width", "frame", "question", "options", "correct-answer",
+    "settings", "decoding", "temperature", "top-p", "seed", "max-new-tokens", "max-pixels", "prompt-style", "ask", "stop",
+    "ask-error", "answer", "reasoning", "timing", "raw-output", "review-panel", "reviewer-name", "reviewer-identity",
+    "review-flags", "review-comment", "review-submit", "review-status", "reviews-flag", "reviews-modality",
+    "reviews-reviewer", "reviews-model", "reviews-refresh", "reviews-table", "review-id", "review-open", "review-image",
+    "review-detail", "reviews-summary", "plot-flags", "plot-modality", "plot-model", "reviewer-agreement",
+    "export-jsonl", "export-parquet", "export-file", "export-status",
+}
+API_NAMES = {
+    "load_file", "clear_file", "render_image", "load_example_0", "ask", "stop", "submit_review", "review_filters",
+    "reviews", "review_summary", "open_review", "export_jsonl", "export_parquet",
+}
+
+
+def test_page_keeps_its_element_ids_and_api_names(workbench: Workbench) -> None:
+    """Browser tests find components by elem_id and scripts call api_names: both are a contract."""
+    demo = build_demo(workbench)
+    elem_ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    assert ELEM_IDS <= elem_ids
+    assert API_NAMES <= {fn.api_name for fn in demo.fns.values() if fn.api_name}
+
+
+@pytest.mark.slow
+def test_app_py_reports_a_bad_setting_in_one_line() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "app.py"), "--concurrency", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: --concurrency must be at least 1 (got 0)."
+
+
+def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medvlm.annotations import AnnotationError
+
+    def refuse(store):
+        raise AnnotationError("Could not start syncing annotations to the Hub dataset 'me/reviews': 401 Unauthorized.")
+
+    monkeypatch.setattr("medvlm.ui.handlers.hub_sync_from_env", refuse)
+    bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path))
+    assert bench.hub_sync is None
+    assert "Reviews are saved locally only: Could not start syncing annotations to the Hub dataset 'me/reviews'" in bench.banner()
+    bench.close()
