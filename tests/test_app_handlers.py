@@ -363,11 +363,11 @@ def test_closing_a_tab_stops_its_generation(random_workbench: Workbench, sample_
 
 
 def test_options_preview_letters_them_and_follows_the_correct_answer(workbench: Workbench) -> None:
-    panel, dropdown = workbench.preview_options("CT\n\n MRI \nX-Ray", "C")
+    panel, dropdown = workbench.preview_options(Session(), "CT\n\n MRI \nX-Ray", "C")
     assert 'data-letter="B"><span class="letter">B)</span><span class="text">MRI</span>' in panel
     assert dropdown["choices"] == [("Not known", ""), ("A) CT", "A"), ("B) MRI", "B"), ("C) X-Ray", "C")]
     assert dropdown["value"] == "C"
-    assert workbench.preview_options("CT\nMRI", "C")[1]["value"] == ""
+    assert workbench.preview_options(Session(), "CT\nMRI", "C")[1]["value"] == ""
 
 
 # -- reviewing -----------------------------------------------------------------------------------
@@ -593,11 +593,11 @@ ELEM_IDS = {
     "review-flags", "review-comment", "review-submit", "review-status", "reviews-flag", "reviews-modality",
     "reviews-reviewer", "reviews-model", "reviews-refresh", "reviews-table", "review-id", "review-open", "review-image",
     "review-detail", "reviews-summary", "plot-flags", "plot-modality", "plot-model", "reviewer-agreement",
-    "export-jsonl", "export-parquet", "export-file", "export-status",
+    "export-jsonl", "export-parquet", "export-file", "export-status", "evaluation", "evaluation-file", "evaluation-sample",
 }
 API_NAMES = {
     "load_file", "clear_file", "render_image", "load_example_0", "ask", "stop", "submit_review", "review_filters",
-    "reviews", "review_summary", "open_review", "export_jsonl", "export_parquet",
+    "reviews", "review_summary", "open_review", "export_jsonl", "export_parquet", "load_evaluation", "show_evaluation_sample",
 }
 
 
@@ -627,3 +627,53 @@ def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(tiny_model_d
     assert bench.hub_sync is None
     assert "Reviews are saved locally only: Could not start syncing annotations to the Hub dataset 'me/reviews'" in bench.banner()
     bench.close()
+
+
+# -- reviewing an evaluation run -------------------------------------------------------------------
+
+
+def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench, tmp_path: Path) -> None:
+    """``train.evaluate``'s samples.jsonl, imported: each sample shows highlighted and saves one review."""
+    from train.data import load_records
+    from train.evaluate import evaluate, write_outputs
+
+    image = tmp_path / "scan.png"
+    Image.radial_gradient("L").resize((64, 64)).save(image)
+    rows = [{"id": f"q{i}", "image": image.name, "question": "Which modality?", "options": ["CT", "MRI", "X-Ray"], "answer": "B", "modality": "CT"} for i in range(2)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    records, _ = load_records(tmp_path / "data.jsonl", format="jsonl")
+    result = evaluate(workbench.model, records, batch_size=2, progress=False)
+    samples = write_outputs(result, tmp_path / "run")["samples.jsonl"]
+
+    session = Session()
+    outputs = workbench.load_evaluation(session, str(samples))
+    preview, facts, question, options, correct, panel, reasoning, raw, timing, error, slider = outputs
+    assert error == "" and slider["maximum"] == 2
+    assert question == "Which modality?" and options == "CT\nMRI\nX-Ray" and correct["value"] == "B"
+    assert "Evaluation sample 1 of 2" in facts
+    letter = result.samples[0].parsed.letter
+    assert raw == result.samples[0].completion
+    if letter is not None:
+        assert f'class="option chosen' in panel and f'data-letter="{letter}"' in panel
+    # The options box changing (as it does when the sample is shown) keeps the highlight.
+    assert workbench.preview_options(session, options, "B")[0] == workbench.show_answer(session, "B")
+
+    before = workbench.store.count()
+    assert "Saved" in workbench.submit_review(session, ["superficial"], "", "B", "Dr Eval")
+    workbench.show_evaluation_sample(session, 1)  # shown again: the same output
+    assert "Updated" in workbench.submit_review(session, ["superficial", "wrong_answer"], "", "B", "Dr Eval")
+    assert workbench.store.count() == before + 1
+    stored = workbench.store.query(reviewer="Dr Eval")[0]
+    assert stored.completion == result.samples[0].completion and stored.correct_answer == "B"
+    assert stored.model["model"] == workbench.model.describe()["model"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not json\n", "Line 1 of the evaluation file is not JSON"), ('{"question": "Q?"}\n', "lacks image, options, completion"), ("\n", "holds no samples")],
+)
+def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "samples.jsonl"
+    path.write_text(content)
+    outputs = workbench.load_evaluation(Session(), str(path))
+    assert message in outputs[9] and outputs[10]["visible"] is False

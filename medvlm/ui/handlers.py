@@ -18,6 +18,7 @@ file names can carry patient names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -77,6 +78,8 @@ class Session:
     """Set to stop the running generation; None when nothing runs."""
     last_output: ModelOutput | None = None
     """The last finished answer: what a review is saved against."""
+    evaluation: list[dict[str, Any]] = field(default_factory=list)
+    """Samples of an imported evaluation run (``samples.jsonl`` from ``train.evaluate``), to review one by one."""
 
     @property
     def generating(self) -> bool:
@@ -146,6 +149,30 @@ def load_examples(path: Path) -> list[Example]:
 def split_options(text: str | None) -> list[str]:
     """The options typed one per line; blank lines are ignored."""
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+#: Fields every line of an evaluation run's ``samples.jsonl`` must have to be reviewed.
+EVALUATION_FIELDS = ("image", "question", "options", "completion")
+
+
+def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The samples of a ``train.evaluate`` run, checked line by line with a message naming the line."""
+    samples = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError:
+                raise MedVLMError(f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by train.evaluate.") from None
+            missing = [key for key in EVALUATION_FIELDS if not isinstance(sample, dict) or key not in sample]
+            if missing:
+                raise MedVLMError(f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl written by train.evaluate.")
+            samples.append(sample)
+    if not samples:
+        raise MedVLMError("The evaluation file holds no samples.")
+    return samples
 
 
 def window_from(choice: str | None, center: float | None, width: float | None) -> Window:
@@ -352,6 +379,85 @@ class Workbench:
             gr.update(choices=render.letter_choices(example.options), value=answer),
         )
 
+    def load_evaluation(self, session: Session, file: str | None):
+        """An evaluation run's ``samples.jsonl``: keep its samples and show the first.
+
+        Returns what :meth:`show_evaluation_sample` returns, plus the sample slider.
+        """
+        session.evaluation = []
+        if not file:
+            return *self._no_sample(""), gr.update(visible=False)
+        try:
+            session.evaluation = read_evaluation_samples(file)
+        except (MedVLMError, OSError, UnicodeDecodeError) as error:
+            message = str(error) if isinstance(error, MedVLMError) else "The evaluation file could not be read as text."
+            return *self._no_sample(message), gr.update(visible=False)
+        slider = gr.update(visible=True, minimum=1, maximum=len(session.evaluation), value=1)
+        return *self.show_evaluation_sample(session, 1), slider
+
+    def show_evaluation_sample(self, session: Session, number: float | None):
+        """Sample ``number`` (from 1) of the imported run, shown as if just answered, ready for review.
+
+        Returns (preview, image facts, question, options, correct answer, answer panel,
+        reasoning, raw output, timing, error). Reviewing the same sample twice updates one
+        review: the output id is derived from the model, the sample and its completion.
+        """
+        if not session.evaluation:
+            return self._no_sample("Import a samples.jsonl first.")
+        if session.generating:
+            return self._no_sample("An answer is still being generated. Wait for it or press Stop first.")
+        index = min(max(int(number or 1), 1), len(session.evaluation)) - 1
+        sample = session.evaluation[index]
+        try:
+            image = load_image(sample["image"])
+            question, options = validate_question(sample["question"], sample["options"])
+        except MedVLMError as error:
+            return self._no_sample(f"Sample {index + 1}: {error}")
+        correct = sample.get("correct_answer") or sample.get("solution")
+        correct = correct if correct in LETTERS[: len(options)] else None
+        model = sample.get("model") if isinstance(sample.get("model"), dict) else {}
+        identity = json.dumps([model.get("model"), sample.get("id", index), sample["completion"]], sort_keys=True)
+        output = ModelOutput(
+            output_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            image=image.image,
+            image_metadata=image.metadata.to_dict(),
+            question=question,
+            options=options,
+            correct_answer=correct,
+            completion=sample["completion"],
+            reasoning=sample.get("reasoning") or "",
+            answer_text=sample.get("answer_text"),
+            letter=sample.get("letter"),
+            format_ok=bool(sample.get("format_ok")),
+            problem=sample.get("problem"),
+            stop_reason=sample.get("stop_reason"),
+            model=model,
+            settings=sample.get("settings") if isinstance(sample.get("settings"), dict) else {},
+            prompt_style=str(sample.get("prompt_style") or ""),
+            timing=None,
+            generated_at=str(sample.get("generated_at") or datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        )
+        session.file_bytes, session.image, session.options, session.last_output = None, image, options, output
+        session.source_label = f"Evaluation sample {index + 1} of {len(session.evaluation)}"
+        panel = render.answer_html(options, letter=output.letter, correct=correct, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
+        model_name = model.get("model") or "unknown model"
+        return (
+            image.image,
+            self._image_markdown(session),
+            question,
+            "\n".join(options),
+            gr.update(choices=render.letter_choices(options), value=correct or ""),
+            panel,
+            output.reasoning,
+            output.completion,
+            f"From an evaluation run of {model_name}; review it like a fresh answer.",
+            "",
+        )
+
+    @staticmethod
+    def _no_sample(error: str):
+        return (gr.skip(),) * 9 + (render.error_markdown(error),)
+
     def _image_outputs(self, session: Session, error: str):
         image = session.image
         return (
@@ -370,14 +476,20 @@ class Workbench:
 
     # -- the question ----------------------------------------------------------------------------
 
-    def preview_options(self, options: str, correct: str | None):
+    def preview_options(self, session: Session, options: str, correct: str | None):
         """The options as typed, lettered; the correct-answer choices follow them.
 
-        Returns (answer panel, correct-answer dropdown).
+        While the options are those of the last answer (an evaluation sample just shown sets
+        them too), that answer stays highlighted. Returns (answer panel, correct-answer dropdown).
         """
-        parsed = split_options(options)
+        parsed = split_options(options)[: len(LETTERS)]
         keep = correct if correct and correct in LETTERS[: len(parsed)] else ""
-        return render.options_html(parsed[: len(LETTERS)]), gr.update(choices=render.letter_choices(parsed[: len(LETTERS)]), value=keep)
+        output = session.last_output
+        if output is not None and output.options == parsed and not session.generating:
+            panel = render.answer_html(parsed, letter=output.letter, correct=keep or None, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
+        else:
+            panel = render.options_html(parsed)
+        return panel, gr.update(choices=render.letter_choices(parsed), value=keep)
 
     def ask(
         self,

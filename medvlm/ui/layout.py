@@ -49,6 +49,9 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                             gr.Markdown("Or try an example:")
                             with gr.Row(elem_id="examples"):
                                 example_buttons = [gr.Button(example.label, size="sm", elem_id=f"example-{index}") for index, example in enumerate(workbench.examples)]
+                        with gr.Accordion("Review an evaluation run (samples.jsonl from train.evaluate)", open=False, elem_id="evaluation"):
+                            evaluation_file = gr.File(label="samples.jsonl", file_types=[".jsonl"], type="filepath", elem_id="evaluation-file")
+                            evaluation_sample = gr.Slider(1, 1, value=1, step=1, label="Sample", visible=False, elem_id="evaluation-sample")
                         preview = gr.Image(label="What the model sees", type="pil", format="png", interactive=False, elem_id="preview")
                         image_info = gr.Markdown(label="Image facts", elem_id="image-info")
                         with gr.Group(visible=False, elem_id="dicom-controls") as dicom_controls:
@@ -112,7 +115,10 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                         [upload, *image_outputs, window, custom_window, question, options, correct],
                         api_name=f"load_example_{index}",
                     )
-                options.change(workbench.preview_options, [options, correct], [answer, correct], api_visibility="private", queue=False)
+                sample_outputs = [preview, image_info, question, options, correct, answer, reasoning, raw_output, timing, ask_error]
+                evaluation_file.upload(workbench.load_evaluation, [session, evaluation_file], [*sample_outputs, evaluation_sample], api_name="load_evaluation")
+                evaluation_sample.release(workbench.show_evaluation_sample, [session, evaluation_sample], sample_outputs, api_name="show_evaluation_sample")
+                options.change(workbench.preview_options, [session, options, correct], [answer, correct], api_visibility="private", queue=False)
                 correct.input(workbench.show_answer, [session, correct], [answer], api_visibility="private", queue=False)
 
                 ask_event = ask_button.click(
