@@ -51,7 +51,7 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                                 example_buttons = [gr.Button(example.label, size="sm", elem_id=f"example-{index}") for index, example in enumerate(workbench.examples)]
                         with gr.Accordion("Review an evaluation run (samples.jsonl from train.evaluate)", open=False, elem_id="evaluation"):
                             evaluation_file = gr.File(label="samples.jsonl", file_types=[".jsonl"], type="filepath", elem_id="evaluation-file")
-                            evaluation_sample = gr.Slider(1, 1, value=1, step=1, label="Sample", visible=False, elem_id="evaluation-sample")
+                            evaluation_sample = gr.Slider(1, 2, value=1, step=1, label="Sample", visible=False, elem_id="evaluation-sample")
                         preview = gr.Image(label="What the model sees", type="pil", format="png", interactive=False, elem_id="preview")
                         image_info = gr.Markdown(label="Image facts", elem_id="image-info")
                         with gr.Group(visible=False, elem_id="dicom-controls") as dicom_controls:
