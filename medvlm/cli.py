@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)")
     generation.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: automatic)")
     generation.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    generation.add_argument("--no-fast-cpu", action="store_true", help="on CPU, keep plain fp32 weights and the checkpoint's image budget (no int8 fast path)")
     ask.add_argument("--json", action="store_true", help="print the final result as one JSON object instead of the summary")
 
     tiny = commands.add_parser("tiny-model", help="write the tiny offline test checkpoint (random weights, random output)")
@@ -91,7 +92,7 @@ def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
 
     _quiet_libraries()
     print(f"Loading {args.model} ...", file=err, flush=True)
-    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype)
+    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, fast_cpu=False if args.no_fast_cpu else None)
     if loaded.is_test_model:
         print("Note: this is the tiny random test model; its output is random text, not medical reasoning.", file=err, flush=True)
     meta = loaded_image.metadata

@@ -5,10 +5,15 @@ works in one works in all: the published ``JZPeterPan/MedVLM-R1``, a base ``Qwen
 Instruct``, a directory written by ``train.grpo`` (full model or LoRA adapter), or the tiny
 offline test checkpoint. Device and dtype follow the hardware (bf16 on CUDA, fp32 on CPU, where
 bf16 decodes about half as fast) unless the caller says otherwise.
+
+On a CPU the loader also takes the fast path of ``medvlm.fast_cpu`` (int8 language-model weights,
+one thread per available core, a smaller image budget for a large vision encoder), because a
+free 2-vCPU Space or a laptop is where most users meet the model; ``fast_cpu=False`` turns it off.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ import torch
 from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
+from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
 from medvlm.metadata import read_metadata
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 
@@ -47,6 +53,8 @@ class LoadedModel:
     """For a LoRA adapter: the base model it was merged onto."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """The checkpoint's ``medvlm.json`` (training recipe and metrics, or the test-model marker)."""
+    fast_cpu: FastCpuReport | None = None
+    """What the CPU fast path did (``None`` when it was off: switched off, or not on a CPU)."""
 
     @property
     def is_test_model(self) -> bool:
@@ -63,6 +71,10 @@ class LoadedModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "max_pixels": self.max_pixels,
             "random_weights": self.is_test_model,
+            "attention": self.model.config._attn_implementation,
+            "fast_cpu": self.fast_cpu is not None,
+            "quantization": self.fast_cpu.quantization if self.fast_cpu else "none",
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
 
 
@@ -82,6 +94,13 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type in ("cuda", "mps"):
         return torch.float16
     return torch.float32
+
+
+def default_attention(device: torch.device, dtype: torch.dtype) -> str:
+    """Flash-attention 2 on CUDA in half precision where the ``flash_attn`` package is installed, else SDPA."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -116,7 +135,8 @@ def load_model(
     min_pixels: int | None = None,
     revision: str | None = None,
     image_backend: str | None = None,
-    attn_implementation: str | None = "sdpa",
+    attn_implementation: str | None = None,
+    fast_cpu: bool | None = None,
     **hub_kwargs: Any,
 ) -> LoadedModel:
     """Load a model and its processor, ready for ``medvlm.streaming.stream_completion``.
@@ -124,8 +144,12 @@ def load_model(
     ``source`` is a Hub id, a checkpoint directory, or a LoRA adapter directory (recognised by its
     ``adapter_config.json``; the adapter is merged into its base model, so generation runs at full
     speed). ``max_pixels`` bounds the image tokens (default: the checkpoint's own setting, which
-    for MedVLM-R1 is the recipe's 401408). Any failure raises ``ModelLoadError`` with a message
-    that says what to do.
+    for MedVLM-R1 is the recipe's 401408; on the CPU fast path a large vision encoder gets 200704).
+    ``attn_implementation`` defaults to flash-attention 2 on CUDA where ``flash_attn`` is installed,
+    SDPA elsewhere. ``fast_cpu`` (``None``: on when the device is the CPU) applies
+    ``medvlm.fast_cpu``; it has no effect on other devices, and a failing quantization backend only
+    leaves the model in fp32 (``describe()`` says so). Any failure raises ``ModelLoadError`` with
+    a message that says what to do.
     """
     source_str = str(source)
     path = Path(source_str).expanduser()
@@ -147,7 +171,7 @@ def load_model(
         model = AutoModelForImageTextToText.from_pretrained(
             weights_source,
             dtype=resolved_dtype,
-            attn_implementation=attn_implementation,
+            attn_implementation=attn_implementation or default_attention(resolved_device, resolved_dtype),
             **({} if base is None and is_local else hub_kwargs),
         )
         if base is not None:
@@ -161,6 +185,11 @@ def load_model(
 
     model.to(resolved_device)
     model.eval()
+    fast_report = None
+    if resolved_device.type == "cpu" and fast_cpu is not False:
+        fast_report = apply_fast_cpu(model)
+        if max_pixels is None:
+            processor.image_processor.size = pixel_bounds(processor, max_pixels=cpu_max_pixels(_effective_max_pixels(processor), model))
     metadata = read_metadata(path) if is_local else {}
     if base is not None and Path(base).is_dir():
         metadata = {**read_metadata(base), **metadata}
@@ -174,6 +203,7 @@ def load_model(
         max_pixels=_effective_max_pixels(processor),
         base_model=base,
         metadata=metadata,
+        fast_cpu=fast_report,
     )
 
 

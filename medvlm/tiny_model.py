@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import AutoModelForImageTextToText, Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from medvlm.metadata import read_metadata, write_metadata
@@ -121,11 +121,11 @@ def _train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
 
 def _tiny_config(tokenizer: Qwen2Tokenizer, hidden_size: int, layers: int) -> Qwen2VLConfig:
     """A Qwen2-VL config of the real architecture's shape, shrunk (4 heads of ``hidden_size // 4``)."""
-    token_id = tokenizer.convert_tokens_to_ids
     half_head = hidden_size // 4 // 2
     mrope_section = [half_head * 2 // 8, half_head * 3 // 8, half_head * 3 // 8]  # real: [16, 24, 24] of 64
-    return Qwen2VLConfig(
-        text_config={
+    return _qwen2_vl_config(
+        tokenizer,
+        text={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden_size,
             "intermediate_size": hidden_size * 2,
@@ -134,27 +134,40 @@ def _tiny_config(tokenizer: Qwen2Tokenizer, hidden_size: int, layers: int) -> Qw
             "num_key_value_heads": 2,
             "max_position_embeddings": 4096,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
-            "bos_token_id": token_id("<|endoftext|>"),
-            "eos_token_id": token_id("<|im_end|>"),
-            "pad_token_id": token_id("<|endoftext|>"),
             "tie_word_embeddings": False,
         },
-        vision_config={
-            "depth": layers,
-            "embed_dim": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "in_channels": 3,
-            "hidden_size": hidden_size,
-        },
+        vision={"depth": layers, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "hidden_size": hidden_size},
+    )
+
+
+#: Qwen2-VL-2B's architecture (``/work/shared/reference/recipe.md``; about 2.21 B parameters).
+QWEN2_VL_2B_TEXT = {
+    "vocab_size": 151936,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+    "tie_word_embeddings": True,
+}
+QWEN2_VL_2B_VISION = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4, "hidden_size": 1536}
+
+
+def _qwen2_vl_config(tokenizer: Qwen2Tokenizer, *, text: dict, vision: dict) -> Qwen2VLConfig:
+    """A Qwen2-VL config with the given text and vision sizes and ``tokenizer``'s special-token ids."""
+    token_id = tokenizer.convert_tokens_to_ids
+    special_ids = {"bos_token_id": token_id("<|endoftext|>"), "eos_token_id": token_id("<|im_end|>"), "pad_token_id": token_id("<|endoftext|>")}
+    return Qwen2VLConfig(
+        text_config={**text, **special_ids},
+        vision_config={"patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, **vision},
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=text["tie_word_embeddings"],
     )
 
 
@@ -175,8 +188,6 @@ def build_tiny_checkpoint(
     """
     if hidden_size % 64:
         raise ValueError("hidden_size must be a multiple of 64")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
     tokenizer = _train_tokenizer(vocab_size)
@@ -185,24 +196,39 @@ def build_tiny_checkpoint(
     config.vision_config.initializer_range = init_std
     model = Qwen2VLForConditionalGeneration(config)
     _mute_unreadable_tokens(model, tokenizer)
+    note = "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. Its output is random text, not medical reasoning."
+    return _save_checkpoint(model, tokenizer, directory, {"kind": "random-test-model", "random_weights": True, "note": note, "seed": seed})
+
+
+def build_random_checkpoint(directory: str | Path, *, size: str = "2b", seed: int = 0) -> Path:
+    """Write a randomly initialised Qwen2-VL of a real model's sizes (bf16, like the release).
+
+    Speed and memory depend on the architecture, not on the weights' values, so benchmarks can
+    measure the real Qwen2-VL-2B shape without downloading 4.4 GB. Only ``size="2b"`` exists.
+    The tokenizer is the tiny one (a few hundred tokens) while the output layer keeps the real
+    151936 rows, so most generated ids decode to nothing: time ``model.generate``, not text.
+    """
+    if size != "2b":
+        raise ValueError(f"unknown size {size!r}; only '2b' (Qwen2-VL-2B) is known")
+    torch.manual_seed(seed)
+    tokenizer = _train_tokenizer(1000)
+    config = _qwen2_vl_config(tokenizer, text=QWEN2_VL_2B_TEXT, vision=QWEN2_VL_2B_VISION)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    note = "Randomly initialised Qwen2-VL-2B (real sizes) built offline by medvlm for benchmarks. Its output is random."
+    return _save_checkpoint(model, tokenizer, directory, {"kind": "random-benchmark-model", "size": size, "random_weights": True, "note": note, "seed": seed})
+
+
+def _save_checkpoint(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tokenizer, directory: str | Path, metadata: dict) -> Path:
+    """Save weights, tokenizer, image processor (recipe pixel bounds) and ``medvlm.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
-
     image_processor = Qwen2VLImageProcessorPil(min_pixels=RECIPE_MIN_PIXELS, max_pixels=RECIPE_MAX_PIXELS)
     processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE)
     save_processor(processor, directory)
-    write_metadata(
-        directory,
-        {
-            "kind": "random-test-model",
-            "random_weights": True,
-            "note": "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. "
-            "Its output is random text, not medical reasoning.",
-            "seed": seed,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        },
-    )
+    write_metadata(directory, {**metadata, "parameters": sum(p.numel() for p in model.parameters())})
     return directory
 
 
@@ -229,7 +255,7 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
     from medvlm.streaming import prepare_inputs
 
     generator = torch.Generator().manual_seed(seed)
-    loaded = load_model(directory, dtype="fp32", device="cpu")
+    loaded = load_model(directory, dtype="fp32", device="cpu", fast_cpu=False)  # it trains: keep plain fp32 layers
     model, tokenizer = loaded.model, loaded.processor.tokenizer
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()

@@ -1,0 +1,189 @@
+"""Shared pieces of the benchmarks: cached checkpoints, the machine, clocks, repeats, subprocess workers.
+
+The benchmarks run on shared machines whose speed drifts while they run, so every figure is a
+ratio against a baseline measured in the same run, with the variants interleaved (A, B, A, B...)
+and repeated; the medians are reported. Checkpoints are built once into a cache outside the
+repository (``$MEDVLM_BENCH_CACHE``, default ``~/.cache/medvlm-bench``): the random 2B one is 4.4 GB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("MEDVLM_BENCH_CACHE", Path.home() / ".cache" / "medvlm-bench"))
+CT_HEAD = REPO / "assets" / "ct_head.dcm"
+QUESTION = "Which imaging modality was used?"
+OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
+
+
+def random_2b_checkpoint() -> Path:
+    """The randomly initialised Qwen2-VL-2B (real sizes), built on first use (a few minutes)."""
+    from medvlm.tiny_model import build_random_checkpoint
+
+    return _cached("qwen2-vl-2b-random", lambda path: build_random_checkpoint(path, size="2b"))
+
+
+def tiny_checkpoint(*, formatted: bool = False) -> Path:
+    """The tiny test checkpoint; ``formatted``: after the format warm-start (answers parse)."""
+    from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
+
+    if formatted:
+        return _cached("tiny-formatted", lambda path: warm_start_format(build_tiny_checkpoint(path)))
+    return _cached("tiny", build_tiny_checkpoint)
+
+
+def _cached(name: str, build: Callable[[Path], Any]) -> Path:
+    """``CACHE/name``, built by ``build`` unless a complete one (with ``medvlm.json``) is there."""
+    path = CACHE / name
+    if not (path / "medvlm.json").is_file():
+        print(f"building {path} (once) ...", file=sys.stderr, flush=True)
+        build(path)
+    return path
+
+
+@contextlib.contextmanager
+def keep_output_head_fp32(active: bool = True) -> Iterator[None]:
+    """While active, the fast path leaves the output head fp32 (the ``fast-body`` variant)."""
+    from medvlm import fast_cpu
+
+    quantizable = fast_cpu.quantizable_layers
+    if active:
+        fast_cpu.quantizable_layers = lambda model: [name for name in quantizable(model) if name != "lm_head"]
+    try:
+        yield
+    finally:
+        fast_cpu.quantizable_layers = quantizable
+
+
+def quiet() -> None:
+    """No weight-loading progress bars in the benchmarks' output."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def ct_head_image(size: int | None = None) -> Image.Image:
+    """The CT head DICOM from ``assets/`` as RGB, optionally resized to ``size`` x ``size``."""
+    from medvlm.images import load_image
+
+    image = load_image(CT_HEAD).image
+    return image.resize((size, size)) if size else image
+
+
+class TokenClock:
+    """A ``generate`` streamer that only notes when each new token arrives (no decoding)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_seen:
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+    def decode_rate(self) -> float:
+        """Tokens per second after the first token (the first one includes the prefill)."""
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (what a model occupies once loaded)."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")) / 1024
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem_kib = 0
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "torch": torch.__version__,
+        "load_average": [round(load, 1) for load in os.getloadavg()],
+        "date": date.today().isoformat(),
+    }
+
+
+def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each variant once per round, ``repeats`` rounds, and collect what each returns."""
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            results[name].append(run())
+    return results
+
+
+def run_workers(module: str, variants: Sequence[str], repeats: int, extra: Sequence[str] = (), threads: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run ``python -m module --worker VARIANT`` once per variant per round, interleaved.
+
+    Each worker is its own process, so its peak memory is its own; it prints one JSON object as
+    its last line of output. ``threads`` pins every worker's thread count (``OMP_NUM_THREADS``).
+    """
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for round_ in range(repeats):
+        for variant in variants:
+            command = [sys.executable, "-m", module, "--worker", variant, *extra]
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{variant} worker failed:\n{done.stderr[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results[variant].append(result)
+            print(f"round {round_ + 1}/{repeats} {variant}: {result}", file=sys.stderr, flush=True)
+    return results
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median of the per-round ratios: each pair ran back to back, so drift cancels within it."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
+def print_report(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str], notes: Sequence[str] = ()) -> None:
+    """A Markdown table, the machine it ran on and notes, ready to paste into the README."""
+    print(f"## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+    print(f"\nmachine: {json.dumps(machine())}")
+    for note in notes:
+        print(f"- {note}")

@@ -1,0 +1,140 @@
+"""Decode speed on CPU of the real Qwen2-VL-2B architecture: the fast path against plain fp32.
+
+    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,fast,fast-body,bf16]
+    python -m bench.decode_speed --variants fp32,torchao-wo,torchao-dyn    # needs: pip install torchao
+
+Each variant loads the randomly initialised 2B checkpoint in its own process (so peak memory is
+its own), prefills the CT head image at 512x512 and the MedVLM-R1 prompt, and generates exactly
+``--tokens`` tokens greedily (``min_new_tokens`` = ``max_new_tokens``, so no early end). Variants:
+``fp32`` plain transformers (``fast_cpu=False``); ``fast`` the default CPU path; ``fast-body`` the
+fast path with the output head left fp32; ``bf16`` plain bf16; ``torchao-wo`` / ``torchao-dyn``
+the same layers as the fast path quantized with torchao's ``Int8WeightOnlyConfig`` /
+``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). Every variant
+gets the same image budget, so only decoding differs. Rounds alternate the variants; ratios are per-round medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bench._common import (
+    OPTIONS,
+    QUESTION,
+    TokenClock,
+    ct_head_image,
+    keep_output_head_fp32,
+    median,
+    paired_ratio,
+    peak_rss_mib,
+    print_report,
+    quiet,
+    random_2b_checkpoint,
+    rss_mib,
+    run_workers,
+)
+from medvlm import fast_cpu
+
+VARIANTS = ("fp32", "fast", "fast-body", "bf16", "torchao-wo", "torchao-dyn")
+
+
+def load_variant(variant: str):
+    """The 2B checkpoint loaded as ``variant`` says, at the CPU image budget."""
+    from medvlm.model import load_model
+
+    checkpoint = random_2b_checkpoint()
+    if variant in ("fast", "fast-body"):
+        with keep_output_head_fp32(variant == "fast-body"):
+            return load_model(checkpoint, max_pixels=fast_cpu.CPU_MAX_PIXELS)
+    loaded = load_model(checkpoint, fast_cpu=False, dtype="bf16" if variant == "bf16" else "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS)
+    if variant.startswith("torchao"):
+        quantize_with_torchao(loaded.model, weight_only=variant == "torchao-wo")
+    return loaded
+
+
+def quantize_with_torchao(model, *, weight_only: bool) -> None:
+    """The fast path's layers (decoder linears and output head) quantized by torchao instead."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    names = set(fast_cpu.quantizable_layers(model))
+    config = Int8WeightOnlyConfig() if weight_only else Int8DynamicActivationInt8WeightConfig()
+    quantize_(model, config, filter_fn=lambda module, name: name in names)
+
+
+def torchao_version() -> str:
+    from importlib.metadata import version
+
+    return version("torchao")
+
+
+def worker(variant: str, tokens: int) -> dict:
+    """Load, warm up, then time one generation of exactly ``tokens`` tokens."""
+    from medvlm.streaming import prepare_inputs
+
+    quiet()
+    started = time.perf_counter()
+    loaded = load_variant(variant)
+    load_s = time.perf_counter() - started
+    loaded_rss = rss_mib()
+    inputs = prepare_inputs(loaded, [ct_head_image(512)], [QUESTION], [OPTIONS])
+    clock = TokenClock()
+    with torch.inference_mode():
+        loaded.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
+        started = time.perf_counter()
+        loaded.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, streamer=clock)
+    return {
+        "tokens_per_s": round(clock.decode_rate(), 3),
+        "prefill_s": round(clock.times[0] - started, 2),
+        "new_tokens": len(clock.times),
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "threads": torch.get_num_threads(),
+        "load_s": round(load_s, 1),
+        "loaded_rss_mib": round(loaded_rss),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "quantization": f"torchao {torchao_version()}" if variant.startswith("torchao") else loaded.describe()["quantization"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--variants", default="fp32,fast", help=f"comma-separated, the first is the baseline; of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, help="pin every variant's thread count (default: each variant's own choice)")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.tokens)))
+        return
+
+    random_2b_checkpoint()  # build once, before the workers race for it
+    variants = args.variants.split(",")
+    results = run_workers("bench.decode_speed", variants, args.repeats, ["--tokens", str(args.tokens)], threads=args.threads)
+    rate = {variant: [run["tokens_per_s"] for run in runs] for variant, runs in results.items()}
+    baseline = variants[0]
+    rows = [
+        [
+            variant,
+            f"{median(rate[variant]):.2f} ({min(rate[variant]):.2f}-{max(rate[variant]):.2f})",
+            f"{paired_ratio(rate[variant], rate[baseline]):.2f}x",
+            f"{median([run['prefill_s'] for run in runs]):.1f}",
+            f"{median([run['loaded_rss_mib'] for run in runs]) / 1024:.2f}",
+            f"{median([run['peak_rss_mib'] for run in runs]) / 1024:.2f}",
+            runs[0]["threads"],
+            runs[0]["quantization"],
+        ]
+        for variant, runs in results.items()
+    ]
+    print_report(
+        f"Decode speed, Qwen2-VL-2B architecture (random weights), {args.tokens} new tokens, {args.repeats} interleaved rounds",
+        rows,
+        ["variant", "tokens/s median (min-max)", f"vs {baseline}", "time to first token s", "RSS loaded GiB", "peak RSS GiB", "threads", "quantization"],
+        [f"prompt: {results[baseline][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The CPU fast path: int8 language-model layers, the switch, the fp32 fallback, threads and image budget.
+
+The tiny checkpoint's layers are below the size where int8 pays off, so the tests that need them
+quantized lower ``MIN_QUANTIZED_WEIGHTS`` to 0: the same code then runs on every layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from medvlm import fast_cpu
+from medvlm.model import LoadedModel, default_attention, load_model
+from medvlm.processor import RECIPE_MAX_PIXELS
+from medvlm.streaming import GenerationSettings, stream_completion
+
+IMAGE = Image.radial_gradient("L").convert("RGB").resize((120, 90))
+OPTIONS = ["CT", "MRI", "X-Ray"]
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count() -> Iterator[None]:
+    """The fast path sets torch's process-wide thread count; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def quantize_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_cpu, "MIN_QUANTIZED_WEIGHTS", 0)
+
+
+def language_linears(loaded: LoadedModel) -> dict[str, nn.Module]:
+    model = loaded.model
+    layers = {f"decoder.{name}": module for name, module in model.get_decoder().named_modules() if "proj" in name.rsplit(".", 1)[-1]}
+    return {**layers, "lm_head": model.lm_head}
+
+
+def stream(loaded: LoadedModel, max_new_tokens: int = 40):
+    return list(stream_completion(loaded, IMAGE, "Which modality?", OPTIONS, GenerationSettings(max_new_tokens=max_new_tokens)))[-1]
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_fast_path_stores_language_model_weights_as_int8(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir)
+    layers = language_linears(loaded)
+    assert len(layers) == 2 * 7 + 1  # two decoder layers of q, k, v, o, gate, up, down; the head
+    assert all(layer.weight().dtype == torch.qint8 for layer in layers.values())
+    vision_layer = loaded.model.model.visual.blocks[0].mlp.fc1
+    assert type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.float32  # the image encoder stays fp32
+    described = loaded.describe()
+    assert described["fast_cpu"] is True and described["quantization"].startswith("int8 dynamic")
+    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized_layers == 15
+    assert described["threads"] == torch.get_num_threads() >= 1
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_quantized_model_streams_and_its_answer_parses(formatted_model_dir: Path) -> None:
+    loaded = load_model(formatted_model_dir)
+    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized
+    final = stream(loaded)
+    assert final.parsed.format_ok and final.parsed.letter in {"A", "B", "C"}
+    assert final.timing.new_tokens > 0
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_switched_off_gives_plain_fp32_linear_layers(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, fast_cpu=False)
+    assert all(type(layer) is nn.Linear and layer.weight.dtype == torch.float32 for layer in language_linears(loaded).values())
+    described = loaded.describe()
+    assert described["fast_cpu"] is False and described["quantization"] == "none"
+    assert loaded.max_pixels == RECIPE_MAX_PIXELS
+
+
+def test_small_layers_stay_fp32_by_default(tiny_model: LoadedModel) -> None:
+    assert all(type(layer) is nn.Linear for layer in language_linears(tiny_model).values())
+    assert tiny_model.fast_cpu is not None and not tiny_model.fast_cpu.quantized
+    assert "large enough" in tiny_model.describe()["quantization"]
+
+
+def _no_quantization_module() -> None:
+    raise fast_cpu.QuantizationUnavailable("this torch has no torch.ao.quantization")
+
+
+def _unsupported_engine(quantize_dynamic, qconfig) -> str:
+    raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+@pytest.mark.parametrize(
+    ("target", "replacement", "reason"),
+    [("_dynamic_quantization_api", _no_quantization_module, "no torch.ao.quantization"), ("_usable_engine", _unsupported_engine, "NoQEngine")],
+)
+def test_backend_failure_falls_back_to_fp32_and_says_so(
+    formatted_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, target: str, replacement, reason: str
+) -> None:
+    monkeypatch.setattr(fast_cpu, target, replacement)
+    with caplog.at_level(logging.WARNING, logger="medvlm.fast_cpu"):
+        loaded = load_model(formatted_model_dir)
+    assert all(type(layer) is nn.Linear for layer in language_linears(loaded).values())
+    quantization = loaded.describe()["quantization"]
+    assert "fp32 fallback" in quantization and reason in quantization
+    assert "keeping fp32" in caplog.text
+    assert stream(loaded).parsed.format_ok
+
+
+def test_large_vision_encoder_gets_the_smaller_cpu_image_budget(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_cpu, "LARGE_VISION_PARAMETERS", 0)
+    assert load_model(tiny_model_dir).max_pixels == fast_cpu.CPU_MAX_PIXELS == 256 * 28 * 28
+    assert load_model(tiny_model_dir, max_pixels=64 * 28 * 28).max_pixels == 64 * 28 * 28  # asked for: kept
+    assert load_model(tiny_model_dir, fast_cpu=False).max_pixels == RECIPE_MAX_PIXELS
+
+
+def test_small_vision_encoder_keeps_the_checkpoint_budget(tiny_model: LoadedModel) -> None:
+    assert tiny_model.max_pixels == RECIPE_MAX_PIXELS
+
+
+def test_threads_follow_affinity_and_cgroup_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(fast_cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(fast_cpu, "_core_of", lambda cpu: str(cpu // 2))  # two hyper-threads per core
+    monkeypatch.setattr(fast_cpu, "_cgroup_cpu_quota", lambda: None)
+    assert fast_cpu.available_cores() == 2
+    monkeypatch.setattr(fast_cpu, "_cgroup_cpu_quota", lambda: 1)
+    assert fast_cpu.configure_threads() == 1 == torch.get_num_threads()
+
+
+def test_explicit_omp_num_threads_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(fast_cpu, "available_cores", lambda: 8)
+    assert fast_cpu.configure_threads() == 1
+
+
+def test_cgroup_v2_quota_is_read_in_whole_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    real_path = fast_cpu.Path
+    monkeypatch.setattr(fast_cpu, "Path", lambda name: cpu_max if name == "/sys/fs/cgroup/cpu.max" else real_path(name))
+    cpu_max.write_text("200000 100000\n")
+    assert fast_cpu._cgroup_cpu_quota() == 2
+    cpu_max.write_text("max 100000\n")
+    assert fast_cpu._cgroup_cpu_quota() is None
+
+
+def test_attention_is_sdpa_on_cpu_and_flash_attention_on_cuda_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_attention(torch.device("cpu"), torch.float32) == "sdpa"
+    monkeypatch.setattr("medvlm.model.importlib.util.find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert default_attention(torch.device("cuda"), torch.bfloat16) == "flash_attention_2"
+    assert default_attention(torch.device("cuda"), torch.float32) == "sdpa"
+    monkeypatch.setattr("medvlm.model.importlib.util.find_spec", lambda name: None)
+    assert default_attention(torch.device("cuda"), torch.bfloat16) == "sdpa"
+
+
+def test_cli_switch_turns_the_fast_path_off(tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medvlm.cli import main
+
+    args = ["ask", "--model", str(tiny_model_dir), "--image", str(sample_png), "--question", "Which?", "--option", "a", "--option", "b", "--max-new-tokens", "3", "--json"]
+    assert main([*args, "--no-fast-cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["fast_cpu"] is False
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["fast_cpu"] is True
