@@ -16,6 +16,7 @@ those rows, so the model practically never stops by itself and always runs to ``
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 import torch
@@ -232,37 +233,57 @@ def _save_checkpoint(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tok
     return directory
 
 
-#: Synthetic cases for the format warm-start: (question, options).
-_WARM_START_CASES = (
-    ("Which imaging modality was used?", ["CT", "MRI", "X-Ray", "Ultrasound"]),
-    ("Which organ is shown in this image?", ["Liver", "Brain", "Knee"]),
-    ("What is the most likely diagnosis?", ["Normal", "Infarct", "Hemorrhage", "Abscess", "Tumor"]),
-    ("Is there a fracture?", ["Yes", "No"]),
+#: Words the format warm-start builds its questions and options from. Questions are generated, not
+#: a fixed handful, so that the format carries over to questions the model has never seen.
+_QUESTION_WORDS = tuple(
+    "image scan shows which most likely lesion organ left right upper lower lobe brain liver kidney chest "
+    "abdomen bone fracture mass normal finding sign view plane axial sagittal coronal contrast enhanced "
+    "modality used acquire patient structure seen visible abnormal diagnosis present located side region "
+    "tissue density signal".split()
+)
+_OPTION_WORDS = tuple(
+    "CT MRI X-Ray Ultrasound Liver Spleen Brain Heart Kidney Lung Yes No Normal Infarct Hemorrhage Tumor "
+    "Abscess Cyst Edema Left Right Bright Dark Axial Sagittal Coronal Bone".split()
 )
 
 
-def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0, learning_rate: float = 1e-2) -> Path:
+def _warm_start_case(rng: random.Random) -> tuple[str, list[str]]:
+    """A random question of 3-10 words and 2-5 distinct options of 1-3 words."""
+    question = " ".join(rng.choice(_QUESTION_WORDS) for _ in range(rng.randint(3, 10))).capitalize() + "?"
+    options: list[str] = []
+    count = rng.randint(2, 5)
+    while len(options) < count:
+        option = " ".join(rng.choice(_OPTION_WORDS) for _ in range(rng.randint(1, 3)))
+        if option not in options:
+            options.append(option)
+    return question, options
+
+
+def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0, learning_rate: float = 3e-3) -> Path:
     """Teach a tiny checkpoint the answer *format* by a few supervised steps, and save it in place.
 
     Random weights never close ``</think>`` or give an ``<answer>``, so nothing downstream of the
     parser (a highlighted option, a correct/wrong mark, a format reward above zero) could be seen
     without this. The targets are ``<think> ... </think>\n<answer>L</answer>`` with L drawn at
-    random from the offered letters: the model learns the shape, not medicine. The checkpoint's
-    ``medvlm.json`` records the warm-start; it still counts as a random test model.
+    random from the offered letters: the model learns the shape, not medicine. Every step asks a
+    new generated question (a fixed few would teach the format for those questions only), and the
+    learning rate decays linearly with clipped gradients, so the result does not depend on luck.
+    The checkpoint's ``medvlm.json`` records the warm-start; it still counts as a random test model.
     """
     from medvlm.model import load_model
     from medvlm.prompt import LETTERS
     from medvlm.streaming import prepare_inputs
 
-    generator = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
     loaded = load_model(directory, dtype="fp32", device="cpu", fast_cpu=False)  # it trains: keep plain fp32 layers
     model, tokenizer = loaded.model, loaded.processor.tokenizer
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.train()
-    for step in range(steps):
-        question, options = _WARM_START_CASES[step % len(_WARM_START_CASES)]
-        letter = LETTERS[int(torch.randint(len(options), (1,), generator=generator))]
-        shade = int(torch.randint(256, (1,), generator=generator))
+    for _ in range(steps):
+        question, options = _warm_start_case(rng)
+        letter = LETTERS[rng.randrange(len(options))]
+        shade = rng.randrange(256)
         image = Image.new("RGB", (56, 56), (shade, shade, shade))
         inputs = prepare_inputs(loaded, [image], [question], [options])
         target = tokenizer(f"<think> The image shows a scan. </think>\n<answer>{letter}</answer><|im_end|>", return_tensors="pt")["input_ids"]
@@ -273,8 +294,10 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
         labels[:, -target.shape[1]:] = target
         loss = model(**inputs, labels=labels).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        schedule.step()
     model.eval()
     model.save_pretrained(directory)
     metadata = read_metadata(directory)

@@ -120,6 +120,12 @@ def test_format_warm_start_makes_answers_parse(formatted_model_dir: Path) -> Non
     loaded = load_model(formatted_model_dir)
     assert loaded.is_test_model and loaded.metadata["format_warm_start"]["steps"] > 0
     image = Image.radial_gradient("L").convert("RGB").resize((120, 90))
-    final = list(stream_completion(loaded, image, "Which modality?", ["CT", "MRI", "X-Ray"], GenerationSettings(max_new_tokens=40)))[-1]
-    assert final.parsed.format_ok and final.parsed.letter in {"A", "B", "C"}
-    assert final.stop_reason == "eos"
+    # questions the warm-start never asked, with words it never saw among the options
+    for question, options in [
+        ("Which modality?", ["CT", "MRI", "X-Ray"]),
+        ("Is the square bright or dark?", ["Bright", "Dark"]),
+        ("Which structure is centred in this axial slice?", ["A vertebral body", "The liver", "The orbit", "The femoral head"]),
+    ]:
+        final = list(stream_completion(loaded, image, question, options, GenerationSettings(max_new_tokens=40)))[-1]
+        assert final.parsed.format_ok and final.parsed.letter in "ABCD"[: len(options)], (question, final.text)
+        assert final.stop_reason == "eos"

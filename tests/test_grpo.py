@@ -1,0 +1,235 @@
+"""GRPO training (``train.grpo``): recipes, a CPU run on the tiny model, LoRA, resuming, two processes.
+
+The end-to-end runs train the format-warm-started tiny checkpoint (``formatted_model_dir``), whose
+answers parse, so the format reward and the logged metrics mean something, on a few synthetic
+questions written in MedVLM-R1's published evaluation format and read through ``train.data``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medvlm.errors import MedVLMError
+from medvlm.model import load_model
+from medvlm.streaming import GenerationSettings, stream_completion
+from train.grpo import main, parse_args
+from train.rewards import REWARDS
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "train" / "recipes"
+SMOKE = RECIPES / "tiny_cpu_smoke.yaml"
+QUESTION, OPTIONS = "Is the square bright or dark?", ["Bright", "Dark"]
+
+
+@pytest.fixture(scope="module")
+def questions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight questions (plus one row whose image is missing) in MedVLM-R1's evaluation JSON format."""
+    root = tmp_path_factory.mktemp("vqa")
+    (root / "images").mkdir()
+    rows = []
+    for index in range(9):
+        bright = index % 2 == 0
+        name = f"images/square{index}.png"
+        if index < 8:
+            shade = 230 if bright else 25
+            Image.new("RGB", (56, 56), (shade, shade, shade)).save(root / name)
+        rows.append(
+            {
+                "image": [name],
+                "problem": f"{QUESTION}\nA) {OPTIONS[0]}\nB) {OPTIONS[1]}",
+                "solution": "A" if bright else "B",
+                "question": QUESTION,
+                "options": OPTIONS,
+                "answer": OPTIONS[0] if bright else OPTIONS[1],
+                "dataset": "synthetic",
+                "subset": "MR (Mag-netic Resonance Imaging)",
+            }
+        )
+    path = root / "questions.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def run_grpo(model_dir: Path, data: Path, output_dir: Path, *overrides: str) -> None:
+    """Run ``python -m train.grpo`` in this process with the smoke recipe."""
+    argv = ["--config", str(SMOKE), "--model_name_or_path", str(model_dir), "--dataset_name", str(data), "--output_dir", str(output_dir), *overrides]
+    main(*parse_args(argv))
+
+
+def log_history(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def streamed_answer(directory: Path):
+    loaded = load_model(directory)
+    image = Image.new("RGB", (56, 56), (230, 230, 230))
+    updates = list(stream_completion(loaded, image, QUESTION, OPTIONS, GenerationSettings(max_new_tokens=40)))
+    return loaded, updates
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_recipe_parses_into_a_valid_grpo_config(recipe: Path, tmp_path: Path) -> None:
+    # use_cpu: the GPU recipes ask for bf16, which GRPOConfig refuses on a machine without a GPU otherwise
+    script_args, training_args, model_args = parse_args(["--config", str(recipe), "--dataset_name", "x", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert set(script_args.reward_funcs) <= set(REWARDS)
+    assert training_args.generation_batch_size % training_args.num_generations == 0
+    assert training_args.logging_steps >= 1 and training_args.save_steps >= 1
+    assert script_args.recipe_file == str(recipe)
+
+
+def test_the_paper_recipe_keeps_the_published_settings(tmp_path: Path) -> None:
+    script_args, args, model_args = parse_args(["--config", str(RECIPES / "medvlm_r1_qwen2vl_2b.yaml"), "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert model_args.model_name_or_path == "Qwen/Qwen2-VL-2B-Instruct" and not model_args.use_peft
+    assert (script_args.dataset_name, script_args.dataset_subset, script_args.dataset_limit) == (
+        "FreedomIntelligence/Medical_Multimodal_Evaluation_Data",
+        "MR (Mag-netic Resonance Imaging)",
+        600,
+    )
+    assert script_args.max_pixels == 401408 and script_args.reward_funcs == ["accuracy", "format"]
+    assert (args.num_generations, args.max_completion_length, args.learning_rate, args.beta, args.temperature, args.top_k) == (4, 512, 1e-6, 0.04, 1.0, 50)
+    # one prompt (its 4 completions) per device and micro-step, 2 accumulation steps: 2 prompts per update
+    assert args.per_device_train_batch_size // args.num_generations == 1 and args.gradient_accumulation_steps == 2
+    assert (args.num_train_epochs, args.save_steps, args.num_iterations) == (2, 50, 1)
+    assert (args.scale_rewards, args.loss_type, args.use_bias_correction_kl) == ("group", "grpo", False)
+    assert args.bf16
+
+
+def test_command_line_overrides_the_recipe(tmp_path: Path) -> None:
+    script_args, args, _ = parse_args(["--config", str(SMOKE), "--dataset_name", "x", "--output_dir", str(tmp_path), "--reward_funcs", "accuracy_paper", "format", "--max_steps", "7"])
+    assert script_args.reward_funcs == ["accuracy_paper", "format"] and args.max_steps == 7
+
+
+def test_an_unknown_reward_stops_the_run_before_any_loading(tmp_path: Path) -> None:
+    with pytest.raises(MedVLMError, match="Unknown reward function 'acuracy'"):
+        run_grpo(Path("some/model"), Path("questions.json"), tmp_path / "run", "--reward_funcs", "acuracy", "format")
+
+
+def test_data_without_a_usable_row_stops_the_run_before_the_model_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "questions.jsonl"
+    data.write_text(json.dumps({"image": "missing.png", "question": QUESTION, "options": OPTIONS, "answer": "A"}) + "\n")
+    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(SystemExit, match="no usable training records"):
+        run_grpo(Path("some/model"), data, tmp_path / "run")
+    assert "skipped 1: missing image file (1)" in caplog.text
+
+
+def test_resume_true_without_a_checkpoint_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="holds no checkpoint"):  # before anything is loaded
+        run_grpo(Path("some/model"), Path("questions.json"), tmp_path / "run", "--resume_from_checkpoint", "true")
+
+
+# -- end-to-end runs -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smoke_recipe_trains_saves_and_the_app_loads_the_result(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="train.grpo"):
+        run_grpo(formatted_model_dir, questions, output_dir, "--dataset_limit", "16")  # read every row, the bad one too
+    assert "Loaded 8 of 9 rows; skipped 1: missing image file (1)" in caplog.text
+
+    history = log_history(output_dir)
+    steps = [entry for entry in history if "reward" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
+    for key in ("rewards/accuracy_reward/mean", "rewards/format_reward/mean", "completions/mean_length", "kl", "reward"):
+        assert all(key in entry for entry in steps), key
+    for entry in steps:  # each logged reward is the sum of its functions' means (sampling decides their values)
+        parts = entry["rewards/accuracy_reward/mean"] + entry["rewards/format_reward/mean"]
+        assert 0.0 <= entry["rewards/format_reward/mean"] <= 1.0 and entry["reward"] == pytest.approx(parts, abs=1e-5)
+    assert (output_dir / "checkpoint-2").is_dir() and (output_dir / "checkpoint-4").is_dir()
+    assert json.loads((output_dir / "train_results.json").read_text())["train_samples"] == 8
+
+    # What the app needs: weights, the processor in the published layout (no file naming our class)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "chat_template.json", "tokenizer.json"):
+        assert (output_dir / name).is_file(), name
+    assert not (output_dir / "processor_config.json").exists()
+
+    metadata = json.loads((output_dir / "medvlm.json").read_text())
+    assert metadata["random_weights"] is True and metadata["base_model"] == str(formatted_model_dir.resolve())
+    assert metadata["recipe"]["file"] == str(SMOKE) and metadata["recipe"]["config"]["num_generations"] == 4
+    assert metadata["recipe"]["training_args"]["max_steps"] == 4
+    assert metadata["data"]["load_report"]["skipped"] == {"missing image file": 1}
+    assert metadata["metrics"]["train"]["train_samples"] == 8
+    assert "rewards/format_reward/mean" in metadata["metrics"]["last_logged_step"]
+
+    loaded, updates = streamed_answer(output_dir)
+    assert loaded.is_test_model and loaded.max_pixels == 12544
+    final = updates[-1]
+    assert len(updates) > 2 and final.done and final.parsed.format_ok and final.parsed.letter in ("A", "B")
+
+
+@pytest.mark.slow
+def test_lora_run_saves_an_adapter_that_loads_merged(formatted_model_dir: Path, questions: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "lora"
+    run_grpo(formatted_model_dir, questions, output_dir, "--use_peft", "true", "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2")
+    adapter = json.loads((output_dir / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(formatted_model_dir.resolve())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert (output_dir / "adapter_model.safetensors").is_file() and not (output_dir / "model.safetensors").exists()
+    assert json.loads((output_dir / "medvlm.json").read_text())["kind"] == "grpo-lora-adapter"
+
+    loaded, updates = streamed_answer(output_dir)
+    assert loaded.base_model == str(formatted_model_dir.resolve()) and loaded.is_test_model
+    assert not hasattr(loaded.model, "peft_config")  # merged into the weights
+    # Two GRPO steps on LoRA may well unlearn the tiny model's format: it must load and stream, not answer well.
+    assert updates[-1].done and updates[-1].text and updates[-1].timing.new_tokens > 0
+
+
+@pytest.mark.slow
+def test_a_second_run_resumes_from_the_last_checkpoint(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output_dir = tmp_path / "run"
+    run_grpo(formatted_model_dir, questions, output_dir, "--max_steps", "2")
+    checkpoint = output_dir / "checkpoint-2"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 2
+
+    with caplog.at_level(logging.INFO, logger="train.grpo"):
+        run_grpo(formatted_model_dir, questions, output_dir, "--max_steps", "4")
+    assert f"Resuming training from {checkpoint}" in caplog.text
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 4
+    assert [entry["step"] for entry in log_history(output_dir) if "reward" in entry] == [1, 2, 3, 4]
+    assert (output_dir / "checkpoint-4").is_dir()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_accelerate_launch(formatted_model_dir: Path, questions: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "train" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port", str(_free_port()),
+        "-m", "train.grpo",
+        "--config", str(SMOKE),
+        "--model_name_or_path", str(formatted_model_dir),
+        "--dataset_name", str(questions),
+        "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Process 0/2, device cpu" in result.stdout
+    steps = [entry for entry in log_history(output_dir) if "reward" in entry]
+    # each step took one prompt (a group of 4 completions) on each process: the 8 questions in 4 steps
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4] and steps[-1]["epoch"] == 1.0
+    loaded, updates = streamed_answer(output_dir)
+    assert loaded.is_test_model and updates[-1].done

@@ -1,0 +1,271 @@
+"""GRPO fine-tuning of a vision-language model on multiple-choice medical VQA (MedVLM-R1).
+
+The RL loop is TRL's ``GRPOTrainer``; this script only wires the project's pieces into it: the
+prompt (``medvlm.prompt``), the data loaders (``train.data``), the rewards (``train.rewards``,
+picked by name) and a torchvision-free processor (``medvlm.processor``). The output directory
+loads unchanged in the app, the CLI and ``medvlm.model.load_model``: the weights (or a LoRA
+adapter), the processor and ``medvlm.json`` with the recipe, the data and the final metrics.
+
+Every run is a recipe under ``train/recipes/`` plus command-line overrides (any field of
+``GRPOScriptArguments``, ``trl.GRPOConfig`` or ``trl.ModelConfig``)::
+
+    # The paper's run: full fine-tune of Qwen2-VL-2B on 600 MRI questions, DeepSpeed ZeRO-3
+    accelerate launch --config_file train/accelerate/zero3.yaml --num_processes 2 \\
+        -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
+
+    # The same with ZeRO-2 (as Med-R1), or plain DDP on GPUs with memory to spare
+    accelerate launch --config_file train/accelerate/zero2.yaml -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
+    accelerate launch --config_file train/accelerate/ddp.yaml -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
+
+    # LoRA on one 24 GB GPU
+    python -m train.grpo --config train/recipes/medvlm_r1_lora_single_gpu.yaml
+
+    # Med-R1's no-think variant (answer only)
+    accelerate launch --config_file train/accelerate/zero2.yaml -m train.grpo --config train/recipes/medvlm_r1_no_think.yaml
+
+    # A CPU smoke run on the tiny offline model (two processes: add the accelerate launcher)
+    medvlm-tiny-model --format-warm-start ./tiny-model
+    python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml \\
+        --model_name_or_path ./tiny-model --dataset_name path/to/questions.json
+    accelerate launch --config_file train/accelerate/cpu_2proc.yaml -m train.grpo \\
+        --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name path/to/questions.json
+
+A run resumes by itself from the last ``checkpoint-*`` in ``output_dir``;
+``--resume_from_checkpoint PATH`` picks one, ``--resume_from_checkpoint false`` starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+import yaml
+from transformers import AutoModelForImageTextToText, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+
+import medvlm
+from medvlm.metadata import read_metadata, write_metadata
+from medvlm.processor import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS, load_processor, save_processor
+from medvlm.prompt import PromptStyle
+from train.data import LoadReport, load_records, to_grpo_dataset
+from train.rewards import REWARDS, get_rewards
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TAGS = ["medvlm", "medvlm-r1", "grpo", "medical-vqa"]
+
+
+@dataclass
+class GRPOScriptArguments:
+    """What to train on and how to ask and score: everything that is not a GRPO or model setting."""
+
+    dataset_name: str = field(
+        metadata={"help": "Where the questions are: a Hub dataset id (e.g. FreedomIntelligence/Medical_Multimodal_Evaluation_Data), a JSON/JSONL file, or a directory."}
+    )
+    dataset_format: str = field(default="auto", metadata={"help": "Record layout understood by train.data.load_records ('auto' detects it)."})
+    data_root: str | None = field(default=None, metadata={"help": "Directory that relative image paths in the records are resolved against (default: next to the data)."})
+    dataset_split: str = field(default="test", metadata={"help": "Split of a Hub dataset (the MedVLM-R1 training questions are in 'test')."})
+    dataset_subset: str | None = field(default=None, metadata={"help": "Keep only records of this subset, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."})
+    modality: str | None = field(default=None, metadata={"help": "Keep only records of this imaging modality."})
+    dataset_limit: int | None = field(default=None, metadata={"help": "Use at most this many records (after filtering), in file order."})
+    prompt_style: str = field(
+        default=PromptStyle.MEDVLM.value,
+        metadata={"help": "Wording of the instructions (medvlm.prompt.PromptStyle).", "choices": [style.value for style in PromptStyle]},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": f"Rewards by name, summed (train.rewards.REWARDS: {', '.join(REWARDS)})."},
+    )
+    max_pixels: int = field(default=RECIPE_MAX_PIXELS, metadata={"help": "Largest image in pixels (401408 = at most 512 image tokens of 28x28)."})
+    min_pixels: int = field(default=RECIPE_MIN_PIXELS, metadata={"help": "Smallest image in pixels."})
+    image_backend: str | None = field(default=None, metadata={"help": "Image processor backend, 'pil' or 'torchvision' (default: torchvision where it works)."})
+    recipe_file: str | None = field(default=None, init=False, metadata={"help": "The --config file (set by parse_args, recorded in medvlm.json)."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPOConfig, ModelConfig]:
+    """``--config RECIPE.yaml`` plus command-line overrides, parsed by TRL's parser."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if "--config" in argv:
+        script_args.recipe_file = argv[argv.index("--config") + 1]
+    return script_args, training_args, model_args
+
+
+def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
+    set_seed(training_args.seed)
+    _setup_logging(training_args)
+    if not model_args.model_name_or_path:
+        raise SystemExit("error: no model; pass --model_name_or_path (a Hub id or a checkpoint directory).")
+    if Path(model_args.model_name_or_path).is_dir():
+        # An absolute path, so that a LoRA adapter's adapter_config.json finds its base from anywhere.
+        model_args.model_name_or_path = str(Path(model_args.model_name_or_path).resolve())
+    logger.info(
+        "Process %d/%d, device %s, bf16 %s | model %s | data %s (subset %s, limit %s) | rewards %s | output %s",
+        training_args.process_index,
+        training_args.world_size,
+        training_args.device,
+        training_args.bf16,
+        model_args.model_name_or_path,
+        script_args.dataset_name,
+        script_args.dataset_subset,
+        script_args.dataset_limit,
+        script_args.reward_funcs,
+        training_args.output_dir,
+    )
+    checkpoint = _checkpoint_to_resume(training_args)
+
+    ################
+    # Rewards
+    ################
+    # (rewards and data first: a typo or bad data stops the run before a model is downloaded)
+    reward_funcs = get_rewards(script_args.reward_funcs)
+
+    ################
+    # Dataset
+    ################
+    records, report = load_records(
+        script_args.dataset_name,
+        format=script_args.dataset_format,
+        data_root=script_args.data_root,
+        subset=script_args.dataset_subset,
+        modality=script_args.modality,
+        limit=script_args.dataset_limit,
+        split=script_args.dataset_split,
+    )
+    logger.info("Training data from %s:\n%s", script_args.dataset_name, report.summary())
+    if not records:
+        raise SystemExit(f"error: no usable training records in {script_args.dataset_name} (see the summary above).")
+    train_dataset = to_grpo_dataset(records, style=PromptStyle(script_args.prompt_style))
+
+    ################
+    # Model
+    ################
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+    )
+    processor = load_processor(
+        model_args.model_name_or_path,
+        max_pixels=script_args.max_pixels,
+        min_pixels=script_args.min_pixels,
+        backend=script_args.image_backend,
+        revision=model_args.model_revision,
+    )
+    processor.tokenizer.padding_side = "left"  # what GRPOTrainer expects of a processing class
+
+    ################
+    # Training
+    ################
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+    if checkpoint is not None:
+        logger.info("Resuming training from %s (--resume_from_checkpoint false starts afresh)", checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    ###################################
+    # Save model, processor, medvlm.json
+    ###################################
+    # The processor is saved by save_processor, in the published Qwen2-VL layout, not by the
+    # Trainer: save_pretrained writes a processor_config.json naming our torchvision-free class,
+    # which takes precedence and which plain AutoProcessor cannot load.
+    trainer.processing_class = None
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        save_processor(processor, training_args.output_dir)
+        write_metadata(training_args.output_dir, _run_metadata(script_args, training_args, model_args, report, metrics, trainer.state.log_history))
+        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=MODEL_CARD_TAGS)
+        logger.info("Model, processor and medvlm.json saved to %s", training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()  # the other processes wait for the files, then all leave together
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=MODEL_CARD_TAGS)
+        logger.info("Pushed to https://huggingface.co/%s", trainer.hub_model_id)
+    trainer.end()
+
+
+def _setup_logging(training_args: GRPOConfig) -> None:
+    """Our own messages on the main process; library verbosity as ``--log_level`` says."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    library_level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.set_verbosity(library_level)
+
+
+def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
+    """open-r1's rule: the checkpoint asked for, else the last one in ``output_dir``; ``false`` starts afresh."""
+    requested = training_args.resume_from_checkpoint
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if requested is None:
+        return last
+    if requested.lower() in ("false", "no", "none"):
+        return None
+    if requested.lower() in ("true", "yes", "last"):
+        if last is None:
+            raise SystemExit(f"error: --resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory.")
+        return last
+    if not os.path.isdir(requested):
+        raise SystemExit(f"error: no checkpoint directory at {requested}.")
+    return requested
+
+
+def _run_metadata(
+    script_args: GRPOScriptArguments,
+    training_args: GRPOConfig,
+    model_args: ModelConfig,
+    report: LoadReport,
+    metrics: dict[str, Any],
+    log_history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """``medvlm.json`` of the trained model: how it was made, from what, and how training ended."""
+    base_metadata = read_metadata(model_args.model_name_or_path) if Path(model_args.model_name_or_path).is_dir() else {}
+    recipe_file = script_args.recipe_file
+    last_logged = next((entry for entry in reversed(log_history) if "reward" in entry), {})
+    return {
+        "kind": "grpo-lora-adapter" if model_args.use_peft else "grpo-checkpoint",
+        "base_model": model_args.model_name_or_path,
+        "random_weights": bool(base_metadata.get("random_weights", False)),
+        "base_model_metadata": base_metadata,
+        "medvlm_version": medvlm.__version__,
+        "recipe": {
+            "file": recipe_file,
+            "config": yaml.safe_load(Path(recipe_file).read_text()) if recipe_file else None,
+            "script_args": dataclasses.asdict(script_args),
+            "model_args": dataclasses.asdict(model_args),
+            "training_args": training_args.to_dict(),
+        },
+        "data": {
+            "source": script_args.dataset_name,
+            "split": script_args.dataset_split,
+            "subset": script_args.dataset_subset,
+            "modality": script_args.modality,
+            "limit": script_args.dataset_limit,
+            "prompt_style": script_args.prompt_style,
+            "load_report": report.to_dict(),
+        },
+        "metrics": {"train": metrics, "last_logged_step": last_logged},
+    }
+
+
+if __name__ == "__main__":
+    main(*parse_args())
