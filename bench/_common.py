@@ -148,18 +148,17 @@ def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[
     return results
 
 
-def run_workers(module: str, variants: Sequence[str], repeats: int, extra: Sequence[str] = (), threads: int | None = None) -> dict[str, list[dict[str, Any]]]:
+def run_workers(module: str, variants: Sequence[str], repeats: int, extra: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
     """Run ``python -m module --worker VARIANT`` once per variant per round, interleaved.
 
     Each worker is its own process, so its peak memory is its own; it prints one JSON object as
-    its last line of output. ``threads`` pins every worker's thread count (``OMP_NUM_THREADS``).
+    its last line of output.
     """
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
     for round_ in range(repeats):
         for variant in variants:
             command = [sys.executable, "-m", module, "--worker", variant, *extra]
-            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"{variant} worker failed:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])

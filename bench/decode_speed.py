@@ -1,6 +1,7 @@
 """Decode speed on CPU of the real Qwen2-VL-2B architecture: the fast path against plain fp32.
 
     python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,fast,fast-body,bf16]
+    python -m bench.decode_speed --variants fp32@1,fast@1,fp32@2,fast@2     # pinned thread counts
     python -m bench.decode_speed --variants fp32,torchao-wo,torchao-dyn    # needs: pip install torchao
 
 Each variant loads the randomly initialised 2B checkpoint in its own process (so peak memory is
@@ -9,14 +10,15 @@ its own), prefills the CT head image at 512x512 and the MedVLM-R1 prompt, and ge
 ``fp32`` plain transformers (``fast_cpu=False``); ``fast`` the default CPU path; ``fast-body`` the
 fast path with the output head left fp32; ``bf16`` plain bf16; ``torchao-wo`` / ``torchao-dyn``
 the same layers as the fast path quantized with torchao's ``Int8WeightOnlyConfig`` /
-``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). Every variant
-gets the same image budget, so only decoding differs. Rounds alternate the variants; ratios are per-round medians.
+``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). ``VARIANT@N``
+pins the thread count to N. Every variant gets the same image budget, so only decoding differs. Rounds alternate the variants; ratios are per-round medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -75,6 +77,10 @@ def worker(variant: str, tokens: int) -> dict:
     from medvlm.streaming import prepare_inputs
 
     quiet()
+    variant, _, threads = variant.partition("@")
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = threads  # the fast path keeps an explicit choice
+        torch.set_num_threads(int(threads))
     started = time.perf_counter()
     loaded = load_variant(variant)
     load_s = time.perf_counter() - started
@@ -102,9 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--variants", default="fp32,fast", help=f"comma-separated, the first is the baseline; of {', '.join(VARIANTS)}")
-    parser.add_argument("--threads", type=int, help="pin every variant's thread count (default: each variant's own choice)")
-    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="fp32,fast", help=f"comma-separated, of {', '.join(VARIANTS)}, each optionally @THREADS; the first of each thread count is its baseline")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.tokens)))
@@ -112,14 +117,17 @@ def main() -> None:
 
     random_2b_checkpoint()  # build once, before the workers race for it
     variants = args.variants.split(",")
-    results = run_workers("bench.decode_speed", variants, args.repeats, ["--tokens", str(args.tokens)], threads=args.threads)
+    unknown = [variant for variant in variants if variant.partition("@")[0] not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    results = run_workers("bench.decode_speed", variants, args.repeats, ["--tokens", str(args.tokens)])
     rate = {variant: [run["tokens_per_s"] for run in runs] for variant, runs in results.items()}
-    baseline = variants[0]
+    baseline = {variant: next(other for other in variants if other.partition("@")[2] == variant.partition("@")[2]) for variant in variants}
     rows = [
         [
             variant,
             f"{median(rate[variant]):.2f} ({min(rate[variant]):.2f}-{max(rate[variant]):.2f})",
-            f"{paired_ratio(rate[variant], rate[baseline]):.2f}x",
+            f"{paired_ratio(rate[variant], rate[baseline[variant]]):.2f}x vs {baseline[variant]}",
             f"{median([run['prefill_s'] for run in runs]):.1f}",
             f"{median([run['loaded_rss_mib'] for run in runs]) / 1024:.2f}",
             f"{median([run['peak_rss_mib'] for run in runs]) / 1024:.2f}",
@@ -131,8 +139,8 @@ def main() -> None:
     print_report(
         f"Decode speed, Qwen2-VL-2B architecture (random weights), {args.tokens} new tokens, {args.repeats} interleaved rounds",
         rows,
-        ["variant", "tokens/s median (min-max)", f"vs {baseline}", "time to first token s", "RSS loaded GiB", "peak RSS GiB", "threads", "quantization"],
-        [f"prompt: {results[baseline][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"],
+        ["variant", "tokens/s median (min-max)", "ratio (paired rounds)", "time to first token s", "RSS loaded GiB", "peak RSS GiB", "threads", "quantization"],
+        [f"prompt: {results[variants[0]][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"],
     )
 
 
