@@ -1,10 +1,10 @@
 """The medvlm web app: what a Hugging Face Space runs (``python app.py``, no arguments needed).
 
     python app.py [--model ID|DIR] [--data-dir DIR] [--port N] [--host H] [--share]
-                  [--auth user:pw[,user2:pw2]] [--concurrency N]
+                  [--auth user:pw[,user2:pw2]] [--concurrency N] [--no-fast-cpu]
 
 Every flag has an environment fallback (MEDVLM_MODEL, MEDVLM_DATA_DIR, MEDVLM_USERS,
-MEDVLM_CONCURRENCY, GRADIO_SERVER_NAME/PORT); MEDVLM_HUB_DATASET mirrors reviews to a Hub
+MEDVLM_CONCURRENCY, MEDVLM_FAST_CPU, GRADIO_SERVER_NAME/PORT); MEDVLM_HUB_DATASET mirrors reviews to a Hub
 dataset. Without weights: ``medvlm-tiny-model ./tiny-model --format-warm-start`` and
 ``python app.py --model ./tiny-model``.
 """

@@ -7,8 +7,8 @@ wall-clock time of every token ``generate`` produces and of every update ``strea
 yields; then asks questions through ``gradio_client`` (``/load_file``, then the streaming
 ``/ask``) and notes when each update arrives. Same machine, same clock. Reported, as medians:
 
-- model's first token -> first update yielded by ``stream_completion`` (the streamer holds text
-  back until a word is complete), -> first update a client receives (Gradio's queue and HTTP);
+- model's first token -> first update yielded by ``stream_completion`` (the streamer passes on
+  every token's text at once), -> first update a client receives (Gradio's queue and HTTP);
 - tokens per second as the model produced them (its own ``Timing``) and as the client saw them
   (the same tokens over the span between the first and last streamed update it received), and
   how long after the model's last token the client had it: no throughput loss means the client
@@ -44,10 +44,10 @@ def serve(port: int, model: Path, log: Path, pace: float | None) -> None:
     from medvlm.ui import handlers
 
     token_times: list[float] = []
-    put = streaming._CountingStreamer.put
+    put = streaming._TokenStreamer.put
 
     def timed_put(self, value):
-        if self._prompt_seen:
+        if not self.next_tokens_are_prompt:  # a generated token, not the prompt
             if pace:  # the token takes this long to compute, then it is there
                 time.sleep(1 / pace)
             token_times.append(time.time())
@@ -64,7 +64,7 @@ def serve(port: int, model: Path, log: Path, pace: float | None) -> None:
             yield update
 
     stream_completion = handlers.stream_completion
-    streaming._CountingStreamer.put = timed_put
+    streaming._TokenStreamer.put = timed_put
     handlers.stream_completion = logged
     data = tempfile.mkdtemp(prefix="medvlm-bench-app-")
     raise SystemExit(app.main(["--model", str(model), "--port", str(port), "--data-dir", data, "--concurrency", "1"]))

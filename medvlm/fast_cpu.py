@@ -32,13 +32,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvlm.processor import PIXELS_PER_IMAGE_TOKEN
+
 logger = logging.getLogger(__name__)
 
 #: Linear layers with fewer weights than this stay fp32 (per-call overhead beats the saving).
 MIN_QUANTIZED_WEIGHTS = 512 * 512
 
-#: Image-token budget on CPU: 256 tokens of 28x28 pixels (the recipe's 512 doubles TTFT).
-CPU_MAX_PIXELS = 256 * 28 * 28
+#: Image-token budget on CPU: 256 tokens (the recipe's 512 doubles the time to first token).
+CPU_MAX_PIXELS = 256 * PIXELS_PER_IMAGE_TOKEN
 
 #: A vision encoder this large makes the image cost seconds on a CPU; smaller ones keep their budget.
 LARGE_VISION_PARAMETERS = 100_000_000

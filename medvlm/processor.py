@@ -18,10 +18,17 @@ from typing import Any
 from transformers import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
-#: The recipe's image-token budget: 512 tokens of 28x28 pixels (after the 2x2 merge).
-RECIPE_MAX_PIXELS = 512 * 28 * 28
+#: Pixels behind one image token of the language model: a 28x28 square (14x14 patches, merged 2x2).
+PIXELS_PER_IMAGE_TOKEN = 28 * 28
+#: The recipe's image-token budget: 512 tokens.
+RECIPE_MAX_PIXELS = 512 * PIXELS_PER_IMAGE_TOKEN
 #: The recipe's lower bound (4 tokens).
-RECIPE_MIN_PIXELS = 4 * 28 * 28
+RECIPE_MIN_PIXELS = 4 * PIXELS_PER_IMAGE_TOKEN
+
+
+def image_tokens(max_pixels: int) -> int:
+    """How many image tokens at most an image bounded by ``max_pixels`` becomes."""
+    return max_pixels // PIXELS_PER_IMAGE_TOKEN
 
 
 class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):

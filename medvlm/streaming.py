@@ -26,7 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel
-from medvlm.processor import pixel_bounds
+from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, build_messages, validate_question
 
@@ -58,8 +58,8 @@ class GenerationSettings:
             raise MedVLMError(f"Temperature must be above 0 when sampling (got {self.temperature}).")
         if not 0 < self.top_p <= 1:
             raise MedVLMError(f"top-p must be in (0, 1] (got {self.top_p}).")
-        if self.max_pixels is not None and self.max_pixels < 4 * 28 * 28:
-            raise MedVLMError(f"Image resolution (max_pixels) must be at least {4 * 28 * 28} (got {self.max_pixels}).")
+        if self.max_pixels is not None and self.max_pixels < RECIPE_MIN_PIXELS:
+            raise MedVLMError(f"Image resolution (max_pixels) must be at least {RECIPE_MIN_PIXELS} (got {self.max_pixels}).")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,22 +116,36 @@ class _CancelCriterion(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class _CountingStreamer(TextIteratorStreamer):
-    """A ``TextIteratorStreamer`` that also records how many tokens came, and when the first did."""
+class _TokenStreamer(TextIteratorStreamer):
+    """A ``TextIteratorStreamer`` that passes on every token's text, and counts and times the tokens.
+
+    transformers' streamer holds text back until a word is complete (its heuristic against words
+    that change as tokens arrive), which delays a slow CPU model's first visible token by a whole
+    token or more. Qwen2-VL's byte-level tokenizer only ever *appends* when a token is decoded,
+    except for a character whose UTF-8 bytes are split over tokens, which decodes to U+FFFD until
+    its last byte arrives; only that is held back here.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.new_tokens = 0
         self.first_token_at: float | None = None
-        self._prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
-        if self._prompt_seen:
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            self.new_tokens += int(value.numel())
-        self._prompt_seen = True
-        super().put(value)
+        if self.next_tokens_are_prompt:  # generate() passes the prompt first
+            self.next_tokens_are_prompt = False
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.new_tokens += int(value.numel())
+        self.token_cache.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+        complete = len(text.rstrip("\ufffd"))
+        if complete > self.print_len:
+            self.on_finalized_text(text[self.print_len : complete])
+            self.print_len = complete
+        if text.endswith("\n"):  # start afresh, so decoding stays short however long the answer
+            self.token_cache, self.print_len = [], 0
 
 
 def prepare_inputs(
@@ -185,7 +199,7 @@ def stream_completion(
     started = time.perf_counter()
 
     inputs = prepare_inputs(loaded, [image], [question], [options], style=style, max_pixels=settings.max_pixels)
-    streamer = _CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _TokenStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     failure: list[BaseException] = []
 
     def generate() -> None:

@@ -19,11 +19,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from medvlm import fast_cpu
 from medvlm.annotations import AnnotationStore
 from medvlm.errors import ImageLoadError, QuestionError
 from medvlm.images import NOT_AN_IMAGE, load_image
@@ -499,6 +501,33 @@ def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> No
     assert "its output is random text" in workbench.banner()
 
 
+@pytest.mark.parametrize(
+    ("fast", "shown"),
+    [
+        (True, "CPU fast path: int8 weights in 15 layers, "),
+        (False, "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = 512"),
+    ],
+)
+def test_banner_says_what_the_cpu_fast_path_did(
+    fast: bool, shown: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(fast_cpu, "MIN_QUANTIZED_WEIGHTS", 0)  # the tiny model's layers are too small to quantize otherwise
+    bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path, fast_cpu=fast))
+    try:
+        assert shown in bench.banner()
+        assert bench.model is not None and (bench.model.fast_cpu is not None) is fast
+    finally:
+        bench.close()
+        torch.set_num_threads(threads)
+
+
+def test_banner_says_why_the_fast_path_kept_fp32(workbench: Workbench) -> None:
+    # the tiny model's layers are below the size where int8 pays off; its own image budget stays
+    assert "CPU fast path without int8 (no float32 linear layer" in workbench.banner()
+    assert f"images up to {workbench.model.max_pixels:,} pixels" in workbench.banner()
+
+
 def test_medvlm_r1_gets_its_exact_prompt_by_default(workbench: Workbench) -> None:
     assert Workbench(AppConfig(model=DEFAULT_MODEL_ID), model=None, store=workbench.store).default_style() is PromptStyle.MEDVLM_EXACT
     assert workbench.default_style() is PromptStyle.MEDVLM
@@ -565,6 +594,9 @@ def test_config_defaults_flags_and_environment() -> None:
     assert (configured.host, configured.port) == ("10.0.0.5", 8080)
     assert configured.launch_kwargs()["auth"] == [("alice", "pw1"), ("bob", "p:w2")]
 
+    assert local.fast_cpu and not AppConfig.from_args(["--no-fast-cpu"], env={}).fast_cpu
+    assert not AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "0"}).fast_cpu and AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "on"}).fast_cpu
+
     flags = AppConfig.from_args(["--model", "m/flag", "--port", "9000", "--host", "0.0.0.0", "--auth", "carol:pw", "--concurrency", "2", "--share", "--data-dir", "d"], env=env)
     assert (flags.model, flags.port, flags.host, flags.users, flags.concurrency, flags.share, flags.data_dir) == ("m/flag", 9000, "0.0.0.0", (("carol", "pw"),), 2, True, Path("d"))
 
@@ -576,6 +608,7 @@ def test_config_defaults_flags_and_environment() -> None:
         ([], {"MEDVLM_USERS": ":pw"}, "MEDVLM_USERS must be 'user:password' pairs"),
         ([], {"MEDVLM_CONCURRENCY": "many"}, "MEDVLM_CONCURRENCY must be a whole number"),
         (["--concurrency", "0"], {}, "--concurrency must be at least 1"),
+        ([], {"MEDVLM_FAST_CPU": "maybe"}, "MEDVLM_FAST_CPU must be 1 or 0"),
     ],
 )
 def test_config_errors_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:

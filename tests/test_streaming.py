@@ -6,11 +6,12 @@ import threading
 import time
 
 import pytest
+import torch
 from PIL import Image
 
 from medvlm.errors import MedVLMError, QuestionError
 from medvlm.model import LoadedModel
-from medvlm.streaming import GenerationError, GenerationSettings, stream_completion
+from medvlm.streaming import GenerationError, GenerationSettings, _TokenStreamer, stream_completion
 
 OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
 IMAGE = Image.radial_gradient("L").convert("RGB").resize((112, 112))
@@ -33,6 +34,33 @@ def test_stream_yields_several_chunks_that_join_to_the_final_text(tiny_model: Lo
     assert final.timing.time_to_first_token_s is not None and 0 < final.timing.time_to_first_token_s < final.timing.total_s
     assert final.timing.tokens_per_second and final.timing.tokens_per_second > 0
     assert final.parsed.raw == final.text
+
+
+def test_every_token_reaches_the_consumer_at_once_without_broken_characters(tiny_model: LoadedModel) -> None:
+    tokenizer = tiny_model.processor.tokenizer
+    text = "<think> The lesión shows 🫁 edema.\nNo mass. </think>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    streamer = _TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, which generate() passes first
+    pieces = []
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+        pieces.append(drain(streamer))
+    streamer.end()
+    assert "".join(pieces) == text and streamer.new_tokens == len(ids)
+    assert all("\ufffd" not in piece for piece in pieces)
+    # a token that completes visible text is passed on with that token, not a word later
+    split_bytes = sum(tokenizer.decode(ids[: index + 1]).endswith("\ufffd") for index in range(len(ids)))
+    assert split_bytes > 0  # the emoji is split over tokens: its first bytes wait for the rest
+    assert sum(bool(piece) for piece in pieces) == len(ids) - split_bytes
+    assert pieces[0] == tokenizer.decode(ids[:1])
+
+
+def drain(streamer: _TokenStreamer) -> str:
+    pieces = []
+    while not streamer.text_queue.empty():
+        pieces.append(streamer.text_queue.get_nowait())
+    return "".join(piece for piece in pieces if piece is not streamer.stop_signal)
 
 
 def test_random_text_is_reported_as_no_answer(tiny_model: LoadedModel) -> None:

@@ -23,6 +23,7 @@ from medvlm.model import DEFAULT_MODEL_ID
 MODEL_ENV = "MEDVLM_MODEL"
 USERS_ENV = "MEDVLM_USERS"
 CONCURRENCY_ENV = "MEDVLM_CONCURRENCY"
+FAST_CPU_ENV = "MEDVLM_FAST_CPU"
 
 DEFAULT_PORT = 7860
 DEFAULT_EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples.json"
@@ -53,6 +54,8 @@ class AppConfig:
     concurrency: int = 1
     """How many generations run at once (see :func:`default_concurrency`)."""
     examples_file: Path = DEFAULT_EXAMPLES
+    fast_cpu: bool = True
+    """On a CPU, load the model with the fast path (int8 weights, smaller images): ``medvlm.fast_cpu``."""
 
     @property
     def reviewer_mode(self) -> ReviewerMode:
@@ -83,6 +86,7 @@ class AppConfig:
             concurrency=_positive(args.concurrency, "--concurrency")
             or _positive(_int(env.get(CONCURRENCY_ENV), CONCURRENCY_ENV), CONCURRENCY_ENV)
             or default_concurrency(),
+            fast_cpu=not args.no_fast_cpu and _flag(env.get(FAST_CPU_ENV), FAST_CPU_ENV, default=True),
         )
 
     def launch_kwargs(self) -> dict[str, Any]:
@@ -109,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     parser.add_argument("--auth", help=f"require a login: 'user:password[,user2:password2...]' (env {USERS_ENV})")
     parser.add_argument("--concurrency", type=int, help=f"generations at once (env {CONCURRENCY_ENV}; default 1 on CPU, 2 on a GPU)")
+    parser.add_argument(
+        "--no-fast-cpu",
+        action="store_true",
+        help=f"on a CPU, run plain fp32 at the checkpoint's image size instead of int8 weights and smaller images (env {FAST_CPU_ENV}=0)",
+    )
     return parser
 
 
@@ -145,6 +154,18 @@ def _int(value: str | None, source: str) -> int | None:
         return int(value)
     except ValueError:
         raise ConfigError(f"{source} must be a whole number (got {value!r}).") from None
+
+
+def _flag(value: str | None, source: str, *, default: bool) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case); unset: ``default``."""
+    if value is None or not value.strip():
+        return default
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{source} must be 1 or 0 (got {value!r}).")
 
 
 def _positive(value: int | None, source: str) -> int | None:

@@ -274,7 +274,7 @@ class Workbench:
         """
         model, load_error = None, None
         try:
-            model = load_model(config.model)
+            model = load_model(config.model, fast_cpu=config.fast_cpu)
         except MedVLMError as error:
             load_error = str(error)
             logger.error("Model not loaded: %s", error)

@@ -17,6 +17,7 @@ import pandas as pd
 from medvlm.annotations import FLAGS, Annotation
 from medvlm.images import SafeMetadata
 from medvlm.model import LoadedModel
+from medvlm.processor import RECIPE_MAX_PIXELS, image_tokens
 from medvlm.prompt import LETTERS
 from medvlm.streaming import StreamUpdate, Timing
 
@@ -201,13 +202,29 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     description = model.describe()
     where = f"{description['device']}, {description['dtype']}"
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
-    line = f"Model: **{_escape(source)}**{revision} ({where}). {RESEARCH_ONLY}"
+    line = f"Model: **{_escape(source)}**{revision} ({where}). {speed_note(model)}{RESEARCH_ONLY}"
     if model.is_test_model:
         line = (
             "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
             f"reasoning.** It only shows how the app works.\n\n{line}"
         )
     return line
+
+
+def speed_note(model: LoadedModel) -> str:
+    """On a CPU, what the fast path did and the image size it chose (which changes what the model sees)."""
+    if model.device.type != "cpu":
+        return ""
+    images = (
+        f"images up to {model.max_pixels:,} pixels ({image_tokens(model.max_pixels)} image tokens; "
+        f"the recipe uses {RECIPE_MAX_PIXELS:,} = {image_tokens(RECIPE_MAX_PIXELS)}, set under Generation settings)"
+    )
+    report = model.fast_cpu
+    if report is None:
+        return f"CPU fast path off: plain fp32, {images}. "
+    if not report.quantized:
+        return f"CPU fast path without int8 ({_escape(report.fallback or '')}): fp32 weights, {report.threads} threads, {images}. "
+    return f"CPU fast path: int8 weights in {report.quantized_layers} layers, {report.threads} threads, {images}; `--no-fast-cpu` turns it off. "
 
 
 REVIEW_COLUMNS = ["id", "saved", "reviewer", "modality", "model", "question", "answer", "correct", "flags", "comment"]
