@@ -17,11 +17,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench._common import interleaved, median, paired_ratio, print_report, quiet, tiny_checkpoint
+from bench._common import OPTIONS, QUESTION, interleaved, median, paired_ratio, print_report, quiet, tiny_checkpoint
 from medvlm.streaming import GenerationSettings
 
 SIZES = ((96, 96), (160, 128), (224, 224), (120, 200))
-MODALITY_QUESTIONS = (("Which imaging modality was used?", ("CT", "MRI", "X-Ray", "Ultrasound")), ("Which organ is shown?", ("Liver", "Brain", "Knee")))
+MODALITY_QUESTIONS = ((QUESTION, tuple(OPTIONS)), ("Which organ is shown?", ("Liver", "Brain", "Knee")))
 
 
 def synthetic_records(count: int, directory: Path) -> list:

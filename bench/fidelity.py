@@ -119,7 +119,7 @@ def main() -> None:
         f"Fidelity of the fast path (int8) against fp32, {args.steps} teacher-forced greedy steps",
         rows,
         ["model", "variant", "cosine mean / min", "top-5 overlap", "top-1 agreement", "KL(fp32||fast) mean", "own greedy = fp32 (prefix)", "fp32 top-1 margin median"],
-        ["prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels 200704 on both sides"],
+        [f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} on both sides"],
     )
 
 

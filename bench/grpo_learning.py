@@ -25,6 +25,7 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
+from statistics import mean
 
 import torch
 from PIL import Image
@@ -65,10 +66,6 @@ def held_out_accuracy(model_dir: Path, questions: Path) -> float:
     records, _ = load_records(questions)
     loaded = load_model(model_dir, device="cpu", dtype="fp32")
     return evaluate(loaded, records, batch_size=20, settings=GenerationSettings(max_new_tokens=32), progress=False).overall.accuracy
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def main() -> None:

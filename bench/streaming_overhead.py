@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import REPO, median, print_report, quiet, tiny_checkpoint
+from bench._common import OPTIONS, QUESTION, REPO, median, print_report, quiet, tiny_checkpoint
 
 STREAMED = 1
 """Index of the first client update that carries model output (update 0 is the 'Generating...' placeholder)."""
@@ -97,7 +97,7 @@ def ask(client, image: Path, tokens: int) -> list[float]:
     from gradio_client import handle_file
 
     client.predict(handle_file(str(image)), api_name="/load_file")
-    job = client.submit(question="Which imaging modality was used?", options="CT\nMRI\nX-Ray\nUltrasound", max_new_tokens=tokens, api_name="/ask")
+    job = client.submit(question=QUESTION, options="\n".join(OPTIONS), max_new_tokens=tokens, api_name="/ask")
     return [time.time() for _ in job]
 
 

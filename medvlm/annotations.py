@@ -236,6 +236,10 @@ class Annotation:
                 record[field.name] = getattr(self, field.name)
         return record
 
+    def to_json_line(self) -> str:
+        """:meth:`to_record` as one JSON line: the format of the JSONL export and of the Hub dataset."""
+        return json.dumps(self.to_record(), ensure_ascii=False) + "\n"
+
 
 #: Annotation fields holding dictionaries whose keys vary (by model, app version, input type).
 _FREE_FORM_FIELDS = ("image_metadata", "model", "settings", "timing")
@@ -472,7 +476,7 @@ class AnnotationStore:
         target, annotations = self._export_target(path)
         for annotation in annotations:
             copy_image(annotation, target.parent)
-        lines = "".join(json.dumps(annotation.to_record(), ensure_ascii=False) + "\n" for annotation in annotations)
+        lines = "".join(annotation.to_json_line() for annotation in annotations)
         _atomic_write(target, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         return target
 

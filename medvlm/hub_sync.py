@@ -23,7 +23,6 @@ commit, so nothing is missed for good.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -102,7 +101,7 @@ class HubSync:
 
         Done under ``scheduler.lock`` so that a commit never lists a half-written file.
         """
-        line = json.dumps(annotation.to_record(), ensure_ascii=False) + "\n"
+        line = annotation.to_json_line()
         with self.scheduler.lock:
             copy_image(annotation, self.folder)
             with self.lines_path.open("a", encoding="utf-8") as handle:

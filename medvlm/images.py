@@ -83,7 +83,7 @@ def load_image(
     # Imported here because medvlm.dicom imports SafeMetadata and MAX_PIXELS from this module.
     from medvlm.dicom import is_dicom, render_dicom
 
-    data = _read_bytes(source)
+    data = read_input(source)
     if not data:
         raise ImageLoadError("The file is empty.")
     if is_dicom(data):
@@ -92,8 +92,12 @@ def load_image(
     return _load_raster(data, frame)
 
 
-def _read_bytes(source: str | os.PathLike[str] | bytes) -> bytes:
-    """The file's bytes, refusing oversize files before reading them (no path in messages: it may name a patient)."""
+def read_input(source: str | os.PathLike[str] | bytes) -> bytes:
+    """The file's bytes, refusing oversize files before reading them (no path in messages: it may name a patient).
+
+    Raises :class:`ImageLoadError`. Callers that keep the bytes read them here once and pass them
+    to :func:`load_image`.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         _check_input_size(len(data))

@@ -150,7 +150,7 @@ def build_prompt_text(question: str, options: Sequence[str], style: PromptStyle 
 
     The question and options are validated and stripped first (:func:`validate_question`).
     """
-    style = _as_style(style)
+    style = as_style(style)
     question, options = validate_question(question, options)
     problem = format_question(question, options)
     if style is PromptStyle.MEDVLM:
@@ -181,7 +181,8 @@ def build_messages(
     return [{"role": "user", "content": [image_entry, {"type": "text", "text": text}]}]
 
 
-def _as_style(style: PromptStyle | str) -> PromptStyle:
+def as_style(style: PromptStyle | str) -> PromptStyle:
+    """``style`` as a ``PromptStyle``; an unknown name raises ``MedVLMError`` listing the known ones."""
     try:
         return PromptStyle(style)
     except ValueError:

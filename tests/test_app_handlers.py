@@ -687,7 +687,7 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
     letter = result.samples[0].parsed.letter
     assert raw == result.samples[0].completion
     if letter is not None:
-        assert f'class="option chosen' in panel and f'data-letter="{letter}"' in panel
+        assert 'class="option chosen' in panel and f'data-letter="{letter}"' in panel
     # The options box changing (as it does when the sample is shown) keeps the highlight.
     assert workbench.preview_options(session, options, "B")[0] == workbench.show_answer(session, "B")
 

@@ -22,7 +22,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MPEG2MPML,
-    generate_uid,
 )
 
 import medvlm.dicom

@@ -489,27 +489,23 @@ def _pick(row: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 # -- validation ------------------------------------------------------------------------------------
 
 
-def _question_problem(question: Any, options: Any) -> str | None:
-    """The skip reason for a question/options pair that ``validate_question`` refuses, else None.
+def _refusal_reason(question: Any, options: Any) -> str:
+    """Names, for the report, why ``validate_question`` refused a question/options pair.
 
     ``validate_question`` decides (so the app and the data agree on what a valid question is);
-    this only names its refusal for the report.
+    this only names its refusal.
     """
-    try:
-        validate_question(question, options)
-    except QuestionError:
-        if not isinstance(question, str) or not question.strip():
-            return "empty question"
-        if not isinstance(options, list):
-            return "options not a list"
-        if len(options) < MIN_OPTIONS:
-            return "fewer than two options"
-        if len(options) > MAX_OPTIONS:
-            return "more than ten options"
-        if not all(isinstance(option, str) and option.strip() for option in options):
-            return "empty option"
-        return "duplicate options"
-    return None
+    if not isinstance(question, str) or not question.strip():
+        return "empty question"
+    if not isinstance(options, list):
+        return "options not a list"
+    if len(options) < MIN_OPTIONS:
+        return "fewer than two options"
+    if len(options) > MAX_OPTIONS:
+        return "more than ten options"
+    if not all(isinstance(option, str) and option.strip() for option in options):
+        return "empty option"
+    return "duplicate options"
 
 
 def _image_path(image: Any, origin: _Origin) -> Path:
@@ -644,9 +640,10 @@ def _tagged_rows(
 
 def _validated(row_id: str, row: _Row, origin: _Origin, row_format: str, check_images: bool) -> VQARecord:
     """The record for a parsed row, or ``_Skip``: question and options, then answer, then image."""
-    if problem := _question_problem(row.question, row.options):
-        raise _Skip(problem)
-    question, options = validate_question(row.question, row.options)
+    try:
+        question, options = validate_question(row.question, row.options)
+    except QuestionError:
+        raise _Skip(_refusal_reason(row.question, row.options)) from None
     answer = _letter_of_text(row.answer, options) if row.answer_is_text else solution_letter(row.answer)
     if answer is None or answer not in LETTERS[: len(options)]:
         raise _Skip("answer not among options")

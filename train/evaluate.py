@@ -44,7 +44,7 @@ from medvlm.errors import MedVLMError
 from medvlm.images import load_image
 from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
 from medvlm.parsing import ParsedCompletion, parse_completion
-from medvlm.prompt import PromptStyle
+from medvlm.prompt import PromptStyle, as_style
 from medvlm.streaming import GenerationSettings, prepare_inputs
 from train.data import FORMATS, LoadReport, VQARecord, load_records
 
@@ -166,11 +166,12 @@ class EvaluationResult:
 
     def to_report(self, data: dict[str, Any] | None = None, load_report: LoadReport | None = None) -> dict[str, Any]:
         """The ``report.json`` content. ``data`` describes the data source; ``load_report`` its skipped rows."""
-        overall = self.overall.to_dict()
+        score = self.overall
+        overall = score.to_dict()
         if load_report is not None:
             overall["skipped_rows"] = sum(load_report.skipped.values())
-            evaluated_and_skipped = self.overall.n + overall["skipped_rows"]
-            overall["accuracy_with_skipped_as_wrong"] = self.overall.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
+            evaluated_and_skipped = score.n + overall["skipped_rows"]
+            overall["accuracy_with_skipped_as_wrong"] = score.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
         return {
             "protocol": "accuracy = correct / questions evaluated; an unreadable answer counts as wrong; rows skipped while loading are listed under data.load_report and not in the denominator",
             "model": self.model,
@@ -179,7 +180,7 @@ class EvaluationResult:
             "overall": overall,
             "by_modality": {name: score.to_dict() for name, score in self.by_modality.items()},
             "by_question_type": {name: score.to_dict() for name, score in self.by_question_type.items()},
-            "format_compliance": self.overall.format_compliance,
+            "format_compliance": score.format_compliance,
             "unreadable_answers": sum(sample.parsed.letter is None for sample in self.samples),
             "stopped_at_max_new_tokens": sum(sample.stop_reason == "max_new_tokens" for sample in self.samples),
             "timing": self.timing,
@@ -205,10 +206,7 @@ def evaluate(
     generator is seeded once, before the first batch. ``progress`` shows a tqdm bar on stderr.
     """
     settings = (settings or GenerationSettings()).validate()
-    try:
-        style = PromptStyle(style)
-    except ValueError:
-        raise MedVLMError(f"Unknown prompt style {style!r}; choose one of: {', '.join(s.value for s in PromptStyle)}.") from None
+    style = as_style(style)
     if batch_size < 1:
         raise MedVLMError(f"The batch size must be at least 1 (got {batch_size}).")
     if settings.seed is not None:
@@ -289,9 +287,10 @@ def write_outputs(
     paths = {"report.json": folder / "report.json", "report.md": folder / "report.md", "samples.jsonl": folder / "samples.jsonl"}
     paths["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["report.md"].write_text(render_markdown(report), encoding="utf-8")
+    settings = result.settings.to_dict()
     with paths["samples.jsonl"].open("w", encoding="utf-8") as handle:
         for sample in result.samples:
-            line = sample.to_dict(model=result.model, settings=result.settings.to_dict(), prompt_style=result.prompt_style)
+            line = sample.to_dict(model=result.model, settings=settings, prompt_style=result.prompt_style)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return paths
 

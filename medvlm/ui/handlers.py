@@ -39,7 +39,7 @@ from medvlm.annotations import FLAGS, AnnotationStore, ModelOutput, Review
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionError
 from medvlm.hub_sync import HubSync, hub_sync_from_env
-from medvlm.images import LoadedImage, load_image
+from medvlm.images import LoadedImage, load_image, read_input
 from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
@@ -317,16 +317,22 @@ class Workbench:
 
         Returns (preview, image facts, DICOM controls, frame slider, error).
         """
-        session.file_bytes, session.image, session.source_label = None, None, None
         if not file:
+            session.file_bytes, session.image, session.source_label = None, None, None
             return self._image_outputs(session, "")
+        return self._image_outputs(session, self._open(session, file, window_from(window, center, width)))
+
+    @staticmethod
+    def _open(session: Session, source: str | Path, window: Window | None) -> str:
+        """Read a file once, render it into ``session`` (kept with its bytes); the error message, or ""."""
+        session.file_bytes, session.image, session.source_label = None, None, None
         try:
-            session.image = load_image(file, window=window_from(window, center, width))
-            session.file_bytes = Path(file).read_bytes()
+            data = read_input(source)
+            session.image = load_image(data, window=window)
         except ImageLoadError as error:
-            session.image = None
-            return self._image_outputs(session, str(error))
-        return self._image_outputs(session, "")
+            return str(error)
+        session.file_bytes = data
+        return ""
 
     def clear_file(self, session: Session):
         """The upload was removed: forget its bytes and image."""
@@ -359,15 +365,9 @@ class Workbench:
         """
         example = self.examples[index]
         window = example.window if example.window in WINDOW_PRESETS else FILE_DEFAULT
-        session.file_bytes, session.image, session.source_label = None, None, None
-        error = ""
-        try:
-            session.image = load_image(example.file, window=window_from(window, None, None))
-            session.file_bytes = example.file.read_bytes()
+        error = self._open(session, example.file, window_from(window, None, None))
+        if not error:
             session.source_label = f"Example: {example.label}"
-        except ImageLoadError as problem:
-            session.image = None
-            error = str(problem)
         answer = example.answer if example.answer in LETTERS[: len(example.options)] else ""
         return (
             None,
