@@ -11,7 +11,7 @@ LUT elements (group 0x0028, and their copies in enhanced multi-frame functional 
 transfer syntax and the whitelisted Modality and Body Part Examined are ever read. pydicom
 converts values lazily, so patient and institution elements are never even decoded, which
 also keeps them out of its warnings and logs. What leaves the module is a
-:class:`~medvlm.images.SafeMetadata` and error messages built from fixed text, numbers and
+:class:`~medvlm.pixels.SafeMetadata` and error messages built from fixed text, numbers and
 valid Code Strings.
 """
 
@@ -44,7 +44,7 @@ from pydicom.uid import (
 )
 
 from medvlm.errors import ImageLoadError
-from medvlm.images import MAX_PIXELS, SafeMetadata
+from medvlm.pixels import SafeMetadata, check_shape, out_of_memory, reduce_blocks, reduction_factor
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
@@ -141,19 +141,36 @@ def render_dicom(data: bytes, window: Window | None = None, frame: int | None = 
     """Render one frame of a DICOM file as an RGB image, with only whitelisted metadata.
 
     ``frame`` counts from 0; the default is the middle frame, the most representative of a
-    multi-frame series. Every failure is an :class:`ImageLoadError` whose message says what is
-    wrong with the file without quoting any of its contents.
+    multi-frame series. A frame larger than :data:`~medvlm.pixels.MAX_RENDER_PIXELS` is reduced
+    before windowing (the memory budget of :mod:`medvlm.pixels`). Every failure is an
+    :class:`ImageLoadError` whose message says what is wrong with the file (truncated, corrupt,
+    not decodable, out of memory) without quoting any of its contents.
     """
     window = window or Window()
     if not is_dicom(data):
         raise ImageLoadError("This file is not a DICOM or image file (PNG, JPEG, TIFF, BMP, WebP).")
     ds = _read(data)
+    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
+        raise _missing_pixels(data, ds)
     try:
         return _render(ds, window, frame)
     except ImageLoadError:
         raise
+    except MemoryError:
+        raise out_of_memory(_int(ds, "Columns"), _int(ds, "Rows")) from None
     except Exception:  # noqa: BLE001 - a malformed header can break pydicom anywhere
-        raise ImageLoadError("This DICOM file is corrupt: its image description could not be read.") from None
+        raise ImageLoadError(CORRUPT_HEADER) from None
+
+
+CORRUPT_HEADER = "This DICOM file is corrupt: its image description could not be read."
+NOT_A_DATASET = (
+    "This file starts like a DICOM file (it has the DICM marker) but what follows is not a readable "
+    "DICOM dataset: it is corrupt. Export it again from your PACS."
+)
+TRUNCATED_PIXELS = (
+    "This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off "
+    "(was the upload or copy interrupted?). Upload the complete file."
+)
 
 
 def _read(data: bytes) -> Dataset:
@@ -175,17 +192,28 @@ def _read(data: bytes) -> Dataset:
         raise ImageLoadError("This DICOM file is truncated or corrupt and could not be read.") from None
 
 
+def _missing_pixels(data: bytes, ds: Dataset) -> ImageLoadError:
+    """Why a dataset has no pixel data: cut off inside it, not a dataset at all, or an SR / RT plan.
+
+    pydicom reads a file cut inside encapsulated pixel data as an *empty* dataset, so the header
+    is read again up to the pixel data: if it describes an image, the file was truncated.
+    """
+    if "Rows" not in ds:
+        try:
+            ds = dcmread(BytesIO(data), force=data[128:132] != b"DICM", stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the first read already succeeded; this one only refines the message
+            pass
+    if "Rows" in ds and "Columns" in ds:
+        return ImageLoadError(TRUNCATED_PIXELS)
+    if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "StudyInstanceUID")):
+        return ImageLoadError(NOT_A_DATASET)
+    return ImageLoadError("This DICOM has no pixel data (is it a structured report or RT plan?).")
+
+
 def _render(ds: Dataset, window: Window, frame: int | None) -> tuple[Image.Image, SafeMetadata]:
-    if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
-        raise ImageLoadError("This DICOM has no pixel data (is it a structured report or RT plan?).")
+    _check_transfer_syntax(ds)
     rows, columns = int(ds.Rows), int(ds.Columns)
-    if rows <= 0 or columns <= 0:
-        raise ImageLoadError("This DICOM is corrupt: its image has no rows or columns.")
-    if rows * columns > MAX_PIXELS:
-        raise ImageLoadError(
-            f"This DICOM image is too large: {columns:,} x {rows:,} = {rows * columns:,} pixels per frame, "
-            f"over the limit of {MAX_PIXELS:,} pixels."
-        )
+    check_shape(columns, rows, what="DICOM image")
     frame_count = max(int(ds.get("NumberOfFrames") or 1), 1)
     index = _frame_index(frame, frame_count)
     photometric = _code_string(ds, "PhotometricInterpretation") or ""
@@ -197,19 +225,29 @@ def _render(ds: Dataset, window: Window, frame: int | None) -> tuple[Image.Image
             f"Supported: MONOCHROME1, MONOCHROME2, PALETTE COLOR, RGB and YBR colour."
         )
     arr = _decode_frame(ds, index)
+    if arr.base is None:  # a decoded copy: the encoded bytes are no longer needed, free them before the maths
+        for keyword in _PIXEL_DATA_KEYWORDS:
+            if keyword in ds:
+                del ds[keyword]
     modality = _code_string(ds, "Modality")
+    factor = reduction_factor(columns, rows)
 
     shown: dict[str, Any] = {}
     if photometric in _GREY:
         _use_frame_functional_groups(ds, index)
-        grey, shown = _render_grey(arr, ds, window, modality)
+        values = reduce_blocks(arr, factor, lambda block: apply_modality_lut(block, ds))
+        grey, shown = _render_grey(values, ds, window, modality)
         if photometric == "MONOCHROME1":
             grey = 255 - grey  # MONOCHROME1 means low values are white
         rgb = np.repeat(grey[..., np.newaxis], 3, axis=2)
     elif photometric == _PALETTE:
-        rgb = _to_uint8(apply_color_lut(arr, ds)[..., :3])
+        # The LUT's entries are 8 or 16 bits; a one-pixel lookup tells which range to scale from.
+        lut_bits = 8 * apply_color_lut(arr[:1, :1], ds).dtype.itemsize
+        rgb = _to_uint8(reduce_blocks(arr, factor, lambda block: apply_color_lut(block, ds)[..., :3]), bits=lut_bits)
+    elif factor > 1:
+        rgb = _to_uint8(reduce_blocks(arr, factor), bits=_bits(ds))
     else:
-        rgb = _to_uint8(arr, bits=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8))
+        rgb = _to_uint8(arr, bits=_bits(ds))
 
     image = Image.fromarray(np.ascontiguousarray(rgb))
     metadata = SafeMetadata(
@@ -221,9 +259,22 @@ def _render(ds: Dataset, window: Window, frame: int | None) -> tuple[Image.Image
         frame_count=frame_count,
         frame_index=index,
         photometric=photometric,
+        original_width=columns if factor > 1 else None,
+        original_height=rows if factor > 1 else None,
         **shown,
     )
     return image, metadata
+
+
+def _bits(ds: Dataset) -> int:
+    return int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+
+
+def _int(ds: Dataset, keyword: str) -> int:
+    try:
+        return int(ds.get(keyword) or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _frame_index(frame: int | None, frame_count: int) -> int:
@@ -238,28 +289,46 @@ def _frame_index(frame: int | None, frame_count: int) -> int:
     return frame
 
 
-def _decode_frame(ds: Dataset, index: int) -> np.ndarray:
-    """Decode only the requested frame, telling apart a missing decoder from damaged data."""
+def _check_transfer_syntax(ds: Dataset) -> None:
+    """Refuse a transfer syntax no decoder exists for, or whose decoder is not installed, in words."""
     syntax = UID(ds.file_meta.TransferSyntaxUID)  # always set by _read
-    if syntax.is_compressed:
-        try:
-            available = get_decoder(syntax).is_available
-        except NotImplementedError:
-            raise ImageLoadError(
-                f"This DICOM is compressed with {_syntax_name(syntax)}, which this workbench cannot decode. "
-                f"Export it uncompressed or as JPEG / JPEG 2000 / RLE from your PACS."
-            ) from None
-        if not available:
-            raise ImageLoadError(
-                f"This DICOM is compressed with {_syntax_name(syntax)}, which could not be decoded because "
-                f"no decoder is installed. Install the pylibjpeg plugins: {_PLUGINS_HINT}"
-            )
+    if not syntax.is_transfer_syntax:
+        raise ImageLoadError(
+            f"This DICOM declares {_syntax_name(syntax)}, which is not a known DICOM transfer syntax, "
+            f"so its image cannot be decoded. Export it uncompressed from your PACS."
+        )
+    if not syntax.is_compressed:
+        return
     try:
-        return pixel_array(ds, index=index)
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        raise ImageLoadError(
+            f"This DICOM is compressed with {_syntax_name(syntax)}, which this workbench cannot decode. "
+            f"Export it uncompressed or as JPEG / JPEG 2000 / RLE from your PACS."
+        ) from None
+    if not available:
+        raise ImageLoadError(
+            f"This DICOM is compressed with {_syntax_name(syntax)}, which could not be decoded because "
+            f"no decoder is installed. Install the pylibjpeg plugins: {_PLUGINS_HINT}"
+        )
+
+
+def _decode_frame(ds: Dataset, index: int) -> np.ndarray:
+    """Decode only the requested frame, telling apart cut-off data from damaged data.
+
+    Native (uncompressed) pixel data comes back as a read-only view of the dataset's bytes, so the
+    full-size frame is never copied: :func:`~medvlm.pixels.reduce_blocks` reads it block by block.
+    """
+    try:
+        return pixel_array(ds, index=index, view_only=True)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException:  # noqa: BLE001 - bad data makes decoders raise anything, even pyo3's PanicException
-        raise ImageLoadError("This DICOM's image data is truncated or corrupt and could not be decoded.") from None
+    except MemoryError:
+        raise
+    except BaseException as error:  # noqa: BLE001 - bad data makes decoders raise anything, even pyo3's PanicException
+        if "less than expected" in str(error):  # pydicom's own length check of native pixel data
+            raise ImageLoadError(TRUNCATED_PIXELS) from None
+        raise ImageLoadError("This DICOM's image data is corrupt and could not be decoded.") from None
 
 
 def _use_frame_functional_groups(ds: Dataset, index: int) -> None:
@@ -280,9 +349,8 @@ def _use_frame_functional_groups(ds: Dataset, index: int) -> None:
                     ds[tag] = macro.get_item(tag)  # raw: no conversion, see _code_string
 
 
-def _render_grey(arr: np.ndarray, ds: Dataset, window: Window, modality: str | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Modality LUT, then the window; returns 8-bit grey and the metadata fields describing it."""
-    values = apply_modality_lut(arr, ds)
+def _render_grey(values: np.ndarray, ds: Dataset, window: Window, modality: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The window applied to modality values (float32); returns 8-bit grey and the metadata fields describing it."""
     hounsfield = (
         modality == "CT"
         and "RescaleSlope" in ds
@@ -295,7 +363,9 @@ def _render_grey(arr: np.ndarray, ds: Dataset, window: Window, modality: str | N
         return _linear_window(values, center, width), _shown(center, width, name, hounsfield)
     if ds.get("VOILUTSequence"):
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return _to_uint8(apply_voi(values, ds), bits=bits), _shown(None, None, "file VOI LUT", hounsfield)
+        # A VOI LUT is a table indexed by whole values; reduced (averaged) values are rounded to them.
+        indices = np.rint(np.nan_to_num(values)).astype(np.int64)
+        return _to_uint8(apply_voi(indices, ds), bits=bits), _shown(None, None, "file VOI LUT", hounsfield)
     file_window = _file_window(ds)
     if file_window is not None:
         center, width, function = file_window
@@ -345,7 +415,7 @@ def _linear_window(values: np.ndarray, center: float, width: float, function: st
     voi.WindowCenter = center
     voi.WindowWidth = width
     voi.VOILUTFunction = function
-    return _to_uint8(apply_windowing(np.nan_to_num(values.astype(np.float64)), voi), bits=8)
+    return _to_uint8(apply_windowing(np.nan_to_num(values), voi), bits=8)
 
 
 def _to_uint8(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
@@ -353,7 +423,7 @@ def _to_uint8(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
     top = 2**bits - 1 if bits is not None else np.iinfo(arr.dtype).max
     if top == 255:
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return np.clip(np.rint(arr.astype(np.float64) * (255 / top)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(arr.astype(np.float32) * (255 / top)), 0, 255).astype(np.uint8)
 
 
 def _code_string(ds: Dataset, keyword: str) -> str | None:

@@ -2,73 +2,45 @@
 
 The one entry point is :func:`load_image`. It decides what a file is from its content, never its
 name (a ``.dcm`` may be a PNG, many DICOMs have no extension, a text file may be called
-``x.png``), sends DICOMs to :mod:`medvlm.dicom` and opens raster formats with Pillow. Sizes are
-checked from headers before any pixel is decoded, so a hostile or mistaken upload is refused
-fast instead of exhausting memory.
+``x.png``), sends DICOMs to :mod:`medvlm.dicom` and opens raster formats with Pillow. Sizes and
+shapes are checked from headers before any pixel is decoded, so a hostile or mistaken upload is
+refused fast instead of exhausting memory; very large images are reduced to what the model can
+read before any float maths (:mod:`medvlm.pixels` states the memory budget). Damage gets its own
+sentence: a truncated file, a checksum that does not match, a file that is not an image at all.
+The returned image carries pixels only: no text chunk, EXIF or ICC profile of the upload.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 from PIL import Image, ImageOps
 
 from medvlm.errors import ImageLoadError
+from medvlm.pixels import (
+    MAX_PIXELS,
+    MAX_RENDER_PIXELS,
+    LoadedImage,
+    SafeMetadata,
+    bare_image,
+    check_shape,
+    out_of_memory,
+    reduce_blocks,
+    reduction_factor,
+)
+from medvlm.dicom import Window, is_dicom, render_dicom
 
-if TYPE_CHECKING:
-    from medvlm.dicom import Window
+__all__ = ["MAX_INPUT_BYTES", "MAX_PIXELS", "MAX_RENDER_PIXELS", "LoadedImage", "SafeMetadata", "load_image", "read_input"]
 
 MAX_INPUT_BYTES: int = 512 * 1024 * 1024
 """Largest file accepted (512 MiB): bigger than any single radiograph or CT series export."""
-
-MAX_PIXELS: int = 100_000_000
-"""Most pixels in the rendered image (e.g. 10,000 x 10,000); whole-slide images are out of scope."""
 
 RASTER_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
 """The Pillow formats accepted; anything else (GIF, PSD, EPS...) is refused as not an image."""
 
 NOT_AN_IMAGE = "This file is not a DICOM or image file (PNG, JPEG, TIFF, BMP, WebP)."
-
-
-@dataclass(frozen=True)
-class SafeMetadata:
-    """The only facts about a file that leave this package: display settings, never identities.
-
-    ``width`` and ``height`` are those of the returned image. The window fields describe what
-    was applied to a greyscale DICOM (``window_name``: a preset name, "custom", "file",
-    "file VOI LUT" or "full range") and stay None for colour and raster images.
-    """
-
-    source_format: str
-    width: int
-    height: int
-    modality: str | None = None
-    body_part: str | None = None
-    frame_count: int = 1
-    frame_index: int = 0
-    window_center: float | None = None
-    window_width: float | None = None
-    window_name: str | None = None
-    photometric: str | None = None
-    hounsfield: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy, for the UI and ``--json`` output."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class LoadedImage:
-    """An 8-bit RGB image ready for the model, with its safe metadata."""
-
-    image: Image.Image
-    metadata: SafeMetadata
 
 
 def load_image(
@@ -78,11 +50,9 @@ def load_image(
 
     ``window`` and ``frame`` are passed to :func:`medvlm.dicom.render_dicom` for DICOMs; for
     raster images the window is ignored and ``frame`` picks a page of a multi-page TIFF or an
-    animated WebP (default: the first). Raises :class:`ImageLoadError` for anything unusable.
+    animated WebP (default: the first). Raises :class:`ImageLoadError` for anything unusable,
+    including running out of memory (reported as that, not as a damaged file).
     """
-    # Imported here because medvlm.dicom imports SafeMetadata and MAX_PIXELS from this module.
-    from medvlm.dicom import is_dicom, render_dicom
-
     data = read_input(source)
     if not data:
         raise ImageLoadError("The file is empty.")
@@ -121,10 +91,57 @@ def _check_input_size(size: int) -> None:
         )
 
 
+TRUNCATED = "This {format} file is truncated: it ends before its image data does (was the upload or copy interrupted?). Upload the complete file."
+DAMAGED = "This {format} file is damaged: a checksum inside it does not match its data, so its pixels cannot be trusted. Export it again."
+CORRUPT = "This {format} file is corrupt and could not be decoded."
+
+
 def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
-    """Open with Pillow, check the header's size before decoding, then normalise to RGB."""
+    """Open with Pillow, check the header's size and shape, verify, decode (reduced if huge), normalise to RGB."""
+    image = _open_raster(data)
+    width, height = image.size
+    check_shape(width, height)
+    # Pillow's JPEG opener reports multi-picture JPEGs (written by some cameras) as MPO.
+    source_format = "JPEG" if image.format == "MPO" else str(image.format)
+    if source_format == "PNG":
+        _verify_png(data)
     try:
-        image = Image.open(BytesIO(data), formats=RASTER_FORMATS)
+        frame_count = getattr(image, "n_frames", 1)
+        index = _raster_frame(frame, frame_count)
+        image.seek(index)
+        factor = reduction_factor(width, height)
+        if factor > 1 and source_format == "JPEG":
+            # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: the full-size image is never made.
+            image.draft(image.mode, (-(-width // factor), -(-height // factor)))
+        image.load()
+        # Orientations 5 to 8 turn the image a quarter: its original width is then its height.
+        quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: a copy would double the peak
+        rgb = _to_rgb(image, reduction_factor(*image.size))
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise out_of_memory(width, height) from None
+    except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib errors...
+        message = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
+        raise ImageLoadError(message.format(format=source_format)) from None
+    original = (height, width) if quarter_turn else (width, height)
+    reduced = rgb.size != original
+    metadata = SafeMetadata(
+        source_format=source_format,
+        width=rgb.width,
+        height=rgb.height,
+        frame_count=frame_count,
+        frame_index=index,
+        original_width=original[0] if reduced else None,
+        original_height=original[1] if reduced else None,
+    )
+    return LoadedImage(image=rgb, metadata=metadata)
+
+
+def _open_raster(data: bytes) -> Image.Image:
+    try:
+        return Image.open(BytesIO(data), formats=RASTER_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own limit, twice MAX_IMAGE_PIXELS, hit before ours
         raise ImageLoadError(
             f"This image is too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
@@ -132,31 +149,20 @@ def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
         ) from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for unknown or damaged headers
         raise ImageLoadError(NOT_AN_IMAGE) from None
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageLoadError(
-            f"This image is too large: {width:,} x {height:,} = {width * height:,} pixels, "
-            f"over the limit of {MAX_PIXELS:,} pixels."
-        )
-    # Pillow's JPEG opener reports multi-picture JPEGs (written by some cameras) as MPO.
-    source_format = "JPEG" if image.format == "MPO" else str(image.format)
+
+
+def _verify_png(data: bytes) -> None:
+    """Check every chunk's CRC and that the file reaches its end chunk (Pillow's decoder checks neither).
+
+    Without this, a PNG cut after its last complete row block, or with a flipped byte whose zlib
+    stream still inflates, would show with black or wrong rows and no warning.
+    """
     try:
-        frame_count = getattr(image, "n_frames", 1)
-        index = _raster_frame(frame, frame_count)
-        image.seek(index)
-        rgb = _to_rgb(ImageOps.exif_transpose(image))
-    except ImageLoadError:
-        raise
-    except Exception:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib errors...
-        raise ImageLoadError(f"This {source_format} file is truncated or corrupt and could not be decoded.") from None
-    metadata = SafeMetadata(
-        source_format=source_format,
-        width=rgb.width,
-        height=rgb.height,
-        frame_count=frame_count,
-        frame_index=index,
-    )
-    return LoadedImage(image=rgb, metadata=metadata)
+        Image.open(BytesIO(data), formats=("PNG",)).verify()
+    except SyntaxError as error:  # Pillow's PNG reader raises SyntaxError("broken PNG file (bad header checksum...)")
+        raise ImageLoadError((DAMAGED if "checksum" in str(error) else CORRUPT).format(format="PNG")) from None
+    except Exception as error:  # noqa: BLE001 - OSError("Truncated File Read"), struct errors...
+        raise ImageLoadError((TRUNCATED if "truncated" in str(error).lower() else CORRUPT).format(format="PNG")) from None
 
 
 def _raster_frame(frame: int | None, frame_count: int) -> int:
@@ -169,21 +175,29 @@ def _raster_frame(frame: int | None, frame_count: int) -> int:
     return index
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB, the way a person would expect to see it.
+def _to_rgb(image: Image.Image, factor: int = 1) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB without metadata, the way a person would expect to see it.
 
     High-bit-depth greyscale ("I;16", "I", "F") is min-max scaled, because Pillow's own
     conversion clips it to 0-255 and turns most 16-bit scans white. Transparency is composited
-    over black, the background of radiology images.
+    over black, the background of radiology images. ``factor > 1`` averages factor x factor
+    blocks first (before any float copy of the full image is made).
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        values = np.asarray(image, dtype=np.float32)  # half of float64 on a 100-megapixel scan
+        values = reduce_blocks(image, factor)
         finite = values[np.isfinite(values)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        scaled = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) * (255 / ((high - low) or 1.0))
-        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
+        np.nan_to_num(values, copy=False, nan=low, posinf=high, neginf=low)
+        values -= low
+        values *= 255 / ((high - low) or 1.0)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = _reduce(image if image.mode == "RGBA" else image.convert("RGBA"), factor)
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("RGB")
-    return image.convert("RGB")
+        return bare_image(Image.alpha_composite(black, rgba))
+    return bare_image(_reduce(image if image.mode in ("L", "RGB") else image.convert("RGB"), factor))
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Pillow's box reduction (area average) by a whole factor; the image itself when 1."""
+    return image.reduce(factor) if factor > 1 else image

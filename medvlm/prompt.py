@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from medvlm.errors import MedVLMError, QuestionError
+from medvlm.user_text import MAX_OPTION_CHARS, MAX_QUESTION_CHARS, check_text
 
 LETTERS: str = "ABCDEFGHIJ"
 """Option letters, in order; the recipe supports up to ten options."""
@@ -99,6 +100,7 @@ def validate_question(question: str, options: Sequence[str]) -> tuple[str, list[
     """
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("Please type a question.")
+    check_text(question.strip(), what="The question", limit=MAX_QUESTION_CHARS, error=QuestionError)
     if isinstance(options, str):
         raise QuestionError("Please give the options as a list of separate answers, not as one text.")
     count = len(options)
@@ -112,7 +114,7 @@ def validate_question(question: str, options: Sequence[str]) -> tuple[str, list[
             raise QuestionError(f"Option {letter} is not text.")
         if not option.strip():
             raise QuestionError(f"Option {letter} is empty. Please fill it in or remove it.")
-        cleaned.append(option.strip())
+        cleaned.append(check_text(option.strip(), what=f"Option {letter}", limit=MAX_OPTION_CHARS, multiline=False, error=QuestionError))
     _reject_duplicates(cleaned)
     return question.strip(), cleaned
 

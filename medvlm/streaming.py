@@ -28,10 +28,13 @@ from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel
 from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
 from medvlm.parsing import ParsedCompletion, parse_completion
+from medvlm.pixels import MAX_RENDER_PIXELS
 from medvlm.prompt import PromptStyle, build_messages, validate_question
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
 MAX_NEW_TOKENS_LIMIT = 4096
+#: Largest seed: NumPy's and transformers' ``set_seed`` accept 32-bit seeds, so one seed reproduces everywhere.
+MAX_SEED = 2**32 - 1
 
 
 class GenerationError(MedVLMError):
@@ -58,8 +61,13 @@ class GenerationSettings:
             raise MedVLMError(f"Temperature must be above 0 when sampling (got {self.temperature}).")
         if not 0 < self.top_p <= 1:
             raise MedVLMError(f"top-p must be in (0, 1] (got {self.top_p}).")
-        if self.max_pixels is not None and self.max_pixels < RECIPE_MIN_PIXELS:
-            raise MedVLMError(f"Image resolution (max_pixels) must be at least {RECIPE_MIN_PIXELS} (got {self.max_pixels}).")
+        if self.max_pixels is not None and not RECIPE_MIN_PIXELS <= self.max_pixels <= MAX_RENDER_PIXELS:
+            raise MedVLMError(
+                f"Image resolution (max_pixels) must be between {RECIPE_MIN_PIXELS:,} and {MAX_RENDER_PIXELS:,}, "
+                f"Qwen2-VL's ceiling (got {self.max_pixels:,})."
+            )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise MedVLMError(f"The seed must be a whole number from 0 to {MAX_SEED:,} (got {self.seed:,}).")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pydicom.uid import (
 )
 
 import medvlm.dicom
+import medvlm.pixels
 from medvlm.dicom import WINDOW_PRESETS, Window, is_dicom, render_dicom
 from medvlm.errors import ImageLoadError
 from medvlm.images import MAX_PIXELS, LoadedImage, load_image
@@ -233,8 +234,8 @@ def test_two_frame_colour_sample_frames_differ() -> None:
     assert not np.array_equal(pixels(first), pixels(second))
 
 
-def test_truncated_dicom_is_a_clean_error() -> None:
-    with pytest.raises(ImageLoadError, match="truncated or corrupt"):
+def test_truncated_dicom_says_it_is_truncated() -> None:
+    with pytest.raises(ImageLoadError, match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off"):
         load_image(sample("MR_truncated.dcm"))
 
 
@@ -391,7 +392,7 @@ def test_render_dicom_refuses_non_dicom() -> None:
 def test_oversize_header_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_dicom(np.zeros((2, 2), dtype=np.uint16), Rows=20000, Columns=20000)
     monkeypatch.setattr(medvlm.dicom, "pixel_array", lambda *args, **kwargs: pytest.fail("decoded an oversize image"))
-    with pytest.raises(ImageLoadError, match=f"20,000 x 20,000 = 400,000,000 pixels per frame, over the limit of {MAX_PIXELS:,} pixels"):
+    with pytest.raises(ImageLoadError, match=f"20,000 x 20,000 = 400,000,000 pixels, over the limit of {MAX_PIXELS:,} pixels"):
         load_image(data)
 
 
@@ -411,7 +412,7 @@ def test_a_panicking_decoder_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -
         raise PanicException("index out of bounds")
 
     monkeypatch.setattr(medvlm.dicom, "pixel_array", panic)
-    with pytest.raises(ImageLoadError, match="image data is truncated or corrupt"):
+    with pytest.raises(ImageLoadError, match="image data is corrupt and could not be decoded"):
         load_image(sample("MR_small_RLE.dcm"))
 
 
@@ -482,6 +483,7 @@ def test_metadata_has_only_whitelisted_fields() -> None:
     assert fields == {
         "source_format", "width", "height", "modality", "body_part", "frame_count", "frame_index",
         "window_center", "window_width", "window_name", "photometric", "hounsfield",
+        "original_width", "original_height",
     }  # fmt: skip
 
 
@@ -510,3 +512,80 @@ def test_random_dicom_like_bytes_only_raise_image_load_error(prefix: bytes, tail
         load_image(prefix + tail)
     except ImageLoadError:
         pass
+
+
+# --- Damage, shape and size (the hostile-input campaign) -----------------------------------------
+
+
+def test_random_bytes_after_the_dicm_marker_are_called_corrupt() -> None:
+    rng = np.random.default_rng(7)
+    for tail in (b"", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()):
+        with pytest.raises(ImageLoadError, match="^This file starts like a DICOM file .* but what follows is not a readable DICOM dataset"):
+            load_image(bytes(128) + b"DICM" + tail)
+
+
+@pytest.mark.parametrize("name", ["JPEG2000.dcm", "MR_small_RLE.dcm"])
+def test_compressed_dicom_cut_inside_its_pixel_data_says_truncated(name: str) -> None:
+    data = sample(name).read_bytes()
+    pixel_data = data.rfind(b"\xe0\x7f\x10\x00")  # the Pixel Data tag, little endian
+    cut = pixel_data + (len(data) - pixel_data) // 2
+    with pytest.raises(ImageLoadError, match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off"):
+        load_image(data[:cut])
+
+
+def test_native_dicom_cut_inside_its_pixel_data_says_truncated() -> None:
+    data = sample("CT_small.dcm").read_bytes()
+    with pytest.raises(ImageLoadError, match="^This DICOM file is truncated"):
+        load_image(data[:-5000])
+
+
+def test_unknown_transfer_syntax_says_it_cannot_be_decoded() -> None:
+    data = make_dicom(np.zeros((8, 8), dtype=np.uint16))
+    data = data.replace(ExplicitVRLittleEndian.encode(), b"1.2.3.4.5.6.7.8.9.1", 1)  # same length: the file stays well-formed
+    with pytest.raises(ImageLoadError, match=r"^This DICOM declares transfer syntax 1\.2\.3\.4\.5\.6\.7\.8\.9\.1, which is not a known DICOM transfer syntax, so its image cannot be decoded"):
+        load_image(data)
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(1, 5000), (3000, 2)])
+def test_elongated_dicom_is_refused_at_load(rows: int, columns: int) -> None:
+    data = make_dicom(np.zeros((rows, columns), dtype=np.uint16))
+    with pytest.raises(ImageLoadError, match=f"is {columns:,} x {rows:,} pixels: one side is more than 200 times the other"):
+        load_image(data)
+
+
+def test_reduced_ct_equals_the_window_of_the_block_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut
+
+    ds = dcmread(sample("CT_small.dcm"))
+    hu = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+    means = hu.reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    center, width = WINDOW_PRESETS["brain"]
+    expected = np.clip(np.rint((means - (center - width / 2)) / width * 255), 0, 255)
+    monkeypatch.setattr(medvlm.pixels, "MAX_RENDER_PIXELS", 64 * 64)
+    loaded = load_image(sample("CT_small.dcm"), window=Window(preset="brain"))
+    meta = loaded.metadata
+    assert (meta.width, meta.height, meta.original_width, meta.original_height) == (64, 64, 128, 128)
+    assert meta.window_name == "brain" and meta.hounsfield
+    assert np.abs(pixels(loaded)[..., 0] - expected).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "MR_small.dcm"])
+def test_every_kind_of_dicom_reduces_to_its_block_means(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = pixels(load_image(sample(name))).astype(float)
+    monkeypatch.setattr(medvlm.pixels, "MAX_RENDER_PIXELS", (full.shape[0] * full.shape[1]) // 4)
+    reduced = pixels(load_image(sample(name)))
+    rows, columns = full.shape[:2]
+    assert reduced.shape[:2] == (-(-rows // 2), -(-columns // 2))
+    means = np.array([[full[r : r + 2, c : c + 2].reshape(-1, 3).mean(axis=0) for c in range(0, columns, 2)] for r in range(0, rows, 2)])
+    # Averaging before or after the 8-bit display mapping differs by rounding (and, for a file window, by clipping).
+    assert np.abs(reduced - means).mean() < 2
+
+
+def test_dicom_out_of_memory_is_reported_as_what_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(medvlm.dicom, "reduce_blocks", exhausted)
+    with pytest.raises(ImageLoadError, match="^The server ran out of memory while loading this 128 x 128 pixel image"):
+        load_image(sample("CT_small.dcm"))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import medvlm.images
+import medvlm.pixels
 from medvlm.errors import ImageLoadError
 from medvlm.images import MAX_PIXELS, NOT_AN_IMAGE, LoadedImage, SafeMetadata, load_image
 
@@ -116,7 +117,7 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 def test_truncated_png() -> None:
     noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     data = encode(noisy, "PNG")
-    with pytest.raises(ImageLoadError, match="^This PNG file is truncated or corrupt"):
+    with pytest.raises(ImageLoadError, match="^This PNG file is truncated: it ends before its image data does"):
         load_image(data[: len(data) // 2])
 
 
@@ -218,6 +219,7 @@ def test_metadata_to_dict() -> None:
         "source_format": "BMP", "width": 64, "height": 48, "modality": None, "body_part": None,
         "frame_count": 1, "frame_index": 0, "window_center": None, "window_width": None,
         "window_name": None, "photometric": None, "hounsfield": False,
+        "original_width": None, "original_height": None,
     }  # fmt: skip
 
 
@@ -244,3 +246,161 @@ def test_corrupted_raster_bytes_only_raise_image_load_error(original: bytes, dat
     except ImageLoadError:
         return
     assert loaded.image.mode == "RGB"
+
+
+# --- Damage, shape, identity and size (the hostile-input campaign) --------------------------------
+
+
+def png_chunks(data: bytes) -> list[tuple[int, bytes]]:
+    """(offset of the length field, chunk type) of every chunk in a PNG."""
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        chunks.append((offset, data[offset + 4 : offset + 8]))
+        offset += 12 + length
+    return chunks
+
+
+def test_png_cut_after_its_image_data_says_truncated() -> None:
+    data = encode(Image.radial_gradient("L"), "PNG")
+    iend = next(offset for offset, kind in png_chunks(data) if kind == b"IEND")
+    with pytest.raises(ImageLoadError, match="^This PNG file is truncated: it ends before its image data does"):
+        load_image(data[:iend])
+
+
+def test_png_with_a_wrong_image_data_checksum_says_damaged() -> None:
+    data = bytearray(encode(Image.radial_gradient("L"), "PNG"))
+    offset = next(offset for offset, kind in png_chunks(bytes(data)) if kind == b"IDAT")
+    (length,) = struct.unpack(">I", data[offset : offset + 4])
+    data[offset + 8 + length] ^= 0xFF  # the CRC of the IDAT chunk: the pixels still inflate
+    with pytest.raises(ImageLoadError, match="^This PNG file is damaged: a checksum inside it does not match"):
+        load_image(bytes(data))
+
+
+def test_truncated_jpeg_says_truncated() -> None:
+    data = encode(gradient(256, 256), "JPEG", quality=95)
+    with pytest.raises(ImageLoadError, match="^This JPEG file is truncated"):
+        load_image(data[: len(data) // 2])
+
+
+PNG_IDENTITY = {"PatientName": "Doe^Jane-SECRET", "PatientID": "PID-SECRET-123", "InstitutionName": "SECRET General Hospital"}
+
+
+def png_with_identity() -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in PNG_IDENTITY.items():
+        info.add_text(key, value)
+    info.add_itxt("AccessionNumber", "ACC-SECRET-9")
+    return encode(gradient(), "PNG", pnginfo=info, icc_profile=b"ICC-SECRET-PROFILE")
+
+
+def test_png_text_chunks_never_reach_the_loaded_image_or_what_gradio_serves() -> None:
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    data = png_with_identity()
+    assert b"PID-SECRET-123" in data and Image.open(BytesIO(data)).info["PatientID"] == "PID-SECRET-123"
+    loaded = load_image(data)
+    assert loaded.image.info == {}
+    served = encode_pil_to_bytes(loaded.image, "png")  # what gr.Image writes to its cache and serves back
+    for marker in (*PNG_IDENTITY.values(), "ACC-SECRET-9", "ICC-SECRET-PROFILE"):
+        assert marker.encode() not in served
+    assert np.array_equal(np.asarray(Image.open(BytesIO(served)).convert("RGB")), np.asarray(gradient()))
+
+
+@pytest.mark.parametrize(("width", "height"), [(10000, 1), (1, 5000), (2010, 10)])
+def test_elongated_images_are_refused_at_load(width: int, height: int) -> None:
+    data = encode(Image.new("L", (width, height)), "PNG")
+    with pytest.raises(ImageLoadError, match=f"is {width:,} x {height:,} pixels: one side is more than 200 times the other"):
+        load_image(data)
+
+
+def test_an_image_200_times_longer_than_wide_is_still_accepted() -> None:
+    assert load_image(encode(Image.new("L", (2000, 10)), "PNG")).image.size == (2000, 10)
+
+
+def test_a_huge_16_bit_image_is_reduced_before_any_float_maths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(medvlm.pixels, "MAX_RENDER_PIXELS", 30 * 20)
+    values = (np.arange(61 * 40, dtype=np.uint16).reshape(40, 61) * 20).astype(np.uint16)
+    loaded = load_image(encode(Image.fromarray(values), "PNG"))
+    meta = loaded.metadata
+    assert (meta.width, meta.height, meta.original_width, meta.original_height) == (21, 14, 61, 40)  # factor 3
+    means = np.array([[values[r : r + 3, c : c + 3].mean() for c in range(0, 61, 3)] for r in range(0, 40, 3)])
+    expected = np.rint((means - means.min()) * 255 / (means.max() - means.min()))
+    assert np.abs(rgb_array(loaded)[..., 0] - expected).max() <= 1
+
+
+def test_a_huge_rgb_jpeg_is_decoded_reduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(medvlm.pixels, "MAX_RENDER_PIXELS", 64 * 48)
+    image = gradient(256, 192)
+    loaded = load_image(encode(image, "JPEG", quality=95))
+    assert loaded.image.width * loaded.image.height <= 64 * 48
+    assert (loaded.metadata.original_width, loaded.metadata.original_height) == (256, 192)
+    reference = np.asarray(image.resize(loaded.image.size, Image.Resampling.BOX)).astype(int)
+    assert np.abs(rgb_array(loaded) - reference).mean() < 6
+
+
+def test_out_of_memory_is_reported_as_what_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(medvlm.images, "reduce_blocks", exhausted)
+    data = encode(Image.fromarray(np.zeros((40, 60), dtype=np.uint16)), "PNG")
+    with pytest.raises(ImageLoadError, match="^The server ran out of memory while loading this 60 x 40 pixel image"):
+        load_image(data)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 23),
+    columns=st.integers(1, 23),
+    factor=st.integers(1, 5),
+    samples=st.sampled_from([0, 3]),
+    band=st.integers(1, 64),
+)
+def test_block_reduction_is_the_mean_of_each_block_whatever_the_band(rows: int, columns: int, factor: int, samples: int, band: int) -> None:
+    from medvlm import pixels
+
+    shape = (rows, columns, samples) if samples else (rows, columns)
+    values = np.random.default_rng(rows * 100 + columns).integers(-500, 500, size=shape).astype(np.int16)
+    expected = np.array(
+        [[values[r : r + factor, c : c + factor].reshape(-1, *shape[2:]).mean(axis=0) for c in range(0, columns, factor)] for r in range(0, rows, factor)]
+    )
+    original = pixels._ROWS_PER_BLOCK
+    pixels._ROWS_PER_BLOCK = band  # bands of a few rows: the seams between them must not show
+    try:
+        reduced = pixels.reduce_blocks(values, factor)
+        from_image = pixels.reduce_blocks(Image.fromarray(values.astype(np.int32), "I"), factor) if not samples else None
+    finally:
+        pixels._ROWS_PER_BLOCK = original
+    assert reduced.dtype == np.float32 and reduced.shape == expected.shape
+    assert np.allclose(reduced, expected, atol=1e-3)
+    if from_image is not None:
+        assert np.allclose(from_image, expected, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["ct-16bit-rle", "png-16bit", "png-rgb"])
+def test_loading_the_largest_accepted_upload_stays_within_the_memory_budget(case: str, tmp_path: Path) -> None:
+    """Memory test: a 10,000 x 10,000 synthetic upload (small on disk) loaded in a fresh process by bench.load_memory."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from bench.load_memory import BUDGET_MIB
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load_memory", "--worker", "medvlm", "--case", case],
+        cwd=repo,
+        env={**os.environ, "MEDVLM_BENCH_CACHE": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["size"][0] * result["size"][1] <= medvlm.pixels.MAX_RENDER_PIXELS
+    assert result["growth_mib"] <= BUDGET_MIB, result

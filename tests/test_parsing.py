@@ -302,7 +302,9 @@ def _has_no_tags(text: str) -> bool:
 
 
 reasoning_texts = st.text(max_size=120).filter(_has_no_tags)
-option_texts = st.text(min_size=1, max_size=30).filter(lambda text: text.strip())
+#: What a person can type: any text but control characters (validate_question refuses those).
+typed = st.characters(exclude_categories=("Cc", "Cs"))
+option_texts = st.text(typed, min_size=1, max_size=30).filter(lambda text: text.strip())
 option_lists = st.lists(option_texts, min_size=2, max_size=10, unique_by=normalize_option_text)
 word = st.text(alphabet=string.ascii_letters, min_size=2, max_size=8)
 wordy_option_lists = st.lists(
@@ -315,7 +317,7 @@ tag_soup = st.lists(
 
 
 @given(
-    question=st.text(min_size=1, max_size=60).filter(lambda text: text.strip()),
+    question=st.text(typed, min_size=1, max_size=60).filter(lambda text: text.strip()),
     options=option_lists,
     reasoning=reasoning_texts,
     data=st.data(),

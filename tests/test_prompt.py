@@ -178,3 +178,31 @@ def test_messages_carry_the_image_and_style_when_given() -> None:
     assert image_entry == {"type": "image", "image": image}
     assert text_entry == {"type": "text", "text": build_prompt_text(QUESTION, OPTIONS, PromptStyle.NO_THINK)}
     assert all(message["role"] != "system" for message in messages)
+
+
+# --- Limits (the hostile-input campaign) ----------------------------------------------------------
+
+
+def test_a_question_over_the_limit_is_refused_with_its_length() -> None:
+    from medvlm.user_text import MAX_QUESTION_CHARS
+
+    with pytest.raises(QuestionError, match=f"^The question is too long: 100,000 characters, and the limit is {MAX_QUESTION_CHARS:,}"):
+        validate_question("x" * 100_000, ["A", "B"])
+    assert validate_question("x" * MAX_QUESTION_CHARS, ["A", "B"])[0] == "x" * MAX_QUESTION_CHARS
+
+
+def test_an_option_over_the_limit_is_refused() -> None:
+    with pytest.raises(QuestionError, match="^Option B is too long: 501 characters"):
+        validate_question("Which?", ["Liver", "y" * 501])
+
+
+@pytest.mark.parametrize("text", ["Which\x00 organ?", "Which\x1b[31m organ?", "Which\x7f?"])
+def test_control_characters_in_a_question_are_refused(text: str) -> None:
+    with pytest.raises(QuestionError, match=r"^The question contains a control character \(U\+00(00|1B|7F)\)"):
+        validate_question(text, ["A", "B"])
+
+
+def test_newlines_and_tabs_are_fine_in_a_question_but_not_in_an_option() -> None:
+    assert validate_question("Which organ?\n\tLook closely.", ["A", "B"])[0] == "Which organ?\n\tLook closely."
+    with pytest.raises(QuestionError, match=r"^Option A contains a control character \(U\+0009\)"):
+        validate_question("Which?", ["Li\tver", "Lung"])
