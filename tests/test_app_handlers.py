@@ -187,7 +187,7 @@ def test_text_file_named_png_says_it_is_not_an_image(workbench: Workbench, tmp_p
 
 
 def test_oversize_image_is_refused(workbench: Workbench, sample_png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("medvlm.images.MAX_PIXELS", 10_000)
+    monkeypatch.setattr("medvlm.pixels.MAX_PIXELS", 10_000)
     assert "This image is too large: 160 x 128 = 20,480 pixels, over the limit of 10,000 pixels." in error_of(workbench.load_file(Session(), str(sample_png)))
 
 
@@ -226,7 +226,7 @@ def test_bad_questions_get_their_specific_message_and_nothing_runs(workbench: Wo
         ({"max_new_tokens": 0}, "Maximum new tokens must be between 1 and 4096 (got 0)."),
         ({"max_new_tokens": None}, "Please give the maximum number of new tokens."),
         ({"decoding": "sample", "temperature": 0}, "Temperature must be above 0 when sampling (got 0.0)."),
-        ({"max_pixels": 10}, "Image resolution (max_pixels) must be at least 3136 (got 10)."),
+        ({"max_pixels": 10}, "Image resolution (max_pixels) must be between 3,136 and 12,845,056, Qwen2-VL's ceiling (got 10)."),
         ({"decoding": "sample", "seed": "abc"}, "The seed must be a whole number, or empty for a random one (got 'abc')."),
         ({"style": "poetic"}, "Unknown prompt style 'poetic'."),
     ],
