@@ -19,6 +19,12 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
 * ``annotation_flags(annotation_id, flag)``: the flags, one row each, indexed by flag, so that
   filtering by flag is a SQL query; ``flag`` references ``flags(name, label)``, which mirrors
   :data:`FLAGS` (kept in step on every open, so a new flag needs no migration).
+* ``annotation_versions(annotation_id, version)`` (schema 2): every save of a review (flags as a
+  JSON list, comment, correct answer, app version, time). ``annotations`` holds the latest; a
+  later click, or in name mode another person typing the same name, never erases an earlier one.
+
+Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
+case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.
 
 **Durability.** Every write is one ``BEGIN IMMEDIATE`` transaction on its own connection (Gradio
 calls from a thread pool; sqlite3 connections must not be shared across threads). IMMEDIATE takes
@@ -29,7 +35,8 @@ at each commit, so a click the reviewer saw succeed is on disk. One fsync per hu
 nothing noticeable. The image file is written (atomically: temporary file, fsync, ``os.replace``,
 directory fsync) *before* the row that names it is committed, so a committed row never points at
 a missing image; a crash in between leaves at most an unreferenced image, which the next add of
-the same image simply reuses.
+the same image simply reuses, and a writer killed mid-write leaves a ``.*.partial`` file, which
+the next open removes once it is old enough not to belong to a live writer.
 
 **Privacy.** Only the :class:`~medvlm.images.SafeMetadata` keys of ``image_metadata`` with scalar
 values are kept, and the PNG is re-encoded from the raw pixels alone, so no text chunk, EXIF or
@@ -46,6 +53,7 @@ import math
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, nullcontext
@@ -60,7 +68,9 @@ from PIL import Image
 import medvlm
 from medvlm.errors import MedVLMError
 from medvlm.images import SafeMetadata
+from medvlm.pixels import bare_image
 from medvlm.prompt import LETTERS
+from medvlm.user_text import MAX_COMMENT_CHARS, check_text, name_key, normalize_name
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +162,10 @@ REASONING_FAULTS = ("superficial", "contradiction", "hallucination")
 class Review:
     """What a reviewer said about one output. Validated and normalised on creation.
 
-    ``reviewer`` and ``comment`` are stripped; ``flags`` are de-duplicated and put in
-    :data:`FLAGS` order (a single string counts as one flag, as a checkbox group may send one).
+    ``reviewer`` is normalised (:func:`medvlm.user_text.normalize_name`: NFKC, no invisible
+    characters, at most 64 characters); ``comment`` is stripped and limited; ``flags`` are
+    de-duplicated and put in :data:`FLAGS` order (a single string counts as one flag, as a
+    checkbox group may send one).
     """
 
     reviewer: str
@@ -161,13 +173,11 @@ class Review:
     comment: str = ""
 
     def __post_init__(self) -> None:
-        reviewer = (self.reviewer or "").strip()
-        if not reviewer:
-            raise AnnotationError("Please enter your name (reviewer) before saving.")
+        reviewer = normalize_name(self.reviewer or "", error=AnnotationError)
         given = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags or ())
         for flag in given:
             _check_flag(flag)
-        comment = (self.comment or "").strip()
+        comment = check_text((self.comment or "").strip(), what="Your comment", limit=MAX_COMMENT_CHARS, error=AnnotationError)
         if not given and not comment:
             raise AnnotationError("Choose at least one flag or write a comment.")
         clashing = [FLAGS[flag] for flag in REASONING_FAULTS if flag in given]
@@ -214,6 +224,8 @@ class Annotation:
     updated_at: str
     is_correct: bool | None
     """``letter == correct_answer`` when the reviewer gave the correct answer, else None."""
+    revision: int = 1
+    """How many versions this review has had (1: never edited); :meth:`AnnotationStore.history` lists them."""
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for exports and the Hub sync.
@@ -241,6 +253,19 @@ class Annotation:
         return json.dumps(self.to_record(), ensure_ascii=False) + "\n"
 
 
+@dataclass(frozen=True)
+class ReviewVersion:
+    """One saved version of a review: every save is kept, so a later click never loses an earlier one."""
+
+    version: int
+    """1 for the first save, then 2, 3... (the highest is what :class:`Annotation` shows)."""
+    flags: tuple[str, ...]
+    comment: str
+    correct_answer: str | None
+    app_version: str
+    saved_at: str
+
+
 #: Annotation fields holding dictionaries whose keys vary (by model, app version, input type).
 _FREE_FORM_FIELDS = ("image_metadata", "model", "settings", "timing")
 
@@ -249,7 +274,8 @@ _FREE_FORM_FIELDS = ("image_metadata", "model", "settings", "timing")
 
 
 def _create_schema_v1(conn: sqlite3.Connection) -> None:
-    conn.executescript(
+    _execute_script(
+        conn,
         """
         CREATE TABLE flags (
             name  TEXT PRIMARY KEY,
@@ -296,15 +322,60 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (annotation_id, flag)
         ) WITHOUT ROWID;
         CREATE INDEX annotation_flags_flag ON annotation_flags (flag, annotation_id);
-        """
+        """,
     )
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_schema_v1,)
+def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
+    """Every save of a review is kept as a version; existing reviews become their version 1."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE annotation_versions (
+            annotation_id  INTEGER NOT NULL REFERENCES annotations (id) ON DELETE CASCADE,
+            version        INTEGER NOT NULL CHECK (version >= 1),
+            flags          TEXT NOT NULL,
+            comment        TEXT NOT NULL,
+            correct_answer TEXT,
+            app_version    TEXT NOT NULL,
+            saved_at       TEXT NOT NULL,
+            PRIMARY KEY (annotation_id, version)
+        ) WITHOUT ROWID;
+        """,
+    )
+    rows = conn.execute(
+        "SELECT a.id, a.comment, a.correct_answer, a.app_version, a.updated_at,"
+        " (SELECT group_concat(f.flag) FROM annotation_flags f WHERE f.annotation_id = a.id) FROM annotations a"
+    ).fetchall()
+    conn.executemany(
+        "INSERT INTO annotation_versions VALUES (?, 1, ?, ?, ?, ?, ?)",
+        [(id_, _json(_ordered_flags(flags)), comment, correct, version, saved) for id_, comment, correct, version, saved, flags in rows],
+    )
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run each statement of ``script`` inside the caller's transaction.
+
+    Not ``executescript``: it commits the open transaction first, so a crash or a concurrent
+    opener could see half a schema (tables without the version that says they exist).
+    """
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"Incomplete SQL statement in a migration: {statement.strip()[:60]}")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_schema_v1, _add_review_versions_v2)
 """``_MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 
-To change the schema, append a function; never edit a released one. All pending steps run in
-one transaction, so an interrupted upgrade leaves the previous version intact.
+To change the schema, append a function; never edit a released one. All pending steps and the
+new version number run in one ``BEGIN IMMEDIATE`` transaction (statements run one by one, never
+through ``executescript``, which would commit half-way), so an interrupted upgrade leaves the
+previous version intact and concurrent openers of a fresh folder wait for the first one.
 """
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -318,6 +389,7 @@ _OUTPUT_COLUMNS = (
 _SELECT_ANNOTATIONS = f"""
     SELECT a.id, a.reviewer, a.comment, a.correct_answer, a.app_version, a.created_at, a.updated_at,
            (SELECT group_concat(f.flag) FROM annotation_flags f WHERE f.annotation_id = a.id) AS flags,
+           (SELECT max(v.version) FROM annotation_versions v WHERE v.annotation_id = a.id) AS revision,
            {", ".join(f"o.{column}" for column in _OUTPUT_COLUMNS)}
     FROM annotations a JOIN outputs o ON o.output_id = a.output_id
 """
@@ -342,7 +414,7 @@ class AnnotationStore:
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as conn:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = _set_wal(conn)
                 if mode != "wal":  # e.g. some network file systems; the rollback journal is still safe
                     logger.warning("SQLite WAL mode unavailable for %s; using journal mode %r.", self.db_path, mode)
                 with _transaction(conn):
@@ -353,6 +425,7 @@ class AnnotationStore:
                     )
         except (OSError, sqlite3.Error) as error:
             raise AnnotationError(f"The annotation store in {self.data_dir} could not be opened: {error}.") from error
+        remove_stale_partials(self.images_dir)
 
     def __enter__(self) -> AnnotationStore:
         return self
@@ -365,11 +438,14 @@ class AnnotationStore:
     def add(self, output: ModelOutput, review: Review) -> tuple[Annotation, bool]:
         """Store a review of an output; ``(annotation, True)`` when new.
 
-        The same (``output_id``, reviewer) again (a double click, a changed mind) updates that
-        row's flags, comment, correct answer and ``updated_at`` in place and returns
-        ``(annotation, False)``: never a duplicate row. An ``output_id`` already stored with
-        different content raises :class:`AnnotationError`: attaching a review to a completion
-        the reviewer did not see would corrupt the data.
+        The same (``output_id``, reviewer) again (a changed mind, or in name mode someone else
+        typing the same name) updates that row's flags, comment, correct answer and
+        ``updated_at`` and returns ``(annotation, False)``: never a duplicate row, and never a
+        lost one, because every save is also kept as a :class:`ReviewVersion` (an identical save,
+        such as a double click, adds none). Reviewer names are compared case-blind: "ALICE" saves
+        as the "alice" already in the store. An ``output_id`` already stored with different
+        content raises :class:`AnnotationError`: attaching a review to a completion the reviewer
+        did not see would corrupt the data.
         """
         row = _output_row(output)
         correct_answer = _correct_answer(output)
@@ -383,22 +459,37 @@ class AnnotationStore:
             ).rowcount
             if not inserted:
                 _check_same_output(conn, row)
+            reviewer = _known_spelling(conn, review.reviewer)
             existing = conn.execute(
-                "SELECT id FROM annotations WHERE output_id = ? AND reviewer = ?", (row["output_id"], review.reviewer)
+                "SELECT id FROM annotations WHERE output_id = ? AND reviewer = ?", (row["output_id"], reviewer)
             ).fetchone()
             if existing is None:
                 annotation_id = conn.execute(
                     "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (row["output_id"], review.reviewer, review.comment, correct_answer, medvlm.__version__, now, now),
+                    (row["output_id"], reviewer, review.comment, correct_answer, medvlm.__version__, now, now),
                 ).lastrowid
+                version = 1
             else:
                 annotation_id = existing[0]
+                latest = conn.execute(
+                    "SELECT version, flags, comment, correct_answer FROM annotation_versions WHERE annotation_id = ?"
+                    " ORDER BY version DESC LIMIT 1",
+                    (annotation_id,),
+                ).fetchone()
+                unchanged = latest is not None and tuple(latest[1:]) == (_json(list(review.flags)), review.comment, correct_answer)
+                version = None if unchanged else (latest[0] if latest else 0) + 1
+                if version is not None:
+                    conn.execute(
+                        "UPDATE annotations SET comment = ?, correct_answer = ?, app_version = ?, updated_at = ? WHERE id = ?",
+                        (review.comment, correct_answer, medvlm.__version__, now, annotation_id),
+                    )
+            if version is not None:
+                _write_flags(conn, annotation_id, review.flags)
                 conn.execute(
-                    "UPDATE annotations SET comment = ?, correct_answer = ?, app_version = ?, updated_at = ? WHERE id = ?",
-                    (review.comment, correct_answer, medvlm.__version__, now, annotation_id),
+                    "INSERT INTO annotation_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (annotation_id, version, _json(list(review.flags)), review.comment, correct_answer, medvlm.__version__, now),
                 )
-            _write_flags(conn, annotation_id, review.flags)
             annotation = self._fetch_one(conn, annotation_id)
         return annotation, existing is None
 
@@ -407,10 +498,8 @@ class AnnotationStore:
         path = self.data_dir / image_relpath(sha256)
         if path.exists():
             return
-        rgb = image.convert("RGB")
-        bare = Image.frombytes("RGB", rgb.size, rgb.tobytes())
         buffer = BytesIO()
-        bare.save(buffer, format="PNG")
+        bare_image(image).save(buffer, format="PNG")
         try:
             _atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
         except OSError as error:  # disk full, permissions: say so, and store no row naming it
@@ -419,9 +508,25 @@ class AnnotationStore:
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, annotation_id: int) -> Annotation:
-        """The annotation with this id; :class:`AnnotationError` if there is none."""
+        """The annotation with this id; :class:`AnnotationError` if there is none (or the id is no id at all)."""
+        annotation_id = _check_id(annotation_id)
         with self._connection() as conn:
             return self._fetch_one(conn, annotation_id)
+
+    def history(self, annotation_id: int) -> list[ReviewVersion]:
+        """Every saved version of one review, oldest first (the last is what :meth:`get` shows)."""
+        annotation_id = _check_id(annotation_id)
+        with self._connection() as conn:
+            self._fetch_one(conn, annotation_id)  # an unknown id is an error, not an empty history
+            rows = conn.execute(
+                "SELECT version, flags, comment, correct_answer, app_version, saved_at FROM annotation_versions"
+                " WHERE annotation_id = ? ORDER BY version",
+                (annotation_id,),
+            ).fetchall()
+        return [
+            ReviewVersion(version=version, flags=_ordered_flags(",".join(json.loads(flags))), comment=comment, correct_answer=correct, app_version=app, saved_at=saved)
+            for version, flags, comment, correct, app, saved in rows
+        ]
 
     def query(
         self,
@@ -554,14 +659,13 @@ class AnnotationStore:
         return self._annotation(row)
 
     def _annotation(self, row: tuple[Any, ...]) -> Annotation:
-        (annotation_id, reviewer, comment, correct_answer, app_version, created_at, updated_at, flags, *rest) = row
+        (annotation_id, reviewer, comment, correct_answer, app_version, created_at, updated_at, flags, revision, *rest) = row
         output = dict(zip(_OUTPUT_COLUMNS, rest, strict=True))
-        stored_flags = set((flags or "").split(","))
         return Annotation(
             id=annotation_id,
             output_id=output["output_id"],
             reviewer=reviewer,
-            flags=tuple(flag for flag in FLAGS if flag in stored_flags),
+            flags=_ordered_flags(flags),
             comment=comment,
             image_sha256=output["image_sha256"],
             image_path=self.data_dir / image_relpath(output["image_sha256"]),
@@ -587,6 +691,7 @@ class AnnotationStore:
             created_at=created_at,
             updated_at=updated_at,
             is_correct=None if correct_answer is None else output["letter"] == correct_answer,
+            revision=revision or 1,
         )
 
 
@@ -625,6 +730,75 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for step in _MIGRATIONS[version:]:
         step(conn)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+PARTIAL_MAX_AGE_S = 15 * 60
+"""A ``*.partial`` file older than this is a killed writer's leftover (an image write takes milliseconds)."""
+
+
+def remove_stale_partials(folder: Path, max_age_s: float = PARTIAL_MAX_AGE_S) -> int:
+    """Delete the temporary files that writers killed mid-write left in ``folder``; return how many.
+
+    Only files older than ``max_age_s`` go: a younger one may belong to a live writer in another
+    process, whose ``os.replace`` would fail if its file vanished.
+    """
+    removed = 0
+    cutoff = time.time() - max_age_s
+    for path in folder.glob(f".*{PARTIAL_SUFFIX}"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+    if removed:
+        logger.info("Removed %d unfinished image file(s) left by interrupted saves.", removed)
+    return removed
+
+
+def _set_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> str:
+    """``PRAGMA journal_mode=WAL``, retried while another process holds the lock.
+
+    Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once instead of waiting on the busy timeout when several processes open a new folder together.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _known_spelling(conn: sqlite3.Connection, reviewer: str) -> str:
+    """The spelling of ``reviewer`` already in the store, compared case-blind; ``reviewer`` if new.
+
+    Runs inside the write transaction, so two first saves of "Alice" and "alice" cannot both win.
+    """
+    key = name_key(reviewer)
+    for (known,) in conn.execute("SELECT DISTINCT reviewer FROM annotations"):
+        if name_key(known) == key:
+            return known
+    return reviewer
+
+
+def _check_id(annotation_id: Any) -> int:
+    """A review id as SQLite can look it up; anything else is "no such review", in words."""
+    if isinstance(annotation_id, bool) or not isinstance(annotation_id, (int, float)) or not math.isfinite(annotation_id) or annotation_id != int(annotation_id):
+        raise AnnotationError(f"Review ids are whole numbers (got {annotation_id!r}).")
+    if not 1 <= int(annotation_id) <= 2**63 - 1:
+        raise AnnotationError(f"There is no annotation with id {int(annotation_id)}.")
+    return int(annotation_id)
+
+
+def _ordered_flags(stored: str | None) -> tuple[str, ...]:
+    """Flags as stored (comma-joined), in :data:`FLAGS` order."""
+    present = set((stored or "").split(","))
+    return tuple(flag for flag in FLAGS if flag in present)
 
 
 def _check_flag(flag: str) -> None:

@@ -45,7 +45,7 @@ def check_text(text: str, *, what: str, limit: int, multiline: bool = True, erro
     return text
 
 
-def normalize_name(name: str) -> str:
+def normalize_name(name: str, *, error: type[MedVLMError] = MedVLMError) -> str:
     """A reviewer name as stored: NFKC, invisible characters removed, whitespace collapsed, checked.
 
     Raises :class:`MedVLMError` for an empty name, one over :data:`MAX_NAME_CHARS`, or one with
@@ -56,11 +56,11 @@ def normalize_name(name: str) -> str:
     text = "".join(character for character in text if unicodedata.category(character) not in ("Cf", "Cc", "Zl", "Zp") or character == " ")
     text = " ".join(text.split())
     if not text:
-        raise MedVLMError("Please enter your name (reviewer) before saving.")
+        raise error("Please enter your name (reviewer) before saving.")
     if len(text) > MAX_NAME_CHARS:
-        raise MedVLMError(f"A reviewer name is at most {MAX_NAME_CHARS} characters (got {len(text):,}).")
+        raise error(f"A reviewer name is at most {MAX_NAME_CHARS} characters (got {len(text):,}).")
     if not _NAME_CHARACTERS.fullmatch(text):
-        raise MedVLMError("A reviewer name may hold letters, digits, spaces and . ' @ - _ only.")
+        raise error("A reviewer name may hold letters, digits, spaces and . ' @ - _ only.")
     return text
 
 

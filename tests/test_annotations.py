@@ -480,3 +480,173 @@ def test_an_export_into_the_data_folder_reuses_its_images(filled_store: Annotati
     assert sorted((filled_store.data_dir / "images").iterdir()) == before
     assert len(path.read_text().splitlines()) == filled_store.count()
     assert os.path.getsize(path) > 0
+
+
+# -- schema, concurrency, leftovers, history (the hostile-input campaign) ----------------------
+
+
+def open_and_save(data_dir: str, index: int, start: float) -> str:
+    """One of several processes opening a fresh data folder at the same instant, then saving."""
+    import time
+
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        store = AnnotationStore(data_dir)
+        store.add(make_output(index), Review(f"reviewer {index}", ("sound",)))
+    except Exception as error:  # noqa: BLE001 - reported to the parent
+        return f"{type(error).__name__}: {error}"
+    return "ok"
+
+
+@pytest.mark.slow
+def test_eight_processes_opening_a_fresh_folder_at_once_all_succeed(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as separate app processes are
+    with context.Pool(8, initializer=sys.path.insert, initargs=(0, str(REPO_ROOT / "tests"))) as pool:
+        for trial in range(6):
+            folder = str(tmp_path / f"trial-{trial}")
+            start = time.time() + 1.5
+            results = pool.starmap(open_and_save, [(folder, index, start) for index in range(8)])
+            assert results == ["ok"] * 8, results
+            store = AnnotationStore(folder)
+            assert store.count() == 8
+            with sqlite3.connect(store.db_path) as conn:
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_crash_between_creating_the_tables_and_recording_the_version_leaves_a_store_that_opens(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os
+        import medvlm.annotations as store_module
+        create = store_module._create_schema_v1
+        def create_then_die(conn):
+            create(conn)
+            os._exit(9)  # killed after the tables exist, before the schema version is written
+        store_module._MIGRATIONS = (create_then_die, *store_module._MIGRATIONS[1:])
+        store_module.AnnotationStore({str(tmp_path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    store = AnnotationStore(tmp_path)  # today: "table flags already exists", forever
+    assert store.add(make_output(), Review("after the crash", ("sound",)))[1]
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_failing_migration_step_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(annotations_module, "_MIGRATIONS", (half_then_fail,))
+    with pytest.raises(AnnotationError, match="could not be opened"):
+        AnnotationStore(tmp_path)
+    with sqlite3.connect(tmp_path / "annotations.sqlite3") as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_a_version_1_store_migrates_without_loss(tmp_path: Path) -> None:
+    """A database written by the previous release (schema 1) opens with every review, now with its history."""
+    conn = sqlite3.connect(tmp_path / "annotations.sqlite3", isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    annotations_module._create_schema_v1(conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.executemany("INSERT INTO flags VALUES (?, ?)", FLAGS.items())
+    row = annotations_module._output_row(make_output())
+    columns = annotations_module._OUTPUT_COLUMNS
+    conn.execute(f"INSERT INTO outputs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", [row[c] for c in columns])
+    conn.execute(
+        "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, updated_at)"
+        " VALUES (?, 'Dr Old', 'from v1', 'B', '0.1.0', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')",
+        (row["output_id"],),
+    )
+    conn.executemany("INSERT INTO annotation_flags VALUES (1, ?)", [("superficial",), ("wrong_answer",)])
+    conn.execute("COMMIT")
+    conn.close()
+    (tmp_path / "images").mkdir()
+    make_output().image.save(tmp_path / "images" / f"{row['image_sha256']}.png")
+
+    store = AnnotationStore(tmp_path)
+    (old,) = store.query()
+    assert (old.reviewer, old.flags, old.comment, old.correct_answer, old.revision) == ("Dr Old", ("superficial", "wrong_answer"), "from v1", "B", 1)
+    (version,) = store.history(old.id)
+    assert (version.version, version.flags, version.comment, version.saved_at) == (1, ("superficial", "wrong_answer"), "from v1", "2026-01-02T00:00:00+00:00")
+    updated, created = store.add(make_output(), Review("Dr Old", ("sound",), "changed my mind"))
+    assert not created and updated.revision == 2 and [v.comment for v in store.history(old.id)] == ["from v1", "changed my mind"]
+
+
+def test_leftover_partial_files_of_killed_writers_are_removed_on_open(tmp_path: Path) -> None:
+    import time
+
+    AnnotationStore(tmp_path)
+    images = tmp_path / "images"
+    stale = images / f".{'a' * 64}.png.deadbeef.partial"
+    fresh = images / f".{'b' * 64}.png.cafef00d.partial"
+    for path in (stale, fresh):
+        path.write_bytes(b"half a png")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    AnnotationStore(tmp_path)
+    assert not stale.exists()
+    assert fresh.exists()  # it may belong to a writer in another process right now
+
+
+def test_every_save_is_kept_as_a_version_and_the_latest_is_shown(store: AnnotationStore) -> None:
+    first, created = store.add(make_output(), Review("alice", ("superficial",), "restates the question"))
+    assert created and first.revision == 1
+    same, _ = store.add(make_output(), Review("alice", ("superficial",), "restates the question"))  # a double click
+    assert same.revision == 1
+    second, created = store.add(make_output(), Review("alice", ("sound",), "on reflection it is fine"))
+    assert not created and second.id == first.id and second.revision == 2 and second.flags == ("sound",)
+    history = store.history(first.id)
+    assert [(v.version, v.flags, v.comment) for v in history] == [
+        (1, ("superficial",), "restates the question"),
+        (2, ("sound",), "on reflection it is fine"),
+    ]
+    assert store.count() == 1 and store.get(first.id).comment == "on reflection it is fine"
+
+
+@pytest.mark.parametrize("spelling", ["ALICE", "ali\u200bce", "\uff41\uff4c\uff49\uff43\uff45", "  alice  ", "Alice\u2060"])
+def test_one_person_is_one_reviewer_whatever_the_spelling(store: AnnotationStore, spelling: str) -> None:
+    first, _ = store.add(make_output(), Review("alice", ("superficial",)))
+    again, created = store.add(make_output(), Review(spelling, ("sound",)))
+    assert not created and again.id == first.id and again.reviewer == "alice"
+    assert store.distinct("reviewer") == ["alice"] and store.history(first.id)[0].flags == ("superficial",)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("<b>alice</b>", "may hold letters, digits, spaces and . ' @ - _ only"),
+        ("a" * 5000, "at most 64 characters (got 5,000)"),
+        ("\u200b\u200b", "Please enter your name"),
+        ("[Session expired: sign in again](http://evil.example)", "may hold letters, digits"),
+    ],
+)
+def test_reviewer_names_that_are_not_names_are_refused(name: str, message: str) -> None:
+    with pytest.raises(AnnotationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Review(name, ("sound",))
+
+
+def test_names_keep_their_letters_accents_and_punctuation() -> None:
+    assert Review("Dr. Zoë O'Brien-Smith", ("sound",)).reviewer == "Dr. Zoë O'Brien-Smith"
+    assert Review("bob@example.org", ("sound",)).reviewer == "bob@example.org"
+
+
+def test_comments_have_a_limit_and_no_control_characters() -> None:
+    with pytest.raises(AnnotationError, match="^Your comment is too long: 1,000,000 characters, and the limit is 5,000"):
+        Review("alice", ("sound",), "x" * 1_000_000)
+    with pytest.raises(AnnotationError, match=r"^Your comment contains a control character \(U\+0000\)"):
+        Review("alice", ("sound",), "fine\x00")
+    assert Review("alice", (), "line one\nline two").comment == "line one\nline two"
+
+
+@pytest.mark.parametrize(("annotation_id", "message"), [(10**20, "There is no annotation with id 100000000000000000000"), (0, "no annotation with id 0"), ("abc", "Review ids are whole numbers"), (1.5, "whole numbers"), (float("inf"), "whole numbers")])
+def test_lookups_of_ids_sqlite_cannot_hold_say_so(store: AnnotationStore, annotation_id: object, message: str) -> None:
+    with pytest.raises(AnnotationError, match=message):
+        store.get(annotation_id)  # type: ignore[arg-type]
