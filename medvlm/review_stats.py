@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from medvlm.annotations import FLAGS, Annotation, AnnotationError
+from medvlm.user_text import escape_markdown
 
 GROUPS: tuple[str, ...] = ("modality", "model_id", "reviewer")
 """The columns :func:`flag_rates` can group by."""
@@ -106,7 +107,7 @@ def summary_text(annotations: Sequence[Annotation]) -> str:
     flag_counts = {label: sum(flag in annotation.flags for annotation in annotations) for flag, label in FLAGS.items()}
     lines = [
         f"**{len(annotations)}** annotation(s) of **{len(outputs)}** model output(s) "
-        f"by **{len(reviewers)}** reviewer(s): {', '.join(reviewers)}.",
+        f"by **{len(reviewers)}** reviewer(s): {', '.join(escape_markdown(reviewer) for reviewer in reviewers)}.",
         "",
         f"- Reviewed by two or more reviewers: {len(_double_reviewed(annotations))} output(s).",
         f"- Accuracy: {accuracy}.",

@@ -10,6 +10,7 @@ Reviewer names are normalised so that one person is one reviewer: Unicode NFKC (
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 
@@ -67,3 +68,21 @@ def normalize_name(name: str, *, error: type[MedVLMError] = MedVLMError) -> str:
 def name_key(name: str) -> str:
     """The form in which two normalised names are the same reviewer: case-folded ("ALICE" is "alice")."""
     return name.casefold()
+
+
+_LINK_SYNTAX = re.compile(r"([\\\[\]])")
+
+
+def escape_markdown(text: object) -> str:
+    """``text`` made safe inside Markdown: no HTML, no link, no image can come of it.
+
+    Gradio's Markdown renders HTML tags (sanitised, but an ``<img>`` survives) and links, so a
+    reviewer name or a typed value such as ``[Session expired: sign in again](http://...)`` would
+    render as a link. HTML is escaped (``&lt;``), brackets and backslashes are backslash-escaped
+    (no ``[text](url)``, ``![image](src)`` or reference link can form), and ``://`` and ``www.``
+    are broken up so that no bare address becomes an automatic link. Other punctuation is left
+    alone, so messages read as typed (emphasis is the worst a stray ``*`` can do).
+    """
+    escaped = html.escape(str(text), quote=False)
+    escaped = _LINK_SYNTAX.sub(r"\\\1", escaped)
+    return escaped.replace("://", ":\\/\\/").replace("www.", "www\\.")

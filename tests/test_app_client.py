@@ -26,6 +26,7 @@ from medvlm.annotations import AnnotationStore
 from medvlm.hub_sync import HubSync
 from medvlm.model import load_model
 from medvlm.ui import AppConfig, Workbench, build_demo
+from medvlm.ui.handlers import AskUpdate, CaseShown, ExampleShown
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +73,28 @@ def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def upload(user: Client, path: Path) -> tuple:
-    return user.predict(handle_file(str(path)), api_name="/load_file")
+LAYOUT_ONLY = ("dicom_controls", "custom_window")
+"""Outputs that are layout blocks (a Group, a Row): gradio_client returns no value for them."""
+
+
+def named(result: tuple, event: type[tuple]) -> dict:
+    """An API result as {field: value}, by the handler's NamedTuple (the same one the layout wires)."""
+    fields = [name for name in event._fields if name not in LAYOUT_ONLY]
+    return dict(zip(fields, result, strict=True))
+
+
+def upload(user: Client, path: Path) -> dict:
+    return named(user.predict(handle_file(str(path)), api_name="/load_file"), CaseShown)
+
+
+def review(user: Client, shown: dict, flags: list[str], comment: str = "", correct: str | None = None, name: str = "Dr API") -> str:
+    """Save a review as the page does: naming the answer on screen by its output id."""
+    return user.predict(flags, comment, correct, name, shown["output_id"], api_name="/submit_review")
+
+
+def answered(job) -> dict:
+    """The last update of an ask job, by field."""
+    return named(job.result(), AskUpdate)
 
 
 def ask(user: Client, question: str, options: list[str], **settings):
@@ -84,27 +105,28 @@ def ask(user: Client, question: str, options: list[str], **settings):
 
 def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) -> None:
     user = client(app.url)
-    preview, info, _, error = upload(user, png)
-    assert error == "" and info == "PNG \u00b7 96\u00d780 px" and Image.open(preview).size == (96, 80)
+    shown = upload(user, png)
+    assert shown["error"] == "" and shown["image_info"] == "PNG \u00b7 96\u00d780 px" and Image.open(shown["preview"]).size == (96, 80)
     job = ask(user, "Which imaging modality was used?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     seen = [update for update in job]
     outputs = job.outputs()
     assert len(outputs) >= 4 and len(seen) >= 2
     reasonings = [update[1] for update in outputs[1:]]
     assert len(reasonings[-1]) > len(reasonings[0]) and all(later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:]))
-    panel, reasoning, raw, timing, error = outputs[-1]
+    panel, reasoning, raw, timing, error, output_id, target = outputs[-1]
+    assert len(output_id) == 32 and "Reviewing the model's answer" in target
     assert 'class="option chosen"' in panel and reasoning == "The image shows a scan." and "<answer>" in raw
     assert "tokens/s" in timing and error == ""
 
 
 def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) -> None:
     user = client(app.url)
-    assert "no answer to review yet" in user.predict(["sound"], "", None, "Dr API", api_name="/submit_review")
+    assert "no answer to review yet" in user.predict(["sound"], "", None, "Dr API", "", api_name="/submit_review")
     upload(user, png)
-    ask(user, "Which organ is shown?", ["Liver", "Brain", "Knee"], correct="B").result()
-    saved = user.predict(flags=["superficial"], comment="restates the question", correct="B", name="Dr API", api_name="/submit_review")
+    shown = answered(ask(user, "Which organ is shown?", ["Liver", "Brain", "Knee"], correct="B"))
+    saved = user.predict(flags=["superficial"], comment="restates the question", correct="B", name="Dr API", output_id=shown["output_id"], api_name="/submit_review")
     assert saved.startswith("Saved your review (#")
-    updated = user.predict(flags=["superficial", "wrong_answer"], comment="restates the question", correct="B", name="Dr API", api_name="/submit_review")
+    updated = review(user, shown, ["superficial", "wrong_answer"], "restates the question", "B")
     assert updated.startswith("Updated your review (#")
 
     table = user.predict(flag="Any", modality="Any", reviewer="Dr API", model_id="Any", api_name="/reviews")
@@ -121,8 +143,8 @@ def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) 
 def test_exports_load_with_datasets(app, png: Path) -> None:
     user = client(app.url)
     upload(user, png)
-    ask(user, "Is there a fracture?", ["Yes", "No"]).result()
-    assert user.predict(["hallucination"], "", None, "Dr Export", api_name="/submit_review").startswith("Saved")
+    shown = answered(ask(user, "Is there a fracture?", ["Yes", "No"]))
+    assert review(user, shown, ["hallucination"], name="Dr Export").startswith("Saved")
     count = app.workbench.store.count()
 
     path, status = user.predict(api_name="/export_jsonl")
@@ -149,23 +171,23 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(app, png: Path, tmp_
     user = client(app.url)
     fake = tmp_path / "scan.png"
     fake.write_text("Patient list\nnot an image\n")
-    preview, info, _, error = upload(user, fake)
-    assert preview is None and "This file is not a DICOM or image file" in error
-    assert "Please upload an image or DICOM file first." in ask(user, "Which?", ["CT", "MRI"]).result()[-1]
+    shown = upload(user, fake)
+    assert shown["preview"] is None and "This file is not a DICOM or image file" in shown["error"]
+    assert "Please upload an image or DICOM file first." in answered(ask(user, "Which?", ["CT", "MRI"]))["error"]
 
     upload(user, png)
-    assert "Please type a question." in ask(user, "   ", ["CT", "MRI"]).result()[-1]
-    assert "Options A and B are the same" in ask(user, "Which?", ["CT", "ct"]).result()[-1]
-    panel, *_, error = ask(user, "Which modality?", ["CT", "MRI"]).result()
-    assert error == "" and 'class="option chosen"' in panel
+    assert "Please type a question." in answered(ask(user, "   ", ["CT", "MRI"]))["error"]
+    assert "Options A and B are the same" in answered(ask(user, "Which?", ["CT", "ct"]))["error"]
+    final = answered(ask(user, "Which modality?", ["CT", "MRI"]))
+    assert final["error"] == "" and 'class="option chosen"' in final["answer"]
 
 
 def test_an_example_case_loads_and_can_be_asked(app) -> None:
     user = client(app.url)
-    _, preview, info, _, error, window, question, options, correct = user.predict(api_name="/load_example_0")
-    assert error == "" and window == "brain" and correct["value"] == "A" and "CT" in info
-    panel, *_, error = ask(user, question, options.splitlines()).result()
-    assert error == "" and 'class="option chosen' in panel
+    example = named(user.predict(api_name="/load_example_0"), ExampleShown)
+    assert example["error"] == "" and example["window"] == "brain" and example["correct"]["value"] == "A" and "CT" in example["image_info"]
+    final = answered(ask(user, example["question"], example["options"].splitlines()))
+    assert final["error"] == "" and 'class="option chosen' in final["answer"]
 
 
 def test_stop_ends_the_generation(tiny_model_dir: Path, tmp_path: Path, png: Path) -> None:
@@ -182,7 +204,7 @@ def test_stop_ends_the_generation(tiny_model_dir: Path, tmp_path: Path, png: Pat
         assert generation_threads()
         _, timing = user.predict(api_name="/stop")
         assert timing == "Stopped by you."
-        panel, *_, final_timing, _ = job.result(timeout=60)
+        panel, _, _, final_timing, *_ = job.result(timeout=60)
         assert "stopped the generation" in panel and "stopped by you" in final_timing
         deadline = time.monotonic() + 10
         while generation_threads() and time.monotonic() < deadline:
@@ -254,12 +276,12 @@ def test_patient_identity_leaves_no_trace(
     try:
         user = Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
         responses.append(upload(user, dicom))
-        assert responses[-1][-1] == "" and "CT \u00b7 CHEST" in responses[-1][1]
+        assert responses[-1]["error"] == "" and "CT \u00b7 CHEST" in responses[-1]["image_info"]
         responses.append(user.predict("lung", None, None, 0, api_name="/render_image"))
         job = ask(user, "Which modality?", ["CT", "MRI"], correct="A")
-        job.result()
+        shown = answered(job)
         responses.extend(job.outputs())
-        responses.append(user.predict(["sound"], "clear lungs", "A", "Dr Privacy", api_name="/submit_review"))
+        responses.append(review(user, shown, ["sound"], "clear lungs", "A", "Dr Privacy"))
         assert responses[-1].startswith("Saved")
         responses.append(user.predict("Any", "Any", "Any", "Any", api_name="/reviews"))
         annotation_id = responses[-1]["data"][0][0]

@@ -59,8 +59,8 @@ def wait_for_no_generation_thread(timeout_s: float = 10) -> None:
 
 
 def error_of(outputs) -> str:
-    """The ask-error Markdown of an ask update (the last output)."""
-    return outputs[-1]
+    """The error Markdown of any handler's named outputs."""
+    return outputs.error
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,12 @@ def uploaded(bench: Workbench, path: str | Path) -> Session:
     return session
 
 
+def submit(bench: Workbench, session: Session, flags, comment="", correct=None, name=None, profile=None, request=None) -> str:
+    """Save a review as the page does: naming the output on screen (the id the last update showed)."""
+    shown = session.last_output.output_id if session.last_output is not None else ""
+    return bench.submit_review(session, flags, comment, correct, name, shown, profile, request)
+
+
 def ask(bench: Workbench, session: Session, question: str = QUESTION, options: str = OPTIONS, **settings) -> list[tuple]:
     settings.setdefault("max_new_tokens", 48)
     return list(bench.ask(session, question, options, **settings))
@@ -97,42 +103,44 @@ def ask(bench: Workbench, session: Session, question: str = QUESTION, options: s
 
 def test_png_upload_shows_exactly_what_the_model_sees(workbench: Workbench, sample_png: Path) -> None:
     session = Session()
-    preview, info, dicom_controls, frame, error = workbench.load_file(session, str(sample_png))
+    shown = workbench.load_file(session, str(sample_png))
+    preview, info, dicom_controls, frame, error = shown.preview, shown.image_info, shown.dicom_controls, shown.frame, shown.error
     assert error == ""
     assert preview is session.image.image
     assert np.array_equal(np.asarray(preview), np.asarray(load_image(sample_png).image))
     assert info == "PNG \u00b7 160\u00d7128 px"
     assert dicom_controls["visible"] is False and frame["visible"] is False
-    assert session.file_bytes == sample_png.read_bytes()
+    assert session.file_bytes is None  # a plain PNG is never rendered again, so its bytes are not kept
 
 
 def test_dicom_upload_shows_safe_tags_and_window_controls(workbench: Workbench) -> None:
     session = Session()
-    preview, info, dicom_controls, frame, error = workbench.load_file(session, sample("CT_small.dcm"))
+    shown = workbench.load_file(session, sample("CT_small.dcm"))
+    preview, info, dicom_controls, frame, error = shown.preview, shown.image_info, shown.dicom_controls, shown.frame, shown.error
     assert error == "" and isinstance(preview, Image.Image)
     assert "DICOM \u00b7 CT \u00b7 128\u00d7128 px" in info and "window:" in info
     assert "CompressedSamples" not in info  # CT_small's patient name
     assert dicom_controls["visible"] is True and frame["visible"] is False
 
-    preview, info, custom_row, _, _, error = workbench.render_image(session, "lung")
+    preview, info, custom_row, _, _, error, *_ = workbench.render_image(session, "lung")
     assert error == "" and "window: lung (centre -600 HU, width 1500 HU)" in info
     assert custom_row["visible"] is False
 
     # "Custom" starts from the window on screen, so there is something to adjust (a browser sends
     # the empty numbers as 0).
     for empty in (None, 0):
-        _, info, custom_row, center, width, error = workbench.render_image(session, CUSTOM, empty, empty)
+        _, info, custom_row, center, width, error, *_ = workbench.render_image(session, CUSTOM, empty, empty)
         assert error == "" and custom_row["visible"] is True
         assert (center["value"], width["value"]) == (-600, 1500)
-    _, info, _, _, _, error = workbench.render_image(session, CUSTOM, 40, 400)
+    _, info, _, _, _, error, *_ = workbench.render_image(session, CUSTOM, 40, 400)
     assert error == "" and "window: custom (centre 40 HU, width 400 HU)" in info
-    _, _, _, _, _, error = workbench.render_image(session, CUSTOM, 40, -5)
+    _, _, _, _, _, error, *_ = workbench.render_image(session, CUSTOM, 40, -5)
     assert "The window width must be greater than 0" in error
 
 
 def test_multiframe_dicom_gets_a_frame_slider_from_the_middle(workbench: Workbench) -> None:
     session = Session()
-    _, info, _, frame, error = workbench.load_file(session, sample("rtdose.dcm"))
+    _, info, _, frame, error, *_ = workbench.load_file(session, sample("rtdose.dcm"))
     assert error == ""
     assert frame["visible"] is True and (frame["minimum"], frame["maximum"], frame["value"]) == (0, 14, 7)
     assert "frame 8 of 15" in info
@@ -174,7 +182,7 @@ def test_bad_files_get_their_specific_message(workbench: Workbench, tmp_path: Pa
     with pytest.raises(ImageLoadError) as expected:
         load_image(path)
     session = Session()
-    preview, info, _, _, error = workbench.load_file(session, str(path))
+    preview, info, _, _, error, *_ = workbench.load_file(session, str(path))
     assert error == render.error_markdown(str(expected.value))
     assert preview is None and info == "" and session.image is None and session.file_bytes is None
     assert "Traceback" not in error
@@ -262,7 +270,7 @@ def test_answer_streams_then_highlights_the_chosen_option(workbench: Workbench, 
     assert len(reasonings[-1]) > len(reasonings[0])
     assert "Thinking..." in updates[1][0]
 
-    final_panel, final_reasoning, raw, timing, _ = updates[-1]
+    final_panel, final_reasoning, raw, timing, *_ = updates[-1]
     output = session.last_output
     assert output is not None and output.letter in "ABCD" and output.format_ok
     assert f'class="option chosen" data-letter="{output.letter}"' in final_panel
@@ -318,7 +326,7 @@ def test_random_model_output_streams_visibly_and_ends_in_a_warning(random_workbe
     session = uploaded(random_workbench, sample_png)
     updates = ask(random_workbench, session, max_new_tokens=12)
     assert updates[-2][1]  # no <think> tag: the raw text streams in the reasoning box
-    final_panel, _, _, timing, _ = updates[-1]
+    final_panel, _, _, timing, *_ = updates[-1]
     assert "No answer" in final_panel and "chosen" not in final_panel and 'role="alert"' in final_panel
     assert "stopped at the token limit" in timing
     assert session.last_output is not None and session.last_output.letter is None  # still reviewable
@@ -331,17 +339,17 @@ def test_stop_ends_the_generation_thread(random_workbench: Workbench, sample_png
         next(stream)
     assert session.generating and generation_threads()
     # A review while the answer streams is refused.
-    assert "still being generated" in random_workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+    assert "still being generated" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
     assert "still being generated" in error_of(next(iter(random_workbench.ask(session, QUESTION, OPTIONS))))
 
     panel, timing = random_workbench.stop(session)
     assert "Stopped" in panel and timing == "Stopped by you."
     rest = list(stream)  # an API client that only pressed Stop still gets the end of the stream
-    final_panel, _, _, final_timing, _ = rest[-1]
+    final_panel, _, _, final_timing, *_ = rest[-1]
     assert render.STOPPED in final_panel and "stopped by you" in final_timing
     wait_for_no_generation_thread()
     assert not session.generating and session.last_output is None
-    assert "no answer to review" in random_workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+    assert "no answer to review" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
 
 
 def test_closing_the_stream_stops_generation_as_gradio_cancels_do(random_workbench: Workbench, sample_png: Path) -> None:
@@ -377,22 +385,23 @@ def test_options_preview_letters_them_and_follows_the_correct_answer(workbench: 
 
 def test_review_is_saved_once_and_updated_on_a_second_click(workbench: Workbench, sample_png: Path) -> None:
     session = uploaded(workbench, sample_png)
-    assert "no answer to review yet" in workbench.submit_review(session, ["superficial"], "", None, "Dr Grey")
+    assert "no answer to review yet" in submit(workbench, session, ["superficial"], "", None, "Dr Grey")
     ask(workbench, session, correct="A")
     before = workbench.store.count()
-    assert "Please enter your name" in workbench.submit_review(session, ["superficial"], "", "A", "  ")
-    first = workbench.submit_review(session, ["superficial"], "too short", "A", "Dr Grey")
+    assert "Please enter your name" in submit(workbench, session, ["superficial"], "", "A", "  ")
+    first = submit(workbench, session, ["superficial"], "too short", "A", "Dr Grey")
     assert first.startswith("Saved your review (#")
-    second = workbench.submit_review(session, ["superficial", "wrong_answer"], "too short, and wrong", "A", "Dr Grey")
-    assert second.startswith("Updated your review (#") and first[len("Saved your review "):] == second[len("Updated your review "):]
+    second = submit(workbench, session, ["superficial", "wrong_answer"], "too short, and wrong", "A", "Dr Grey")
+    assert second.startswith("Updated your review (#") and first[len("Saved your review (#") :].rstrip(").") == second[len("Updated your review (#") :].split(",")[0]
+    assert "version 2; earlier versions are kept" in second
     assert workbench.store.count() == before + 1
     stored = workbench.store.query(reviewer="Dr Grey")[0]
     assert stored.flags == ("superficial", "wrong_answer") and stored.correct_answer == "A"
     assert stored.output_id == session.last_output.output_id
-    assert "cannot be combined" in workbench.submit_review(session, ["sound", "hallucination"], "", "A", "Dr Grey")
+    assert "cannot be combined" in submit(workbench, session, ["sound", "hallucination"], "", "A", "Dr Grey")
     # A new answer is a new output: the same reviewer's review of it is a new annotation.
     ask(workbench, session)
-    assert workbench.submit_review(session, [], "fine", None, "Dr Grey").startswith("Saved your review")
+    assert submit(workbench, session, [], "fine", None, "Dr Grey").startswith("Saved your review")
 
 
 def test_reviewer_identity_follows_the_login_mode(formatted_model_dir: Path, tmp_path: Path, sample_png: Path, workbench: Workbench) -> None:
@@ -402,16 +411,16 @@ def test_reviewer_identity_follows_the_login_mode(formatted_model_dir: Path, tmp
     password = bench(users=(("alice", "pw"),))
     session = uploaded(password, sample_png)
     ask(password, session)
-    assert "Please sign in" in password.submit_review(session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username=None))
-    assert password.submit_review(session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username="alice")).startswith("Saved")
+    assert "Please sign in" in submit(password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username=None))
+    assert submit(password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username="alice")).startswith("Saved")
     assert password.whoami(types.SimpleNamespace(username="alice")) == "Reviewing as **alice**."
 
     oauth = bench(oauth=True)
     session = uploaded(oauth, sample_png)
     ask(oauth, session)
-    assert "sign in with Hugging Face" in oauth.submit_review(session, ["sound"], "", None, "typed name", None, None)
+    assert "sign in with Hugging Face" in submit(oauth, session, ["sound"], "", None, "typed name", None, None)
     profile = gr.OAuthProfile({"name": "Bob", "preferred_username": "bob-hf", "profile": "", "picture": ""})
-    assert oauth.submit_review(session, ["sound"], "", None, "typed name", profile, None).startswith("Saved")
+    assert submit(oauth, session, ["sound"], "", None, "typed name", profile, None).startswith("Saved")
     assert {annotation.reviewer for annotation in AnnotationStore(tmp_path).query()} == {"alice", "bob-hf"}
 
 
@@ -421,7 +430,7 @@ def test_saved_reviews_are_recorded_to_the_hub_sync(workbench: Workbench, sample
     try:
         session = uploaded(workbench, sample_png)
         ask(workbench, session)
-        workbench.submit_review(session, ["hallucination"], "", None, "Dr Sync")
+        submit(workbench, session, ["hallucination"], "", None, "Dr Sync")
     finally:
         workbench.hub_sync = None
     assert [annotation.reviewer for annotation in recorded] == ["Dr Sync"]
@@ -434,7 +443,7 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     session = Session()
     workbench.load_file(session, sample("CT_small.dcm"))
     ask(workbench, session)
-    assert workbench.submit_review(session, ["hallucination"], "sees a fracture", None, "Dr Filter").startswith("Saved")
+    assert submit(workbench, session, ["hallucination"], "sees a fracture", None, "Dr Filter").startswith("Saved")
 
     modality, reviewer, model = workbench.review_filters()
     assert "CT" in modality["choices"] and "Dr Filter" in reviewer["choices"] and workbench.config.model in model["choices"]
@@ -536,7 +545,7 @@ def test_medvlm_r1_gets_its_exact_prompt_by_default(workbench: Workbench) -> Non
 def test_examples_load_from_the_assets_file(workbench: Workbench) -> None:
     assert [example.label for example in workbench.examples] == ["ct head", "mr abdomen", "ct chest"]
     session = Session()
-    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct = workbench.load_example(0, session)
+    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct, *_ = workbench.load_example(0, session)
     assert error == "" and upload is None and preview is session.image.image
     assert info.startswith("Example: ct head \u00b7 DICOM \u00b7 CT") and "window: brain" in info
     assert window == "brain" and question == workbench.examples[0].question
@@ -679,8 +688,9 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
     samples = write_outputs(result, tmp_path / "run")["samples.jsonl"]
 
     session = Session()
-    outputs = workbench.load_evaluation(session, str(samples))
-    preview, facts, question, options, correct, panel, reasoning, raw, timing, error, slider = outputs
+    outputs = workbench.load_evaluation(session, [str(samples), str(image)])  # the run and the image it names
+    preview, facts, question, options, correct, panel, reasoning, raw, timing, error = outputs[:10]
+    slider = outputs.evaluation_sample
     assert error == "" and slider["maximum"] == 2
     assert question == "Which modality?" and options == "CT\nMRI\nX-Ray" and correct["value"] == "B"
     assert "Evaluation sample 1 of 2" in facts
@@ -692,9 +702,9 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
     assert workbench.preview_options(session, options, "B")[0] == workbench.show_answer(session, "B")
 
     before = workbench.store.count()
-    assert "Saved" in workbench.submit_review(session, ["superficial"], "", "B", "Dr Eval")
+    assert "Saved" in submit(workbench, session, ["superficial"], "", "B", "Dr Eval")
     workbench.show_evaluation_sample(session, 1)  # shown again: the same output
-    assert "Updated" in workbench.submit_review(session, ["superficial", "wrong_answer"], "", "B", "Dr Eval")
+    assert "Updated" in submit(workbench, session, ["superficial", "wrong_answer"], "", "B", "Dr Eval")
     assert workbench.store.count() == before + 1
     stored = workbench.store.query(reviewer="Dr Eval")[0]
     assert stored.completion == result.samples[0].completion and stored.correct_answer == "B"
@@ -709,4 +719,4 @@ def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path
     path = tmp_path / "samples.jsonl"
     path.write_text(content)
     outputs = workbench.load_evaluation(Session(), str(path))
-    assert message in outputs[9] and outputs[10]["visible"] is False
+    assert message in outputs.error and outputs.evaluation_sample["visible"] is False

@@ -71,7 +71,7 @@ class SampleResult:
     def correct(self) -> bool:
         return self.parsed.letter == self.record.answer
 
-    def to_dict(self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str) -> dict[str, Any]:
+    def to_dict(self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = "") -> dict[str, Any]:
         """One ``samples.jsonl`` line; the shared field names are those of ``annotations.ModelOutput``."""
         record, parsed = self.record, self.parsed
         return {
@@ -95,6 +95,7 @@ class SampleResult:
             "model": model,
             "settings": settings,
             "prompt_style": prompt_style,
+            "generated_at": generated_at,
         }
 
 
@@ -133,6 +134,8 @@ class EvaluationResult:
     prompt_style: str
     batch_size: int
     elapsed_s: float
+    generated_at: str = ""
+    """When the run started (ISO-8601 UTC); every sample carries it, so the app stores one output per sample."""
 
     @property
     def overall(self) -> Score:
@@ -211,6 +214,7 @@ def evaluate(
         raise MedVLMError(f"The batch size must be at least 1 (got {batch_size}).")
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
+    generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     samples: list[SampleResult] = []
     with tqdm(total=len(records), desc="Evaluating", unit="question", file=sys.stderr, disable=not progress) as bar:
@@ -225,6 +229,7 @@ def evaluate(
         prompt_style=style.value,
         batch_size=batch_size,
         elapsed_s=time.perf_counter() - started,
+        generated_at=generated_at,
     )
 
 
@@ -290,7 +295,7 @@ def write_outputs(
     settings = result.settings.to_dict()
     with paths["samples.jsonl"].open("w", encoding="utf-8") as handle:
         for sample in result.samples:
-            line = sample.to_dict(model=result.model, settings=settings, prompt_style=result.prompt_style)
+            line = sample.to_dict(model=result.model, settings=settings, prompt_style=result.prompt_style, generated_at=result.generated_at)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return paths
 

@@ -19,11 +19,13 @@ from medvlm.annotations import DATA_DIR_ENV
 from medvlm.errors import MedVLMError
 from medvlm.images import MAX_INPUT_BYTES
 from medvlm.model import DEFAULT_MODEL_ID
+from medvlm.user_text import normalize_name
 
 MODEL_ENV = "MEDVLM_MODEL"
 USERS_ENV = "MEDVLM_USERS"
 CONCURRENCY_ENV = "MEDVLM_CONCURRENCY"
 FAST_CPU_ENV = "MEDVLM_FAST_CPU"
+EVALUATION_IMAGES_ENV = "MEDVLM_EVALUATION_IMAGES"
 
 DEFAULT_PORT = 7860
 DEFAULT_EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples.json"
@@ -56,6 +58,12 @@ class AppConfig:
     examples_file: Path = DEFAULT_EXAMPLES
     fast_cpu: bool = True
     """On a CPU, load the model with the fast path (int8 weights, smaller images): ``medvlm.fast_cpu``."""
+    evaluation_images: Path | None = None
+    """A folder the images of imported evaluation runs may be read from; None: only uploaded images.
+
+    A ``samples.jsonl`` names its images by path; the app opens such a path only inside this
+    folder, never anywhere else on the server.
+    """
 
     @property
     def reviewer_mode(self) -> ReviewerMode:
@@ -87,6 +95,7 @@ class AppConfig:
             or _positive(_int(env.get(CONCURRENCY_ENV), CONCURRENCY_ENV), CONCURRENCY_ENV)
             or default_concurrency(),
             fast_cpu=not args.no_fast_cpu and _flag(env.get(FAST_CPU_ENV), FAST_CPU_ENV, default=True),
+            evaluation_images=_folder(args.evaluation_images or env.get(EVALUATION_IMAGES_ENV, "").strip() or None, "--evaluation-images" if args.evaluation_images else EVALUATION_IMAGES_ENV),
         )
 
     def launch_kwargs(self) -> dict[str, Any]:
@@ -118,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"on a CPU, run plain fp32 at the checkpoint's image size instead of int8 weights and smaller images (env {FAST_CPU_ENV}=0)",
     )
+    parser.add_argument(
+        "--evaluation-images",
+        metavar="DIR",
+        help=f"a folder the images of imported evaluation runs may be read from, e.g. the --data_root of train.evaluate "
+        f"(env {EVALUATION_IMAGES_ENV}; default: images must be uploaded with samples.jsonl)",
+    )
     return parser
 
 
@@ -130,7 +145,10 @@ def parse_users(text: str, source: str) -> tuple[tuple[str, str], ...]:
         name, separator, password = entry.partition(":")
         if not separator or not name.strip() or not password:
             raise ConfigError(f"{source} must be 'user:password' pairs separated by commas; one entry has no user name or password.")
-        users.append((name.strip(), password))
+        try:
+            users.append((normalize_name(name, error=ConfigError), password))
+        except ConfigError as error:
+            raise ConfigError(f"{source}: the user name {name.strip()[:40]!r} cannot sign reviews. {error}") from None
     return tuple(users)
 
 
@@ -166,6 +184,15 @@ def _flag(value: str | None, source: str, *, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{source} must be 1 or 0 (got {value!r}).")
+
+
+def _folder(value: str | None, source: str) -> Path | None:
+    if value is None:
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{source} must be an existing folder (got {value!r}).")
+    return folder
 
 
 def _positive(value: int | None, source: str) -> int | None:

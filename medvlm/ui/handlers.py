@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 import tempfile
 import threading
@@ -29,23 +30,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
+from gradio.utils import get_upload_folder as gradio_upload_folder
 from PIL import Image
 
 from medvlm.annotations import FLAGS, AnnotationStore, ModelOutput, Review
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionError
 from medvlm.hub_sync import HubSync, hub_sync_from_env
-from medvlm.images import LoadedImage, load_image, read_input
+from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
 from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
 from medvlm.ui import render
 from medvlm.ui.config import AppConfig
+from medvlm.user_text import escape_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +83,25 @@ class Session:
     """The last finished answer: what a review is saved against."""
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     """Samples of an imported evaluation run (``samples.jsonl`` from ``train.evaluate``), to review one by one."""
+    evaluation_images: dict[str, bytes] = field(default_factory=dict)
+    """The image files uploaded with those samples, by file name (in memory: the uploads are deleted)."""
+    case_version: int = 0
+    """Counts the cases shown in this tab; an answer generated for an earlier one is never kept."""
 
     @property
     def generating(self) -> bool:
         return self.cancel is not None
+
+    def new_case(self) -> None:
+        """Another case is now on screen: stop the running generation and forget the answer on show.
+
+        This is what makes a review belong to what is on screen: after it, no save can attach to
+        the previous case's output, and a generation still running for it is discarded.
+        """
+        if self.cancel is not None:
+            self.cancel.set()
+        self.last_output = None
+        self.case_version += 1
 
     def close(self) -> None:
         """Stop this tab's generation (the tab was closed or its state expired)."""
@@ -117,6 +135,138 @@ class _Request:
     settings: GenerationSettings
     style: PromptStyle
 
+
+
+# -- what each event changes on the page --------------------------------------------------------
+#
+# Each handler returns (or yields) one of these. Their fields name the components they update, in
+# the order of the event's outputs list, which the layout builds from the same fields
+# (``layout.outputs_of``), so the two cannot drift apart. A field holds a value, a ``gr.update``
+# or ``gr.skip()``.
+
+_ANSWER_FIELDS = ("answer", "reasoning", "raw_output", "timing")
+_REVIEW_FIELDS = ("flags", "comment", "review_status", "output_id", "review_target")
+
+
+class CaseShown(NamedTuple):
+    """An upload, or its removal: the image and its controls, and the answer area emptied."""
+
+    preview: Any
+    image_info: Any
+    dicom_controls: Any
+    frame: Any
+    error: Any
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    flags: Any
+    comment: Any
+    review_status: Any
+    output_id: Any
+    review_target: Any
+
+
+class ImageRendered(NamedTuple):
+    """Another window or frame of the same file (the answer area emptied when the image changed)."""
+
+    preview: Any
+    image_info: Any
+    custom_window: Any
+    center: Any
+    width: Any
+    error: Any
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    flags: Any
+    comment: Any
+    review_status: Any
+    output_id: Any
+    review_target: Any
+
+
+class ExampleShown(NamedTuple):
+    """An example case: its image, question, options and window, and the answer area emptied."""
+
+    upload: Any
+    preview: Any
+    image_info: Any
+    dicom_controls: Any
+    frame: Any
+    error: Any
+    window: Any
+    custom_window: Any
+    question: Any
+    options: Any
+    correct: Any
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    flags: Any
+    comment: Any
+    review_status: Any
+    output_id: Any
+    review_target: Any
+
+
+class SampleShown(NamedTuple):
+    """A sample of an imported evaluation run, shown as a finished answer ready for review."""
+
+    preview: Any
+    image_info: Any
+    question: Any
+    options: Any
+    correct: Any
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    error: Any
+    flags: Any
+    comment: Any
+    review_status: Any
+    output_id: Any
+    review_target: Any
+
+
+class EvaluationLoaded(NamedTuple):
+    """An imported run: its first sample, and the sample slider."""
+
+    preview: Any
+    image_info: Any
+    question: Any
+    options: Any
+    correct: Any
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    error: Any
+    flags: Any
+    comment: Any
+    review_status: Any
+    output_id: Any
+    review_target: Any
+    evaluation_sample: Any
+
+
+class AskUpdate(NamedTuple):
+    """One step of a streamed answer; the last one names the answer (``output_id``) for the review."""
+
+    answer: Any
+    reasoning: Any
+    raw_output: Any
+    timing: Any
+    error: Any
+    output_id: Any
+    review_target: Any
+
+
+def _skips(fields: Sequence[str]) -> dict[str, Any]:
+    return {name: gr.skip() for name in fields}
 
 # -- helpers that need no workbench --------------------------------------------------------------
 
@@ -175,13 +325,72 @@ def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
     return samples
 
 
-def window_from(choice: str | None, center: float | None, width: float | None) -> Window:
-    """The display window chosen in the UI (raises ImageLoadError for an incomplete custom one)."""
+def window_from(choice: str | None, center: Any = None, width: Any = None) -> Window:
+    """The display window chosen in the UI (raises ImageLoadError for an incomplete or non-numeric custom one)."""
     if choice in (None, "", FILE_DEFAULT):
         return Window()
     if choice == CUSTOM:
-        return Window(center=center, width=width)
+        try:
+            return Window(center=as_number(center, "The window centre"), width=as_number(width, "The window width"))
+        except ImageLoadError:
+            raise
+        except MedVLMError as error:
+            raise ImageLoadError(str(error)) from None
+    if not isinstance(choice, str):
+        raise ImageLoadError(f"Unknown window preset {choice!r}.")
     return Window(preset=choice)
+
+
+def as_number(value: Any, what: str, *, whole: bool = False) -> float | int | None:
+    """A value from a number field or slider, as sent by a browser or an API client; None when empty.
+
+    The components pass values through unchecked (:mod:`medvlm.ui.components`), so this is where
+    ``"abc"``, ``inf`` or ``1.5`` for a count gets a sentence naming the field.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise MedVLMError(f"{what} must be a number (got {value!r}).")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise MedVLMError(f"{what} must be a number (got {str(value)[:40]!r}).") from None
+    if not math.isfinite(number):
+        raise MedVLMError(f"{what} must be a finite number (got {str(value)[:40]!r}).")
+    if whole:
+        if number != int(number):
+            raise MedVLMError(f"{what} must be a whole number (got {str(value)[:40]!r}).")
+        return int(value) if isinstance(value, int) else int(number)
+    return number
+
+
+def discard_upload(path: str | Path) -> None:
+    """Delete Gradio's copy of an uploaded file once it has been read.
+
+    The app keeps what it needs in memory; the copy in Gradio's cache would otherwise sit there
+    for up to an hour with every DICOM tag, under the upload's own file name (often the
+    patient's). Only files inside Gradio's upload folder are touched (never an example from
+    ``assets/`` or a path a test passes), and the per-upload folder goes too when it is empty.
+    """
+    cache = Path(gradio_upload_folder()).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except OSError:
+        return
+    if cache not in resolved.parents:
+        return
+    resolved.unlink(missing_ok=True)
+    folder = resolved.parent
+    if folder != cache:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another upload of the same content) or already gone
+            pass
+
+
+def file_name(path: str) -> str:
+    """The last part of a path written on any system (``samples.jsonl`` may come from Windows)."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def on_zero_gpu(fn: Callable[..., Any], *, duration: int = GPU_DURATION_S) -> Callable[..., Any]:
@@ -231,6 +440,10 @@ def _seed(text: str | None, *, sampling: bool) -> int | None:
         return int(text)
     except ValueError:
         raise MedVLMError(f"The seed must be a whole number, or empty for a random one (got {text!r}).") from None
+
+
+def _or(value: float | int | None, default: float) -> float:
+    return default if value is None else float(value)
 
 
 def _any(value: str | None) -> str | None:
@@ -311,110 +524,198 @@ class Workbench:
         return self.model.max_pixels if self.model is not None else None
 
     # -- the image -------------------------------------------------------------------------------
+    #
+    # Every handler that puts another case on screen (an upload, an example, another window or
+    # frame, an evaluation sample) calls ``session.new_case()`` and returns ``_cleared_answer``'s
+    # outputs too: the previous answer, reasoning, review form and output id leave the page with
+    # the case they belonged to.
 
-    def load_file(self, session: Session, file: str | None, window: str | None = None, center: float | None = None, width: float | None = None):
+    def load_file(self, session: Session, file: str | None, window: str | None = None, center: Any = None, width: Any = None):
         """An upload: render it as the model will see it (DICOM window applied, middle frame).
 
-        Returns (preview, image facts, DICOM controls, frame slider, error).
+        Returns a :class:`CaseShown`: the image as rendered, and the answer area emptied (see
+        :meth:`_cleared_answer`). Gradio's copy of the file is deleted once read.
         """
         if not file:
+            session.new_case()
             session.file_bytes, session.image, session.source_label = None, None, None
-            return self._image_outputs(session, "")
-        return self._image_outputs(session, self._open(session, file, window_from(window, center, width)))
+            return CaseShown(**self._image_fields(session, ""), **self._cleared_answer(session))
+        try:
+            chosen = window_from(window, center, width)
+        except ImageLoadError as error:
+            discard_upload(file)
+            return CaseShown(**self._image_fields(session, str(error)), **self._cleared_answer(session))
+        error = self._open(session, file, chosen)
+        discard_upload(file)
+        return CaseShown(**self._image_fields(session, error), **self._cleared_answer(session))
 
     @staticmethod
     def _open(session: Session, source: str | Path, window: Window | None) -> str:
-        """Read a file once, render it into ``session`` (kept with its bytes); the error message, or ""."""
+        """Read a file once, render it into ``session`` as a new case; the error message, or "".
+
+        The bytes are kept only when they may be rendered again (a DICOM's window, a frame of a
+        multi-page file): a plain PNG or JPEG is not held in memory twice.
+        """
+        session.new_case()
         session.file_bytes, session.image, session.source_label = None, None, None
         try:
             data = read_input(source)
             session.image = load_image(data, window=window)
         except ImageLoadError as error:
             return str(error)
-        session.file_bytes = data
+        metadata = session.image.metadata
+        if metadata.source_format == "DICOM" or metadata.frame_count > 1:
+            session.file_bytes = data
         return ""
 
     def clear_file(self, session: Session):
-        """The upload was removed: forget its bytes and image."""
+        """The upload was removed: forget its bytes, its image and the answer about it."""
         return self.load_file(session, None)
 
-    def render_image(self, session: Session, window: str | None = None, center: float | None = None, width: float | None = None, frame: float | None = None):
+    def render_image(self, session: Session, window: str | None = None, center: Any = None, width: Any = None, frame: Any = None):
         """Another window or frame: re-render the kept bytes.
 
-        Returns (preview, image facts, custom-window row, centre, width, error). Choosing
-        "Custom" without a width fills in the window currently shown, so there is something to adjust.
+        Returns an :class:`ImageRendered`, whose answer area is emptied when the rendering changed
+        (the model's answer was about the old one) and left alone when nothing changed (leaving
+        the centre box without editing it, say).
+        Choosing "Custom" without a width fills in the window currently shown, so there is
+        something to adjust.
         """
         custom = window == CUSTOM
         if custom and not width and session.image is not None:  # the browser sends an empty number as 0
             center, width = session.image.metadata.window_center, session.image.metadata.window_width
-        row, numbers = gr.update(visible=custom), (gr.update(value=center), gr.update(value=width))
+        controls = {"custom_window": gr.update(visible=custom), "center": gr.update(value=center), "width": gr.update(value=width)}
+        unchanged = {"preview": gr.skip(), "image_info": gr.skip(), **controls, **_skips(_ANSWER_FIELDS + _REVIEW_FIELDS)}
         if session.file_bytes is None:
-            return gr.skip(), gr.skip(), row, *numbers, ""
+            return ImageRendered(**unchanged, error="")
         multi_frame = session.image is not None and session.image.metadata.frame_count > 1
         try:
-            session.image = load_image(session.file_bytes, window=window_from(window, center, width), frame=int(frame) if multi_frame and frame is not None else None)
-        except ImageLoadError as error:
-            return gr.skip(), gr.skip(), row, *numbers, render.error_markdown(str(error))
-        return session.image.image, self._image_markdown(session), row, *numbers, ""
+            chosen = window_from(window, center, width)
+            index = as_number(frame, "The frame number", whole=True) if multi_frame else None
+            rendered = load_image(session.file_bytes, window=chosen, frame=index)
+        except MedVLMError as error:
+            return ImageRendered(**unchanged, error=render.error_markdown(str(error)))
+        if session.image is not None and rendered.metadata == session.image.metadata:
+            return ImageRendered(**unchanged, error="")
+        label = session.source_label
+        session.new_case()
+        session.image, session.source_label = rendered, label
+        return ImageRendered(
+            preview=rendered.image, image_info=self._image_markdown(session), **controls, error="", **self._cleared_answer(session)
+        )
 
     def load_example(self, index: int, session: Session):
         """An example case: its image, question, options, correct answer and window.
 
-        Returns (file box, preview, image facts, DICOM controls, frame slider, error, window,
-        custom-window row, question, options, correct answer).
+        Returns an :class:`ExampleShown` (the answer area emptied).
         """
         example = self.examples[index]
         window = example.window if example.window in WINDOW_PRESETS else FILE_DEFAULT
         error = self._open(session, example.file, window_from(window, None, None))
         if not error:
             session.source_label = f"Example: {example.label}"
+        session.options = list(example.options)
         answer = example.answer if example.answer in LETTERS[: len(example.options)] else ""
-        return (
-            None,
-            *self._image_outputs(session, error),
-            window,
-            gr.update(visible=False),
-            example.question,
-            "\n".join(example.options),
-            gr.update(choices=render.letter_choices(example.options), value=answer),
+        return ExampleShown(
+            upload=None,
+            **self._image_fields(session, error),
+            window=window,
+            custom_window=gr.update(visible=False),
+            question=example.question,
+            options="\n".join(example.options),
+            correct=gr.update(choices=render.letter_choices(example.options), value=answer),
+            **self._cleared_answer(session),
         )
 
-    def load_evaluation(self, session: Session, file: str | None):
-        """An evaluation run's ``samples.jsonl``: keep its samples and show the first.
+    def load_evaluation(self, session: Session, files: str | Sequence[str] | None):
+        """An evaluation run: its ``samples.jsonl``, uploaded with the image files it names.
 
-        Returns what :meth:`show_evaluation_sample` returns, plus the sample slider.
+        Images come from the upload (matched by file name) or from the folder the operator
+        configured (``--evaluation-images``); a path inside ``samples.jsonl`` never makes the
+        server open anything else. Gradio's copies of the uploads are deleted once read.
+        Returns an :class:`EvaluationLoaded`: the first sample, and the sample slider.
         """
-        session.evaluation = []
-        if not file:
-            return *self._no_sample(""), gr.update(visible=False)
+        session.evaluation, session.evaluation_images = [], {}
+        paths = [files] if isinstance(files, str) else list(files or [])
         try:
-            session.evaluation = read_evaluation_samples(file)
-        except (MedVLMError, OSError, UnicodeDecodeError) as error:
-            message = str(error) if isinstance(error, MedVLMError) else "The evaluation file could not be read as text."
-            return *self._no_sample(message), gr.update(visible=False)
-        slider = gr.update(visible=True, minimum=1, maximum=len(session.evaluation), value=1)
-        return *self.show_evaluation_sample(session, 1), slider
+            if not paths:
+                return EvaluationLoaded(*self._no_sample(""), evaluation_sample=gr.update(visible=False))
+            jsonl = [path for path in paths if file_name(path).lower().endswith(".jsonl")]
+            if len(jsonl) != 1:
+                raise MedVLMError("Choose one samples.jsonl (written by train.evaluate), together with the image files it names.")
+            try:
+                samples = read_evaluation_samples(jsonl[0])
+            except (OSError, UnicodeDecodeError):
+                raise MedVLMError("The evaluation file could not be read as text.") from None
+            images: dict[str, bytes] = {}
+            for path in paths:
+                if path == jsonl[0]:
+                    continue
+                name = file_name(path)
+                if name in images:
+                    raise MedVLMError(f"Two uploaded images are called {name}; upload each image file once.")
+                images[name] = read_input(path)
+                if sum(map(len, images.values())) > MAX_INPUT_BYTES:
+                    raise MedVLMError(
+                        f"The uploaded images come to more than {MAX_INPUT_BYTES // 2**20:,} MiB; review the run in parts, "
+                        "or have the operator start the app with --evaluation-images pointing at the images."
+                    )
+        except MedVLMError as error:
+            return EvaluationLoaded(*self._no_sample(str(error)), evaluation_sample=gr.update(visible=False))
+        finally:
+            for path in paths:
+                discard_upload(path)
+        session.evaluation, session.evaluation_images = samples, images
+        many = len(samples) > 1  # a slider needs a minimum below its maximum
+        slider = gr.update(visible=many, minimum=1, maximum=max(len(samples), 2), value=1)
+        return EvaluationLoaded(*self.show_evaluation_sample(session, 1), evaluation_sample=slider)
 
-    def show_evaluation_sample(self, session: Session, number: float | None):
+    def _evaluation_image(self, session: Session, index: int) -> LoadedImage:
+        """The image of sample ``index``: uploaded with the samples, or inside the configured folder.
+
+        Every other case (a path outside the folder, a missing file, the store's own images) gets
+        the same sentence, so the answer reveals nothing about what exists on the server.
+        """
+        named = session.evaluation[index]["image"]
+        name = file_name(named) if isinstance(named, str) else ""
+        if name in session.evaluation_images:
+            return load_image(session.evaluation_images[name])
+        folder = self.config.evaluation_images
+        if folder is not None and isinstance(named, str) and named.strip():
+            root = Path(folder).resolve()
+            candidate = (root / named).resolve()
+            inside = root in candidate.parents and self.store.data_dir not in (candidate, *candidate.parents)
+            if inside and candidate.is_file():
+                return load_image(read_input(candidate))
+        where = " or in the image folder this app was started with" if folder is not None else ""
+        raise ImageLoadError(
+            f"its image ({name or 'no file name'}) was not uploaded with the samples{where}. "
+            "Upload samples.jsonl together with the image files it names."
+        )
+
+    def show_evaluation_sample(self, session: Session, number: Any):
         """Sample ``number`` (from 1) of the imported run, shown as if just answered, ready for review.
 
-        Returns (preview, image facts, question, options, correct answer, answer panel,
-        reasoning, raw output, timing, error). Reviewing the same sample twice updates one
-        review: the output id is derived from the model, the sample and its completion.
+        Returns a :class:`SampleShown`. Reviewing the same sample twice (or by a second reviewer)
+        meets one stored output: its id and every stored field are derived from the sample alone.
         """
         if not session.evaluation:
             return self._no_sample("Import a samples.jsonl first.")
         if session.generating:
             return self._no_sample("An answer is still being generated. Wait for it or press Stop first.")
-        index = min(max(int(number or 1), 1), len(session.evaluation)) - 1
+        try:
+            requested = as_number(number, "The sample number", whole=True) or 1
+        except MedVLMError as error:
+            return self._no_sample(str(error))
+        index = min(max(requested, 1), len(session.evaluation)) - 1
         sample = session.evaluation[index]
         try:
-            image = load_image(sample["image"])
+            image = self._evaluation_image(session, index)
             question, options = validate_question(sample["question"], sample["options"])
         except MedVLMError as error:
             return self._no_sample(f"Sample {index + 1}: {error}")
         correct = sample.get("correct_answer") or sample.get("solution")
-        correct = correct if correct in LETTERS[: len(options)] else None
+        correct = correct if isinstance(correct, str) and correct in LETTERS[: len(options)] else None
         model = sample.get("model") if isinstance(sample.get("model"), dict) else {}
         identity = json.dumps([model.get("model"), sample.get("id", index), sample["completion"]], sort_keys=True)
         output = ModelOutput(
@@ -424,8 +725,8 @@ class Workbench:
             question=question,
             options=options,
             correct_answer=correct,
-            completion=sample["completion"],
-            reasoning=sample.get("reasoning") or "",
+            completion=str(sample["completion"]),
+            reasoning=str(sample.get("reasoning") or ""),
             answer_text=sample.get("answer_text"),
             letter=sample.get("letter"),
             format_ok=bool(sample.get("format_ok")),
@@ -435,38 +736,58 @@ class Workbench:
             settings=sample.get("settings") if isinstance(sample.get("settings"), dict) else {},
             prompt_style=str(sample.get("prompt_style") or ""),
             timing=None,
-            generated_at=str(sample.get("generated_at") or datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            # Never "now": a second reviewer of this sample must meet the very same stored output.
+            generated_at=str(sample.get("generated_at") or ""),
         )
+        session.new_case()
         session.file_bytes, session.image, session.options, session.last_output = None, image, options, output
         session.source_label = f"Evaluation sample {index + 1} of {len(session.evaluation)}"
         panel = render.answer_html(options, letter=output.letter, correct=correct, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
         model_name = model.get("model") or "unknown model"
-        return (
-            image.image,
-            self._image_markdown(session),
-            question,
-            "\n".join(options),
-            gr.update(choices=render.letter_choices(options), value=correct or ""),
-            panel,
-            output.reasoning,
-            output.completion,
-            f"From an evaluation run of {model_name}; review it like a fresh answer.",
-            "",
+        return SampleShown(
+            preview=image.image,
+            image_info=self._image_markdown(session),
+            question=question,
+            options="\n".join(options),
+            correct=gr.update(choices=render.letter_choices(options), value=correct or ""),
+            answer=panel,
+            reasoning=output.reasoning,
+            raw_output=output.completion,
+            timing=escape_markdown(f"From an evaluation run of {model_name}; review it like a fresh answer."),
+            error="",
+            **self._review_reset(session),
         )
 
     @staticmethod
-    def _no_sample(error: str):
-        return (gr.skip(),) * 9 + (render.error_markdown(error),)
+    def _no_sample(error: str) -> SampleShown:
+        """Nothing on the page changes but the message (the case on screen, and its answer, stay)."""
+        return SampleShown(**{**_skips(SampleShown._fields), "error": render.error_markdown(error)})
 
-    def _image_outputs(self, session: Session, error: str):
+    def _image_fields(self, session: Session, error: str) -> dict[str, Any]:
         image = session.image
-        return (
-            image.image if image is not None else None,
-            self._image_markdown(session),
-            gr.update(visible=_is_windowable(image)),
-            _frame_update(image),
-            render.error_markdown(error),
-        )
+        return {
+            "preview": image.image if image is not None else None,
+            "image_info": self._image_markdown(session),
+            "dicom_controls": gr.update(visible=_is_windowable(image)),
+            "frame": _frame_update(image),
+            "error": render.error_markdown(error),
+        }
+
+    @staticmethod
+    def _review_reset(session: Session) -> dict[str, Any]:
+        """The review form emptied, for the answer now on screen (named by its output id) or for none."""
+        output = session.last_output
+        return {
+            "flags": [],
+            "comment": "",
+            "review_status": "",
+            "output_id": output.output_id if output else "",
+            "review_target": render.review_target(output, session.source_label),
+        }
+
+    def _cleared_answer(self, session: Session) -> dict[str, Any]:
+        """The answer area emptied (the options shown lettered, nothing chosen) and the review form with it."""
+        return {"answer": render.options_html(session.options), "reasoning": "", "raw_output": "", "timing": "", **self._review_reset(session)}
 
     @staticmethod
     def _image_markdown(session: Session) -> str:
@@ -504,48 +825,82 @@ class Workbench:
         max_new_tokens: float | None = 512,
         max_pixels: float | None = None,
         style: str | None = None,
-    ) -> Iterator[tuple[Any, ...]]:
-        """Stream the model's answer: yields (answer panel, reasoning, raw output, timing, error).
+    ) -> Iterator[AskUpdate]:
+        """Stream the model's answer as :class:`AskUpdate` s.
 
         The reasoning grows with every piece of text; the last update highlights the chosen
-        option (or says why there is none) and keeps the finished answer in the session for the
-        review. Closing this generator (Gradio does on Stop, or when the tab goes away) stops the
-        generation thread too.
+        option (or says why there is none), keeps the finished answer in the session for the
+        review and names it (its output id) so that a save says which answer it is for. Closing
+        this generator (Gradio does on Stop, or when the tab goes away) stops the generation
+        thread too. If another case is loaded meanwhile, the generation is stopped and its
+        answer never shown or kept: the page belongs to the new case.
         """
         try:
             request = self._request(session, question, options, correct, decoding, temperature, top_p, seed, max_new_tokens, max_pixels, style)
         except MedVLMError as error:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), render.error_markdown(str(error))
+            yield AskUpdate(**{**_skips(AskUpdate._fields), "error": render.error_markdown(str(error))})
             return
         cancel = threading.Event()
         session.cancel, session.options, session.last_output = cancel, request.options, None
+        case = session.case_version
         stream = self._generate(self.model, request.image.image, request.question, request.options, request.settings, request.style, cancel)
         final: StreamUpdate | None = None
+        nothing = render.review_target(None, session.source_label)
         try:
-            yield render.streaming_html(request.options, None), "", "", "Generating...", ""
+            yield AskUpdate(
+                answer=render.streaming_html(request.options, None),
+                reasoning="",
+                raw_output="",
+                timing="Generating...",
+                error="",
+                output_id="",
+                review_target=render.review_target(None, session.source_label, generating=True),
+            )
             for update in stream:
+                if session.case_version != case:
+                    return  # another case was loaded: this answer belongs to nothing on screen
                 if update.done:
                     final = update
                 else:
-                    yield render.streaming_html(request.options, update), render.shown_reasoning(update), gr.skip(), "Generating...", ""
+                    yield AskUpdate(
+                        answer=render.streaming_html(request.options, update),
+                        reasoning=render.shown_reasoning(update),
+                        raw_output=gr.skip(),
+                        timing="Generating...",
+                        error="",
+                        output_id=gr.skip(),
+                        review_target=gr.skip(),
+                    )
         except MedVLMError as error:
-            yield render.options_html(request.options), gr.skip(), gr.skip(), "", render.error_markdown(str(error))
+            failed = render.error_markdown(str(error))
+            yield AskUpdate(render.options_html(request.options), gr.skip(), gr.skip(), "", failed, "", nothing)
             return
         except Exception:  # noqa: BLE001 - the page must get a message, not a traceback
             logger.exception("Generation failed")
-            message = "Generation failed unexpectedly; the error was logged on the server. Please try again."
-            yield render.options_html(request.options), gr.skip(), gr.skip(), "", render.error_markdown(message)
+            failed = render.error_markdown("Generation failed unexpectedly; the error was logged on the server. Please try again.")
+            yield AskUpdate(render.options_html(request.options), gr.skip(), gr.skip(), "", failed, "", nothing)
             return
         finally:
             stream.close()
             if session.cancel is cancel:
                 session.cancel = None
+        if session.case_version != case:
+            return
         assert final is not None, "stream_completion always ends with a done update"
         if final.stop_reason != "cancelled":
             session.last_output = self._model_output(request, final)
+        output = session.last_output
         parsed = final.parsed
         panel = render.answer_html(request.options, letter=parsed.letter, correct=request.correct, format_ok=parsed.format_ok, problem=parsed.problem, stop_reason=final.stop_reason)
-        yield panel, render.shown_reasoning(final), final.text, render.timing_markdown(final.timing, final.stop_reason), ""
+        yield AskUpdate(
+            answer=panel,
+            reasoning=render.shown_reasoning(final),
+            raw_output=final.text,
+            timing=render.timing_markdown(final.timing, final.stop_reason),
+            error="",
+            output_id=output.output_id if output else "",
+            review_target=render.review_target(output, session.source_label),
+        )
 
     def stop(self, session: Session):
         """The Stop button: end this tab's generation after the current token.
@@ -591,15 +946,16 @@ class Workbench:
         correct = correct or None
         if correct is not None and correct not in LETTERS[: len(parsed_options)]:
             raise QuestionError(f"The correct answer {correct} is not one of the options (A to {LETTERS[len(parsed_options) - 1]}).")
-        if max_new_tokens is None:
+        tokens = as_number(max_new_tokens, "Maximum new tokens", whole=True)
+        if tokens is None:
             raise MedVLMError("Please give the maximum number of new tokens.")
         settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens),
+            max_new_tokens=tokens,
             do_sample=decoding == "sample",
-            temperature=float(temperature),
-            top_p=float(top_p),
+            temperature=_or(as_number(temperature, "The temperature"), 1.0),
+            top_p=_or(as_number(top_p, "Top-p"), 1.0),
             seed=_seed(seed, sampling=decoding == "sample"),
-            max_pixels=None if max_pixels is None else int(max_pixels),
+            max_pixels=as_number(max_pixels, "The image resolution (max pixels)", whole=True),
         ).validate()
         try:
             prompt_style = PromptStyle(style or self.default_style())
@@ -643,23 +999,36 @@ class Workbench:
         comment: str | None = None,
         correct: str | None = None,
         name: str | None = None,
+        output_id: str | None = None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
     ) -> str:
-        """Save this reviewer's flags and comment on the last finished answer.
+        """Save this reviewer's flags and comment on the answer on screen, named by ``output_id``.
 
-        The same reviewer saving again updates their review instead of adding another.
+        The page sends the id of the answer it shows; a save whose id is not the one this tab
+        shows now (another case was loaded, or an old page) is refused, so a review can never be
+        attached to a case that is no longer on screen. The same reviewer saving again adds a
+        version of their review (earlier ones are kept).
         """
         if session.generating:
             return render.error_markdown("The answer is still being generated. Wait for it to finish, then save your review.")
-        if session.last_output is None:
+        output = session.last_output
+        if not output_id:
             return render.error_markdown("There is no answer to review yet. Ask a question and wait for the answer first.")
+        if output is None or output.output_id != output_id:
+            return render.error_markdown(
+                "This review was not saved: the answer it is for is no longer on screen (another case was loaded since). "
+                "Review the answer shown now, or ask again."
+            )
         try:
             review = Review(reviewer=self._reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or "")
-            annotation, created = self.store.add(replace(session.last_output, correct_answer=correct or None), review)
+            annotation, created = self.store.add(replace(output, correct_answer=correct or None), review)
         except MedVLMError as error:
             return render.error_markdown(str(error))
-        message = f"Saved your review (#{annotation.id})." if created else f"Updated your review (#{annotation.id})."
+        if created:
+            message = f"Saved your review (#{annotation.id})."
+        else:
+            message = f"Updated your review (#{annotation.id}, version {annotation.revision}; earlier versions are kept)."
         if self.hub_sync is not None:
             try:
                 self.hub_sync.record(annotation)
@@ -711,16 +1080,18 @@ class Workbench:
             agreement,
         )
 
-    def open_review(self, annotation_id: float | None):
-        """One stored review in full. Returns (image, details)."""
-        if annotation_id is None:
-            return None, render.error_markdown("Enter the id of a review (the first column of the table).")
+    def open_review(self, annotation_id: Any):
+        """One stored review in full, with its earlier versions. Returns (image, details)."""
         try:
-            annotation = self.store.get(int(annotation_id))
+            number = as_number(annotation_id, "A review id", whole=True)
+            if number is None:
+                return None, render.error_markdown("Enter the id of a review (the first column of the table).")
+            annotation = self.store.get(number)
+            history = self.store.history(number)
         except MedVLMError as error:
             return None, render.error_markdown(str(error))
         with Image.open(annotation.image_path) as image:
-            return image.convert("RGB"), render.annotation_html(annotation)
+            return image.convert("RGB"), render.annotation_html(annotation, history)
 
     def select_review(self, evt: gr.SelectData):
         """A row of the table was clicked: open it. Returns (id, image, details)."""

@@ -15,8 +15,23 @@ import gradio as gr
 from medvlm.annotations import FLAGS
 from medvlm.prompt import PromptStyle
 from medvlm.streaming import MAX_NEW_TOKENS_LIMIT
+from medvlm.user_text import MAX_COMMENT_CHARS, MAX_NAME_CHARS
 from medvlm.ui import render
-from medvlm.ui.handlers import ANY, FILE_DEFAULT, WINDOW_CHOICES, Session, Workbench, flag_choices
+from medvlm.ui.components import NumberField, SliderField
+from medvlm.ui.handlers import (
+    ANY,
+    FILE_DEFAULT,
+    WINDOW_CHOICES,
+    AskUpdate,
+    CaseShown,
+    EvaluationLoaded,
+    ExampleShown,
+    ImageRendered,
+    SampleShown,
+    Session,
+    Workbench,
+    flag_choices,
+)
 
 STYLE_LABELS = {
     PromptStyle.MEDVLM: "MedVLM-R1 instructions (clean)",
@@ -25,8 +40,18 @@ STYLE_LABELS = {
     PromptStyle.NO_THINK: "No reasoning (answer only)",
 }
 
+NAME_MODE_NOTE = (
+    "Name mode is for a trusted team: anyone can type any name. Start the app with --auth, or on a Space "
+    "with Hugging Face sign-in, to know who reviewed."
+)
+
 UPLOADS_KEPT_S = 3600
 """Gradio's copies of uploads and exports are deleted after an hour (they may be DICOMs with patient tags)."""
+
+
+def outputs_of(event: type[tuple], page: dict[str, gr.components.Component]) -> list[gr.components.Component]:
+    """The outputs list of an event, in the order of its NamedTuple's fields (each names a component)."""
+    return [page[name] for name in event._fields]
 
 
 def build_demo(workbench: Workbench) -> gr.Blocks:
@@ -50,26 +75,31 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                             with gr.Row(elem_id="examples"):
                                 example_buttons = [gr.Button(example.label, size="sm", elem_id=f"example-{index}") for index, example in enumerate(workbench.examples)]
                         with gr.Accordion("Review an evaluation run (samples.jsonl from train.evaluate)", open=False, elem_id="evaluation"):
-                            evaluation_file = gr.File(label="samples.jsonl", file_types=[".jsonl"], type="filepath", elem_id="evaluation-file")
-                            evaluation_sample = gr.Slider(1, 2, value=1, step=1, label="Sample", visible=False, elem_id="evaluation-sample")
+                            evaluation_file = gr.File(
+                                label="samples.jsonl together with the image files it names (select them all)",
+                                file_count="multiple",
+                                type="filepath",
+                                elem_id="evaluation-file",
+                            )
+                            evaluation_sample = SliderField(1, 2, value=1, step=1, label="Sample", visible=False, elem_id="evaluation-sample")
                         preview = gr.Image(label="What the model sees", type="pil", format="png", interactive=False, elem_id="preview")
                         image_info = gr.Markdown(label="Image facts", elem_id="image-info")
                         with gr.Group(visible=False, elem_id="dicom-controls") as dicom_controls:
                             window = gr.Dropdown(WINDOW_CHOICES, value=FILE_DEFAULT, label="Display window", elem_id="window-preset")
                             with gr.Row(visible=False, elem_id="custom-window") as custom_window:
-                                center = gr.Number(label="Window centre", elem_id="window-center")
-                                width = gr.Number(label="Window width", elem_id="window-width", minimum=0)
-                        frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                                center = NumberField(label="Window centre", elem_id="window-center")
+                                width = NumberField(label="Window width", elem_id="window-width", minimum=0)
+                        frame = SliderField(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
                         question = gr.Textbox(label="Question", lines=2, placeholder="Which imaging modality was used?", elem_id="question")
                         options = gr.Textbox(label="Options, one per line (lettered A to J in order)", lines=4, placeholder="CT\nMRI\nX-Ray\nUltrasound", elem_id="options")
                         correct = gr.Dropdown(render.letter_choices(), value="", label="Correct answer (if known)", elem_id="correct-answer")
                         with gr.Accordion("Generation settings", open=False, elem_id="settings"):
                             decoding = gr.Radio([("Greedy (as in the paper)", "greedy"), ("Sampling", "sample")], value="greedy", label="Decoding", elem_id="decoding")
-                            temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature (sampling only)", elem_id="temperature")
-                            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling only)", elem_id="top-p")
+                            temperature = SliderField(0.05, 2.0, value=1.0, step=0.05, label="Temperature (sampling only)", elem_id="temperature")
+                            top_p = SliderField(0.05, 1.0, value=1.0, step=0.05, label="Top-p (sampling only)", elem_id="top-p")
                             seed = gr.Textbox(label="Seed (sampling only; empty: a new random seed, recorded with the answer)", elem_id="seed")
-                            max_new_tokens = gr.Number(value=512, precision=0, minimum=1, maximum=MAX_NEW_TOKENS_LIMIT, label="Maximum new tokens", elem_id="max-new-tokens")
-                            max_pixels = gr.Number(value=workbench.default_max_pixels(), precision=0, label="Image resolution (max pixels; 401408 = 512 image tokens)", elem_id="max-pixels")
+                            max_new_tokens = NumberField(value=512, precision=0, minimum=1, maximum=MAX_NEW_TOKENS_LIMIT, label="Maximum new tokens", elem_id="max-new-tokens")
+                            max_pixels = NumberField(value=workbench.default_max_pixels(), precision=0, label="Image resolution (max pixels; 401408 = 512 image tokens)", elem_id="max-pixels")
                             style = gr.Dropdown([(label, value.value) for value, label in STYLE_LABELS.items()], value=workbench.default_style().value, label="Prompt wording", elem_id="prompt-style")
                         with gr.Row():
                             ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
@@ -88,23 +118,40 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                     # The review of that answer.
                     with gr.Column(scale=3, elem_id="review-panel"):
                         gr.Markdown("### Review this answer")
-                        reviewer_name = gr.Textbox(label="Your name", visible=config.reviewer_mode == "name", elem_id="reviewer-name")
+                        review_target = gr.Markdown(render.review_target(None, None), elem_id="review-target")
+                        # The id of the answer on screen: every save names it, and a save for another is refused.
+                        shown_output = gr.Textbox("", visible="hidden", interactive=False, elem_id="shown-output-id")
+                        reviewer_name = gr.Textbox(
+                            label="Your name",
+                            info=NAME_MODE_NOTE,
+                            max_length=MAX_NAME_CHARS,
+                            visible=config.reviewer_mode == "name",
+                            elem_id="reviewer-name",
+                        )
                         if config.reviewer_mode == "oauth":
                             gr.LoginButton(elem_id="login")
                         identity = gr.Markdown(label="Reviewer", elem_id="reviewer-identity")
                         flags = gr.CheckboxGroup([(label, key) for key, label in FLAGS.items()], label="Flags", elem_id="review-flags")
-                        comment = gr.Textbox(label="Comment", lines=3, elem_id="review-comment")
+                        comment = gr.Textbox(label="Comment", lines=3, max_length=MAX_COMMENT_CHARS, elem_id="review-comment")
                         submit = gr.Button("Save review", variant="primary", elem_id="review-submit")
                         review_status = gr.Markdown(label="Review status", elem_id="review-status")
 
-                image_outputs = [preview, image_info, dicom_controls, frame, ask_error]
-                upload.upload(workbench.load_file, [session, upload, window, center, width], image_outputs, api_name="load_file")
-                upload.clear(workbench.clear_file, [session], image_outputs, api_name="clear_file")
+                # Each handler returns a NamedTuple whose fields name these components, in order.
+                # Loading another case empties the answer and the review form with it.
+                page = dict(
+                    upload=upload, preview=preview, image_info=image_info, dicom_controls=dicom_controls, frame=frame,
+                    error=ask_error, window=window, custom_window=custom_window, center=center, width=width,
+                    question=question, options=options, correct=correct, answer=answer, reasoning=reasoning,
+                    raw_output=raw_output, timing=timing, flags=flags, comment=comment, review_status=review_status,
+                    output_id=shown_output, review_target=review_target, evaluation_sample=evaluation_sample,
+                )  # fmt: skip
+                upload.upload(workbench.load_file, [session, upload, window, center, width], outputs_of(CaseShown, page), api_name="load_file")
+                upload.clear(workbench.clear_file, [session], outputs_of(CaseShown, page), api_name="clear_file")
                 gr.on(
                     [window.input, center.submit, width.submit, center.blur, width.blur, frame.release],
                     workbench.render_image,
                     [session, window, center, width, frame],
-                    [preview, image_info, custom_window, center, width, ask_error],
+                    outputs_of(ImageRendered, page),
                     api_name="render_image",
                     trigger_mode="always_last",
                 )
@@ -112,25 +159,24 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                     button.click(
                         functools.partial(workbench.load_example, index),
                         [session],
-                        [upload, *image_outputs, window, custom_window, question, options, correct],
+                        outputs_of(ExampleShown, page),
                         api_name=f"load_example_{index}",
                     )
-                sample_outputs = [preview, image_info, question, options, correct, answer, reasoning, raw_output, timing, ask_error]
-                evaluation_file.upload(workbench.load_evaluation, [session, evaluation_file], [*sample_outputs, evaluation_sample], api_name="load_evaluation")
-                evaluation_sample.release(workbench.show_evaluation_sample, [session, evaluation_sample], sample_outputs, api_name="show_evaluation_sample")
+                evaluation_file.upload(workbench.load_evaluation, [session, evaluation_file], outputs_of(EvaluationLoaded, page), api_name="load_evaluation")
+                evaluation_sample.release(workbench.show_evaluation_sample, [session, evaluation_sample], outputs_of(SampleShown, page), api_name="show_evaluation_sample")
                 options.change(workbench.preview_options, [session, options, correct], [answer, correct], api_visibility="private", queue=False)
                 correct.input(workbench.show_answer, [session, correct], [answer], api_visibility="private", queue=False)
 
                 ask_event = ask_button.click(
                     workbench.ask,
                     [session, question, options, correct, decoding, temperature, top_p, seed, max_new_tokens, max_pixels, style],
-                    [answer, reasoning, raw_output, timing, ask_error],
+                    outputs_of(AskUpdate, page),
                     api_name="ask",
                 )
                 ask_button.click(lambda: ([], "", ""), None, [flags, comment, review_status], api_visibility="private", queue=False)
                 stop_button.click(workbench.stop, [session], [answer, timing], api_name="stop", cancels=[ask_event], queue=False)
 
-                submit.click(workbench.submit_review, [session, flags, comment, correct, reviewer_name], [review_status], api_name="submit_review")
+                submit.click(workbench.submit_review, [session, flags, comment, correct, reviewer_name, shown_output], [review_status], api_name="submit_review")
                 if config.reviewer_mode == "password":
                     demo.load(workbench.whoami, None, [identity], api_visibility="private")
 
@@ -144,7 +190,7 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
                     refresh = gr.Button("Refresh", size="sm", elem_id="reviews-refresh")
                 table = gr.Dataframe(render.reviews_frame([]), interactive=False, wrap=True, max_height=400, elem_id="reviews-table")
                 with gr.Row():
-                    review_id = gr.Number(label="Review id (or click a row)", precision=0, elem_id="review-id")
+                    review_id = NumberField(label="Review id (or click a row)", precision=0, elem_id="review-id")
                     open_button = gr.Button("Open", elem_id="review-open")
                 with gr.Row(equal_height=False):
                     review_image = gr.Image(label="Image", type="pil", format="png", interactive=False, elem_id="review-image")

@@ -14,12 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from medvlm.annotations import FLAGS, Annotation
+from medvlm.annotations import FLAGS, Annotation, ModelOutput, ReviewVersion
 from medvlm.images import SafeMetadata
 from medvlm.model import LoadedModel
 from medvlm.processor import RECIPE_MAX_PIXELS, image_tokens
 from medvlm.prompt import LETTERS
 from medvlm.streaming import StreamUpdate, Timing
+from medvlm.user_text import escape_markdown
 
 OPTIONS_CSS = """
 .options { display: flex; flex-direction: column; gap: 6px; }
@@ -166,12 +167,12 @@ def timing_markdown(timing: Timing | None, stop_reason: str | None) -> str:
 
 def error_markdown(message: str) -> str:
     """A problem the user can fix, shown as is (escaped: messages may quote tags such as <think>)."""
-    return f"\u26a0 **{_escape(message)}**" if message else ""
+    return f"\u26a0 **{escape_markdown(message)}**" if message else ""
 
 
 def reviewer_markdown(username: str | None) -> str:
     """Who is signed in (password login), shown above the review form."""
-    return f"Reviewing as **{_escape(username)}**." if username else ""
+    return f"Reviewing as **{escape_markdown(username)}**." if username else ""
 
 
 def image_markdown(metadata: SafeMetadata, *, label: str | None = None) -> str:
@@ -187,14 +188,14 @@ def image_markdown(metadata: SafeMetadata, *, label: str | None = None) -> str:
             unit = " HU" if metadata.hounsfield else ""
             window += f" (centre {metadata.window_center:g}{unit}, width {metadata.window_width:g}{unit})"
         parts.append(window)
-    return _escape(" \u00b7 ".join(parts))
+    return escape_markdown(" \u00b7 ".join(parts))
 
 
 def model_banner(model: LoadedModel | None, source: str, load_error: str | None) -> str:
     """What is answering: the model and where it runs, the test-model notice, or why there is none."""
     if model is None:
         return (
-            f"\u26d4 **No model is loaded, so questions cannot be answered.** {_escape(load_error or '')}\n\n"
+            f"\u26d4 **No model is loaded, so questions cannot be answered.** {escape_markdown(load_error or '')}\n\n"
             "The Reviews tab still works. To try the app without downloading weights, build the tiny test model "
             "(`medvlm-tiny-model ./tiny-model --format-warm-start`) and start the app with `--model ./tiny-model`; "
             "or pass `--model DIR` for a checkpoint you have downloaded."
@@ -202,7 +203,7 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     description = model.describe()
     where = f"{description['device']}, {description['dtype']}"
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
-    line = f"Model: **{_escape(source)}**{revision} ({where}). {speed_note(model)}{RESEARCH_ONLY}"
+    line = f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). {speed_note(model)}{RESEARCH_ONLY}"
     if model.is_test_model:
         line = (
             "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
@@ -223,7 +224,7 @@ def speed_note(model: LoadedModel) -> str:
     if report is None:
         return f"CPU fast path off: plain fp32, {images}. "
     if not report.quantized:
-        return f"CPU fast path without int8 ({_escape(report.fallback or '')}): fp32 weights, {report.threads} threads, {images}. "
+        return f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}): fp32 weights, {report.threads} threads, {images}. "
     return f"CPU fast path: int8 weights in {report.quantized_layers} layers, {report.threads} threads, {images}; `--no-fast-cpu` turns it off. "
 
 
@@ -251,8 +252,22 @@ def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
 
 
 
-def annotation_html(annotation: Annotation) -> str:
-    """One stored review in full: question, options with the answer, reasoning, flags and comment."""
+def review_target(output: ModelOutput | None, case: str | None, *, generating: bool = False) -> str:
+    """What a review saved now would be about: the case and the answer on screen, by its output id.
+
+    Shown above the review form, so a reviewer always sees which answer their flags attach to.
+    """
+    where = escape_markdown(case) if case else "the uploaded image"
+    if generating:
+        return f"Generating an answer for {where}; the review opens when it is finished."
+    if output is None:
+        return "No answer to review yet: ask a question about the image on screen."
+    answer = f"answer {output.letter}" if output.letter else "no answer"
+    return f"Reviewing the model's answer to **{escape_markdown(output.question)}** on {where} ({answer}; output `{output.output_id[:8]}`)."
+
+
+def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = ()) -> str:
+    """One stored review in full: question, options with the answer, reasoning, flags, comment, and earlier versions."""
     answer = answer_html(
         annotation.options,
         letter=annotation.letter,
@@ -263,7 +278,8 @@ def annotation_html(annotation: Annotation) -> str:
     )
     flags = ", ".join(FLAGS[flag] for flag in annotation.flags) or "none"
     facts = [
-        f"Review #{annotation.id} by {annotation.reviewer}, saved {annotation.updated_at[:19].replace('T', ' ')} UTC",
+        f"Review #{annotation.id} by {annotation.reviewer}, saved {annotation.updated_at[:19].replace('T', ' ')} UTC"
+        + (f" (version {annotation.revision})" if annotation.revision > 1 else ""),
         f"Model: {annotation.model_id} (prompt: {annotation.prompt_style})",
     ]
     return "\n".join(
@@ -274,8 +290,23 @@ def annotation_html(annotation: Annotation) -> str:
             f'<div class="reasoning"><b>Reasoning:</b><pre style="white-space: pre-wrap">{_escape(annotation.reasoning or annotation.completion)}</pre></div>',
             f'<div class="flags"><b>Flags:</b> {_escape(flags)}</div>',
             f'<div class="comment"><b>Comment:</b> {_escape(annotation.comment) or "none"}</div>',
+            *_earlier_versions(history),
         ]
     )
+
+
+def _earlier_versions(history: Sequence[ReviewVersion]) -> list[str]:
+    """The versions before the latest, newest first: what the reviewer (or a namesake) said before."""
+    earlier = list(history)[:-1][::-1]
+    if not earlier:
+        return []
+    items = "".join(
+        f"<li>Version {version.version}, saved {_escape(version.saved_at[:19].replace('T', ' '))} UTC: "
+        f"flags {_escape(', '.join(FLAGS[flag] for flag in version.flags) or 'none')}; "
+        f"comment {_escape(version.comment) or 'none'}</li>"
+        for version in earlier
+    )
+    return [f'<div class="history"><b>Earlier versions ({len(earlier)}):</b><ul>{items}</ul></div>']
 
 
 def letter_choices(options: Sequence[str] | None = None) -> list[tuple[str, str]]:
