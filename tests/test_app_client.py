@@ -7,53 +7,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import socket
 import threading
 import time
 import types
-from io import BytesIO
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
-from gradio_client import Client, handle_file
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medvlm.annotations import AnnotationStore
 from medvlm.hub_sync import HubSync
 from medvlm.model import load_model
-from medvlm.ui import AppConfig, Workbench, build_demo
-from medvlm.ui.handlers import AskUpdate, CaseShown, ExampleShown
+from medvlm.ui import AppConfig, Workbench
+from medvlm.ui.handlers import ExampleShown
+from helpers import REPO, SECRETS, answered, ask, client, generation_threads, identified_ct, launch, named, review, upload
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-SECRETS = ("SECRETNAME", "Doe^Jane", "PID-SECRET-4711", "SECRET Institution of Radiology", "19450203")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(workbench: Workbench):
-    """Build and launch the app as ``app.py`` does, on a free port, without blocking."""
-    demo = build_demo(workbench)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    return demo, url
-
-
-def client(url: str) -> Client:
-    return Client(url, verbose=False, analytics_enabled=False)
-
-
-def generation_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "medvlm-generate"]
-
 
 @pytest.fixture(scope="module")
 def app(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
@@ -71,36 +41,6 @@ def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("upload") / "scan.png"
     Image.radial_gradient("L").resize((96, 80)).save(path)
     return path
-
-
-LAYOUT_ONLY = ("dicom_controls", "custom_window")
-"""Outputs that are layout blocks (a Group, a Row): gradio_client returns no value for them."""
-
-
-def named(result: tuple, event: type[tuple]) -> dict:
-    """An API result as {field: value}, by the handler's NamedTuple (the same one the layout wires)."""
-    fields = [name for name in event._fields if name not in LAYOUT_ONLY]
-    return dict(zip(fields, result, strict=True))
-
-
-def upload(user: Client, path: Path) -> dict:
-    return named(user.predict(handle_file(str(path)), api_name="/load_file"), CaseShown)
-
-
-def review(user: Client, shown: dict, flags: list[str], comment: str = "", correct: str | None = None, name: str = "Dr API") -> str:
-    """Save a review as the page does: naming the answer on screen by its output id."""
-    return user.predict(flags, comment, correct, name, shown["output_id"], api_name="/submit_review")
-
-
-def answered(job) -> dict:
-    """The last update of an ask job, by field."""
-    return named(job.result(), AskUpdate)
-
-
-def ask(user: Client, question: str, options: list[str], **settings):
-    """Submit a question; returns the job (iterate it or call ``outputs()`` for every streamed update)."""
-    settings.setdefault("max_new_tokens", 48)
-    return user.submit(question=question, options="\n".join(options), api_name="/ask", **settings)
 
 
 def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) -> None:
@@ -218,30 +158,6 @@ def test_stop_ends_the_generation(tiny_model_dir: Path, tmp_path: Path, png: Pat
 # -- patient identity ----------------------------------------------------------------------------
 
 
-def identified_ct(path: Path) -> Path:
-    """A CT-like DICOM whose header names a patient, an institution and a birth date."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "CT"
-    ds.BodyPartExamined = "CHEST"
-    ds.PatientName = "Doe^Jane^SECRETNAME"
-    ds.PatientID = "PID-SECRET-4711"
-    ds.InstitutionName = SECRETS[3]
-    ds.PatientBirthDate = SECRETS[4]
-    ds.StudyDescription = "CT chest for Doe^Jane^SECRETNAME"
-    hounsfield = np.linspace(-1000, 1000, 64 * 64).reshape(64, 64)
-    ds.set_pixel_data((hounsfield + 1024).astype(np.uint16), "MONOCHROME2", 12)
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.WindowCenter, ds.WindowWidth = 40, 400
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
 class FakeScheduler:
     """Stands in for huggingface_hub.CommitScheduler: the Hub folder is written, nothing is uploaded."""
 
@@ -274,7 +190,7 @@ def test_patient_identity_leaves_no_trace(
     demo, url = launch(workbench)
     responses = []
     try:
-        user = Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads))
+        user = client(url, download_files=str(downloads))
         responses.append(upload(user, dicom))
         assert responses[-1]["error"] == "" and "CT \u00b7 CHEST" in responses[-1]["image_info"]
         responses.append(user.predict("lung", None, None, 0, api_name="/render_image"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,11 +48,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The launched app's data folder (the tests read its SQLite file, as a maintainer would)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def app_url(formatted_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python app.py`` with the format-warm-started tiny model, in its own process."""
     port = free_port()
     log = tmp_path_factory.mktemp("app-log") / "app.log"
-    data_dir = tmp_path_factory.mktemp("data")
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "app.py", "--model", str(formatted_model_dir), "--data-dir", str(data_dir), "--port", str(port)],
@@ -153,3 +159,110 @@ def test_dicom_question_stream_highlight_review_and_reviews_tab(browser, app_url
     expect(page.locator("#review-detail")).to_contain_text("Says nothing about the image.", timeout=30_000)
     page.screenshot(path=str(tmp_path / "reviews.png"), full_page=True)
     page.close()
+
+
+def reviews_in(data_dir: Path, reviewer: str) -> int:
+    with sqlite3.connect(data_dir / "annotations.sqlite3") as conn:
+        return conn.execute("SELECT count(*) FROM annotations WHERE reviewer = ?", (reviewer,)).fetchone()[0]
+
+
+def test_a_review_cannot_be_saved_against_a_case_no_longer_on_screen(browser, app_url: str, data_dir: Path) -> None:
+    """Ask on "ct head", load "ct chest" without asking: the answer and the form go, and Save stores nothing."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.locator("button#example-0").click()  # ct head
+    expect(page.locator("#preview img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#question textarea")).not_to_have_value("", timeout=30_000)
+    page.locator("button#ask").click()
+    expect(page.locator("#answer .option.chosen")).to_have_count(1, timeout=120_000)
+    expect(page.locator("#review-target")).to_contain_text("ct head", timeout=30_000)
+    page.locator("#reviewer-name textarea, #reviewer-name input").first.fill("Dr Stale Browser")
+    page.locator("#review-flags").get_by_label("Superficial reasoning").check()
+    page.locator("#review-comment textarea").fill("about the head")
+
+    page.locator("button#example-2").click()  # ct chest, not asked
+    expect(page.locator("#image-info")).to_contain_text("ct chest", timeout=60_000)
+    expect(page.locator("#answer .option.chosen")).to_have_count(0, timeout=30_000)
+    expect(page.locator("#reasoning textarea")).to_have_value("", timeout=30_000)
+    expect(page.locator("#review-comment textarea")).to_have_value("")
+    expect(page.locator("#review-flags").get_by_label("Superficial reasoning")).not_to_be_checked()
+    expect(page.locator("#review-target")).to_contain_text("No answer to review yet")
+
+    # Ticking a flag and saving now stores nothing: there is no answer about the chest.
+    page.locator("#review-flags").get_by_label("Superficial reasoning").check()
+    page.locator("button#review-submit").click()
+    expect(page.locator("#review-status")).to_contain_text("no answer to review yet", timeout=30_000)
+    assert reviews_in(data_dir, "Dr Stale Browser") == 0
+    page.close()
+
+
+INJECTED_NAMES = ('<img src=x onerror="window.__pwned=1">', "[Session expired: sign in again](http://evil.example/login)")
+
+
+def test_user_strings_are_shown_as_text_never_as_markup(browser, app_url: str, data_dir: Path) -> None:
+    """Reviewer names from an older store (written before names were checked) and a typed seed render literally."""
+    from playwright.sync_api import expect
+
+    from medvlm.annotations import AnnotationStore, Review
+
+    store = AnnotationStore(data_dir)
+    for index, name in enumerate(INJECTED_NAMES):
+        annotation, _ = store.add(make_output(f"{index:032x}"), Review(f"legacy reviewer {index}", ("sound",)))
+        with sqlite3.connect(store.db_path) as conn:  # what an older medvlm stored, unchecked
+            conn.execute("UPDATE annotations SET reviewer = ? WHERE id = ?", (name, annotation.id))
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Reviews").click()
+    summary = page.locator("#reviews-summary")
+    expect(summary).to_contain_text("Session expired: sign in again", timeout=60_000)
+    expect(summary).to_contain_text('<img src=x onerror="window.__pwned=1">')  # shown as the text it is
+    assert summary.locator("img").count() == 0 and summary.locator("a").count() == 0
+    table = page.locator("#reviews-table")
+    expect(table).to_contain_text("Session expired", timeout=30_000)
+    assert table.locator("img").count() == 0 and table.locator("a[href*='evil']").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+    # A typed value quoted back in an error message stays text too.
+    page.get_by_role("tab", name="Ask").click()
+    page.locator("button#example-0").click()
+    expect(page.locator("#preview img")).to_be_visible(timeout=60_000)
+    page.locator("#settings").get_by_text("Generation settings").click()
+    page.locator("#decoding").get_by_label("Sampling").check()
+    page.locator("#seed textarea, #seed input").first.fill(INJECTED_NAMES[1])
+    page.locator("button#ask").click()
+    error = page.locator("#ask-error")
+    expect(error).to_contain_text("The seed must be a whole number", timeout=30_000)
+    expect(error).to_contain_text("[Session expired: sign in again]")
+    assert error.locator("a").count() == 0
+    page.close()
+
+
+def make_output(output_id: str):
+    """A stored model output for the injected reviews (its content does not matter here)."""
+    from PIL import Image
+
+    from medvlm.annotations import ModelOutput
+
+    return ModelOutput(
+        output_id=output_id,
+        image=Image.new("RGB", (32, 32)),
+        image_metadata={"source_format": "PNG", "width": 32, "height": 32},
+        question="Which organ?",
+        options=["Liver", "Lung"],
+        correct_answer=None,
+        completion="<think>x</think><answer>A</answer>",
+        reasoning="x",
+        answer_text="A",
+        letter="A",
+        format_ok=True,
+        problem=None,
+        stop_reason="eos",
+        model={"model": "tiny"},
+        settings={},
+        prompt_style="medvlm",
+        timing=None,
+        generated_at="2026-01-01T00:00:00+00:00",
+    )

@@ -1,10 +1,14 @@
-"""Gradio components whose values reach the handlers as sent, so every bad value gets the app's own message.
+"""Number fields and sliders whose values reach the handlers as sent, so every bad value gets the app's own message.
 
 ``gr.Number`` and ``gr.Slider`` check their range and convert the value before the handler runs;
-anything they reject (0 new tokens from the browser, ``"abc"`` or ``2**70`` from an API client)
-becomes Gradio's generic "Error" badge or "upstream app raised an exception". These templates
-render exactly as the originals (``is_template``: the browser gets the parent's component) and
-leave the checks to the handlers, which answer with a sentence that names the field.
+anything they reject (0 new tokens typed in the browser, ``"abc"`` or ``2**70`` from an API
+client) becomes Gradio's generic "Error" badge or "upstream app raised an exception". These are
+the same components (``is_template``: the browser renders the parent) with that step left to the
+handlers, which check each value with a sentence naming the field (``handlers.as_number``).
+
+Gradio writes a ``components.pyi`` stub beside this file the first time the classes are created
+(as for any component subclass; a read-only install only skips it); it is a build artefact,
+ignored by git.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import gradio as gr
 from gradio.events import Dependency
 
 class NumberField(gr.Number):
-    """``gr.Number`` that passes its value through unchecked; the handler validates it."""
+    """``gr.Number`` whose value the handler validates (minimum and maximum still guide the browser)."""
 
     is_template = True
 
@@ -30,7 +34,7 @@ class NumberField(gr.Number):
 
 
 class SliderField(gr.Slider):
-    """``gr.Slider`` that passes its value through unchecked; the handler validates it."""
+    """``gr.Slider`` whose value the handler validates."""
 
     is_template = True
 
