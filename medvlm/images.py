@@ -13,6 +13,7 @@ The returned image carries pixels only: no text chunk, EXIF or ICC profile of th
 from __future__ import annotations
 
 import os
+import warnings
 from io import BytesIO
 from pathlib import Path
 import numpy as np
@@ -117,7 +118,8 @@ def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
         # Orientations 5 to 8 turn the image a quarter: its original width is then its height.
         quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
         ImageOps.exif_transpose(image, in_place=True)  # in place: a copy would double the peak
-        rgb = _to_rgb(image, reduction_factor(*image.size))
+        original = (height, width) if quarter_turn else (width, height)
+        rgb = _to_rgb(image, (-(-original[0] // factor), -(-original[1] // factor)))
     except ImageLoadError:
         raise
     except MemoryError:
@@ -125,7 +127,6 @@ def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
     except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib errors...
         message = TRUNCATED if "truncated" in str(error).lower() else CORRUPT
         raise ImageLoadError(message.format(format=source_format)) from None
-    original = (height, width) if quarter_turn else (width, height)
     reduced = rgb.size != original
     metadata = SafeMetadata(
         source_format=source_format,
@@ -141,7 +142,9 @@ def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
 
 def _open_raster(data: bytes) -> Image.Image:
     try:
-        return Image.open(BytesIO(data), formats=RASTER_FORMATS)
+        with warnings.catch_warnings():  # Pillow warns above 89 megapixels; our own limit (checked next) is the rule here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(BytesIO(data), formats=RASTER_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own limit, twice MAX_IMAGE_PIXELS, hit before ours
         raise ImageLoadError(
             f"This image is too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
@@ -175,16 +178,17 @@ def _raster_frame(frame: int | None, frame_count: int) -> int:
     return index
 
 
-def _to_rgb(image: Image.Image, factor: int = 1) -> Image.Image:
+def _to_rgb(image: Image.Image, target: tuple[int, int] | None = None) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB without metadata, the way a person would expect to see it.
 
     High-bit-depth greyscale ("I;16", "I", "F") is min-max scaled, because Pillow's own
     conversion clips it to 0-255 and turns most 16-bit scans white. Transparency is composited
-    over black, the background of radiology images. ``factor > 1`` averages factor x factor
-    blocks first (before any float copy of the full image is made).
+    over black, the background of radiology images. A ``target`` size smaller than the image is
+    reached by area averaging first (before any float copy of the full image is made).
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        values = reduce_blocks(image, factor)
+        # Never drafted, so still full size: the same whole factor reaches the target.
+        values = reduce_blocks(image, reduction_factor(*image.size))
         finite = values[np.isfinite(values)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         np.nan_to_num(values, copy=False, nan=low, posinf=high, neginf=low)
@@ -192,12 +196,20 @@ def _to_rgb(image: Image.Image, factor: int = 1) -> Image.Image:
         values *= 255 / ((high - low) or 1.0)
         return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = _reduce(image if image.mode == "RGBA" else image.convert("RGBA"), factor)
+        rgba = _reduce(image if image.mode == "RGBA" else image.convert("RGBA"), target)
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return bare_image(Image.alpha_composite(black, rgba))
-    return bare_image(_reduce(image if image.mode in ("L", "RGB") else image.convert("RGB"), factor))
+    return bare_image(_reduce(image if image.mode in ("L", "RGB") else image.convert("RGB"), target))
 
 
-def _reduce(image: Image.Image, factor: int) -> Image.Image:
-    """Pillow's box reduction (area average) by a whole factor; the image itself when 1."""
-    return image.reduce(factor) if factor > 1 else image
+def _reduce(image: Image.Image, target: tuple[int, int] | None) -> Image.Image:
+    """``image`` at ``target`` size by area averaging: Pillow's ``reduce`` for a whole factor, else a box resize.
+
+    A JPEG decoded at 1/2 scale (``draft``) may still be 1.5 times the target.
+    """
+    if target is None or image.size == target:
+        return image
+    factor = max(1, image.width // target[0])
+    if (-(-image.width // factor), -(-image.height // factor)) == target:
+        return image.reduce(factor)
+    return image.resize(target, Image.Resampling.BOX)
