@@ -6,17 +6,22 @@ puts this folder on ``sys.path``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import types
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from gradio_client import Client, handle_file
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from medvlm.ui import Workbench, build_demo
+from medvlm.annotations import ModelOutput
+from medvlm.ui import AppConfig, Workbench, build_demo
 from medvlm.ui.handlers import AskUpdate, CaseShown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +43,18 @@ def launch(workbench: Workbench):
     demo = build_demo(workbench)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
     return demo, url
+
+
+@contextlib.contextmanager
+def running_app(config: AppConfig) -> Iterator[types.SimpleNamespace]:
+    """The app started as ``app.py`` starts it (``Workbench.start``), launched; ``.url`` and ``.workbench``."""
+    workbench = Workbench.start(config)
+    demo, url = launch(workbench)
+    try:
+        yield types.SimpleNamespace(url=url, workbench=workbench)
+    finally:
+        demo.close()
+        workbench.close()
 
 
 def client(url: str, **kwargs) -> Client:
@@ -96,3 +113,27 @@ def identified_ct(path: Path) -> Path:
     ds.save_as(buffer, enforce_file_format=True)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def model_output(output_id: str):
+    """A plausible model output to store a review against, when what it says does not matter."""
+    return ModelOutput(
+        output_id=output_id,
+        image=Image.new("RGB", (32, 32)),
+        image_metadata={"source_format": "PNG", "width": 32, "height": 32},
+        question="Which organ?",
+        options=["Liver", "Lung"],
+        correct_answer=None,
+        completion="<think>x</think><answer>A</answer>",
+        reasoning="x",
+        answer_text="A",
+        letter="A",
+        format_ok=True,
+        problem=None,
+        stop_reason="eos",
+        model={"model": "tiny"},
+        settings={},
+        prompt_style="medvlm",
+        timing=None,
+        generated_at="2026-01-01T00:00:00+00:00",
+    )

@@ -9,7 +9,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-import types
 from pathlib import Path
 
 import datasets
@@ -21,7 +20,7 @@ from medvlm.hub_sync import HubSync
 from medvlm.model import load_model
 from medvlm.ui import AppConfig, Workbench
 from medvlm.ui.handlers import ExampleShown
-from helpers import REPO, SECRETS, answered, ask, client, generation_threads, identified_ct, launch, named, review, upload
+from helpers import REPO, SECRETS, running_app, answered, ask, client, generation_threads, identified_ct, launch, named, review, upload
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +28,8 @@ pytestmark = pytest.mark.slow
 def app(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The app with the format-warm-started tiny model; two generations may run at once."""
     config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), concurrency=2, examples_file=REPO / "assets" / "examples.json")
-    workbench = Workbench.start(config)
-    demo, url = launch(workbench)
-    yield types.SimpleNamespace(url=url, workbench=workbench)
-    demo.close()
-    workbench.close()
+    with running_app(config) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

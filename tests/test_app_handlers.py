@@ -720,3 +720,25 @@ def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path
     path.write_text(content)
     outputs = workbench.load_evaluation(Session(), str(path))
     assert message in outputs.error and outputs.evaluation_sample["visible"] is False
+
+
+def test_name_mode_says_it_is_for_a_trusted_team(workbench: Workbench) -> None:
+    from medvlm.ui.layout import NAME_MODE_NOTE
+
+    demo = build_demo(workbench)
+    (name_box,) = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "reviewer-name"]
+    assert name_box.info == NAME_MODE_NOTE and "trusted team" in NAME_MODE_NOTE and "--auth" in NAME_MODE_NOTE
+    ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    assert {"review-target", "shown-output-id"} <= ids
+
+
+def test_generation_for_a_case_no_longer_shown_is_dropped(random_workbench: Workbench, sample_png: Path) -> None:
+    """An upload while an answer streams stops it, and its answer is never kept or shown."""
+    session = uploaded(random_workbench, sample_png)
+    stream = random_workbench.ask(session, QUESTION, OPTIONS, max_new_tokens=4000)
+    for _ in range(3):
+        next(stream)
+    random_workbench.load_file(session, sample("CT_small.dcm"))  # another case while generating
+    assert list(stream) == []  # nothing more reaches the page
+    wait_for_no_generation_thread()
+    assert session.last_output is None and not session.generating

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from gradio.utils import get_upload_folder
 from gradio_client import handle_file
 from PIL import Image, PngImagePlugin
 
-from helpers import REPO, SECRETS, answered, ask, client, identified_ct, launch, named, review, upload
+from helpers import REPO, SECRETS, running_app, answered, ask, client, identified_ct, named, review, upload
 from medvlm.ui import AppConfig, Workbench
 from medvlm.ui.handlers import EvaluationLoaded, ExampleShown, ImageRendered, SampleShown
 
@@ -29,18 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def app(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), examples_file=REPO / "assets" / "examples.json")
-    workbench = Workbench.start(config)
-    demo, url = launch(workbench)
-    yield types.SimpleNamespace(url=url, workbench=workbench)
-    demo.close()
-    workbench.close()
-
-
-@pytest.fixture(scope="module")
-def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("upload") / "scan.png"
-    Image.radial_gradient("L").resize((96, 80)).save(path)
-    return path
+    with running_app(config) as app:
+        yield app
 
 
 def assert_answer_cleared(shown: dict) -> None:
@@ -72,11 +61,11 @@ def test_loading_another_example_clears_the_answer_and_a_stale_save_is_refused(a
     assert stored.output_id == chest_answer["output_id"] and stored.question == chest["question"]
 
 
-def test_an_upload_or_another_window_after_an_answer_clears_it(app, png: Path) -> None:
+def test_an_upload_or_another_window_after_an_answer_clears_it(app, sample_png: Path) -> None:
     user = client(app.url)
     user.predict(api_name="/load_example_0")
     asked = answered(ask(user, "Which modality?", ["CT", "MRI"]))
-    assert_answer_cleared(upload(user, png))
+    assert_answer_cleared(upload(user, sample_png))
     assert "no longer on screen" in review(user, asked, ["sound"], name="Dr Stale Upload")
 
     user.predict(api_name="/load_example_0")
@@ -129,12 +118,12 @@ def test_png_text_chunks_never_reach_the_preview_gradio_serves(app, tmp_path: Pa
 # -- numbers, limits and control characters ---------------------------------------------------------
 
 
-def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, png: Path) -> None:
+def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, sample_png: Path) -> None:
     user = client(app.url)
     user.predict(api_name="/load_example_0")
     rendered = named(user.predict("Custom", "abc", 400, None, api_name="/render_image"), ImageRendered)
     assert "The window centre must be a number (got 'abc')" in rendered["error"]
-    upload(user, png)
+    upload(user, sample_png)
     cases = [
         ({"max_new_tokens": "abc"}, "Maximum new tokens must be a number (got 'abc')"),
         ({"max_new_tokens": 0}, "Maximum new tokens must be between 1 and 4096 (got 0)"),
@@ -153,9 +142,9 @@ def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, png:
     assert answered(ask(user, "Which?", ["CT", "MRI"]))["error"] == ""
 
 
-def test_overlong_text_and_control_characters_are_refused_fast(app, png: Path) -> None:
+def test_overlong_text_and_control_characters_are_refused_fast(app, sample_png: Path) -> None:
     user = client(app.url)
-    upload(user, png)
+    upload(user, sample_png)
     started = time.monotonic()
     assert "The question is too long: 100,000 characters, and the limit is 2,000" in answered(ask(user, "x" * 100_000, ["CT", "MRI"]))["error"]
     assert time.monotonic() - started < 10  # refused before the model is touched
@@ -166,9 +155,9 @@ def test_overlong_text_and_control_characters_are_refused_fast(app, png: Path) -
     assert app.workbench.store.query(reviewer="Dr Limit") == []
 
 
-def test_one_person_is_one_reviewer_in_name_mode(app, png: Path) -> None:
+def test_one_person_is_one_reviewer_in_name_mode(app, sample_png: Path) -> None:
     user = client(app.url)
-    upload(user, png)
+    upload(user, sample_png)
     asked = answered(ask(user, "Which?", ["CT", "MRI"]))
     assert review(user, asked, ["superficial"], name="dana").startswith("Saved")
     for spelling in ("DANA", "da\u200bna", "\uff44\uff41\uff4e\uff41"):
@@ -193,13 +182,13 @@ def samples_file(folder: Path, images: list[str], **extra) -> Path:
     return path
 
 
-def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, png: Path, tmp_path: Path) -> None:
+def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_png: Path, tmp_path: Path) -> None:
     user = client(app.url)
     # Make sure the store holds an image: a server file the attacker would like to see.
-    assert upload(user, png)["error"] == ""
+    assert upload(user, sample_png)["error"] == ""
     assert review(user, answered(ask(user, "Which?", ["CT", "MRI"])), ["sound"], name="Dr Owner").startswith("Saved")
     stored_image = str(app.workbench.store.query(reviewer="Dr Owner")[0].image_path)
-    targets = [stored_image, "/etc/passwd", str(tmp_path / "missing.png"), str(png), "../../etc/hostname"]
+    targets = [stored_image, "/etc/passwd", str(tmp_path / "missing.png"), str(sample_png), "../../etc/hostname"]
     jsonl = samples_file(tmp_path, targets)
     messages = []
     for number in range(1, len(targets) + 1):
@@ -214,12 +203,12 @@ def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, png: Path
     assert "was not uploaded with the samples" in messages[0]
 
 
-def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(app, png: Path, tmp_path: Path) -> None:
+def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(app, sample_png: Path, tmp_path: Path) -> None:
     jsonl = samples_file(tmp_path, ["images/scan.png"])  # the run's own relative path; the file comes in the upload
     first, second = client(app.url), client(app.url)
     shown = {}
     for user in (first, second):
-        loaded = named(user.predict([handle_file(str(jsonl)), handle_file(str(png))], api_name="/load_evaluation"), EvaluationLoaded)
+        loaded = named(user.predict([handle_file(str(jsonl)), handle_file(str(sample_png))], api_name="/load_evaluation"), EvaluationLoaded)
         assert loaded["error"] == "" and loaded["output_id"] and loaded["evaluation_sample"]["visible"] is False
         shown[user] = loaded
     assert shown[first]["output_id"] == shown[second]["output_id"]
@@ -229,12 +218,12 @@ def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(app,
     assert ones[0].output_id == twos[0].output_id and ones[0].correct_answer is None
 
 
-def test_the_configured_image_folder_is_the_only_other_place_images_come_from(formatted_model_dir: Path, tmp_path: Path, png: Path) -> None:
+def test_the_configured_image_folder_is_the_only_other_place_images_come_from(formatted_model_dir: Path, tmp_path: Path, sample_png: Path) -> None:
     folder = tmp_path / "eval-images"
     (folder / "ct").mkdir(parents=True)
-    Image.open(png).save(folder / "ct" / "inside.png")
+    Image.open(sample_png).save(folder / "ct" / "inside.png")
     outside = tmp_path / "outside.png"
-    Image.open(png).save(outside)
+    Image.open(sample_png).save(outside)
     os.symlink(outside, folder / "ct" / "link.png")  # a link that leads out of the folder
     workbench = Workbench.start(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", evaluation_images=folder))
     from medvlm.ui.handlers import Session

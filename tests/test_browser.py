@@ -203,13 +203,14 @@ INJECTED_NAMES = ('<img src=x onerror="window.__pwned=1">', "[Session expired: s
 
 def test_user_strings_are_shown_as_text_never_as_markup(browser, app_url: str, data_dir: Path) -> None:
     """Reviewer names from an older store (written before names were checked) and a typed seed render literally."""
+    from helpers import model_output
     from playwright.sync_api import expect
 
     from medvlm.annotations import AnnotationStore, Review
 
     store = AnnotationStore(data_dir)
     for index, name in enumerate(INJECTED_NAMES):
-        annotation, _ = store.add(make_output(f"{index:032x}"), Review(f"legacy reviewer {index}", ("sound",)))
+        annotation, _ = store.add(model_output(f"{index:032x}"), Review(f"legacy reviewer {index}", ("sound",)))
         with sqlite3.connect(store.db_path) as conn:  # what an older medvlm stored, unchecked
             conn.execute("UPDATE annotations SET reviewer = ? WHERE id = ?", (name, annotation.id))
 
@@ -238,31 +239,3 @@ def test_user_strings_are_shown_as_text_never_as_markup(browser, app_url: str, d
     expect(error).to_contain_text("[Session expired: sign in again]")
     assert error.locator("a").count() == 0
     page.close()
-
-
-def make_output(output_id: str):
-    """A stored model output for the injected reviews (its content does not matter here)."""
-    from PIL import Image
-
-    from medvlm.annotations import ModelOutput
-
-    return ModelOutput(
-        output_id=output_id,
-        image=Image.new("RGB", (32, 32)),
-        image_metadata={"source_format": "PNG", "width": 32, "height": 32},
-        question="Which organ?",
-        options=["Liver", "Lung"],
-        correct_answer=None,
-        completion="<think>x</think><answer>A</answer>",
-        reasoning="x",
-        answer_text="A",
-        letter="A",
-        format_ok=True,
-        problem=None,
-        stop_reason="eos",
-        model={"model": "tiny"},
-        settings={},
-        prompt_style="medvlm",
-        timing=None,
-        generated_at="2026-01-01T00:00:00+00:00",
-    )

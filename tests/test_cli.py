@@ -87,3 +87,14 @@ def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys:
     assert main(["tiny-model", str(tmp_path / "tiny")]) == 0
     assert "random" in capsys.readouterr().out
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
+
+
+def test_an_elongated_image_is_one_error_line_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("L", (10000, 1)).save(strip)
+    status = main(["ask", "--model", str(tmp_path / "no-model-needed"), "--image", str(strip), *QUESTION])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: This image is 10,000 x 1 pixels: one side is more than 200 times the other")

@@ -146,123 +146,46 @@ class _Request:
 
 _ANSWER_FIELDS = ("answer", "reasoning", "raw_output", "timing")
 _REVIEW_FIELDS = ("flags", "comment", "review_status", "output_id", "review_target")
+_IMAGE_FIELDS = ("preview", "image_info", "dicom_controls", "frame", "error")
 
 
-class CaseShown(NamedTuple):
-    """An upload, or its removal: the image and its controls, and the answer area emptied."""
-
-    preview: Any
-    image_info: Any
-    dicom_controls: Any
-    frame: Any
-    error: Any
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    flags: Any
-    comment: Any
-    review_status: Any
-    output_id: Any
-    review_target: Any
+def _page_event(name: str, fields: Sequence[str], doc: str) -> type[tuple]:
+    """A NamedTuple class with these fields (each a value, a ``gr.update`` or ``gr.skip()``)."""
+    event = NamedTuple(name, [(field_name, Any) for field_name in fields])
+    event.__doc__ = doc
+    return event
 
 
-class ImageRendered(NamedTuple):
-    """Another window or frame of the same file (the answer area emptied when the image changed)."""
-
-    preview: Any
-    image_info: Any
-    custom_window: Any
-    center: Any
-    width: Any
-    error: Any
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    flags: Any
-    comment: Any
-    review_status: Any
-    output_id: Any
-    review_target: Any
-
-
-class ExampleShown(NamedTuple):
-    """An example case: its image, question, options and window, and the answer area emptied."""
-
-    upload: Any
-    preview: Any
-    image_info: Any
-    dicom_controls: Any
-    frame: Any
-    error: Any
-    window: Any
-    custom_window: Any
-    question: Any
-    options: Any
-    correct: Any
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    flags: Any
-    comment: Any
-    review_status: Any
-    output_id: Any
-    review_target: Any
-
-
-class SampleShown(NamedTuple):
-    """A sample of an imported evaluation run, shown as a finished answer ready for review."""
-
-    preview: Any
-    image_info: Any
-    question: Any
-    options: Any
-    correct: Any
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    error: Any
-    flags: Any
-    comment: Any
-    review_status: Any
-    output_id: Any
-    review_target: Any
-
-
-class EvaluationLoaded(NamedTuple):
-    """An imported run: its first sample, and the sample slider."""
-
-    preview: Any
-    image_info: Any
-    question: Any
-    options: Any
-    correct: Any
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    error: Any
-    flags: Any
-    comment: Any
-    review_status: Any
-    output_id: Any
-    review_target: Any
-    evaluation_sample: Any
-
-
-class AskUpdate(NamedTuple):
-    """One step of a streamed answer; the last one names the answer (``output_id``) for the review."""
-
-    answer: Any
-    reasoning: Any
-    raw_output: Any
-    timing: Any
-    error: Any
-    output_id: Any
-    review_target: Any
+CaseShown = _page_event(
+    "CaseShown",
+    (*_IMAGE_FIELDS, *_ANSWER_FIELDS, *_REVIEW_FIELDS),
+    "An upload, or its removal: the image and its controls, and the answer area emptied.",
+)
+ImageRendered = _page_event(
+    "ImageRendered",
+    ("preview", "image_info", "custom_window", "center", "width", "error", *_ANSWER_FIELDS, *_REVIEW_FIELDS),
+    "Another window or frame of the same file (the answer area emptied when the image changed).",
+)
+ExampleShown = _page_event(
+    "ExampleShown",
+    ("upload", *_IMAGE_FIELDS, "window", "custom_window", "question", "options", "correct", *_ANSWER_FIELDS, *_REVIEW_FIELDS),
+    "An example case: its image, question, options and window, and the answer area emptied.",
+)
+SampleShown = _page_event(
+    "SampleShown",
+    ("preview", "image_info", "question", "options", "correct", *_ANSWER_FIELDS, "error", *_REVIEW_FIELDS),
+    "A sample of an imported evaluation run, shown as a finished answer ready for review.",
+)
+EvaluationLoaded = _page_event(
+    "EvaluationLoaded",
+    (*SampleShown._fields, "evaluation_sample"),
+    "An imported run: its first sample, and the sample slider.",
+)
+AskUpdate = _page_event(
+    "AskUpdate",
+    (*_ANSWER_FIELDS, "error", "output_id", "review_target"),
+    "One step of a streamed answer; the last one names the answer (``output_id``) for the review.",
+)
 
 
 def _skips(fields: Sequence[str]) -> dict[str, Any]:
