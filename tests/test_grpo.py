@@ -233,3 +233,108 @@ def test_two_cpu_processes_with_accelerate_launch(formatted_model_dir: Path, que
     assert [entry["step"] for entry in steps] == [1, 2, 3, 4] and steps[-1]["epoch"] == 1.0
     loaded, updates = streamed_answer(output_dir)
     assert loaded.is_test_model and updates[-1].done
+
+
+def resume_and_record(monkeypatch: pytest.MonkeyPatch, *run, stop_after: int | None = None) -> dict:
+    """Run ``run_grpo(*run)`` and return copies of the weights, optimizer state and learning rate as
+    training (re)starts; ``stop_after`` interrupts the run after that many steps (as a kill would,
+    but with its checkpoint written)."""
+    import copy
+
+    from transformers import TrainerCallback
+
+    import train.grpo
+
+    seen: dict = {}
+
+    class Recorder(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+            seen.update(
+                step=state.global_step,
+                weights={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+                optimizer=copy.deepcopy(optimizer.state_dict()),  # the live state is updated in place by later steps
+                lr=list(lr_scheduler.get_last_lr()),
+            )
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop_after is not None and state.global_step >= stop_after:
+                control.should_training_stop = True
+
+    base = train.grpo.ResumableGRPOTrainer
+
+    class Recording(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Recorder())
+
+    monkeypatch.setattr(train.grpo, "ResumableGRPOTrainer", Recording)
+    try:
+        run_grpo(*run)
+    finally:
+        monkeypatch.setattr(train.grpo, "ResumableGRPOTrainer", base)
+    return seen
+
+
+def saved_weights(checkpoint: Path, *, lora: bool = False) -> dict:
+    """The checkpoint's weights as the model holds them at run time (through from_pretrained's conversion)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    if lora:
+        return load_file(str(checkpoint / "adapter_model.safetensors"))
+    return AutoModelForImageTextToText.from_pretrained(checkpoint).state_dict()
+
+
+@pytest.mark.slow
+def test_resuming_continues_from_the_checkpoints_weights_optimizer_and_schedule(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    output_dir = tmp_path / "run"
+    run = (formatted_model_dir, questions, output_dir, "--max_steps", "4", "--learning_rate", "1e-3")
+    first = resume_and_record(monkeypatch, *run, stop_after=2)  # interrupted after its step-2 checkpoint
+    checkpoint = output_dir / "checkpoint-2"
+    resumed = resume_and_record(monkeypatch, *run)
+    assert resumed["step"] == 2
+    expected = saved_weights(checkpoint)
+    assert resumed["weights"].keys() == expected.keys()
+    changed = [name for name in expected if not torch.equal(first["weights"][name], expected[name])]
+    assert changed, "two steps at lr 1e-3 must have changed the weights, or this test proves nothing"
+    assert all(torch.equal(resumed["weights"][name], expected[name]) for name in expected)
+    saved_optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert resumed["optimizer"]["state"].keys() == saved_optimizer["state"].keys() and saved_optimizer["state"]
+    assert all(torch.equal(resumed["optimizer"]["state"][k]["exp_avg"], saved_optimizer["state"][k]["exp_avg"]) for k in saved_optimizer["state"])
+    assert resumed["lr"] == torch.load(checkpoint / "scheduler.pt", weights_only=True)["_last_lr"] and resumed["lr"][0] > 0
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_resuming_a_lora_run_continues_from_its_adapter(formatted_model_dir: Path, questions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    output_dir = tmp_path / "lora"
+    lora = ("--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2")
+    resume_and_record(monkeypatch, formatted_model_dir, questions, output_dir, "--max_steps", "4", *lora, stop_after=2)
+    resumed = resume_and_record(monkeypatch, formatted_model_dir, questions, output_dir, "--max_steps", "4", *lora)
+    assert resumed["step"] == 2
+    adapter = saved_weights(output_dir / "checkpoint-2", lora=True)
+    live = {name: tensor for name, tensor in resumed["weights"].items() if "lora_" in name}
+    assert adapter and len(live) == len(adapter)
+    by_suffix = {name.split("base_model.model.", 1)[-1].replace(".default", ""): tensor for name, tensor in live.items()}
+    for name, tensor in adapter.items():
+        key = name.split("base_model.model.", 1)[-1]
+        match = [value for suffix, value in by_suffix.items() if suffix.endswith(key.split("model.", 1)[-1])]
+        assert match and torch.equal(match[0], tensor), name
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_trained_again(formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    output_dir = tmp_path / "done"
+    run_grpo(formatted_model_dir, questions, output_dir, "--max_steps", "2")
+    before = {path.name: path.stat().st_mtime_ns for path in output_dir.iterdir() if path.is_file()}
+    with caplog.at_level(logging.INFO, logger="train.grpo"):
+        run_grpo(formatted_model_dir, questions, output_dir, "--max_steps", "2")
+    assert "Nothing to train" in caplog.text and "already reached step 2 of 2" in caplog.text
+    assert {path.name: path.stat().st_mtime_ns for path in output_dir.iterdir() if path.is_file()} == before
+    assert not (output_dir / "checkpoint-3").exists()

@@ -37,6 +37,7 @@ A run resumes by itself from the last ``checkpoint-*`` in ``output_dir``;
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -49,6 +50,7 @@ import transformers
 import yaml
 from transformers import AutoModelForImageTextToText, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from peft import PeftModel
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 import medvlm
@@ -61,6 +63,32 @@ from train.rewards import REWARDS, get_rewards
 logger = logging.getLogger(__name__)
 
 MODEL_CARD_TAGS = ["medvlm", "medvlm-r1", "grpo", "medical-vqa"]
+
+
+class ResumableGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` whose resume really restores the checkpoint's weights.
+
+    transformers 5 writes checkpoints in the published key layout of Qwen2-VL (``model.layers.*``,
+    ``visual.*``), but ``Trainer._load_from_checkpoint`` reads them back with a raw
+    ``load_state_dict(strict=False)`` into the runtime layout (``model.language_model.*``,
+    ``model.visual.*``): no key matches, a warning lists them all, and training silently goes on
+    from the base weights (reported for Qwen2/2.5-VL in QwenLM/Qwen3-VL#1763 and
+    modelscope/ms-swift#7947). Full weights are therefore read with ``from_pretrained``, which
+    converts the layout, and copied in strictly; optimizer, scheduler, RNG and step counters are
+    restored by the Trainer as usual. LoRA adapters, DeepSpeed and FSDP keep the Trainer's path.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        model = self.model if model is None else model
+        full_weights = any((Path(resume_from_checkpoint) / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        if not full_weights or isinstance(model, PeftModel):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        dtype = next(model.parameters()).dtype
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, attn_implementation=model.config._attn_implementation)
+        model.load_state_dict(saved.state_dict(), strict=True)  # every key, or an error: never a silent restart
+        del saved
+        logger.info("Restored the weights of %s", resume_from_checkpoint)
 
 
 @dataclass
@@ -122,6 +150,16 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         training_args.output_dir,
     )
     checkpoint = _checkpoint_to_resume(training_args)
+    finished = _finished_at(checkpoint, training_args)
+    if finished is not None:
+        logger.info(
+            "Nothing to train: %s already reached step %d of %d. Pass a higher --max_steps to train on, "
+            "or a new --output_dir (or --resume_from_checkpoint false) to start afresh.",
+            checkpoint,
+            finished,
+            finished,
+        )
+        return
 
     ################
     # Rewards
@@ -167,7 +205,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     ################
     # Training
     ################
-    trainer = GRPOTrainer(
+    trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -227,6 +265,23 @@ def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
     if not os.path.isdir(requested):
         raise SystemExit(f"error: no checkpoint directory at {requested}.")
     return requested
+
+
+def _finished_at(checkpoint: str | None, training_args: GRPOConfig) -> int | None:
+    """The step a finished run ended at, when ``checkpoint`` is its end; None when there is training left.
+
+    Resuming at the last step would run one step past ``max_steps`` and overwrite the saved model:
+    a finished run is left as it is. A run with a higher ``--max_steps`` than it reached trains on.
+    """
+    if checkpoint is None:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    done, planned = int(state.get("global_step", 0)), int(state.get("max_steps", 0))
+    target = training_args.max_steps if training_args.max_steps > 0 else planned
+    return done if target > 0 and done >= target else None
 
 
 def _run_metadata(
