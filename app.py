@@ -14,18 +14,19 @@ from __future__ import annotations
 import logging
 import sys
 
-from medvlm.ui import AppConfig, Workbench, build_demo
-from medvlm.ui.config import ConfigError
+from medvlm.ui.config import AppConfig, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal request drowns what matters
     try:
-        config = AppConfig.from_args(argv)
+        config = AppConfig.from_args(argv)  # before Gradio and torch are imported: --help and bad flags answer at once
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from medvlm.ui import Workbench, build_demo
+
     workbench = Workbench.start(config)  # loads the model once, for every user
     demo = build_demo(workbench)
     try:

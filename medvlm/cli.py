@@ -15,14 +15,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import MedVLMError
 from medvlm.images import load_image
-from medvlm.model import DEFAULT_MODEL_ID, load_model
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
-from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
+from medvlm.published import DEFAULT_MODEL_ID
+
+if TYPE_CHECKING:  # torch and transformers load when a model is needed, so --help answers at once
+    from medvlm.streaming import StreamUpdate
 
 EXIT_ERROR = 2
 
@@ -33,22 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer one multiple-choice question about one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)")
     ask.add_argument("--image", required=True, help="image or DICOM file")
-    ask.add_argument("--question", required=True)
+    ask.add_argument("--question", required=True, help="the question, in words (the options go in --option)")
     ask.add_argument("--option", action="append", default=[], dest="options", help="an answer option; repeat 2 to 10 times (lettered A, B, C... in order)")
     ask.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"Hub id, checkpoint directory or LoRA adapter directory (default: {DEFAULT_MODEL_ID})")
     ask.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
-    ask.add_argument("--style", default=PromptStyle.MEDVLM.value, choices=[style.value for style in PromptStyle], help="prompt wording (default: %(default)s)")
+    ask.add_argument(
+        "--style",
+        choices=[style.value for style in PromptStyle],
+        help="prompt wording (default: the model's own: what its medvlm.json records, medvlm-exact for JZPeterPan/MedVLM-R1, else medvlm)",
+    )
     dicom = ask.add_argument_group("DICOM display")
     dicom.add_argument("--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)")
     dicom.add_argument("--window-center", type=float, help="custom window centre (with --window-width)")
     dicom.add_argument("--window-width", type=float, help="custom window width (with --window-center)")
     dicom.add_argument("--frame", type=int, help="frame of a multi-frame DICOM, from 0 (default: the middle one)")
     generation = ask.add_argument_group("generation")
-    generation.add_argument("--max-new-tokens", type=int, default=512)
+    generation.add_argument("--max-new-tokens", type=int, default=512, help="most tokens the model may write (default: %(default)s, as the paper)")
     generation.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (the paper decodes greedily)")
-    generation.add_argument("--temperature", type=float, default=1.0)
-    generation.add_argument("--top-p", type=float, default=1.0)
-    generation.add_argument("--seed", type=int)
+    generation.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, with --sample (default: %(default)s)")
+    generation.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: %(default)s)")
+    generation.add_argument("--seed", type=int, help="random seed, 0 to 4294967295, so a sampled answer can be reproduced")
     generation.add_argument("--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)")
     generation.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: automatic)")
     generation.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
@@ -60,13 +67,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tiny_model_parser() -> argparse.ArgumentParser:
+    """The options of ``medvlm-tiny-model`` (also ``medvlm tiny-model``)."""
+    parser = argparse.ArgumentParser(
+        prog="medvlm-tiny-model",
+        description="Write a tiny, randomly initialised Qwen2-VL checkpoint (offline, about a second). "
+        "It exercises the whole pipeline; its answers are random text.",
+    )
+    parser.add_argument("directory", type=Path, help="where to write the checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and of the warm-start (default: %(default)s)")
+    parser.add_argument(
+        "--format-warm-start",
+        action="store_true",
+        help="also teach it the <think>/<answer> format, so that its answers parse and highlight (the letters stay "
+        "random); this trains for about a minute on 2 CPU cores",
+    )
+    return parser
+
+
+def tiny_model_main(argv: Sequence[str] | None = None) -> int:
+    """``medvlm-tiny-model DIR``: write the tiny offline checkpoint (random weights) to DIR."""
+    args = tiny_model_parser().parse_args(argv)
+    from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
+
+    path = build_tiny_checkpoint(args.directory, seed=args.seed)
+    if args.format_warm_start:
+        warm_start_format(path, seed=args.seed)
+    print(f"Wrote a tiny random Qwen2-VL checkpoint to {path}. Its weights are random: its output is random text.")
+    print(f"Try: medvlm ask --model {path} --image IMAGE --question '...' --option '...' --option '...'")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "tiny-model":
-            from medvlm.tiny_model import main as tiny_main
-
-            return tiny_main(args.arguments)
+            return tiny_model_main(args.arguments)
         return ask(args, out=sys.stdout, err=sys.stderr)
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -78,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     """Run the ``ask`` command: check inputs, load the model, stream, print the parsed result."""
+    from medvlm.model import load_model
+    from medvlm.streaming import GenerationSettings, stream_completion
+
     question, options = validate_question(args.question, args.options)
     window = Window(preset=args.window, center=args.window_center, width=args.window_width)
     loaded_image = load_image(args.image, window=window, frame=args.frame)
@@ -95,12 +134,15 @@ def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, fast_cpu=False if args.no_fast_cpu else None)
     if loaded.is_test_model:
         print("Note: this is the tiny random test model; its output is random text, not medical reasoning.", file=err, flush=True)
+    style = args.style or loaded.prompt_style.value
+    if args.style is None:
+        print(f"Prompt wording: {style}, {loaded.prompt_style_reason} (--style changes it).", file=err, flush=True)
     meta = loaded_image.metadata
     described = ", ".join(part for part in (meta.source_format, meta.modality, meta.body_part, meta.window_name and f"window {meta.window_name}") if part)
     print(f"Image: {meta.width}x{meta.height} ({described})", file=err, flush=True)
 
     final: StreamUpdate | None = None
-    for update in stream_completion(loaded, loaded_image.image, question, options, settings, style=args.style):
+    for update in stream_completion(loaded, loaded_image.image, question, options, settings, style=style):
         if not args.json:
             out.write(update.delta)
             out.flush()

@@ -26,12 +26,12 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
 from medvlm.metadata import read_metadata
+from medvlm.prompt import PromptStyle
+from medvlm.published import DEFAULT_MODEL_ID, looks_like_local_path, model_prompt_style
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 
 logger = logging.getLogger(__name__)
 
-#: The published MedVLM-R1 weights (GRPO on Qwen2-VL-2B-Instruct), the app's default model.
-DEFAULT_MODEL_ID = "JZPeterPan/MedVLM-R1"
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -55,6 +55,15 @@ class LoadedModel:
     """The checkpoint's ``medvlm.json`` (training recipe and metrics, or the test-model marker)."""
     fast_cpu: FastCpuReport | None = None
     """What the CPU fast path did (``None`` when it was off: switched off, or not on a CPU)."""
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """The wording to ask this model in by default (see :func:`medvlm.published.model_prompt_style`)."""
+        return model_prompt_style(self.source, self.metadata)[0]
+
+    @property
+    def prompt_style_reason(self) -> str:
+        return model_prompt_style(self.source, self.metadata)[1]
 
     @property
     def is_test_model(self) -> bool:
@@ -158,7 +167,7 @@ def load_model(
     if revision is not None:
         hub_kwargs["revision"] = revision
     is_local = path.is_dir()
-    if not is_local and _looks_like_path(source_str):
+    if not is_local and looks_like_local_path(source_str):
         raise ModelLoadError(f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}.")
 
     base = adapter_base(path) if is_local else None
@@ -216,11 +225,6 @@ def _merge_adapter(model: PreTrainedModel, adapter_dir: Path) -> PreTrainedModel
 
 def _has_tokenizer(directory: Path) -> bool:
     return (directory / "tokenizer_config.json").is_file()
-
-
-def _looks_like_path(source: str) -> bool:
-    """A string that can only be meant as a local path (a Hub id is ``name`` or ``org/name``)."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _effective_max_pixels(processor: ImageOnlyQwen2VLProcessor) -> int:

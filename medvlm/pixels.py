@@ -33,7 +33,14 @@ from medvlm.errors import ImageLoadError
 MAX_PIXELS: int = 100_000_000
 """Most pixels in an upload (e.g. 10,000 x 10,000); whole-slide images are out of scope."""
 
-MAX_RENDER_PIXELS: int = 16384 * 28 * 28
+PIXELS_PER_IMAGE_TOKEN: int = 28 * 28
+"""Pixels behind one image token of Qwen2-VL's language model: a 28x28 square (14x14 patches, merged 2x2)."""
+RECIPE_MAX_PIXELS: int = 512 * PIXELS_PER_IMAGE_TOKEN
+"""The recipe's image-token budget: 512 tokens (401,408 pixels)."""
+RECIPE_MIN_PIXELS: int = 4 * PIXELS_PER_IMAGE_TOKEN
+"""The recipe's lower bound (4 tokens)."""
+
+MAX_RENDER_PIXELS: int = 16384 * PIXELS_PER_IMAGE_TOKEN
 """Most pixels in the rendered image (12,845,056, about 3584 x 3584): Qwen2-VL's own ceiling.
 
 Its image processor never passes more than 16,384 image tokens of 28 x 28 pixels to the model, so

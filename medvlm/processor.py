@@ -18,12 +18,7 @@ from typing import Any
 from transformers import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
-#: Pixels behind one image token of the language model: a 28x28 square (14x14 patches, merged 2x2).
-PIXELS_PER_IMAGE_TOKEN = 28 * 28
-#: The recipe's image-token budget: 512 tokens.
-RECIPE_MAX_PIXELS = 512 * PIXELS_PER_IMAGE_TOKEN
-#: The recipe's lower bound (4 tokens).
-RECIPE_MIN_PIXELS = 4 * PIXELS_PER_IMAGE_TOKEN
+from medvlm.pixels import PIXELS_PER_IMAGE_TOKEN, RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS  # noqa: F401 - re-exported
 
 
 def image_tokens(max_pixels: int) -> int:

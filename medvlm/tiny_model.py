@@ -15,7 +15,6 @@ those rows, so the model practically never stops by itself and always runs to ``
 
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 
@@ -315,26 +314,10 @@ def _mute_unreadable_tokens(model: Qwen2VLForConditionalGeneration, tokenizer: Q
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``medvlm-tiny-model DIR``: write the tiny offline checkpoint (random weights) to DIR."""
-    parser = argparse.ArgumentParser(
-        prog="medvlm-tiny-model",
-        description="Write a tiny, randomly initialised Qwen2-VL checkpoint (offline). "
-        "It exercises the whole pipeline; its answers are random text.",
-    )
-    parser.add_argument("directory", type=Path, help="where to write the checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--format-warm-start",
-        action="store_true",
-        help="also teach it the <think>/<answer> format (a few seconds), so answers parse and highlight; the letters stay random",
-    )
-    args = parser.parse_args(argv)
-    path = build_tiny_checkpoint(args.directory, seed=args.seed)
-    if args.format_warm_start:
-        warm_start_format(path, seed=args.seed)
-    print(f"Wrote a tiny random Qwen2-VL checkpoint to {path}. Its weights are random: its output is random text.")
-    print(f"Try: medvlm ask --model {path} --image IMAGE --question '...' --option '...' --option '...'")
-    return 0
+    """``python -m medvlm.tiny_model DIR``: the same as ``medvlm-tiny-model`` (see :func:`medvlm.cli.tiny_model_main`)."""
+    from medvlm.cli import tiny_model_main
+
+    return tiny_model_main(argv)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,28 @@ def test_an_elongated_image_is_one_error_line_before_the_model_loads(tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("error: This image is 10,000 x 1 pixels: one side is more than 200 times the other")
+
+
+HEAVY = ("torch", "gradio", "trl")
+ENTRY_POINTS = [
+    ("medvlm", ["ask", "--help"]),
+    ("medvlm.tiny_model", ["--help"]),
+    ("train.evaluate", ["--help"]),
+    ("train.grpo", ["--help"]),
+    ("app", ["--help"]),
+]
+
+
+@pytest.mark.parametrize(("module", "arguments"), ENTRY_POINTS, ids=[module for module, _ in ENTRY_POINTS])
+def test_help_answers_before_torch_gradio_or_trl_are_imported(module: str, arguments: list[str]) -> None:
+    """``--help`` must not cost the 5-10 s of importing torch and friends: the modules are checked, not the clock."""
+    if module == "medvlm.tiny_model":  # the console script medvlm-tiny-model
+        code = "import sys; from medvlm.cli import tiny_model_main; sys.exit(tiny_model_main(sys.argv[1:]))"
+    else:
+        code = f"import runpy, sys; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    probe = f"import atexit, sys; atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)); {code}"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", probe, *arguments], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
+    assert "LOADED []" in result.stderr, result.stderr[-500:]

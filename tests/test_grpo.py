@@ -21,7 +21,7 @@ from PIL import Image
 from medvlm.errors import MedVLMError
 from medvlm.model import load_model
 from medvlm.streaming import GenerationSettings, stream_completion
-from train.grpo import main, parse_args
+from train.grpo import cli, main, parse_args, short_help
 from train.rewards import REWARDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,13 +119,13 @@ def test_an_unknown_reward_stops_the_run_before_any_loading(tmp_path: Path) -> N
 def test_data_without_a_usable_row_stops_the_run_before_the_model_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "questions.jsonl"
     data.write_text(json.dumps({"image": "missing.png", "question": QUESTION, "options": OPTIONS, "answer": "A"}) + "\n")
-    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(SystemExit, match="no usable training records"):
+    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(MedVLMError, match="No usable training records"):
         run_grpo(Path("some/model"), data, tmp_path / "run")
     assert "skipped 1: missing image file (1)" in caplog.text
 
 
 def test_resume_true_without_a_checkpoint_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="holds no checkpoint"):  # before anything is loaded
+    with pytest.raises(MedVLMError, match="holds no checkpoint"):  # before anything is loaded
         run_grpo(Path("some/model"), Path("questions.json"), tmp_path / "run", "--resume_from_checkpoint", "true")
 
 
@@ -243,7 +243,7 @@ def resume_and_record(monkeypatch: pytest.MonkeyPatch, *run, stop_after: int | N
 
     from transformers import TrainerCallback
 
-    import train.grpo
+    import train.trainer
 
     seen: dict = {}
 
@@ -260,18 +260,18 @@ def resume_and_record(monkeypatch: pytest.MonkeyPatch, *run, stop_after: int | N
             if stop_after is not None and state.global_step >= stop_after:
                 control.should_training_stop = True
 
-    base = train.grpo.ResumableGRPOTrainer
+    base = train.trainer.ResumableGRPOTrainer
 
     class Recording(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(Recorder())
 
-    monkeypatch.setattr(train.grpo, "ResumableGRPOTrainer", Recording)
+    monkeypatch.setattr(train.trainer, "ResumableGRPOTrainer", Recording)
     try:
         run_grpo(*run)
     finally:
-        monkeypatch.setattr(train.grpo, "ResumableGRPOTrainer", base)
+        monkeypatch.setattr(train.trainer, "ResumableGRPOTrainer", base)
     return seen
 
 
@@ -338,3 +338,32 @@ def test_a_finished_run_is_not_trained_again(formatted_model_dir: Path, question
     assert "Nothing to train" in caplog.text and "already reached step 2 of 2" in caplog.text
     assert {path.name: path.stat().st_mtime_ns for path in output_dir.iterdir() if path.is_file()} == before
     assert not (output_dir / "checkpoint-3").exists()
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--config", "train/recipes/nope.yaml"], "No recipe file at train/recipes/nope.yaml. The recipes are: train/recipes/medvlm_r1_lora_single_gpu.yaml"),
+        (["--config", str(SMOKE), "--model_name_or_path", "M", "--dataset_name", "q.json", "--reward_funcs", "formatt"], "Unknown reward function 'formatt'; choose from: format, accuracy"),
+        (["--config", str(SMOKE), "--model_name_or_path", "M", "--dataset_name", "/nowhere/questions.json"], "No data file or folder at /nowhere/questions.json"),
+        (["--config", str(SMOKE), "--model_name_or_path", "./no/such/model", "--dataset_name", "q.json"], "No model directory at ./no/such/model"),
+    ],
+)
+def test_a_mistake_is_one_error_line_and_status_2(arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli([*arguments, "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith(f"error: {message}"), err[-3:]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_help_is_short_names_the_recipes_and_points_to_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and text == short_help() + "\n"
+    assert len(text.splitlines()) < 60 and "--config RECIPE.yaml" in text and "--help-all" in text
+    for recipe in RECIPES.glob("*.yaml"):
+        assert f"train/recipes/{recipe.name}" in text

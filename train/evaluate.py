@@ -34,19 +34,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from medvlm.errors import MedVLMError
-from medvlm.images import load_image
-from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, as_style
-from medvlm.streaming import GenerationSettings, prepare_inputs
+from medvlm.published import DEFAULT_MODEL_ID
 from train.data import FORMATS, LoadReport, VQARecord, load_records
+
+if TYPE_CHECKING:  # torch and the model code load when evaluating, not for --help
+    from medvlm.model import LoadedModel
+    from medvlm.streaming import GenerationSettings
 
 EXIT_ERROR = 2
 UNKNOWN_GROUP = "unknown"
@@ -200,7 +200,7 @@ def evaluate(
     *,
     batch_size: int = 16,
     settings: GenerationSettings | None = None,
-    style: PromptStyle | str = PromptStyle.MEDVLM,
+    style: PromptStyle | str | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Generate an answer for every record, in batches, and parse it; nothing is written to disk.
@@ -208,8 +208,13 @@ def evaluate(
     ``settings`` default to the paper's (greedy, 512 new tokens). With ``settings.seed`` the random
     generator is seeded once, before the first batch. ``progress`` shows a tqdm bar on stderr.
     """
+    import torch
+    from tqdm.auto import tqdm
+
+    from medvlm.streaming import GenerationSettings
+
     settings = (settings or GenerationSettings()).validate()
-    style = as_style(style)
+    style = loaded.prompt_style if style is None else as_style(style)
     if batch_size < 1:
         raise MedVLMError(f"The batch size must be at least 1 (got {batch_size}).")
     if settings.seed is not None:
@@ -234,6 +239,11 @@ def evaluate(
 
 
 def _answer_batch(loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle) -> list[SampleResult]:
+    import torch
+
+    from medvlm.images import load_image
+    from medvlm.streaming import prepare_inputs
+
     images = []
     for record in batch:
         try:
@@ -353,10 +363,17 @@ class EvaluateArguments:
     modality: str | None = field(default=None, metadata={"help": "Keep rows of this modality only (MR, CT, X-Ray, ...; any common spelling)."})
     split: str = field(default="test", metadata={"help": "Split of a Hub dataset."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many questions."})
-    check_images: bool = field(default=True, metadata={"help": "Decode every image before the run and skip unreadable ones (--no-check-images: only check that the files exist)."})
+    check_images: bool = field(default=True, metadata={"help": "Decode every image before the run, and skip and count the unreadable ones."})
     batch_size: int = field(default=16, metadata={"help": "Questions per generate call (1 = one at a time, as MedVLM-R1 did)."})
     max_new_tokens: int = field(default=512, metadata={"help": "New-token limit (MedVLM-R1: 512, Med-R1: 256)."})
-    style: str = field(default=PromptStyle.MEDVLM.value, metadata={"help": "Prompt wording.", "choices": [s.value for s in PromptStyle]})
+    style: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt wording; by default the model's own: what its medvlm.json records, medvlm-exact for "
+            "JZPeterPan/MedVLM-R1 (the wording of its paper's evaluation), else medvlm.",
+            "choices": [s.value for s in PromptStyle],
+        },
+    )
     sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (the papers decode greedily)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with --sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p (with --sample)."})
@@ -368,6 +385,8 @@ class EvaluateArguments:
 
     def generation_settings(self) -> GenerationSettings:
         """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
+        from medvlm.streaming import GenerationSettings
+
         if not self.sample and (self.temperature != 1.0 or self.top_p != 1.0):
             raise MedVLMError("--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding.")
         return GenerationSettings(
@@ -391,9 +410,13 @@ def run(args: EvaluateArguments) -> EvaluationResult:
     print(load_report.summary(), file=sys.stderr, flush=True)
     if not records:
         raise MedVLMError("No question left to evaluate: " + load_report.summary())
+    from medvlm.model import load_model
+
     loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
     if loaded.is_test_model:
         print("Note: this is the tiny random test model; its answers are random.", file=sys.stderr, flush=True)
+    if args.style is None:
+        print(f"Prompt wording: {loaded.prompt_style.value}, {loaded.prompt_style_reason} (--style changes it).", file=sys.stderr, flush=True)
     result = evaluate(loaded, records, batch_size=args.batch_size, settings=settings, style=args.style)
     data = {
         "source": args.data,
@@ -414,8 +437,20 @@ def run(args: EvaluateArguments) -> EvaluationResult:
     return result
 
 
+def build_parser() -> HfArgumentParser:
+    """The command line of ``python -m train.evaluate``: one option per field of :class:`EvaluateArguments`."""
+    parser = HfArgumentParser(EvaluateArguments, prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    for action in parser._actions:  # HfArgumentParser gives the negative flag the positive one's help
+        if "--no_check_images" in action.option_strings:
+            action.help = (
+                "Only check that each image file exists, without decoding it first: a faster start, but an "
+                "unreadable image then stops the run at its batch instead of being skipped and counted."
+            )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=None if argv is None else list(argv))
+    (args,) = build_parser().parse_args_into_dataclasses(args=None if argv is None else list(argv))
     try:
         run(args)
     except MedVLMError as error:

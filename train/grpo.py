@@ -43,52 +43,28 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import transformers
 import yaml
-from transformers import AutoModelForImageTextToText, set_seed
-from transformers.trainer_utils import get_last_checkpoint
-from peft import PeftModel
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 import medvlm
+from medvlm.errors import MedVLMError
 from medvlm.metadata import read_metadata, write_metadata
-from medvlm.processor import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS, load_processor, save_processor
+from medvlm.pixels import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS
 from medvlm.prompt import PromptStyle
+from medvlm.published import looks_like_local_path
 from train.data import LoadReport, load_records, to_grpo_dataset
 from train.rewards import REWARDS, get_rewards
+
+if TYPE_CHECKING:  # torch, transformers and TRL load when training starts, so --help answers at once
+    from trl import GRPOConfig, ModelConfig
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+EXIT_ERROR = 2
 
 logger = logging.getLogger(__name__)
 
 MODEL_CARD_TAGS = ["medvlm", "medvlm-r1", "grpo", "medical-vqa"]
-
-
-class ResumableGRPOTrainer(GRPOTrainer):
-    """TRL's ``GRPOTrainer`` whose resume really restores the checkpoint's weights.
-
-    transformers 5 writes checkpoints in the published key layout of Qwen2-VL (``model.layers.*``,
-    ``visual.*``), but ``Trainer._load_from_checkpoint`` reads them back with a raw
-    ``load_state_dict(strict=False)`` into the runtime layout (``model.language_model.*``,
-    ``model.visual.*``): no key matches, a warning lists them all, and training silently goes on
-    from the base weights (reported for Qwen2/2.5-VL in QwenLM/Qwen3-VL#1763 and
-    modelscope/ms-swift#7947). Full weights are therefore read with ``from_pretrained``, which
-    converts the layout, and copied in strictly; optimizer, scheduler, RNG and step counters are
-    restored by the Trainer as usual. LoRA adapters, DeepSpeed and FSDP keep the Trainer's path.
-    """
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        model = self.model if model is None else model
-        full_weights = any((Path(resume_from_checkpoint) / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
-        if not full_weights or isinstance(model, PeftModel):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-            return
-        dtype = next(model.parameters()).dtype
-        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, attn_implementation=model.config._attn_implementation)
-        model.load_state_dict(saved.state_dict(), strict=True)  # every key, or an error: never a silent restart
-        del saved
-        logger.info("Restored the weights of %s", resume_from_checkpoint)
 
 
 @dataclass
@@ -118,10 +94,70 @@ class GRPOScriptArguments:
     recipe_file: str | None = field(default=None, init=False, metadata={"help": "The --config file (set by parse_args, recorded in medvlm.json)."})
 
 
+def recipes() -> dict[str, str]:
+    """The recipe files beside this script, each with the title of its opening comment (up to the first colon)."""
+    found = {}
+    for path in sorted(RECIPES.glob("*.yaml")):
+        first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "# ")
+        found[str(path.relative_to(RECIPES.parents[1]))] = first.lstrip("# ").split(": ")[0].strip()
+    return found
+
+
+def short_help() -> str:
+    """``--help``: how to run, the recipes, this script's own options, and where TRL's are."""
+    lines = [
+        "usage: python -m train.grpo --config RECIPE.yaml [--OPTION VALUE ...]",
+        "       accelerate launch --config_file train/accelerate/zero3.yaml -m train.grpo --config RECIPE.yaml [...]",
+        "",
+        "GRPO fine-tuning with TRL's GRPOTrainer and this project's prompt, data loaders and rewards.",
+        "A run is a recipe plus command-line overrides of any of its settings; it resumes from the last",
+        "checkpoint in --output_dir by itself and leaves a finished run alone.",
+        "",
+        "recipes:",
+        *(f"  {name:<45} {summary}" for name, summary in recipes().items()),
+        "",
+        "the options most runs change:",
+        "  --model_name_or_path ID|DIR   the model to train (a Hub id, a checkpoint or the tiny test model)",
+        "  --dataset_name PATH|ID        the questions: a JSON/JSONL file, a folder, or a Hub dataset",
+        "  --output_dir DIR              where checkpoints, the trained model and medvlm.json go",
+        "  --max_steps N, --num_train_epochs N, --learning_rate LR, --per_device_train_batch_size N",
+        "  --use_peft true --lora_r R    train a LoRA adapter instead of every weight",
+        "  --resume_from_checkpoint PATH|false   resume from PATH, or start afresh",
+        "",
+        "this script's own options:",
+    ]
+    for item in dataclasses.fields(GRPOScriptArguments):
+        if item.init:
+            lines.append(f"  --{item.name:<26} {item.metadata.get('help', '')}")
+    lines += [
+        "",
+        "Every option of trl.GRPOConfig and trl.ModelConfig is accepted too: python -m train.grpo --help-all lists them.",
+        "Details: train/README.md.",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPOConfig, ModelConfig]:
-    """``--config RECIPE.yaml`` plus command-line overrides, parsed by TRL's parser."""
+    """``--config RECIPE.yaml`` plus command-line overrides, parsed by TRL's parser.
+
+    ``--help`` is answered here, before TRL and torch are imported; a missing recipe is a
+    :class:`MedVLMError` naming the recipes there are.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+    if "-h" in argv or "--help" in argv:
+        print(short_help())
+        raise SystemExit(0)
+    if "--config" in argv:
+        index = argv.index("--config") + 1
+        recipe = argv[index] if index < len(argv) else ""
+        if not Path(recipe).is_file():
+            raise MedVLMError(f"No recipe file at {recipe or '(nothing after --config)'}. The recipes are: {', '.join(recipes())}.")
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="python -m train.grpo")
+    if "--help-all" in argv:
+        parser.print_help()
+        raise SystemExit(0)
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
     if "--config" in argv:
         script_args.recipe_file = argv[argv.index("--config") + 1]
@@ -129,10 +165,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPO
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
+    """One training run; every problem a person can fix raises :class:`MedVLMError` before the model loads."""
+    from transformers import AutoModelForImageTextToText, set_seed
+    from trl import get_peft_config
+
+    from medvlm.processor import load_processor, save_processor
+    from train.trainer import ResumableGRPOTrainer
+
     set_seed(training_args.seed)
     _setup_logging(training_args)
     if not model_args.model_name_or_path:
-        raise SystemExit("error: no model; pass --model_name_or_path (a Hub id or a checkpoint directory).")
+        raise MedVLMError("No model: pass --model_name_or_path (a Hub id or a checkpoint directory).")
+    if not Path(model_args.model_name_or_path).is_dir() and looks_like_local_path(model_args.model_name_or_path):
+        raise MedVLMError(
+            f"No model directory at {model_args.model_name_or_path}. Check the path, or pass a Hub id such as "
+            "Qwen/Qwen2-VL-2B-Instruct (build the offline test model with: medvlm-tiny-model --format-warm-start ./tiny-model)."
+        )
     if Path(model_args.model_name_or_path).is_dir():
         # An absolute path, so that a LoRA adapter's adapter_config.json finds its base from anywhere.
         model_args.model_name_or_path = str(Path(model_args.model_name_or_path).resolve())
@@ -181,7 +229,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     logger.info("Training data from %s:\n%s", script_args.dataset_name, report.summary())
     if not records:
-        raise SystemExit(f"error: no usable training records in {script_args.dataset_name} (see the summary above).")
+        raise MedVLMError(f"No usable training records in {script_args.dataset_name}: {report.summary()}")
     train_dataset = to_grpo_dataset(records, style=PromptStyle(script_args.prompt_style))
 
     ################
@@ -243,6 +291,9 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
 def _setup_logging(training_args: GRPOConfig) -> None:
     """Our own messages on the main process; library verbosity as ``--log_level`` says."""
+    import datasets
+    import transformers
+
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
@@ -252,6 +303,8 @@ def _setup_logging(training_args: GRPOConfig) -> None:
 
 def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
     """open-r1's rule: the checkpoint asked for, else the last one in ``output_dir``; ``false`` starts afresh."""
+    from transformers.trainer_utils import get_last_checkpoint
+
     requested = training_args.resume_from_checkpoint
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     if requested is None:
@@ -260,10 +313,10 @@ def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
         return None
     if requested.lower() in ("true", "yes", "last"):
         if last is None:
-            raise SystemExit(f"error: --resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory.")
+            raise MedVLMError(f"--resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory.")
         return last
     if not os.path.isdir(requested):
-        raise SystemExit(f"error: no checkpoint directory at {requested}.")
+        raise MedVLMError(f"No checkpoint directory at {requested}.")
     return requested
 
 
@@ -322,5 +375,15 @@ def _run_metadata(
     }
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m train.grpo``: a problem a person can fix is one ``error:`` line and exit status 2."""
+    try:
+        main(*parse_args(argv))
+    except MedVLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
 if __name__ == "__main__":
-    main(*parse_args())
+    sys.exit(cli())

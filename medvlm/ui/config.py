@@ -18,7 +18,7 @@ from typing import Any, Literal
 from medvlm.annotations import DATA_DIR_ENV
 from medvlm.errors import MedVLMError
 from medvlm.images import MAX_INPUT_BYTES
-from medvlm.model import DEFAULT_MODEL_ID
+from medvlm.published import DEFAULT_MODEL_ID
 from medvlm.user_text import normalize_name
 
 MODEL_ENV = "MEDVLM_MODEL"

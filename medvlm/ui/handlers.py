@@ -42,7 +42,8 @@ from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionError
 from medvlm.hub_sync import HubSync, hub_sync_from_env
 from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
-from medvlm.model import DEFAULT_MODEL_ID, LoadedModel, load_model
+from medvlm.model import LoadedModel, load_model
+from medvlm.published import model_prompt_style
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
@@ -440,8 +441,10 @@ class Workbench:
         return "\n\n".join([text, *(render.error_markdown(notice) for notice in self.notices)])
 
     def default_style(self) -> PromptStyle:
-        """MedVLM-R1 was trained and evaluated on the exact original string; other models get the clean one."""
-        return PromptStyle.MEDVLM_EXACT if self.config.model == DEFAULT_MODEL_ID else PromptStyle.MEDVLM
+        """The wording the model was trained with (its ``medvlm.json``, or the published id's), else the clean one."""
+        if self.model is not None:
+            return self.model.prompt_style
+        return model_prompt_style(self.config.model)[0]
 
     def default_max_pixels(self) -> int | None:
         return self.model.max_pixels if self.model is not None else None

@@ -203,7 +203,8 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     description = model.describe()
     where = f"{description['device']}, {description['dtype']}"
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
-    line = f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). {speed_note(model)}{RESEARCH_ONLY}"
+    wording = f"Asked in the {model.prompt_style.value} wording: {model.prompt_style_reason} (changeable under Generation settings). "
+    line = f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). {wording}{speed_note(model)}{RESEARCH_ONLY}"
     if model.is_test_model:
         line = (
             "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
