@@ -162,6 +162,8 @@ def _summary(final: StreamUpdate, options: Sequence[str]) -> str:
     else:
         answer = f"Answer: none. {parsed.problem or 'The model gave no answer.'}"
     lines = [answer, f"Format followed: {'yes' if parsed.format_ok else 'no'}"]
+    if parsed.letter is not None and parsed.problem:
+        lines.append(f"Warning: {parsed.problem}")
     if final.stop_reason == "max_new_tokens":
         lines.append("Stopped at the maximum number of new tokens (raise --max-new-tokens for longer reasoning).")
     timing = final.timing

@@ -21,7 +21,14 @@ Where this departs from the published recipe (``recipe.md``), on purpose:
   ``<answer>...</answer>``, but we look for it after the reasoning (after ``</think>``), so tags
   the model merely mentions while thinking are not read as its answer. If the model never closes
   ``<think>`` but does write a closed answer, that answer still counts (the recipe's reward and
-  evaluation would count it too); ``format_ok`` is then False.
+  evaluation would count it too), ``format_ok`` is False and ``problem`` says so
+  (:data:`ANSWERED_WITHOUT_CLOSING_THINK`), so a reviewer sees the broken format beside the answer.
+  Two closed answers naming *different* letters give no letter and a problem saying so (the
+  recipe's reward reads the first): a model that answers twice has not chosen.
+* **Forms a person reads at once** are read too: "C, MRI", a letter alone on the first line and a
+  reason below it, full-width letters ("Ａ", folded by Unicode NFKC), and an option's first clause
+  ("No" for "No, it's normal.") when no other option shares it. Another offered letter standing
+  alone after the first ("B, or maybe C") makes it a second answer.
 * **Tags** are found regardless of case when reading the reasoning and the answer (the recipe's
   accuracy reward ignores case too); ``format_ok`` is case-sensitive, exactly as the format reward.
 * **format_ok** is the recipe's format reward (full match of
@@ -34,6 +41,7 @@ Where this departs from the published recipe (``recipe.md``), on purpose:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -63,10 +71,13 @@ _LETTER_LIST = re.compile(
     r"[(\[]?\s*[A-Za-z]\s*[)\]]?\.?(?:(?:\s*(?:[,/&;+]|\band\b|\bor\b))+\s*[(\[]?\s*[A-Za-z]\s*[)\]]?\.?)+",
     re.IGNORECASE,
 )
-# A letter label at the start, then text: "C) MRI", "(C) MRI", "c) MRI", "C. MRI", "C: MRI", "C - MRI".
-# Lower-case letters only count before a bracket, so "e. coli" is not read as E.
+# A letter label at the start, then text: "C) MRI", "(C) MRI", "c) MRI", "C. MRI", "C: MRI", "C - MRI",
+# "C, MRI", and a capital alone on its first line ("C\nbecause..."). Lower-case letters only count
+# before a bracket, so "e. coli" is not read as E; a capital followed by a plain space is not a
+# label either ("A lesion is seen" is no answer A).
 _LETTER_HEAD = re.compile(
-    rf"(?:[(\[]\s*(?P<bracketed>[A-Za-z])\s*[)\]]|(?P<closed>[A-Za-z])\s*[)\]]|(?P<dotted>[A-Z])\s*[.:{_DASHES}](?=\s))"
+    rf"(?:[(\[]\s*(?P<bracketed>[A-Za-z])\s*[)\]]|(?P<closed>[A-Za-z])\s*[)\]]|(?P<dotted>[A-Z])\s*[.:,{_DASHES}](?=\s)"
+    rf"|(?P<lined>[A-Z])(?=[ \t]*\n))"
     rf"[.:{_DASHES}]?\s*(?P<rest>\S.*)",
     re.DOTALL,
 )
@@ -76,6 +87,8 @@ _LETTER_THEN_TEXT = re.compile(r"([A-Za-z])\s+(\S.*)", re.DOTALL)
 _TRAILING_LETTER = re.compile(r"(?P<text>.+?)\s*[(\[](?P<letter>[A-Z])[)\]]\s*\.?", re.DOTALL)
 # Other option labels inside the text that follows a letter: the "C)" in "A) CT or C) MRI".
 _OTHER_LABEL = re.compile(r"(?<![A-Za-z])[(\[]?([A-Z])[)\]]")
+_FIRST_CLAUSE = re.compile(r"\s*[,;.]\s+|\s+[-\u2013\u2014]\s+")
+_CAPITAL_ALONE = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z'\u2019])")
 _SINGLE_LETTER = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
 # "Option C", "choice: (B)"
 _OPTION_LABEL = re.compile(r"\b(?i:option|choice)\b\s*[:#]?\s*(?:[(\[]\s*([A-Za-z])\s*[)\]]|([A-Z])(?![A-Za-z0-9]))")
@@ -85,6 +98,10 @@ _ANSWER_PHRASE = re.compile(r"\b(?i:answer)\b(?:\s+(?i:is|would\s+be|should\s+be
 _CLAUSE_LETTER = re.compile(r"[(\[]\s*([A-Za-z])\s*[)\]]|([A-Za-z])(?=[ \t]*(?:[).,;:!\]\n]|$))")
 
 NEVER_CLOSED_THINK = "The model never closed its reasoning (<think> without </think>), so there is no answer."
+ANSWERED_WITHOUT_CLOSING_THINK = (
+    "The model never closed its reasoning (<think> without </think>) before it answered: its answer was read "
+    "from <answer>, but the reasoning and the answer are not cleanly separated. Check the reasoning with care."
+)
 NEVER_CLOSED_ANSWER = (
     "The model started its answer but never closed it (<answer> without </answer>), so there is no final answer."
 )
@@ -112,7 +129,10 @@ class ParsedCompletion:
     complete: bool
     """An ``</answer>`` closed the answer: it is final."""
     problem: str | None
-    """None when fine (or not yet decidable while streaming), else an explanation for a clinician."""
+    """None when fine (or not yet decidable while streaming), else an explanation for a clinician.
+
+    Usually it says why there is no letter; with a letter it is a warning that stays beside the
+    answer (:data:`ANSWERED_WITHOUT_CLOSING_THINK`)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,13 @@ def parse_completion(
     if answer_text is not None:
         reading = _read_answer(answer_text, count, texts)
         letter, problem = reading.letter, reading.problem
+        others = {_read_answer(later.group(1).strip(), count, texts).letter for later in _ANSWER_BLOCK.finditer(text, block.end())}
+        others.discard(None)
+        if letter is not None and others - {letter}:
+            named = " and ".join(sorted({letter, *others}))
+            letter, problem = None, f"The model gave different answers ({named}) in separate <answer> blocks, so it is not clear which it chose."
+        elif letter is not None and think_unclosed:
+            problem = ANSWERED_WITHOUT_CLOSING_THINK
     else:
         letter = None
         problem = _missing_answer_problem(text, answer_from, think_unclosed, think_close is not None, final)
@@ -249,7 +276,7 @@ def _read_answer(answer_text: str, count: int, texts: Sequence[str] | None) -> _
     if not text:
         return _Reading(None, EMPTY_ANSWER)
     offered = f"{LETTERS[0]}-{LETTERS[count - 1]}"
-    letters = _whole_answer_letters(text, texts) or _phrase_letters(text, texts)
+    letters = _whole_answer_letters(text, texts, count) or _phrase_letters(text, texts, count)
     if not letters:
         return _Reading(None, f"The answer {_quote(text)} does not match any of the options ({offered}).")
     if len(letters) > 1:
@@ -261,12 +288,12 @@ def _read_answer(answer_text: str, count: int, texts: Sequence[str] | None) -> _
 
 
 def _clean(answer_text: str) -> str:
-    """Drop tag leftovers of nested blocks, Markdown emphasis and surrounding quotes."""
-    text = _MARKDOWN.sub("", _TAG_LEFTOVER.sub(" ", answer_text))
+    """Compatibility forms folded (full-width "Ａ" is "A"), tag leftovers, Markdown emphasis and surrounding quotes dropped."""
+    text = _MARKDOWN.sub("", _TAG_LEFTOVER.sub(" ", unicodedata.normalize("NFKC", answer_text)))
     return text.strip().strip(_QUOTES).strip()
 
 
-def _whole_answer_letters(text: str, texts: Sequence[str] | None) -> tuple[str, ...]:
+def _whole_answer_letters(text: str, texts: Sequence[str] | None, count: int) -> tuple[str, ...]:
     """Letters named when the whole answer is one of the accepted forms; () when it is none."""
     if match := _LETTER_ONLY.fullmatch(text):
         return (match.group(1).upper(),)
@@ -275,8 +302,11 @@ def _whole_answer_letters(text: str, texts: Sequence[str] | None) -> tuple[str, 
     if _LETTER_LIST.fullmatch(text):
         return _distinct(_SINGLE_LETTER.findall(text))
     if match := _LETTER_HEAD.fullmatch(text):
-        letter = match.group("bracketed") or match.group("closed") or match.group("dotted")
-        return _distinct([letter, *_OTHER_LABEL.findall(match.group("rest"))])
+        letter = match.group("bracketed") or match.group("closed") or match.group("dotted") or match.group("lined")
+        rest = match.group("rest")
+        # Another offered letter standing alone in what follows ("B, or maybe C") is a second answer.
+        alone = [found for found in _CAPITAL_ALONE.findall(rest) if found in LETTERS[:count]]
+        return _distinct([letter, *_OTHER_LABEL.findall(rest), *alone])
     if texts is not None and (match := _LETTER_THEN_TEXT.fullmatch(text)):
         letter = match.group(1).upper()
         if letter in LETTERS[: len(texts)] and _option_text_letters(match.group(2), texts) == (letter,):
@@ -286,12 +316,12 @@ def _whole_answer_letters(text: str, texts: Sequence[str] | None) -> tuple[str, 
     return ()
 
 
-def _phrase_letters(text: str, texts: Sequence[str] | None) -> tuple[str, ...]:
+def _phrase_letters(text: str, texts: Sequence[str] | None, count: int) -> tuple[str, ...]:
     """Letters labelled inside free text: "Option C", "the answer is C.", "Answer: MRI"."""
     found = [match.group(1) or match.group(2) for match in _OPTION_LABEL.finditer(text)]
     for phrase in _ANSWER_PHRASE.finditer(text):
         rest = text[phrase.end() :].strip()
-        named = _whole_answer_letters(rest.rstrip("."), texts)
+        named = _whole_answer_letters(rest.rstrip("."), texts, count)
         if not named and (match := _CLAUSE_LETTER.match(rest)):
             named = (match.group(1) or match.group(2),)
         found.extend(named)
@@ -299,11 +329,18 @@ def _phrase_letters(text: str, texts: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _option_text_letters(text: str, texts: Sequence[str]) -> tuple[str, ...]:
-    """Letters of the options whose text the answer is (ignoring case, spacing, a final period)."""
+    """Letters of the options whose text the answer is (ignoring case, spacing, a final period).
+
+    Failing that, the options whose first clause it is: "No" for "No, it's normal." (a real pair of
+    options in the published evaluation set), when no other option starts with the same clause.
+    """
     wanted = _comparable(text)
     if not wanted:
         return ()
-    return tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(option) == wanted)
+    whole = tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(option) == wanted)
+    if whole:
+        return whole
+    return tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(_FIRST_CLAUSE.split(option, maxsplit=1)[0]) == wanted)
 
 
 def _comparable(text: str) -> str:

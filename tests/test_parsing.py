@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from medvlm.errors import QuestionError
 from medvlm.parsing import (
+    ANSWERED_WITHOUT_CLOSING_THINK,
     EMPTY_ANSWER,
     NEVER_CLOSED_ANSWER,
     NEVER_CLOSED_THINK,
@@ -186,9 +187,11 @@ def test_text_that_left_the_format_is_a_problem_even_while_streaming() -> None:
     assert parse_completion("Sure, let me look", OPTIONS).problem == NO_ANSWER_TAG
 
 
-def test_first_closed_answer_block_is_the_answer() -> None:
-    # As the recipe's accuracy reward does (re.search of the first <answer>...</answer>).
-    assert parse_completion("<think>x</think><answer>A</answer><answer>C</answer>", OPTIONS).letter == "A"
+def test_two_answer_blocks_that_disagree_are_a_visible_problem_not_the_first_one() -> None:
+    # The recipe's reward reads the first block; a reviewer must see that the model answered twice.
+    parsed = parse_completion("<think>x</think><answer>A</answer><answer>C</answer>", OPTIONS, final=True)
+    assert parsed.letter is None and parsed.problem == "The model gave different answers (A and C) in separate <answer> blocks, so it is not clear which it chose."
+    assert parse_completion("<think>x</think><answer>A</answer><answer>(A)</answer>", OPTIONS).letter == "A"  # the same, twice
 
 
 def test_nested_answer_tags_leave_no_leftovers() -> None:
@@ -204,7 +207,8 @@ def test_answer_tags_mentioned_inside_the_reasoning_are_not_the_answer() -> None
 
 def test_answer_after_a_never_closed_think_still_counts_but_breaks_the_format() -> None:
     parsed = parse_completion("<think> bright signal <answer>B</answer>", OPTIONS, final=True)
-    assert parsed.letter == "B" and parsed.complete and parsed.problem is None
+    # The letter counts (as in the paper's reward and evaluation); the reviewer is told the format broke.
+    assert parsed.letter == "B" and parsed.complete and parsed.problem == ANSWERED_WITHOUT_CLOSING_THINK
     assert not parsed.think_closed and not parsed.format_ok
     assert parsed.reasoning == "bright signal"
 
@@ -388,3 +392,40 @@ def test_option_text_answers_map_to_their_letter(options: list[str], data: st.Da
     answer = variant(options[index])
     assert extract_letter(answer, options) == LETTERS[index]
     assert parse_completion(f"<think>x</think><answer>{answer}</answer>", options).letter == LETTERS[index]
+
+
+# -- forms a person reads at once (issue 10) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "options", "letter"),
+    [
+        ("A, Chondral abnormality", ["Chondral abnormality", "Normal"], "A"),
+        ("A\nBecause the cartilage is irregular.", ["Chondral abnormality", "Normal"], "A"),
+        ("\uff21", ["Chondral abnormality", "Normal"], "A"),
+        ("\uff08\uff22\uff09", ["Chondral abnormality", "Normal"], "B"),
+        ("No", ["No, It's normal.", "Yes, it is abnormal."], "A"),
+        ("yes", ["No, It's normal.", "Yes, it is abnormal."], "B"),
+        ("No", ["No, normal", "No, abnormal"], None),  # the first clause is not enough when two share it
+        ("A lesion is seen", ["Chondral abnormality", "Normal"], None),  # "A" here is an article
+        ("B, or maybe C", ["CT", "MRI", "X-Ray"], None),
+    ],
+)
+def test_answers_a_person_reads_at_once(answer: str, options: list[str], letter: str | None) -> None:
+    assert parse_completion(f"<think>x</think><answer>{answer}</answer>", options, final=True).letter == letter
+
+
+@given(options=wordy_option_lists, data=st.data())
+def test_a_letter_with_its_option_text_in_any_common_layout_is_that_letter(options: list[str], data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(options) - 1))
+    letter, text = LETTERS[index], options[index]
+    layout = data.draw(st.sampled_from(["{l}, {t}", "{l}\n{t}", "{l}\nBecause {t}.", "{w}", "({w}) {t}"]))
+    answer = layout.format(l=letter, t=text, w=chr(ord(letter) + 0xFEE0))  # w: the full-width letter
+    assert parse_completion(f"<think>x</think><answer>{answer}</answer>", options, final=True).letter == letter
+
+
+@given(options=wordy_option_lists, data=st.data())
+def test_two_different_answers_are_never_one_of_them(options: list[str], data: st.DataObject) -> None:
+    first, second = data.draw(st.lists(st.sampled_from(LETTERS[: len(options)]), min_size=2, max_size=2, unique=True))
+    parsed = parse_completion(f"<think>x</think><answer>{first}</answer> <answer>{second}</answer>", options, final=True)
+    assert parsed.letter is None and "different answers" in parsed.problem

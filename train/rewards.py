@@ -68,9 +68,11 @@ def accuracy_reward(
 
     ``solution`` entries are letters or ``"<answer> C </answer>"``. With ``options`` (the option
     texts of each sample) an answer written as an option's text counts too, and a letter beyond
-    the offered options is no answer; without, A..J are all accepted. An unreadable answer
-    (unclosed ``<think>``, no ``<answer>``, several letters) scores 0.0; an unreadable *solution*
-    gives None.
+    the offered options is no answer; without, A..J are all accepted. An answer written after a
+    ``<think>`` that was never closed counts, as in the paper's reward (``format_reward`` gives
+    such a completion 0.0). No answer (no closed ``<answer>``, a ``<think>`` cut off at the token
+    limit), several letters, or two ``<answer>`` blocks naming different letters score 0.0 (the
+    paper reads the first block); an unreadable *solution* gives None.
     """
     per_sample_options = options if options is not None else [None] * len(completions)
     rewards: list[float | None] = []
