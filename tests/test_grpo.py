@@ -119,7 +119,7 @@ def test_an_unknown_reward_stops_the_run_before_any_loading(tmp_path: Path) -> N
 def test_data_without_a_usable_row_stops_the_run_before_the_model_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "questions.jsonl"
     data.write_text(json.dumps({"image": "missing.png", "question": QUESTION, "options": OPTIONS, "answer": "A"}) + "\n")
-    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(MedVLMError, match="No usable training records"):
+    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(MedVLMError, match="No question left to train on"):
         run_grpo(Path("some/model"), data, tmp_path / "run")
     assert "skipped 1: missing image file (1)" in caplog.text
 

@@ -271,7 +271,7 @@ def test_annotations_jsonl_uses_the_reviewers_answer_and_keeps_flags(tmp_path: P
     assert record.extra["flags"] == ["superficial", "wrong_answer"]
     assert record.extra["letter"] == "A" and record.extra["reviewer"] == "dr-a"
     assert report.skipped == {"no correct answer": 1}
-    assert report.examples == [("8", "no correct answer")]
+    assert report.examples == {"no correct answer": [("8", "field correct_answer")]}
 
 
 def test_annotations_parquet_with_embedded_images(tmp_path: Path) -> None:
@@ -371,8 +371,10 @@ def test_bad_rows_are_skipped_and_counted_by_reason(tmp_path: Path) -> None:
         "no image": 1,
         "malformed row": 1,
     }
-    assert report.examples[:3] == [("gone", "missing image file"), ("broken", "unreadable image"), ("beyond", "answer not among options")]
-    assert report.examples[-1] == ("rows:9", "malformed row")
+    assert report.examples["missing image file"][0][0] == "gone" and report.examples["missing image file"][0][1].endswith("missing.png")
+    assert report.examples["unreadable image"][0][0] == "broken"
+    assert report.examples["answer not among options"][0] == ("beyond", "answer 'D', options A, B, C")
+    assert report.examples["malformed row"] == [("rows:9", "")]
     assert report.summary().startswith("Loaded 1 of 10 rows; skipped 9: missing image file (1), unreadable image (1), ")
 
     unchecked, report = load_records(data, check_images=False)
@@ -527,3 +529,29 @@ def test_load_report_summary_without_skips() -> None:
     report = LoadReport(loaded=3)
     assert report.summary() == "Loaded 3 of 3 rows."
     assert report.to_dict()["skipped"] == {}
+
+
+def test_the_report_shows_examples_of_every_reason_with_what_is_at_fault(tmp_path: Path) -> None:
+    """Rare reasons are not crowded out by a common one, and each example names the path or field."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "ok.png")
+    rows = [{"id": f"gone{i}", "image": f"images/missing{i}.png", "question": "Q?", "options": ["A", "B"], "answer": "A"} for i in range(30)]
+    rows.append({"id": "rare", "image": "images/ok.png", "question": "Q?", "options": ["A", "B"], "answer": "Z"})
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    _, report = load_records(tmp_path / "rows.jsonl", format="jsonl")
+    lines = report.summary().splitlines()
+    assert lines[0] == "Loaded 0 of 31 rows; skipped 31: missing image file (30), answer not among options (1)."
+    assert lines[1].startswith("  missing image file: row gone0 (") and str(tmp_path / "images" / "missing0.png") in lines[1]
+    assert lines[1].endswith("; and 27 more")
+    assert lines[2] == "  answer not among options: row rare (answer 'Z', options A, B)"
+
+
+def test_no_question_left_says_where_images_were_looked_for(tmp_path: Path) -> None:
+    from train.data import no_records_message
+
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "q", "image": "brain001.png", "question": "Q?", "options": ["A", "B"], "answer": "A"}) + "\n")
+    _, report = load_records(tmp_path / "rows.jsonl", format="jsonl")
+    message = no_records_message(tmp_path / "rows.jsonl", None, report, purpose="evaluate")
+    assert f"No question left to evaluate in {tmp_path / 'rows.jsonl'}." in message
+    assert "the data file's folder (no --data_root was given)" in message and str(tmp_path / "brain001.png") in message
+    assert "Pass --data_root" in message

@@ -106,7 +106,7 @@ Tomography" -- sic, unclosed --, "Fundus Photography", "Microscopy Images", "ult
 spellings ("MRI", "xray") and the DICOM modality codes the app reads (MR, CT, CR, DX, DR, US,
 OP, OPT, SM)."""
 
-MAX_EXAMPLES = 20
+EXAMPLES_PER_REASON = 3
 """How many skipped rows a :class:`LoadReport` lists by id."""
 
 _SPLIT_SUFFIX = re.compile(r"_(?:train|test|val|validation)$", re.IGNORECASE)
@@ -146,8 +146,9 @@ class LoadReport:
     loaded: int = 0
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
     """Reason -> number of rows skipped for it."""
-    examples: list[tuple[str, str]] = field(default_factory=list)
-    """(row id, reason) of the first :data:`MAX_EXAMPLES` skipped rows, to look them up."""
+    examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Reason -> (row id, what is at fault: the image path, the answer, the field) of its first
+    :data:`EXAMPLES_PER_REASON` rows, so that every reason, even the rarest, can be looked up."""
     not_selected: int = 0
     """Valid-looking rows left out by the ``subset``/``modality`` filters (not errors)."""
 
@@ -156,30 +157,58 @@ class LoadReport:
         """Rows considered: loaded plus skipped (rows outside the filters are not counted)."""
         return self.loaded + sum(self.skipped.values())
 
-    def skip(self, row_id: str, reason: str) -> None:
+    def skip(self, row_id: str, reason: str, detail: str = "") -> None:
         self.skipped[reason] += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append((row_id, reason))
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < EXAMPLES_PER_REASON:
+            shown.append((row_id, detail))
 
     def summary(self) -> str:
-        """``"Loaded 598 of 600 rows; skipped 2: missing image file (1), answer not among options (1)."``"""
+        """``"Loaded 598 of 600 rows; skipped 2: missing image file (1), answer not among options (1)."``
+
+        Followed, when rows were skipped, by one line per reason with examples of what is at
+        fault: ``"  missing image file: row q17 (images/brain001.png)"``.
+        """
         text = f"Loaded {self.loaded} of {self.total} rows"
         if self.skipped:
             reasons = ", ".join(f"{reason} ({count})" for reason, count in self.skipped.most_common())
             text += f"; skipped {sum(self.skipped.values())}: {reasons}"
         if self.not_selected:
             text += f"; {self.not_selected} rows outside the selected subset/modality were not considered"
-        return text + "."
+        lines = [text + "."]
+        for reason, _ in self.skipped.most_common():
+            shown = "; ".join(f"row {row_id}" + (f" ({detail})" if detail else "") for row_id, detail in self.examples.get(reason, []))
+            more = self.skipped[reason] - len(self.examples.get(reason, []))
+            lines.append(f"  {reason}: {shown}" + (f"; and {more} more" if more > 0 else ""))
+        return "\n".join(lines)
+
+    def first_example(self, reason: str) -> str | None:
+        """What is at fault in the first row skipped for ``reason`` (a path, an answer), if any."""
+        shown = self.examples.get(reason) or []
+        return shown[0][1] if shown and shown[0][1] else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "loaded": self.loaded,
             "total": self.total,
             "skipped": dict(self.skipped.most_common()),
-            "examples": [list(example) for example in self.examples],
+            "examples": {reason: [list(example) for example in shown] for reason, shown in self.examples.items()},
             "not_selected": self.not_selected,
             "summary": self.summary(),
         }
+
+
+def no_records_message(data: str | Path, data_root: str | Path | None, report: LoadReport, *, purpose: str) -> str:
+    """Why no question is left to ``purpose`` ("evaluate", "train on"), and where missing images were looked for."""
+    text = f"No question left to {purpose} in {data}. {report.summary()}"
+    missing = report.first_example("missing image file")
+    if missing is not None:
+        where = f"--data_root {data_root}" if data_root else "the data file's folder (no --data_root was given)"
+        text += (
+            f"\nImages are looked for under {where}: the first missing one was {missing}. "
+            "Pass --data_root with the folder that holds the images (e.g. the dataset downloaded with hf download --repo-type dataset)."
+        )
+    return text
 
 
 # -- names -----------------------------------------------------------------------------------------
@@ -267,11 +296,12 @@ class _Origin:
 
 
 class _Skip(Exception):
-    """A row that cannot become a record; ``reason`` is what the LoadReport counts."""
+    """A row that cannot become a record; ``reason`` is what the LoadReport counts, ``detail`` what is at fault."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 def _read_sources(source: str | Path, data_root: Path | None, split: str) -> Iterator[tuple[_Origin, Iterable[Any]]]:
@@ -387,7 +417,7 @@ def _parse_med_r1(row: Mapping[str, Any], origin: _Origin) -> _Row:
     problem = row.get("problem")
     split = split_inline_options(problem) if isinstance(problem, str) else None
     if split is None:
-        raise _Skip("options not found in problem")
+        raise _Skip("options not found in problem", f"problem {str(problem)[:60]!r}")
     question, options = split
     modality, question_type, category = _split_category(origin.path)
     return _Row(
@@ -421,7 +451,7 @@ _ANNOTATION_EXTRA = ("output_id", "reviewer", "flags", "comment", "model_id", "l
 
 def _parse_annotation(row: Mapping[str, Any], origin: _Origin) -> _Row:
     if not row.get("correct_answer"):
-        raise _Skip("no correct answer")
+        raise _Skip("no correct answer", "field correct_answer")
     return _Row(
         image=row.get("image"),
         question=row.get("question"),
@@ -512,14 +542,14 @@ def _image_path(image: Any, origin: _Origin) -> Path:
     """The image file a row names: a path, a one-element list of paths, or ``{"bytes", "path"}``."""
     if isinstance(image, (list, tuple)):
         if len(image) > 1:
-            raise _Skip("more than one image")  # the prompt has one image slot
+            raise _Skip("more than one image", f"field image has {len(image)}")  # the prompt has one image slot
         image = image[0] if image else None
     if isinstance(image, Mapping):
         if image.get("bytes"):
             return _write_blob(image["bytes"], image.get("path"), origin.blob_root)
         image = image.get("path")
     if not isinstance(image, str) or not image.strip():
-        raise _Skip("no image")
+        raise _Skip("no image", "field image")
     path = Path(image).expanduser()
     if not path.is_absolute():
         if origin.root is None:
@@ -610,7 +640,7 @@ def load_records(
                 continue
             records.append(_validated(row_id, parsed, origin, row_format, check_images))
         except _Skip as skip:
-            report.skip(row_id, skip.reason)
+            report.skip(row_id, skip.reason, skip.detail)
     report.loaded = len(records)
     return records, report
 
@@ -642,14 +672,14 @@ def _validated(row_id: str, row: _Row, origin: _Origin, row_format: str, check_i
     """The record for a parsed row, or ``_Skip``: question and options, then answer, then image."""
     try:
         question, options = validate_question(row.question, row.options)
-    except QuestionError:
-        raise _Skip(_refusal_reason(row.question, row.options)) from None
+    except QuestionError as error:
+        raise _Skip(_refusal_reason(row.question, row.options), str(error)) from None
     answer = _letter_of_text(row.answer, options) if row.answer_is_text else solution_letter(row.answer)
     if answer is None or answer not in LETTERS[: len(options)]:
-        raise _Skip("answer not among options")
+        raise _Skip("answer not among options", f"answer {str(row.answer)[:60]!r}, options {', '.join(LETTERS[: len(options)])}")
     image_path = _image_path(row.image, origin)
     if problem := _image_problem(image_path, check_images):
-        raise _Skip(problem)
+        raise _Skip(problem, str(image_path))
     return VQARecord(
         id=row_id,
         image_path=image_path,

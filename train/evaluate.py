@@ -42,7 +42,7 @@ from medvlm.errors import MedVLMError
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
-from train.data import FORMATS, LoadReport, VQARecord, load_records
+from train.data import FORMATS, LoadReport, VQARecord, load_records, no_records_message
 
 if TYPE_CHECKING:  # torch and the model code load when evaluating, not for --help
     from medvlm.model import LoadedModel
@@ -409,7 +409,7 @@ def run(args: EvaluateArguments) -> EvaluationResult:
     )
     print(load_report.summary(), file=sys.stderr, flush=True)
     if not records:
-        raise MedVLMError("No question left to evaluate: " + load_report.summary())
+        raise MedVLMError(no_records_message(args.data, args.data_root, load_report, purpose="evaluate"))
     from medvlm.model import load_model
 
     loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)

@@ -53,7 +53,7 @@ from medvlm.metadata import read_metadata, write_metadata
 from medvlm.pixels import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS
 from medvlm.prompt import PromptStyle
 from medvlm.published import looks_like_local_path
-from train.data import LoadReport, load_records, to_grpo_dataset
+from train.data import LoadReport, load_records, no_records_message, to_grpo_dataset
 from train.rewards import REWARDS, get_rewards
 
 if TYPE_CHECKING:  # torch, transformers and TRL load when training starts, so --help answers at once
@@ -229,7 +229,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     logger.info("Training data from %s:\n%s", script_args.dataset_name, report.summary())
     if not records:
-        raise MedVLMError(f"No usable training records in {script_args.dataset_name}: {report.summary()}")
+        raise MedVLMError(no_records_message(script_args.dataset_name, script_args.data_root, report, purpose="train on"))
     train_dataset = to_grpo_dataset(records, style=PromptStyle(script_args.prompt_style))
 
     ################
