@@ -25,6 +25,7 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
+from medvlm.hub_access import hub_source
 from medvlm.metadata import read_metadata
 from medvlm.prompt import PromptStyle
 from medvlm.published import DEFAULT_MODEL_ID, looks_like_local_path, model_prompt_style
@@ -174,6 +175,8 @@ def load_model(
     if is_local and base is None and not (path / "config.json").is_file():
         raise ModelLoadError(f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory holds adapter_config.json.")
     weights_source = base if base else source_str
+    if not Path(weights_source).expanduser().is_dir():  # a Hub id (the model's, or an adapter's base)
+        weights_source = hub_source(weights_source, hub_kwargs.get("revision"))
     processor_source = source_str if (is_local and _has_tokenizer(path)) else weights_source
     try:
         processor = load_processor(processor_source, max_pixels=max_pixels, min_pixels=min_pixels, backend=image_backend, **({} if is_local else hub_kwargs))

@@ -123,3 +123,37 @@ def test_help_answers_before_torch_gradio_or_trl_are_imported(module: str, argum
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
     assert "LOADED []" in result.stderr, result.stderr[-500:]
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """A Hub endpoint that refuses connections (port 9) and an empty cache of our own."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    return {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf-home"), "PYTHONUNBUFFERED": "1"}
+
+
+def test_without_network_a_hub_model_fails_at_once_with_what_to_do(tmp_path: Path, sample_png: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "medvlm", "ask", "--model", "someorg/somemodel", "--image", str(sample_png), *QUESTION],
+        capture_output=True, text=True, timeout=120, env=offline_env(tmp_path),
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Retrying" not in result.stderr and len(lines) <= 3, result.stderr[-1500:]
+    assert lines[-1].startswith("error: The Hugging Face Hub (http://127.0.0.1:9) cannot be reached from this machine")
+    assert "HF_HUB_OFFLINE=1" in lines[-1] and "hf download someorg/somemodel" in lines[-1]
+
+
+def test_without_network_a_cached_hub_model_loads_from_the_cache(tmp_path: Path, tiny_model_dir: Path, sample_png: Path) -> None:
+    import shutil
+
+    commit = "0" * 40
+    repo = tmp_path / "hf-home" / "hub" / "models--someorg--tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    result = subprocess.run(
+        [sys.executable, "-m", "medvlm", "ask", "--model", "someorg/tiny", "--image", str(sample_png), *QUESTION, "--max-new-tokens", "4"],
+        capture_output=True, text=True, timeout=300, env=offline_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Retrying" not in result.stderr and "using the copy of someorg/tiny in the local cache" in result.stderr
+    assert "4 new tokens" in result.stdout

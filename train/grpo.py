@@ -169,6 +169,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     from transformers import AutoModelForImageTextToText, set_seed
     from trl import get_peft_config
 
+    from medvlm.hub_access import hub_source
     from medvlm.processor import load_processor, save_processor
     from train.trainer import ResumableGRPOTrainer
 
@@ -235,14 +236,17 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     ################
     # Model
     ################
+    weights = model_args.model_name_or_path
+    if not Path(weights).is_dir():  # one quick check of the Hub instead of minutes of retries without network
+        weights = hub_source(weights, model_args.model_revision)
     model = AutoModelForImageTextToText.from_pretrained(
-        model_args.model_name_or_path,
+        weights,
         revision=model_args.model_revision,
         dtype=model_args.dtype,
         attn_implementation=model_args.attn_implementation,
     )
     processor = load_processor(
-        model_args.model_name_or_path,
+        weights,
         max_pixels=script_args.max_pixels,
         min_pixels=script_args.min_pixels,
         backend=script_args.image_backend,
