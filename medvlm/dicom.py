@@ -319,8 +319,10 @@ def _decode_frame(ds: Dataset, index: int) -> np.ndarray:
     Native (uncompressed) pixel data comes back as a read-only view of the dataset's bytes, so the
     full-size frame is never copied: :func:`~medvlm.pixels.reduce_blocks` reads it block by block.
     """
+    # A view is only possible when no bits need masking; asking for one otherwise makes pydicom log a warning.
+    view = ds.get("BitsStored") == ds.get("BitsAllocated")
     try:
-        return pixel_array(ds, index=index, view_only=True)
+        return pixel_array(ds, index=index, view_only=view)
     except (KeyboardInterrupt, SystemExit):
         raise
     except MemoryError:

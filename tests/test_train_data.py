@@ -555,3 +555,17 @@ def test_no_question_left_says_where_images_were_looked_for(tmp_path: Path) -> N
     assert f"No question left to evaluate in {tmp_path / 'rows.jsonl'}." in message
     assert "the data file's folder (no --data_root was given)" in message and str(tmp_path / "brain001.png") in message
     assert "Pass --data_root" in message
+
+
+def test_training_rows_hold_the_image_the_app_shows_even_for_a_dicom() -> None:
+    """Pillow cannot open a DICOM: the dataset carries load_image's rendering (window applied)."""
+    import numpy as np
+
+    from medvlm.images import load_image
+    from train.data import to_grpo_dataset
+
+    records, _ = load_records(Path(__file__).resolve().parents[1] / "assets" / "questions.json")
+    dataset = to_grpo_dataset(records[:2])
+    rendered = load_image(records[0].image_path).image
+    assert records[0].image_path.suffix == ".dcm"
+    assert np.array_equal(np.asarray(dataset[0]["image"].convert("RGB")), np.asarray(rendered))

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import json
 import os
 import re
@@ -714,11 +715,20 @@ def image_overlap(train: Sequence[VQARecord], test: Sequence[VQARecord]) -> set[
     return {str(record.image_path) for record in test if digest(record.image_path) in seen}
 
 
+def _rendered_png(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    load_image(path).image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def to_grpo_dataset(records: Sequence[VQARecord], *, style: PromptStyle | str = PromptStyle.MEDVLM) -> datasets.Dataset:
     """The records as a dataset for TRL's ``GRPOTrainer`` (vision-language, conversational).
 
     Columns: ``prompt`` (``medvlm.prompt.build_messages``: one user turn whose content starts with
-    an ``{"type": "image"}`` placeholder), ``image`` (a ``datasets.Image()`` read from the file),
+    an ``{"type": "image"}`` placeholder), ``image`` (a ``datasets.Image()`` holding the image as
+    :func:`medvlm.images.load_image` renders it, PNG-encoded: a DICOM with its window, a 16-bit scan
+    scaled, exactly what the app and ``train.evaluate`` show the model; Pillow alone cannot open a
+    DICOM at all),
     ``solution`` (the answer letter), ``options``, ``modality``, ``question_type``, ``id``.
     TRL 1.16's trainer keeps ``prompt``/``image``/``images`` as its signature columns, fills the
     placeholder with the row's ``image`` (``prepare_multimodal_messages``), and passes every other
@@ -742,7 +752,7 @@ def to_grpo_dataset(records: Sequence[VQARecord], *, style: PromptStyle | str = 
     )
     columns: dict[str, list[Any]] = {
         "prompt": [build_messages(record.question, record.options, style=style) for record in records],
-        "image": [str(record.image_path) for record in records],
+        "image": [{"bytes": _rendered_png(record.image_path), "path": None} for record in records],
         "solution": [record.answer for record in records],
         "options": [list(record.options) for record in records],
         "modality": [record.modality for record in records],

@@ -1,0 +1,67 @@
+"""The README's commands, run as written: the ones that need no weights, no GPU and no network.
+
+Each command below must appear verbatim in README.md or train/README.md (code blocks, with line
+continuations joined and comments dropped), so the README cannot drift from the code: change a
+command there and this test fails until it is changed here too, and runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+READMES = (ROOT / "README.md", ROOT / "train" / "README.md")
+
+RUNNABLE = [
+    "medvlm-tiny-model ./tiny-model",
+    'medvlm ask --model ./tiny-model --image assets/ct_head.dcm --question "Which?" --option A --option B',
+    "python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name assets/questions.json",
+    "python -m train.evaluate --model ./tiny-model --data assets/questions.json --output_dir outputs/eval-tiny",
+]
+
+
+def readme_commands() -> list[str]:
+    """Every command in the READMEs' bash blocks: continuations joined, comments and prompts dropped."""
+    commands = []
+    for readme in READMES:
+        for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.DOTALL):
+            for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+                words = shlex.split(command, comments=True)
+                if words:
+                    commands.append(shlex.join(words))
+    return commands
+
+
+def test_every_runnable_command_is_in_a_readme() -> None:
+    documented = readme_commands()
+    for command in RUNNABLE:
+        assert shlex.join(shlex.split(command)) in documented, f"not in the README any more: {command}"
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
+    for folder in ("assets", "train"):  # what the commands name by relative path, as in a checkout
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
+    outputs = {}
+    for command in RUNNABLE:
+        words = shlex.split(command)
+        if words[0] == "python":
+            words[0] = sys.executable
+        else:
+            words[0] = shutil.which(words[0]) or pytest.fail(f"{words[0]} is not installed (pip install -e .)")
+        done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        outputs[command] = done.stdout + done.stderr
+    assert (tmp_path / "tiny-model" / "config.json").is_file()
+    assert "Format followed:" in outputs[RUNNABLE[1]]
+    assert "Loaded 6 of 6 rows" in outputs[RUNNABLE[2]] and (tmp_path / "outputs" / "tiny-cpu-smoke" / "medvlm.json").is_file()
+    assert (tmp_path / "outputs" / "eval-tiny" / "report.md").is_file() and "Accuracy" in outputs[RUNNABLE[3]]
