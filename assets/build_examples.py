@@ -25,10 +25,24 @@ SOURCES = {
 
 #: Tags that identify a person or a place; removed from the copies.
 IDENTIFYING_KEYWORDS = (
-    "PatientBirthDate", "PatientSex", "PatientAge", "PatientAddress", "OtherPatientIDs", "OtherPatientNames",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord", "AccessionNumber", "StationName",
-    "StudyID", "DeviceSerialNumber", "RequestingPhysician",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientAddress",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "PhysiciansOfRecord",
+    "AccessionNumber",
+    "StationName",
+    "StudyID",
+    "DeviceSerialNumber",
+    "RequestingPhysician",
 )
 
 

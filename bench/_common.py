@@ -126,7 +126,11 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        mem_kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         mem_kib = 0
     return {
@@ -148,7 +152,9 @@ def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[
     return results
 
 
-def run_workers(module: str, variants: Sequence[str], repeats: int, extra: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
+def run_workers(
+    module: str, variants: Sequence[str], repeats: int, extra: Sequence[str] = ()
+) -> dict[str, list[dict[str, Any]]]:
     """Run ``python -m module --worker VARIANT`` once per variant per round, interleaved.
 
     Each worker is its own process, so its peak memory is its own; it prints one JSON object as

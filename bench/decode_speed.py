@@ -51,7 +51,9 @@ def load_variant(variant: str):
     if variant in ("fast", "fast-body"):
         with keep_output_head_fp32(variant == "fast-body"):
             return load_model(checkpoint, max_pixels=fast_cpu.CPU_MAX_PIXELS)
-    loaded = load_model(checkpoint, fast_cpu=False, dtype="bf16" if variant == "bf16" else "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS)
+    loaded = load_model(
+        checkpoint, fast_cpu=False, dtype="bf16" if variant == "bf16" else "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS
+    )
     if variant.startswith("torchao"):
         quantize_with_torchao(loaded.model, weight_only=variant == "torchao-wo")
     return loaded
@@ -100,7 +102,9 @@ def worker(variant: str, tokens: int) -> dict:
         "load_s": round(load_s, 1),
         "loaded_rss_mib": round(loaded_rss),
         "peak_rss_mib": round(peak_rss_mib()),
-        "quantization": f"torchao {torchao_version()}" if variant.startswith("torchao") else loaded.describe()["quantization"],
+        "quantization": f"torchao {torchao_version()}"
+        if variant.startswith("torchao")
+        else loaded.describe()["quantization"],
     }
 
 
@@ -108,7 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--variants", default="fp32,fast", help=f"comma-separated, of {', '.join(VARIANTS)}, each optionally @THREADS; the first of each thread count is its baseline")
+    parser.add_argument(
+        "--variants",
+        default="fp32,fast",
+        help=f"comma-separated, of {', '.join(VARIANTS)}, each optionally @THREADS; the first of each thread count is its baseline",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -122,7 +130,10 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     results = run_workers("bench.decode_speed", variants, args.repeats, ["--tokens", str(args.tokens)])
     rate = {variant: [run["tokens_per_s"] for run in runs] for variant, runs in results.items()}
-    baseline = {variant: next(other for other in variants if other.partition("@")[2] == variant.partition("@")[2]) for variant in variants}
+    baseline = {
+        variant: next(other for other in variants if other.partition("@")[2] == variant.partition("@")[2])
+        for variant in variants
+    }
     rows = [
         [
             variant,
@@ -139,8 +150,19 @@ def main() -> None:
     print_report(
         f"Decode speed, Qwen2-VL-2B architecture (random weights), {args.tokens} new tokens, {args.repeats} interleaved rounds",
         rows,
-        ["variant", "tokens/s median (min-max)", "ratio (paired rounds)", "time to first token s", "RSS loaded GiB", "peak RSS GiB", "threads", "quantization"],
-        [f"prompt: {results[variants[0]][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"],
+        [
+            "variant",
+            "tokens/s median (min-max)",
+            "ratio (paired rounds)",
+            "time to first token s",
+            "RSS loaded GiB",
+            "peak RSS GiB",
+            "threads",
+            "quantization",
+        ],
+        [
+            f"prompt: {results[variants[0]][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"
+        ],
     )
 
 

@@ -66,7 +66,10 @@ def main() -> None:
         rates = interleaved({"one at a time": run(1), f"batch {args.batch_size}": run(args.batch_size)}, args.repeats)
     baseline = rates["one at a time"]
     same = sum(a == b for a, b in zip(completions[1], completions[args.batch_size]))
-    rows = [[name, f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f})", f"{paired_ratio(values, baseline):.2f}x"] for name, values in rates.items()]
+    rows = [
+        [name, f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f})", f"{paired_ratio(values, baseline):.2f}x"]
+        for name, values in rates.items()
+    ]
     print_report(
         f"Evaluation throughput, tiny checkpoint, {args.questions} questions x {args.tokens} new tokens, {args.repeats} interleaved rounds",
         rows,

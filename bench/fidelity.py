@@ -26,7 +26,16 @@ import statistics
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from bench._common import OPTIONS, QUESTION, ct_head_image, keep_output_head_fp32, print_report, quiet, random_2b_checkpoint, tiny_checkpoint
+from bench._common import (
+    OPTIONS,
+    QUESTION,
+    ct_head_image,
+    keep_output_head_fp32,
+    print_report,
+    quiet,
+    random_2b_checkpoint,
+    tiny_checkpoint,
+)
 from medvlm import fast_cpu
 
 
@@ -61,7 +70,13 @@ def decode(loaded, steps: int, forced: list[int] | None = None) -> tuple[list[in
     processors = LogitsProcessorList([ForceTokens(forced, prompt_length)] if forced is not None else [])
     with torch.inference_mode():
         out = loaded.model.generate(
-            **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, logits_processor=processors, output_logits=True, return_dict_in_generate=True
+            **inputs,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            logits_processor=processors,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
     return out.sequences[0, prompt_length:].tolist(), torch.cat(out.logits).float()
 
@@ -77,14 +92,26 @@ def load(name: str, variant: str):
     return loaded
 
 
-def compare(reference_tokens: list[int], reference: torch.Tensor, forced: torch.Tensor, free_tokens: list[int]) -> list[str]:
+def compare(
+    reference_tokens: list[int], reference: torch.Tensor, forced: torch.Tensor, free_tokens: list[int]
+) -> list[str]:
     """Table cells: the fast logits against fp32's on fp32's own greedy sequence."""
     cosine = torch.nn.functional.cosine_similarity(reference, forced, dim=-1)
-    top5 = [len(set(a) & set(b)) / 5 for a, b in zip(reference.topk(5).indices.tolist(), forced.topk(5).indices.tolist())]
+    top5 = [
+        len(set(a) & set(b)) / 5 for a, b in zip(reference.topk(5).indices.tolist(), forced.topk(5).indices.tolist())
+    ]
     top1 = (reference.argmax(-1) == forced.argmax(-1)).float().mean().item()
-    kl = torch.nn.functional.kl_div(forced.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    kl = torch.nn.functional.kl_div(
+        forced.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none"
+    ).sum(-1)
     shared = next((i for i, (a, b) in enumerate(zip(reference_tokens, free_tokens)) if a != b), len(reference_tokens))
-    return [f"{cosine.mean():.5f} / {cosine.min():.5f}", f"{statistics.mean(top5):.3f}", f"{top1:.3f}", f"{kl.mean():.4f}", f"{shared}/{len(reference_tokens)}"]
+    return [
+        f"{cosine.mean():.5f} / {cosine.min():.5f}",
+        f"{statistics.mean(top5):.3f}",
+        f"{top1:.3f}",
+        f"{kl.mean():.4f}",
+        f"{shared}/{len(reference_tokens)}",
+    ]
 
 
 def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
@@ -109,7 +136,11 @@ def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--models", default="2b,tiny", help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / Hub id")
+    parser.add_argument(
+        "--models",
+        default="2b,tiny",
+        help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / Hub id",
+    )
     parser.add_argument("--variants", default="fast,fast-body")
     args = parser.parse_args()
     quiet()
@@ -118,8 +149,19 @@ def main() -> None:
     print_report(
         f"Fidelity of the fast path (int8) against fp32, {args.steps} teacher-forced greedy steps",
         rows,
-        ["model", "variant", "cosine mean / min", "top-5 overlap", "top-1 agreement", "KL(fp32||fast) mean", "own greedy = fp32 (prefix)", "fp32 top-1 margin median"],
-        [f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} on both sides"],
+        [
+            "model",
+            "variant",
+            "cosine mean / min",
+            "top-5 overlap",
+            "top-1 agreement",
+            "KL(fp32||fast) mean",
+            "own greedy = fp32 (prefix)",
+            "fp32 top-1 margin median",
+        ],
+        [
+            f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} on both sides"
+        ],
     )
 
 

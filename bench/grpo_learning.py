@@ -56,7 +56,17 @@ def write_task(directory: Path, count: int, seed: int) -> Path:
         image.paste((shade, shade, shade), (left, top, left + side, top + side))
         name = f"images/{index:04d}.png"
         image.save(directory / name)
-        lines.append(json.dumps({"id": f"{directory.name}-{index}", "image": name, "question": QUESTION, "options": OPTIONS, "answer": "A" if bright else "B"}))
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"{directory.name}-{index}",
+                    "image": name,
+                    "question": QUESTION,
+                    "options": OPTIONS,
+                    "answer": "A" if bright else "B",
+                }
+            )
+        )
     path = directory / "questions.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -65,24 +75,32 @@ def write_task(directory: Path, count: int, seed: int) -> Path:
 def held_out_accuracy(model_dir: Path, questions: Path) -> float:
     records, _ = load_records(questions)
     loaded = load_model(model_dir, device="cpu", dtype="fp32")
-    return evaluate(loaded, records, batch_size=20, settings=GenerationSettings(max_new_tokens=32), progress=False).overall.accuracy
+    return evaluate(
+        loaded, records, batch_size=20, settings=GenerationSettings(max_new_tokens=32), progress=False
+    ).overall.accuracy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=250, help="GRPO steps (each: 4 prompts x 8 completions)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="constant; for the tiny model (the 2B recipe: 1e-6)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=2e-3, help="constant; for the tiny model (the 2B recipe: 1e-6)"
+    )
     parser.add_argument("--hidden-size", type=int, default=64, help="of the tiny model (a multiple of 64)")
     parser.add_argument("--window", type=int, default=10, help="logged steps averaged at the start and at the end")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=None, help="keep the model, data and run here (default: a temporary folder)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=None, help="keep the model, data and run here (default: a temporary folder)"
+    )
     args = parser.parse_args()
     # One thread: the tiny model's matrices are too small to gain from more, and on a busy machine
     # two threads per process make each step several times slower.
     torch.set_num_threads(1)
 
     work = args.output_dir or Path(tempfile.mkdtemp(prefix="grpo-learning-"))
-    model_dir = warm_start_format(build_tiny_checkpoint(work / "tiny-model", seed=args.seed, hidden_size=args.hidden_size), seed=args.seed)
+    model_dir = warm_start_format(
+        build_tiny_checkpoint(work / "tiny-model", seed=args.seed, hidden_size=args.hidden_size), seed=args.seed
+    )
     train_questions = write_task(work / "train", 200, seed=args.seed)
     test_questions = write_task(work / "test", 60, seed=args.seed + 1)
     run_dir = work / "run"
@@ -108,14 +126,20 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     after = held_out_accuracy(run_dir, test_questions)
 
-    history = [entry for entry in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "reward" in entry]
+    history = [
+        entry for entry in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "reward" in entry
+    ]
     accuracy = [entry["rewards/accuracy_reward/mean"] for entry in history]
     fmt = [entry["rewards/format_reward/mean"] for entry in history]
     k = args.window
     print()
     print(f"command: python -m train.grpo {shlex.join(argv)}")
-    print(f"GRPO: {len(history)} steps in {minutes:.1f} min; accuracy reward (mean of {k} logged steps) first {mean(accuracy[:k]):.2f} -> last {mean(accuracy[-k:]):.2f}; format reward {mean(fmt[:k]):.2f} -> {mean(fmt[-k:]):.2f}")
-    print(f"held-out greedy accuracy ({test_questions.parent}, 60 questions, chance 0.50): before {before:.2f} -> after {after:.2f}")
+    print(
+        f"GRPO: {len(history)} steps in {minutes:.1f} min; accuracy reward (mean of {k} logged steps) first {mean(accuracy[:k]):.2f} -> last {mean(accuracy[-k:]):.2f}; format reward {mean(fmt[:k]):.2f} -> {mean(fmt[-k:]):.2f}"
+    )
+    print(
+        f"held-out greedy accuracy ({test_questions.parent}, 60 questions, chance 0.50): before {before:.2f} -> after {after:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,16 +58,28 @@ def build(case: str) -> bytes:
     from PIL import Image
 
     if case.startswith("png-") or case.startswith("jpeg-"):
-        image = Image.fromarray(_scan(np.uint16)) if case == "png-16bit" else Image.fromarray(_scan(np.uint8, channels=3))
+        image = (
+            Image.fromarray(_scan(np.uint16)) if case == "png-16bit" else Image.fromarray(_scan(np.uint8, channels=3))
+        )
         buffer = BytesIO()
-        image.save(buffer, format="PNG" if case.startswith("png") else "JPEG", **({"quality": 90} if case.startswith("jpeg") else {}))
+        image.save(
+            buffer,
+            format="PNG" if case.startswith("png") else "JPEG",
+            **({"quality": 90} if case.startswith("jpeg") else {}),
+        )
         return buffer.getvalue()
     return _dicom(case)
 
 
 def _dicom(case: str) -> bytes:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        CTImageStorage,
+        ExplicitVRLittleEndian,
+        RLELossless,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     colour = case == "dicom-rgb-rle"
     ds = Dataset()
@@ -113,7 +125,9 @@ def plain_load(data: bytes) -> object:
     image = Image.open(BytesIO(data))
     if image.mode.startswith("I;16"):
         values = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(((values - values.min()) * (255 / (np.ptp(values) or 1))).astype(np.uint8)).convert("RGB")
+        return Image.fromarray(((values - values.min()) * (255 / (np.ptp(values) or 1))).astype(np.uint8)).convert(
+            "RGB"
+        )
     return image.convert("RGB")
 
 
@@ -130,7 +144,16 @@ def worker(variant: str, case: str) -> None:
         size = plain_load(data).size
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"growth_mib": round(peak - before, 1), "seconds": round(seconds, 2), "size": list(size), "file_mib": round(len(data) / 2**20, 1)}))
+    print(
+        json.dumps(
+            {
+                "growth_mib": round(peak - before, 1),
+                "seconds": round(seconds, 2),
+                "size": list(size),
+                "file_mib": round(len(data) / 2**20, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -162,7 +185,15 @@ def main() -> None:
     print_report(
         f"Peak memory of loading a {SIDE:,} x {SIDE:,} upload (growth over the process after reading the file)",
         rows,
-        ["case", "file", "plain pipeline: peak growth, time", "medvlm: peak growth, time", "medvlm image", "ratio", f"within {BUDGET_MIB} MiB"],
+        [
+            "case",
+            "file",
+            "plain pipeline: peak growth, time",
+            "medvlm: peak growth, time",
+            "medvlm image",
+            "ratio",
+            f"within {BUDGET_MIB} MiB",
+        ],
         notes=[f"medians of {args.repeats} fresh processes per variant, interleaved"],
     )
 

@@ -60,7 +60,10 @@ def serve(port: int, model: Path, log: Path, pace: float | None) -> None:
             update_times.append(time.time())
             if update.done:
                 with log.open("a") as out:
-                    out.write(json.dumps({"tokens": token_times, "updates": update_times, "timing": update.timing.to_dict()}) + "\n")
+                    out.write(
+                        json.dumps({"tokens": token_times, "updates": update_times, "timing": update.timing.to_dict()})
+                        + "\n"
+                    )
             yield update
 
     stream_completion = handlers.stream_completion
@@ -106,8 +109,24 @@ def measure(pace: float | None, repeats: int, tokens: int, image: Path) -> dict[
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.jsonl"
-        command = [sys.executable, "-m", "bench.streaming_overhead", "--serve", str(port), "--log", str(log), "--pace", str(pace or 0)]
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        command = [
+            sys.executable,
+            "-m",
+            "bench.streaming_overhead",
+            "--serve",
+            str(port),
+            "--log",
+            str(log),
+            "--pace",
+            str(pace or 0),
+        ]
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
         try:
             client = wait_for(f"http://127.0.0.1:{port}/", process)
             arrivals = [ask(client, image, tokens) for _ in range(repeats + 1)][1:]
@@ -120,17 +139,19 @@ def measure(pace: float | None, repeats: int, tokens: int, image: Path) -> dict[
         streamed = client_times[STREAMED:-1]  # the last update is the final answer, sent after generation ended
         first_token = logged["tokens"][0]
         new_tokens = logged["timing"]["new_tokens"]
-        rows.append({
-            "holdback_ms": (logged["updates"][0] - first_token) * 1000,
-            "first_update_ms": (streamed[0] - first_token) * 1000,
-            "gradio_ms": (streamed[0] - logged["updates"][0]) * 1000,
-            "model_tps": logged["timing"]["tokens_per_second"],
-            "client_tps": (new_tokens - 1) / (streamed[-1] - streamed[0]),
-            "span_ratio": (streamed[-1] - streamed[0]) / (logged["updates"][-2] - logged["updates"][0]),
-            "last_update_ms": (streamed[-1] - logged["tokens"][-1]) * 1000,
-            "updates_sent": len(logged["updates"]),
-            "updates_received": len(client_times),
-        })
+        rows.append(
+            {
+                "holdback_ms": (logged["updates"][0] - first_token) * 1000,
+                "first_update_ms": (streamed[0] - first_token) * 1000,
+                "gradio_ms": (streamed[0] - logged["updates"][0]) * 1000,
+                "model_tps": logged["timing"]["tokens_per_second"],
+                "client_tps": (new_tokens - 1) / (streamed[-1] - streamed[0]),
+                "span_ratio": (streamed[-1] - streamed[0]) / (logged["updates"][-2] - logged["updates"][0]),
+                "last_update_ms": (streamed[-1] - logged["tokens"][-1]) * 1000,
+                "updates_sent": len(logged["updates"]),
+                "updates_received": len(client_times),
+            }
+        )
     return {key: median([row[key] for row in rows]) for key in rows[0]}
 
 
@@ -138,7 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--pace", type=float, default=12.0, help="also run with the model slowed to this many tokens/s (0: skip)")
+    parser.add_argument(
+        "--pace", type=float, default=12.0, help="also run with the model slowed to this many tokens/s (0: skip)"
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,7 +195,17 @@ def main() -> None:
     print_report(
         f"Streaming overhead of the app (tiny model, {args.tokens} tokens, medians of {args.repeats} answers)",
         rows,
-        ["model speed", "first token -> first stream update ms", "-> client receives ms", "first token -> client total ms", "model tokens/s", "client tokens/s", "client/server streaming rate", "last token -> client receives it ms", "updates sent / received"],
+        [
+            "model speed",
+            "first token -> first stream update ms",
+            "-> client receives ms",
+            "first token -> client total ms",
+            "model tokens/s",
+            "client tokens/s",
+            "client/server streaming rate",
+            "last token -> client receives it ms",
+            "updates sent / received",
+        ],
     )
 
 

@@ -17,7 +17,17 @@ import time
 
 import torch
 
-from bench._common import OPTIONS, QUESTION, ct_head_image, median, paired_ratio, print_report, quiet, random_2b_checkpoint, run_workers
+from bench._common import (
+    OPTIONS,
+    QUESTION,
+    ct_head_image,
+    median,
+    paired_ratio,
+    print_report,
+    quiet,
+    random_2b_checkpoint,
+    run_workers,
+)
 from medvlm import fast_cpu
 from medvlm.processor import RECIPE_MAX_PIXELS
 
@@ -60,7 +70,10 @@ def worker(variant: str, sizes: list[int], repeats: int) -> dict:
     for _ in range(repeats):
         for size, budget in cases:
             runs[f"{size}/{budget}"].append(measure(loaded, size, BUDGETS[budget]))
-    return {case: {key: round(median([run[key] for run in values]), 3) for key in values[0]} for case, values in runs.items()}
+    return {
+        case: {key: round(median([run[key] for run in values]), 3) for key in values[0]}
+        for case, values in runs.items()
+    }
 
 
 def main() -> None:
@@ -84,18 +97,41 @@ def main() -> None:
         for size in sizes:
             recipe_ttft = [run[f"{size}/recipe"]["ttft_s"] for run in results[variant]]
             for budget in BUDGETS:
-                cell = {key: median([run[f"{size}/{budget}"][key] for run in results[variant]]) for key in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "image_tokens")}
+                cell = {
+                    key: median([run[f"{size}/{budget}"][key] for run in results[variant]])
+                    for key in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "image_tokens")
+                }
                 ttft = [run[f"{size}/{budget}"]["ttft_s"] for run in results[variant]]
                 baseline_ttft = [run[f"{size}/{budget}"]["ttft_s"] for run in results[variants[0]]]
-                rows.append([
-                    variant, f"{size}x{size}", f"{budget} ({BUDGETS[budget]})", int(cell["image_tokens"]),
-                    f"{cell['preprocess_s']:.2f}", f"{cell['vision_s']:.2f}", f"{cell['prefill_s']:.2f}", f"{cell['ttft_s']:.2f}",
-                    f"{paired_ratio(recipe_ttft, ttft):.2f}x", f"{paired_ratio(baseline_ttft, ttft):.2f}x",
-                ])
+                rows.append(
+                    [
+                        variant,
+                        f"{size}x{size}",
+                        f"{budget} ({BUDGETS[budget]})",
+                        int(cell["image_tokens"]),
+                        f"{cell['preprocess_s']:.2f}",
+                        f"{cell['vision_s']:.2f}",
+                        f"{cell['prefill_s']:.2f}",
+                        f"{cell['ttft_s']:.2f}",
+                        f"{paired_ratio(recipe_ttft, ttft):.2f}x",
+                        f"{paired_ratio(baseline_ttft, ttft):.2f}x",
+                    ]
+                )
     print_report(
         "Time to first token, Qwen2-VL-2B architecture (random weights), CPU",
         rows,
-        ["variant", "image", "budget (max_pixels)", "image tokens", "preprocess s", "vision encoder s", "language prefill s", "TTFT s", "speed-up vs recipe budget", f"speed-up vs {variants[0]}"],
+        [
+            "variant",
+            "image",
+            "budget (max_pixels)",
+            "image tokens",
+            "preprocess s",
+            "vision encoder s",
+            "language prefill s",
+            "TTFT s",
+            "speed-up vs recipe budget",
+            f"speed-up vs {variants[0]}",
+        ],
         [f"medians of {args.repeats} alternating repeats in each of {args.rounds} processes per variant"],
     )
 

@@ -177,12 +177,16 @@ class Review:
         given = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags or ())
         for flag in given:
             _check_flag(flag)
-        comment = check_text((self.comment or "").strip(), what="Your comment", limit=MAX_COMMENT_CHARS, error=AnnotationError)
+        comment = check_text(
+            (self.comment or "").strip(), what="Your comment", limit=MAX_COMMENT_CHARS, error=AnnotationError
+        )
         if not given and not comment:
             raise AnnotationError("Choose at least one flag or write a comment.")
         clashing = [FLAGS[flag] for flag in REASONING_FAULTS if flag in given]
         if "sound" in given and clashing:
-            raise AnnotationError(f"'{FLAGS['sound']}' cannot be combined with {' / '.join(repr(label) for label in clashing)}: untick one of them.")
+            raise AnnotationError(
+                f"'{FLAGS['sound']}' cannot be combined with {' / '.join(repr(label) for label in clashing)}: untick one of them."
+            )
         object.__setattr__(self, "reviewer", reviewer)
         object.__setattr__(self, "flags", tuple(flag for flag in FLAGS if flag in given))
         object.__setattr__(self, "comment", comment)
@@ -349,7 +353,10 @@ def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
     ).fetchall()
     conn.executemany(
         "INSERT INTO annotation_versions VALUES (?, 1, ?, ?, ?, ?, ?)",
-        [(id_, _json(_ordered_flags(flags)), comment, correct, version, saved) for id_, comment, correct, version, saved, flags in rows],
+        [
+            (id_, _json(_ordered_flags(flags)), comment, correct, version, saved)
+            for id_, comment, correct, version, saved, flags in rows
+        ],
     )
 
 
@@ -477,7 +484,11 @@ class AnnotationStore:
                     " ORDER BY version DESC LIMIT 1",
                     (annotation_id,),
                 ).fetchone()
-                unchanged = latest is not None and tuple(latest[1:]) == (_json(list(review.flags)), review.comment, correct_answer)
+                unchanged = latest is not None and tuple(latest[1:]) == (
+                    _json(list(review.flags)),
+                    review.comment,
+                    correct_answer,
+                )
                 version = None if unchanged else (latest[0] if latest else 0) + 1
                 if version is not None:
                     conn.execute(
@@ -488,7 +499,15 @@ class AnnotationStore:
                 _write_flags(conn, annotation_id, review.flags)
                 conn.execute(
                     "INSERT INTO annotation_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (annotation_id, version, _json(list(review.flags)), review.comment, correct_answer, medvlm.__version__, now),
+                    (
+                        annotation_id,
+                        version,
+                        _json(list(review.flags)),
+                        review.comment,
+                        correct_answer,
+                        medvlm.__version__,
+                        now,
+                    ),
                 )
             annotation = self._fetch_one(conn, annotation_id)
         return annotation, existing is None
@@ -503,7 +522,9 @@ class AnnotationStore:
         try:
             _atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
         except OSError as error:  # disk full, permissions: say so, and store no row naming it
-            raise AnnotationError(f"The image could not be saved ({error.strerror or error}); the review was not stored.") from error
+            raise AnnotationError(
+                f"The image could not be saved ({error.strerror or error}); the review was not stored."
+            ) from error
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -524,7 +545,14 @@ class AnnotationStore:
                 (annotation_id,),
             ).fetchall()
         return [
-            ReviewVersion(version=version, flags=_ordered_flags(",".join(json.loads(flags))), comment=comment, correct_answer=correct, app_version=app, saved_at=saved)
+            ReviewVersion(
+                version=version,
+                flags=_ordered_flags(",".join(json.loads(flags))),
+                comment=comment,
+                correct_answer=correct,
+                app_version=app,
+                saved_at=saved,
+            )
             for version, flags, comment, correct, app, saved in rows
         ]
 
@@ -542,7 +570,12 @@ class AnnotationStore:
             _check_flag(flag)
         if limit is not None and limit < 1:
             raise AnnotationError(f"The limit must be at least 1 (got {limit}).")
-        filters = {_FLAG_FILTER: flag, "o.modality = ?": modality, "a.reviewer = ?": reviewer, "o.model_id = ?": model_id}
+        filters = {
+            _FLAG_FILTER: flag,
+            "o.modality = ?": modality,
+            "a.reviewer = ?": reviewer,
+            "o.model_id = ?": model_id,
+        }
         clauses = [clause for clause, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
         sql = f"{_SELECT_ANNOTATIONS}{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY a.id DESC"
@@ -647,10 +680,12 @@ class AnnotationStore:
         become :class:`AnnotationError` with a readable message.
         """
         try:
-            with closing(self._connect()) as conn, (_transaction(conn) if write else nullcontext()):
+            with closing(self._connect()) as conn, _transaction(conn) if write else nullcontext():
                 yield conn
         except sqlite3.Error as error:
-            raise AnnotationError(f"The annotation store could not be {'written' if write else 'read'}: {error}.") from error
+            raise AnnotationError(
+                f"The annotation store could not be {'written' if write else 'read'}: {error}."
+            ) from error
 
     def _fetch_one(self, conn: sqlite3.Connection, annotation_id: int) -> Annotation:
         row = conn.execute(f"{_SELECT_ANNOTATIONS} WHERE a.id = ?", (annotation_id,)).fetchone()
@@ -659,7 +694,18 @@ class AnnotationStore:
         return self._annotation(row)
 
     def _annotation(self, row: tuple[Any, ...]) -> Annotation:
-        (annotation_id, reviewer, comment, correct_answer, app_version, created_at, updated_at, flags, revision, *rest) = row
+        (
+            annotation_id,
+            reviewer,
+            comment,
+            correct_answer,
+            app_version,
+            created_at,
+            updated_at,
+            flags,
+            revision,
+            *rest,
+        ) = row
         output = dict(zip(_OUTPUT_COLUMNS, rest, strict=True))
         return Annotation(
             id=annotation_id,
@@ -788,7 +834,12 @@ def _known_spelling(conn: sqlite3.Connection, reviewer: str) -> str:
 
 def _check_id(annotation_id: Any) -> int:
     """A review id as SQLite can look it up; anything else is "no such review", in words."""
-    if isinstance(annotation_id, bool) or not isinstance(annotation_id, (int, float)) or not math.isfinite(annotation_id) or annotation_id != int(annotation_id):
+    if (
+        isinstance(annotation_id, bool)
+        or not isinstance(annotation_id, (int, float))
+        or not math.isfinite(annotation_id)
+        or annotation_id != int(annotation_id)
+    ):
         raise AnnotationError(f"Review ids are whole numbers (got {annotation_id!r}).")
     if not 1 <= int(annotation_id) <= 2**63 - 1:
         raise AnnotationError(f"There is no annotation with id {int(annotation_id)}.")
@@ -809,7 +860,9 @@ def _check_flag(flag: str) -> None:
 def _write_flags(conn: sqlite3.Connection, annotation_id: int, flags: Sequence[str]) -> None:
     """Replace the annotation's flags with ``flags``."""
     conn.execute("DELETE FROM annotation_flags WHERE annotation_id = ?", (annotation_id,))
-    conn.executemany("INSERT INTO annotation_flags (annotation_id, flag) VALUES (?, ?)", [(annotation_id, flag) for flag in flags])
+    conn.executemany(
+        "INSERT INTO annotation_flags (annotation_id, flag) VALUES (?, ?)", [(annotation_id, flag) for flag in flags]
+    )
 
 
 def _check_same_output(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
@@ -864,7 +917,11 @@ def _output_row(output: ModelOutput) -> dict[str, Any]:
 def filter_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     """Only the SafeMetadata keys, and only scalar values: nothing else about a file is kept."""
     scalar = (str, int, float, bool, type(None))
-    return {key: value for key, value in (metadata or {}).items() if key in SAFE_METADATA_KEYS and isinstance(value, scalar)}
+    return {
+        key: value
+        for key, value in (metadata or {}).items()
+        if key in SAFE_METADATA_KEYS and isinstance(value, scalar)
+    }
 
 
 def _correct_answer(output: ModelOutput) -> str | None:
@@ -874,7 +931,9 @@ def _correct_answer(output: ModelOutput) -> str | None:
         return None
     offered = LETTERS[: len(output.options)]
     if len(answer) != 1 or answer not in offered:
-        raise AnnotationError(f"The correct answer must be one of the option letters {', '.join(offered)} (got {answer!r}).")
+        raise AnnotationError(
+            f"The correct answer must be one of the option letters {', '.join(offered)} (got {answer!r})."
+        )
     return answer
 
 

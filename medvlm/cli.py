@@ -31,14 +31,28 @@ EXIT_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medvlm", description="A workbench for reasoning medical vision-language models.")
+    parser = argparse.ArgumentParser(
+        prog="medvlm", description="A workbench for reasoning medical vision-language models."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ask = commands.add_parser("ask", help="answer one multiple-choice question about one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)")
+    ask = commands.add_parser(
+        "ask", help="answer one multiple-choice question about one image (PNG, JPEG, TIFF, BMP, WebP or DICOM)"
+    )
     ask.add_argument("--image", required=True, help="image or DICOM file")
     ask.add_argument("--question", required=True, help="the question, in words (the options go in --option)")
-    ask.add_argument("--option", action="append", default=[], dest="options", help="an answer option; repeat 2 to 10 times (lettered A, B, C... in order)")
-    ask.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"Hub id, checkpoint directory or LoRA adapter directory (default: {DEFAULT_MODEL_ID})")
+    ask.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        dest="options",
+        help="an answer option; repeat 2 to 10 times (lettered A, B, C... in order)",
+    )
+    ask.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        help=f"Hub id, checkpoint directory or LoRA adapter directory (default: {DEFAULT_MODEL_ID})",
+    )
     ask.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
     ask.add_argument(
         "--style",
@@ -46,23 +60,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt wording (default: the model's own: what its medvlm.json records, medvlm-exact for JZPeterPan/MedVLM-R1, else medvlm)",
     )
     dicom = ask.add_argument_group("DICOM display")
-    dicom.add_argument("--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)")
+    dicom.add_argument(
+        "--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)"
+    )
     dicom.add_argument("--window-center", type=float, help="custom window centre (with --window-width)")
     dicom.add_argument("--window-width", type=float, help="custom window width (with --window-center)")
     dicom.add_argument("--frame", type=int, help="frame of a multi-frame DICOM, from 0 (default: the middle one)")
     generation = ask.add_argument_group("generation")
-    generation.add_argument("--max-new-tokens", type=int, default=512, help="most tokens the model may write (default: %(default)s, as the paper)")
-    generation.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (the paper decodes greedily)")
-    generation.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, with --sample (default: %(default)s)")
-    generation.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: %(default)s)")
-    generation.add_argument("--seed", type=int, help="random seed, 0 to 4294967295, so a sampled answer can be reproduced")
-    generation.add_argument("--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)")
+    generation.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=512,
+        help="most tokens the model may write (default: %(default)s, as the paper)",
+    )
+    generation.add_argument(
+        "--sample", action="store_true", help="sample instead of greedy decoding (the paper decodes greedily)"
+    )
+    generation.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature, with --sample (default: %(default)s)"
+    )
+    generation.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: %(default)s)",
+    )
+    generation.add_argument(
+        "--seed", type=int, help="random seed, 0 to 4294967295, so a sampled answer can be reproduced"
+    )
+    generation.add_argument(
+        "--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)"
+    )
     generation.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: automatic)")
     generation.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    generation.add_argument("--no-fast-cpu", action="store_true", help="on CPU, keep plain fp32 weights and the checkpoint's image budget (no int8 fast path)")
-    ask.add_argument("--json", action="store_true", help="print the final result as one JSON object instead of the summary")
+    generation.add_argument(
+        "--no-fast-cpu",
+        action="store_true",
+        help="on CPU, keep plain fp32 weights and the checkpoint's image budget (no int8 fast path)",
+    )
+    ask.add_argument(
+        "--json", action="store_true", help="print the final result as one JSON object instead of the summary"
+    )
 
-    tiny = commands.add_parser("tiny-model", help="write the tiny offline test checkpoint (random weights, random output)")
+    tiny = commands.add_parser(
+        "tiny-model", help="write the tiny offline test checkpoint (random weights, random output)"
+    )
     tiny.add_argument("arguments", nargs=argparse.REMAINDER, help="DIRECTORY [--seed N] [--format-warm-start]")
     return parser
 
@@ -75,7 +117,9 @@ def tiny_model_parser() -> argparse.ArgumentParser:
         "It exercises the whole pipeline; its answers are random text.",
     )
     parser.add_argument("directory", type=Path, help="where to write the checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and of the warm-start (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights and of the warm-start (default: %(default)s)"
+    )
     parser.add_argument(
         "--format-warm-start",
         action="store_true",
@@ -131,14 +175,33 @@ def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
 
     _quiet_libraries()
     print(f"Loading {args.model} ...", file=err, flush=True)
-    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, fast_cpu=False if args.no_fast_cpu else None)
+    loaded = load_model(
+        args.model,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        fast_cpu=False if args.no_fast_cpu else None,
+    )
     if loaded.is_test_model:
-        print("Note: this is the tiny random test model; its output is random text, not medical reasoning.", file=err, flush=True)
+        print(
+            "Note: this is the tiny random test model; its output is random text, not medical reasoning.",
+            file=err,
+            flush=True,
+        )
     style = args.style or loaded.prompt_style.value
     if args.style is None:
         print(f"Prompt wording: {style}, {loaded.prompt_style_reason} (--style changes it).", file=err, flush=True)
     meta = loaded_image.metadata
-    described = ", ".join(part for part in (meta.source_format, meta.modality, meta.body_part, meta.window_name and f"window {meta.window_name}") if part)
+    described = ", ".join(
+        part
+        for part in (
+            meta.source_format,
+            meta.modality,
+            meta.body_part,
+            meta.window_name and f"window {meta.window_name}",
+        )
+        if part
+    )
     print(f"Image: {meta.width}x{meta.height} ({described})", file=err, flush=True)
 
     final: StreamUpdate | None = None

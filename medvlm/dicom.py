@@ -102,7 +102,9 @@ class Window:
                     f"Unknown window preset {self.preset!r}. Valid presets: {', '.join(sorted(WINDOW_PRESETS))}."
                 )
         elif custom[0] != custom[1]:
-            raise ImageLoadError("Give both a window centre and a window width, or neither (to use the file's own window).")
+            raise ImageLoadError(
+                "Give both a window centre and a window width, or neither (to use the file's own window)."
+            )
         elif all(custom):
             if not math.isfinite(self.center) or not math.isfinite(self.width):
                 raise ImageLoadError("The window centre and width must be finite numbers.")
@@ -137,7 +139,9 @@ def is_dicom(data: bytes) -> bool:
         return False
 
 
-def render_dicom(data: bytes, window: Window | None = None, frame: int | None = None) -> tuple[Image.Image, SafeMetadata]:
+def render_dicom(
+    data: bytes, window: Window | None = None, frame: int | None = None
+) -> tuple[Image.Image, SafeMetadata]:
     """Render one frame of a DICOM file as an RGB image, with only whitelisted metadata.
 
     ``frame`` counts from 0; the default is the middle frame, the most representative of a
@@ -351,7 +355,9 @@ def _use_frame_functional_groups(ds: Dataset, index: int) -> None:
                     ds[tag] = macro.get_item(tag)  # raw: no conversion, see _code_string
 
 
-def _render_grey(values: np.ndarray, ds: Dataset, window: Window, modality: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _render_grey(
+    values: np.ndarray, ds: Dataset, window: Window, modality: str | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The window applied to modality values (float32); returns 8-bit grey and the metadata fields describing it."""
     hounsfield = (
         modality == "CT"

@@ -83,8 +83,14 @@ def apply_fast_cpu(model: nn.Module) -> FastCpuReport:
     except Exception as error:  # a backend failure of any kind must not stop the model loading
         reason = f"{type(error).__name__}: {error}"
         logger.warning("CPU fast path: int8 quantization unavailable, keeping fp32 (%s)", reason)
-        return FastCpuReport(quantization=f"none (fp32 fallback: {reason})", quantized_layers=0, threads=threads, fallback=reason)
-    return FastCpuReport(quantization=f"int8 dynamic, per-channel ({engine} engine, torch {torch.__version__})", quantized_layers=len(names), threads=threads)
+        return FastCpuReport(
+            quantization=f"none (fp32 fallback: {reason})", quantized_layers=0, threads=threads, fallback=reason
+        )
+    return FastCpuReport(
+        quantization=f"int8 dynamic, per-channel ({engine} engine, torch {torch.__version__})",
+        quantized_layers=len(names),
+        threads=threads,
+    )
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:
@@ -96,7 +102,9 @@ def quantizable_layers(model: nn.Module) -> list[str]:
             names += [
                 f"{name}.{sub}".strip(".")
                 for sub, layer in module.named_modules()
-                if type(layer) is nn.Linear and layer.weight.dtype == torch.float32 and layer.weight.numel() >= MIN_QUANTIZED_WEIGHTS
+                if type(layer) is nn.Linear
+                and layer.weight.dtype == torch.float32
+                and layer.weight.numel() >= MIN_QUANTIZED_WEIGHTS
             ]
     return names
 
@@ -123,7 +131,9 @@ def _dynamic_quantization_api() -> tuple[Any, Any]:
             _ignore_deprecation_notices()
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError as error:
-        raise QuantizationUnavailable(f"this torch ({torch.__version__}) has no torch.ao.quantization: {error}") from error
+        raise QuantizationUnavailable(
+            f"this torch ({torch.__version__}) has no torch.ao.quantization: {error}"
+        ) from error
     return quantize_dynamic, per_channel_dynamic_qconfig
 
 
@@ -131,7 +141,9 @@ def _usable_engine(quantize_dynamic: Any, qconfig: Any) -> str:
     """The quantized engine in use (x86/fbgemm, qnnpack...), after checking a small int8 layer runs on it."""
     engine = torch.backends.quantized.engine
     if engine in (None, "none"):
-        raise QuantizationUnavailable(f"no quantized engine in this torch build (supported: {torch.backends.quantized.supported_engines})")
+        raise QuantizationUnavailable(
+            f"no quantized engine in this torch build (supported: {torch.backends.quantized.supported_engines})"
+        )
     probe = nn.Sequential(nn.Linear(64, 64))
     with warnings.catch_warnings(), torch.inference_mode():
         _ignore_deprecation_notices()
@@ -147,7 +159,9 @@ def _ignore_deprecation_notices() -> None:
     Call inside ``warnings.catch_warnings()``.
     """
     warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
+    )
 
 
 def configure_threads() -> int:

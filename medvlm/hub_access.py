@@ -11,7 +11,6 @@ With ``HF_HUB_OFFLINE=1`` nothing is asked: the libraries then use the cache by 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from huggingface_hub import constants, get_session, snapshot_download
 

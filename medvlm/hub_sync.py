@@ -116,7 +116,9 @@ class HubSync:
         try:
             self.scheduler.trigger().result()
         except Exception as error:  # noqa: BLE001 - network, auth or Hub errors alike
-            logger.warning("Final upload of annotations to the Hub failed (%s); they remain in %s.", error, self.folder)
+            logger.warning(
+                "Final upload of annotations to the Hub failed (%s); they remain in %s.", error, self.folder
+            )
         finally:
             self.scheduler.stop()
 

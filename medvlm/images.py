@@ -16,9 +16,11 @@ import os
 import warnings
 from io import BytesIO
 from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageOps
 
+from medvlm.dicom import Window, is_dicom, render_dicom
 from medvlm.errors import ImageLoadError
 from medvlm.pixels import (
     MAX_PIXELS,
@@ -31,9 +33,16 @@ from medvlm.pixels import (
     reduce_blocks,
     reduction_factor,
 )
-from medvlm.dicom import Window, is_dicom, render_dicom
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_PIXELS", "MAX_RENDER_PIXELS", "LoadedImage", "SafeMetadata", "load_image", "read_input"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "MAX_PIXELS",
+    "MAX_RENDER_PIXELS",
+    "LoadedImage",
+    "SafeMetadata",
+    "load_image",
+    "read_input",
+]
 
 MAX_INPUT_BYTES: int = 512 * 1024 * 1024
 """Largest file accepted (512 MiB): bigger than any single radiograph or CT series export."""
@@ -142,7 +151,9 @@ def _load_raster(data: bytes, frame: int | None) -> LoadedImage:
 
 def _open_raster(data: bytes) -> Image.Image:
     try:
-        with warnings.catch_warnings():  # Pillow warns above 89 megapixels; our own limit (checked next) is the rule here
+        with (
+            warnings.catch_warnings()
+        ):  # Pillow warns above 89 megapixels; our own limit (checked next) is the rule here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(BytesIO(data), formats=RASTER_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own limit, twice MAX_IMAGE_PIXELS, hit before ours
@@ -165,7 +176,9 @@ def _verify_png(data: bytes) -> None:
     except SyntaxError as error:  # Pillow's PNG reader raises SyntaxError("broken PNG file (bad header checksum...)")
         raise ImageLoadError((DAMAGED if "checksum" in str(error) else CORRUPT).format(format="PNG")) from None
     except Exception as error:  # noqa: BLE001 - OSError("Truncated File Read"), struct errors...
-        raise ImageLoadError((TRUNCATED if "truncated" in str(error).lower() else CORRUPT).format(format="PNG")) from None
+        raise ImageLoadError(
+            (TRUNCATED if "truncated" in str(error).lower() else CORRUPT).format(format="PNG")
+        ) from None
 
 
 def _raster_frame(frame: int | None, frame_count: int) -> int:

@@ -27,14 +27,21 @@ from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
 from medvlm.hub_access import hub_source
 from medvlm.metadata import read_metadata
+from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 from medvlm.prompt import PromptStyle
 from medvlm.published import DEFAULT_MODEL_ID, looks_like_local_path, model_prompt_style
-from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 
 logger = logging.getLogger(__name__)
 
 
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+}
 
 
 @dataclass
@@ -108,7 +115,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def default_attention(device: torch.device, dtype: torch.dtype) -> str:
     """Flash-attention 2 on CUDA in half precision where the ``flash_attn`` package is installed, else SDPA."""
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and importlib.util.find_spec("flash_attn") is not None:
+    if (
+        device.type == "cuda"
+        and dtype in (torch.bfloat16, torch.float16)
+        and importlib.util.find_spec("flash_attn") is not None
+    ):
         return "flash_attention_2"
     return "sdpa"
 
@@ -132,7 +143,9 @@ def adapter_base(directory: Path) -> str | None:
         return None
     base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base:
-        raise ModelLoadError(f"The adapter in {directory} does not say which base model it belongs to (adapter_config.json has no base_model_name_or_path).")
+        raise ModelLoadError(
+            f"The adapter in {directory} does not say which base model it belongs to (adapter_config.json has no base_model_name_or_path)."
+        )
     return base
 
 
@@ -169,17 +182,27 @@ def load_model(
         hub_kwargs["revision"] = revision
     is_local = path.is_dir()
     if not is_local and looks_like_local_path(source_str):
-        raise ModelLoadError(f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}.")
+        raise ModelLoadError(
+            f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}."
+        )
 
     base = adapter_base(path) if is_local else None
     if is_local and base is None and not (path / "config.json").is_file():
-        raise ModelLoadError(f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory holds adapter_config.json.")
+        raise ModelLoadError(
+            f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory holds adapter_config.json."
+        )
     weights_source = base if base else source_str
     if not Path(weights_source).expanduser().is_dir():  # a Hub id (the model's, or an adapter's base)
         weights_source = hub_source(weights_source, hub_kwargs.get("revision"))
     processor_source = source_str if (is_local and _has_tokenizer(path)) else weights_source
     try:
-        processor = load_processor(processor_source, max_pixels=max_pixels, min_pixels=min_pixels, backend=image_backend, **({} if is_local else hub_kwargs))
+        processor = load_processor(
+            processor_source,
+            max_pixels=max_pixels,
+            min_pixels=min_pixels,
+            backend=image_backend,
+            **({} if is_local else hub_kwargs),
+        )
         model = AutoModelForImageTextToText.from_pretrained(
             weights_source,
             dtype=resolved_dtype,
@@ -191,7 +214,9 @@ def load_model(
     except ModelLoadError:
         raise
     except torch.OutOfMemoryError as error:
-        raise ModelLoadError(f"Not enough memory to load {source_str} on {resolved_device}. Try a smaller dtype (--dtype bf16 on GPU), a smaller model, or a machine with more memory.") from error
+        raise ModelLoadError(
+            f"Not enough memory to load {source_str} on {resolved_device}. Try a smaller dtype (--dtype bf16 on GPU), a smaller model, or a machine with more memory."
+        ) from error
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as error:
         raise ModelLoadError(_explain_load_failure(source_str, is_local, error)) from error
 
@@ -201,7 +226,9 @@ def load_model(
     if resolved_device.type == "cpu" and fast_cpu is not False:
         fast_report = apply_fast_cpu(model)
         if max_pixels is None:
-            processor.image_processor.size = pixel_bounds(processor, max_pixels=cpu_max_pixels(_effective_max_pixels(processor), model))
+            processor.image_processor.size = pixel_bounds(
+                processor, max_pixels=cpu_max_pixels(_effective_max_pixels(processor), model)
+            )
     metadata = read_metadata(path) if is_local else {}
     if base is not None and Path(base).is_dir():
         metadata = {**read_metadata(base), **metadata}

@@ -182,11 +182,17 @@ def parse_completion(
     if answer_text is not None:
         reading = _read_answer(answer_text, count, texts)
         letter, problem = reading.letter, reading.problem
-        others = {_read_answer(later.group(1).strip(), count, texts).letter for later in _ANSWER_BLOCK.finditer(text, block.end())}
+        others = {
+            _read_answer(later.group(1).strip(), count, texts).letter
+            for later in _ANSWER_BLOCK.finditer(text, block.end())
+        }
         others.discard(None)
         if letter is not None and others - {letter}:
             named = " and ".join(sorted({letter, *others}))
-            letter, problem = None, f"The model gave different answers ({named}) in separate <answer> blocks, so it is not clear which it chose."
+            letter, problem = (
+                None,
+                f"The model gave different answers ({named}) in separate <answer> blocks, so it is not clear which it chose.",
+            )
         elif letter is not None and think_unclosed:
             problem = ANSWERED_WITHOUT_CLOSING_THINK
     else:
@@ -340,7 +346,11 @@ def _option_text_letters(text: str, texts: Sequence[str]) -> tuple[str, ...]:
     whole = tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(option) == wanted)
     if whole:
         return whole
-    return tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(_FIRST_CLAUSE.split(option, maxsplit=1)[0]) == wanted)
+    return tuple(
+        letter
+        for letter, option in zip(LETTERS, texts)
+        if _comparable(_FIRST_CLAUSE.split(option, maxsplit=1)[0]) == wanted
+    )
 
 
 def _comparable(text: str) -> str:

@@ -33,11 +33,17 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
     token expansion); passing ``videos=`` is not supported.
     """
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any):
+    def __init__(
+        self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any
+    ):
         self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
         self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(self.video_token)
+        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.image_token
+        )
+        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.video_token
+        )
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
@@ -83,7 +89,9 @@ def load_processor(
     return processor
 
 
-def pixel_bounds(processor: ProcessorMixin, *, max_pixels: int | None = None, min_pixels: int | None = None) -> dict[str, int]:
+def pixel_bounds(
+    processor: ProcessorMixin, *, max_pixels: int | None = None, min_pixels: int | None = None
+) -> dict[str, int]:
     """The image processor's ``size`` with new pixel bounds; ``None`` keeps the current bound.
 
     Qwen2-VL resizes each image so that its pixel count lies between the two bounds (rounded to
@@ -110,4 +118,6 @@ def save_processor(processor: ProcessorMixin, directory: str | Path) -> None:
     config = json.loads(config_path.read_text())
     config["processor_class"] = "Qwen2VLProcessor"
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    (directory / "chat_template.json").write_text(json.dumps({"chat_template": processor.chat_template}, indent=2) + "\n")
+    (directory / "chat_template.json").write_text(
+        json.dumps({"chat_template": processor.chat_template}, indent=2) + "\n"
+    )

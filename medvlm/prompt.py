@@ -114,7 +114,11 @@ def validate_question(question: str, options: Sequence[str]) -> tuple[str, list[
             raise QuestionError(f"Option {letter} is not text.")
         if not option.strip():
             raise QuestionError(f"Option {letter} is empty. Please fill it in or remove it.")
-        cleaned.append(check_text(option.strip(), what=f"Option {letter}", limit=MAX_OPTION_CHARS, multiline=False, error=QuestionError))
+        cleaned.append(
+            check_text(
+                option.strip(), what=f"Option {letter}", limit=MAX_OPTION_CHARS, multiline=False, error=QuestionError
+            )
+        )
     _reject_duplicates(cleaned)
     return question.strip(), cleaned
 

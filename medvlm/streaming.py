@@ -26,9 +26,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel
-from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.pixels import MAX_RENDER_PIXELS
+from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
 from medvlm.prompt import PromptStyle, build_messages, validate_question
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
@@ -56,7 +56,9 @@ class GenerationSettings:
     def validate(self) -> GenerationSettings:
         """Raise ``MedVLMError`` with a readable message for settings ``generate`` would reject."""
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise MedVLMError(f"Maximum new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (got {self.max_new_tokens}).")
+            raise MedVLMError(
+                f"Maximum new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT} (got {self.max_new_tokens})."
+            )
         if self.do_sample and not self.temperature > 0:
             raise MedVLMError(f"Temperature must be above 0 when sampling (got {self.temperature}).")
         if not 0 < self.top_p <= 1:
@@ -172,12 +174,20 @@ def prepare_inputs(
     """
     processor = loaded.processor
     texts = [
-        processor.apply_chat_template(build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False)
+        processor.apply_chat_template(
+            build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False
+        )
         for question, opts in zip(questions, options, strict=True)
     ]
     image_kwargs = {"size": pixel_bounds(processor, max_pixels=max_pixels)} if max_pixels is not None else {}
     processor.tokenizer.padding_side = "left"
-    inputs = processor(text=texts, images=[image.convert("RGB") for image in images], padding=True, return_tensors="pt", **image_kwargs)
+    inputs = processor(
+        text=texts,
+        images=[image.convert("RGB") for image in images],
+        padding=True,
+        return_tensors="pt",
+        **image_kwargs,
+    )
     inputs = inputs.to(loaded.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
@@ -232,7 +242,9 @@ def stream_completion(
     try:
         for delta in _pieces(streamer, worker, poll_interval_s):
             text += delta
-            yield StreamUpdate(text=text, delta=delta, parsed=parse_completion(text, options, require_think=require_think))
+            yield StreamUpdate(
+                text=text, delta=delta, parsed=parse_completion(text, options, require_think=require_think)
+            )
         worker.join()
         cancelled = cancel.is_set()
     finally:
@@ -240,7 +252,9 @@ def stream_completion(
     if failure:
         error = failure[0]
         if isinstance(error, torch.OutOfMemoryError):
-            raise GenerationError("The model ran out of memory while answering. Lower the image resolution (max_pixels) or the maximum new tokens.") from error
+            raise GenerationError(
+                "The model ran out of memory while answering. Lower the image resolution (max_pixels) or the maximum new tokens."
+            ) from error
         raise GenerationError(f"Generation failed: {error}") from error
 
     finished = time.perf_counter()
@@ -249,7 +263,14 @@ def stream_completion(
         reason = "max_new_tokens"
     else:
         reason = "cancelled" if cancelled else "eos"
-    yield StreamUpdate(text=text, delta="", parsed=parse_completion(text, options, require_think=require_think, final=True), done=True, stop_reason=reason, timing=timing)
+    yield StreamUpdate(
+        text=text,
+        delta="",
+        parsed=parse_completion(text, options, require_think=require_think, final=True),
+        done=True,
+        stop_reason=reason,
+        timing=timing,
+    )
 
 
 def _pieces(streamer: TextIteratorStreamer, worker: threading.Thread, poll_interval_s: float) -> Iterator[str]:
@@ -272,4 +293,6 @@ def _timing(started: float, first_token_at: float | None, finished: float, new_t
     rate = None
     if first_token_at is not None and new_tokens > 1 and finished > first_token_at:
         rate = (new_tokens - 1) / (finished - first_token_at)
-    return Timing(time_to_first_token_s=ttft, total_s=finished - started, new_tokens=new_tokens, tokens_per_second=rate)
+    return Timing(
+        time_to_first_token_s=ttft, total_s=finished - started, new_tokens=new_tokens, tokens_per_second=rate
+    )

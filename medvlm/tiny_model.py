@@ -159,10 +159,20 @@ QWEN2_VL_2B_VISION = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_rati
 def _qwen2_vl_config(tokenizer: Qwen2Tokenizer, *, text: dict, vision: dict) -> Qwen2VLConfig:
     """A Qwen2-VL config with the given text and vision sizes and ``tokenizer``'s special-token ids."""
     token_id = tokenizer.convert_tokens_to_ids
-    special_ids = {"bos_token_id": token_id("<|endoftext|>"), "eos_token_id": token_id("<|im_end|>"), "pad_token_id": token_id("<|endoftext|>")}
+    special_ids = {
+        "bos_token_id": token_id("<|endoftext|>"),
+        "eos_token_id": token_id("<|im_end|>"),
+        "pad_token_id": token_id("<|endoftext|>"),
+    }
     return Qwen2VLConfig(
         text_config={**text, **special_ids},
-        vision_config={"patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, **vision},
+        vision_config={
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+            **vision,
+        },
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
@@ -197,7 +207,9 @@ def build_tiny_checkpoint(
     model = Qwen2VLForConditionalGeneration(config)
     _mute_unreadable_tokens(model, tokenizer)
     note = "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. Its output is random text, not medical reasoning."
-    return _save_checkpoint(model, tokenizer, directory, {"kind": "random-test-model", "random_weights": True, "note": note, "seed": seed})
+    return _save_checkpoint(
+        model, tokenizer, directory, {"kind": "random-test-model", "random_weights": True, "note": note, "seed": seed}
+    )
 
 
 def build_random_checkpoint(directory: str | Path, *, size: str = "2b", seed: int = 0) -> Path:
@@ -214,11 +226,20 @@ def build_random_checkpoint(directory: str | Path, *, size: str = "2b", seed: in
     tokenizer = _train_tokenizer(1000)
     config = _qwen2_vl_config(tokenizer, text=QWEN2_VL_2B_TEXT, vision=QWEN2_VL_2B_VISION)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    note = "Randomly initialised Qwen2-VL-2B (real sizes) built offline by medvlm for benchmarks. Its output is random."
-    return _save_checkpoint(model, tokenizer, directory, {"kind": "random-benchmark-model", "size": size, "random_weights": True, "note": note, "seed": seed})
+    note = (
+        "Randomly initialised Qwen2-VL-2B (real sizes) built offline by medvlm for benchmarks. Its output is random."
+    )
+    return _save_checkpoint(
+        model,
+        tokenizer,
+        directory,
+        {"kind": "random-benchmark-model", "size": size, "random_weights": True, "note": note, "seed": seed},
+    )
 
 
-def _save_checkpoint(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tokenizer, directory: str | Path, metadata: dict) -> Path:
+def _save_checkpoint(
+    model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tokenizer, directory: str | Path, metadata: dict
+) -> Path:
     """Save weights, tokenizer, image processor (recipe pixel bounds) and ``medvlm.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -226,7 +247,9 @@ def _save_checkpoint(model: Qwen2VLForConditionalGeneration, tokenizer: Qwen2Tok
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=RECIPE_MIN_PIXELS, max_pixels=RECIPE_MAX_PIXELS)
-    processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    processor = ImageOnlyQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE
+    )
     save_processor(processor, directory)
     write_metadata(directory, {**metadata, "parameters": sum(p.numel() for p in model.parameters())})
     return directory
@@ -285,12 +308,14 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
         shade = rng.randrange(256)
         image = Image.new("RGB", (56, 56), (shade, shade, shade))
         inputs = prepare_inputs(loaded, [image], [question], [options])
-        target = tokenizer(f"<think> The image shows a scan. </think>\n<answer>{letter}</answer><|im_end|>", return_tensors="pt")["input_ids"]
+        target = tokenizer(
+            f"<think> The image shows a scan. </think>\n<answer>{letter}</answer><|im_end|>", return_tensors="pt"
+        )["input_ids"]
         inputs["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)
         labels = torch.full_like(inputs["input_ids"], -100)
-        labels[:, -target.shape[1]:] = target
+        labels[:, -target.shape[1] :] = target
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -300,7 +325,11 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
     model.eval()
     model.save_pretrained(directory)
     metadata = read_metadata(directory)
-    metadata.update(format_warm_start={"steps": steps, "final_loss": round(loss.item(), 4)}, note=metadata.get("note", "") + " It was warm-started to follow the <think>/<answer> format; the letters it picks are still random.")
+    metadata.update(
+        format_warm_start={"steps": steps, "final_loss": round(loss.item(), 4)},
+        note=metadata.get("note", "")
+        + " It was warm-started to follow the <think>/<answer> format; the letters it picks are still random.",
+    )
     write_metadata(directory, metadata)
     return Path(directory)
 

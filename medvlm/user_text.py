@@ -29,7 +29,9 @@ _ALLOWED_CONTROLS = {"\n", "\t", "\r"}
 _NAME_CHARACTERS = re.compile(r"[\w .'@-]+")
 
 
-def check_text(text: str, *, what: str, limit: int, multiline: bool = True, error: type[MedVLMError] = MedVLMError) -> str:
+def check_text(
+    text: str, *, what: str, limit: int, multiline: bool = True, error: type[MedVLMError] = MedVLMError
+) -> str:
     """``text`` if it is within ``limit`` characters and holds no control character, else ``error``.
 
     ``what`` names the field in the message ("The question", "Option B", "Your comment").
@@ -54,7 +56,11 @@ def normalize_name(name: str, *, error: type[MedVLMError] = MedVLMError) -> str:
     refused rather than silently kept or stripped).
     """
     text = unicodedata.normalize("NFKC", name or "")
-    text = "".join(character for character in text if unicodedata.category(character) not in ("Cf", "Cc", "Zl", "Zp") or character == " ")
+    text = "".join(
+        character
+        for character in text
+        if unicodedata.category(character) not in ("Cf", "Cc", "Zl", "Zp") or character == " "
+    )
     text = " ".join(text.split())
     if not text:
         raise error("Please enter your name (reviewer) before saving.")

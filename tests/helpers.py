@@ -75,7 +75,9 @@ def upload(user: Client, path: Path) -> dict:
     return named(user.predict(handle_file(str(path)), api_name="/load_file"), CaseShown)
 
 
-def review(user: Client, shown: dict, flags: list[str], comment: str = "", correct: str | None = None, name: str = "Dr API") -> str:
+def review(
+    user: Client, shown: dict, flags: list[str], comment: str = "", correct: str | None = None, name: str = "Dr API"
+) -> str:
     """Save a review as the page does: naming the answer on screen by its output id."""
     return user.predict(flags, comment, correct, name, shown["output_id"], api_name="/submit_review")
 

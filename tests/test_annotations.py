@@ -48,7 +48,9 @@ def make_output(index: int = 0, **changes: object) -> ModelOutput:
     output = ModelOutput(
         output_id=f"{index:032x}",
         image=image,
-        image_metadata=SafeMetadata(source_format="DICOM", width=image.width, height=image.height, modality="CT").to_dict(),
+        image_metadata=SafeMetadata(
+            source_format="DICOM", width=image.width, height=image.height, modality="CT"
+        ).to_dict(),
         question="Which organ is shown?",
         options=["Liver", "Lung", "Brain"],
         correct_answer="B",
@@ -60,7 +62,14 @@ def make_output(index: int = 0, **changes: object) -> ModelOutput:
         problem=None,
         stop_reason="eos",
         model={"model": "JZPeterPan/MedVLM-R1", "revision": "abc123", "dtype": "bfloat16", "max_pixels": 401408},
-        settings={"max_new_tokens": 512, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "seed": None, "max_pixels": None},
+        settings={
+            "max_new_tokens": 512,
+            "do_sample": False,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "seed": None,
+            "max_pixels": None,
+        },
         prompt_style="medvlm",
         timing={"time_to_first_token_s": 0.5, "total_s": 3.0, "new_tokens": 40, "tokens_per_second": 15.6},
         generated_at="2025-06-01T12:00:00+00:00",
@@ -75,7 +84,10 @@ def store(tmp_path: Path) -> AnnotationStore:
 
 def table_counts(store: AnnotationStore) -> dict[str, int]:
     with sqlite3.connect(store.db_path) as conn:
-        return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("outputs", "annotations", "annotation_flags")}
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("outputs", "annotations", "annotation_flags")
+        }
 
 
 # -- round trip ------------------------------------------------------------------------------
@@ -83,7 +95,9 @@ def table_counts(store: AnnotationStore) -> dict[str, int]:
 
 def test_add_then_get_round_trips_every_field(store: AnnotationStore) -> None:
     output = make_output()
-    annotation, created = store.add(output, Review("  Dr Grey ", ("wrong_answer", "superficial", "wrong_answer"), " odd "))
+    annotation, created = store.add(
+        output, Review("  Dr Grey ", ("wrong_answer", "superficial", "wrong_answer"), " odd ")
+    )
     assert created
     assert store.get(annotation.id) == annotation
     assert annotation.reviewer == "Dr Grey"
@@ -130,7 +144,9 @@ def test_default_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatc
         ("Dr Grey", ("sound", "hallucination"), "", "cannot be combined with 'Hallucinated finding'"),
     ],
 )
-def test_invalid_reviews_are_refused_with_a_clear_message(reviewer: str, flags: tuple[str, ...], comment: str, message: str) -> None:
+def test_invalid_reviews_are_refused_with_a_clear_message(
+    reviewer: str, flags: tuple[str, ...], comment: str, message: str
+) -> None:
     with pytest.raises(AnnotationError, match=message) as raised:
         Review(reviewer, flags, comment)
     assert isinstance(raised.value, MedVLMError)
@@ -151,7 +167,9 @@ def test_review_accepts_a_comment_alone_and_a_single_flag_string() -> None:
         ({"options": []}, "non-empty list"),
     ],
 )
-def test_invalid_outputs_are_refused_before_anything_is_written(store: AnnotationStore, changes: dict, message: str) -> None:
+def test_invalid_outputs_are_refused_before_anything_is_written(
+    store: AnnotationStore, changes: dict, message: str
+) -> None:
     with pytest.raises(AnnotationError, match=message):
         store.add(make_output(**changes), Review("r", ("sound",)))
     assert store.count() == 0
@@ -180,7 +198,9 @@ def test_non_finite_numbers_are_stored_as_null(store: AnnotationStore) -> None:
 def test_duplicate_click_updates_the_row_in_place(store: AnnotationStore) -> None:
     output = make_output()
     first, created_first = store.add(output, Review("Dr Grey", ("superficial",)))
-    second, created_second = store.add(output, Review("Dr Grey ", ("hallucination", "wrong_answer"), "missed the nodule"))
+    second, created_second = store.add(
+        output, Review("Dr Grey ", ("hallucination", "wrong_answer"), "missed the nodule")
+    )
     assert (created_first, created_second) == (True, False)
     assert store.count() == 1
     assert second.id == first.id
@@ -253,7 +273,10 @@ def test_bad_lookups_raise_annotation_errors(store: AnnotationStore) -> None:
 def test_reopening_sees_every_row(tmp_path: Path) -> None:
     with AnnotationStore(tmp_path) as store:
         added = [store.add(make_output(i), Review("r", ("sound",)))[0] for i in range(5)]
-    assert not (tmp_path / "annotations.sqlite3-wal").exists() or (tmp_path / "annotations.sqlite3-wal").stat().st_size == 0
+    assert (
+        not (tmp_path / "annotations.sqlite3-wal").exists()
+        or (tmp_path / "annotations.sqlite3-wal").stat().st_size == 0
+    )
     with pytest.raises(AnnotationError, match="closed"):
         store.count()
     reopened = AnnotationStore(tmp_path)
@@ -286,7 +309,9 @@ def test_concurrent_adds_from_eight_threads(store: AnnotationStore) -> None:
     assert table_counts(store) == {"outputs": 8 * 6 + 1, "annotations": 8 * 6 + 1, "annotation_flags": 8 * 6 + 1}
 
 
-def test_a_crash_inside_the_transaction_leaves_nothing_behind(store: AnnotationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_inside_the_transaction_leaves_nothing_behind(
+    store: AnnotationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kept, _ = store.add(make_output(1), Review("Dr Grey", ("sound",)))
 
     def crash(*args: object) -> None:
@@ -305,7 +330,9 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind(store: AnnotationS
     assert store.count() == 2
 
 
-def test_an_image_that_cannot_be_written_stores_no_row(store: AnnotationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_that_cannot_be_written_stores_no_row(
+    store: AnnotationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def disk_full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
@@ -397,7 +424,9 @@ def test_patient_identity_never_reaches_the_disk_or_the_exports(tmp_path: Path) 
         "PatientID": MARKERS[1],
         "body_part": {"PatientName": MARKERS[0]},  # a whitelisted key with a smuggled value
     }
-    annotation, _ = store.add(make_output(image=image_with_identity(tmp_path), image_metadata=metadata), Review("Dr Grey", ("sound",)))
+    annotation, _ = store.add(
+        make_output(image=image_with_identity(tmp_path), image_metadata=metadata), Review("Dr Grey", ("sound",))
+    )
     assert set(annotation.image_metadata) <= {field.name for field in dataclasses.fields(SafeMetadata)}
     assert "body_part" not in annotation.image_metadata
     assert png_chunk_types(annotation.image_path.read_bytes()) == ["IHDR", "IDAT", "IEND"]
@@ -430,12 +459,27 @@ def assert_round_trip(rows: list[dict], store: AnnotationStore) -> None:
     for row, record in zip(rows, expected):
         assert row["flags"] == record["flags"]
         assert row["options"] == record["options"]
-        assert {key: row[key] for key in row if key.startswith("flag_")} == {f"flag_{key}": key in record["flags"] for key in FLAGS}
-        for key in ("reviewer", "comment", "question", "completion", "letter", "correct_answer", "format_ok", "is_correct", "model_id", "updated_at"):
+        assert {key: row[key] for key in row if key.startswith("flag_")} == {
+            f"flag_{key}": key in record["flags"] for key in FLAGS
+        }
+        for key in (
+            "reviewer",
+            "comment",
+            "question",
+            "completion",
+            "letter",
+            "correct_answer",
+            "format_ok",
+            "is_correct",
+            "model_id",
+            "updated_at",
+        ):
             assert row[key] == record[key], key
 
 
-def test_jsonl_export_loads_with_datasets_and_its_images_resolve(filled_store: AnnotationStore, tmp_path: Path) -> None:
+def test_jsonl_export_loads_with_datasets_and_its_images_resolve(
+    filled_store: AnnotationStore, tmp_path: Path
+) -> None:
     import datasets
 
     path = filled_store.export_jsonl(tmp_path / "out" / "annotations.jsonl")
@@ -516,7 +560,9 @@ def test_eight_processes_opening_a_fresh_folder_at_once_all_succeed(tmp_path: Pa
                 assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_a_crash_between_creating_the_tables_and_recording_the_version_leaves_a_store_that_opens(tmp_path: Path) -> None:
+def test_a_crash_between_creating_the_tables_and_recording_the_version_leaves_a_store_that_opens(
+    tmp_path: Path,
+) -> None:
     script = textwrap.dedent(
         f"""
         import os
@@ -559,7 +605,10 @@ def test_a_version_1_store_migrates_without_loss(tmp_path: Path) -> None:
     conn.executemany("INSERT INTO flags VALUES (?, ?)", FLAGS.items())
     row = annotations_module._output_row(make_output())
     columns = annotations_module._OUTPUT_COLUMNS
-    conn.execute(f"INSERT INTO outputs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", [row[c] for c in columns])
+    conn.execute(
+        f"INSERT INTO outputs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [row[c] for c in columns],
+    )
     conn.execute(
         "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, updated_at)"
         " VALUES (?, 'Dr Old', 'from v1', 'B', '0.1.0', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')",
@@ -573,11 +622,26 @@ def test_a_version_1_store_migrates_without_loss(tmp_path: Path) -> None:
 
     store = AnnotationStore(tmp_path)
     (old,) = store.query()
-    assert (old.reviewer, old.flags, old.comment, old.correct_answer, old.revision) == ("Dr Old", ("superficial", "wrong_answer"), "from v1", "B", 1)
+    assert (old.reviewer, old.flags, old.comment, old.correct_answer, old.revision) == (
+        "Dr Old",
+        ("superficial", "wrong_answer"),
+        "from v1",
+        "B",
+        1,
+    )
     (version,) = store.history(old.id)
-    assert (version.version, version.flags, version.comment, version.saved_at) == (1, ("superficial", "wrong_answer"), "from v1", "2026-01-02T00:00:00+00:00")
+    assert (version.version, version.flags, version.comment, version.saved_at) == (
+        1,
+        ("superficial", "wrong_answer"),
+        "from v1",
+        "2026-01-02T00:00:00+00:00",
+    )
     updated, created = store.add(make_output(), Review("Dr Old", ("sound",), "changed my mind"))
-    assert not created and updated.revision == 2 and [v.comment for v in store.history(old.id)] == ["from v1", "changed my mind"]
+    assert (
+        not created
+        and updated.revision == 2
+        and [v.comment for v in store.history(old.id)] == ["from v1", "changed my mind"]
+    )
 
 
 def test_leftover_partial_files_of_killed_writers_are_removed_on_open(tmp_path: Path) -> None:
@@ -611,7 +675,9 @@ def test_every_save_is_kept_as_a_version_and_the_latest_is_shown(store: Annotati
     assert store.count() == 1 and store.get(first.id).comment == "on reflection it is fine"
 
 
-@pytest.mark.parametrize("spelling", ["ALICE", "ali\u200bce", "\uff41\uff4c\uff49\uff43\uff45", "  alice  ", "Alice\u2060"])
+@pytest.mark.parametrize(
+    "spelling", ["ALICE", "ali\u200bce", "\uff41\uff4c\uff49\uff43\uff45", "  alice  ", "Alice\u2060"]
+)
 def test_one_person_is_one_reviewer_whatever_the_spelling(store: AnnotationStore, spelling: str) -> None:
     first, _ = store.add(make_output(), Review("alice", ("superficial",)))
     again, created = store.add(make_output(), Review(spelling, ("sound",)))
@@ -639,14 +705,25 @@ def test_names_keep_their_letters_accents_and_punctuation() -> None:
 
 
 def test_comments_have_a_limit_and_no_control_characters() -> None:
-    with pytest.raises(AnnotationError, match="^Your comment is too long: 1,000,000 characters, and the limit is 5,000"):
+    with pytest.raises(
+        AnnotationError, match="^Your comment is too long: 1,000,000 characters, and the limit is 5,000"
+    ):
         Review("alice", ("sound",), "x" * 1_000_000)
     with pytest.raises(AnnotationError, match=r"^Your comment contains a control character \(U\+0000\)"):
         Review("alice", ("sound",), "fine\x00")
     assert Review("alice", (), "line one\nline two").comment == "line one\nline two"
 
 
-@pytest.mark.parametrize(("annotation_id", "message"), [(10**20, "There is no annotation with id 100000000000000000000"), (0, "no annotation with id 0"), ("abc", "Review ids are whole numbers"), (1.5, "whole numbers"), (float("inf"), "whole numbers")])
+@pytest.mark.parametrize(
+    ("annotation_id", "message"),
+    [
+        (10**20, "There is no annotation with id 100000000000000000000"),
+        (0, "no annotation with id 0"),
+        ("abc", "Review ids are whole numbers"),
+        (1.5, "whole numbers"),
+        (float("inf"), "whole numbers"),
+    ],
+)
 def test_lookups_of_ids_sqlite_cannot_hold_say_so(store: AnnotationStore, annotation_id: object, message: str) -> None:
     with pytest.raises(AnnotationError, match=message):
         store.get(annotation_id)  # type: ignore[arg-type]

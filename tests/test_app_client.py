@@ -15,19 +15,38 @@ import datasets
 import pytest
 from PIL import Image
 
+from helpers import (
+    REPO,
+    SECRETS,
+    answered,
+    ask,
+    client,
+    generation_threads,
+    identified_ct,
+    launch,
+    named,
+    review,
+    running_app,
+    upload,
+)
 from medvlm.annotations import AnnotationStore
 from medvlm.hub_sync import HubSync
 from medvlm.model import load_model
 from medvlm.ui import AppConfig, Workbench
 from medvlm.ui.handlers import ExampleShown
-from helpers import REPO, SECRETS, running_app, answered, ask, client, generation_threads, identified_ct, launch, named, review, upload
 
 pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def app(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The app with the format-warm-started tiny model; two generations may run at once."""
-    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), concurrency=2, examples_file=REPO / "assets" / "examples.json")
+    config = AppConfig(
+        model=str(formatted_model_dir),
+        data_dir=tmp_path_factory.mktemp("data"),
+        concurrency=2,
+        examples_file=REPO / "assets" / "examples.json",
+    )
     with running_app(config) as app:
         yield app
 
@@ -42,13 +61,19 @@ def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) -> None:
     user = client(app.url)
     shown = upload(user, png)
-    assert shown["error"] == "" and shown["image_info"] == "PNG \u00b7 96\u00d780 px" and Image.open(shown["preview"]).size == (96, 80)
+    assert (
+        shown["error"] == ""
+        and shown["image_info"] == "PNG \u00b7 96\u00d780 px"
+        and Image.open(shown["preview"]).size == (96, 80)
+    )
     job = ask(user, "Which imaging modality was used?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     seen = [update for update in job]
     outputs = job.outputs()
     assert len(outputs) >= 4 and len(seen) >= 2
     reasonings = [update[1] for update in outputs[1:]]
-    assert len(reasonings[-1]) > len(reasonings[0]) and all(later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:]))
+    assert len(reasonings[-1]) > len(reasonings[0]) and all(
+        later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:])
+    )
     panel, reasoning, raw, timing, error, output_id, target = outputs[-1]
     assert len(output_id) == 32 and "Reviewing the model's answer" in target
     assert 'class="option chosen"' in panel and reasoning == "The image shows a scan." and "<answer>" in raw
@@ -60,7 +85,14 @@ def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) 
     assert "no answer to review yet" in user.predict(["sound"], "", None, "Dr API", "", api_name="/submit_review")
     upload(user, png)
     shown = answered(ask(user, "Which organ is shown?", ["Liver", "Brain", "Knee"], correct="B"))
-    saved = user.predict(flags=["superficial"], comment="restates the question", correct="B", name="Dr API", output_id=shown["output_id"], api_name="/submit_review")
+    saved = user.predict(
+        flags=["superficial"],
+        comment="restates the question",
+        correct="B",
+        name="Dr API",
+        output_id=shown["output_id"],
+        api_name="/submit_review",
+    )
     assert saved.startswith("Saved your review (#")
     updated = review(user, shown, ["superficial", "wrong_answer"], "restates the question", "B")
     assert updated.startswith("Updated your review (#")
@@ -121,7 +153,12 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(app, png: Path, tmp_
 def test_an_example_case_loads_and_can_be_asked(app) -> None:
     user = client(app.url)
     example = named(user.predict(api_name="/load_example_0"), ExampleShown)
-    assert example["error"] == "" and example["window"] == "brain" and example["correct"]["value"] == "A" and "CT" in example["image_info"]
+    assert (
+        example["error"] == ""
+        and example["window"] == "brain"
+        and example["correct"]["value"] == "A"
+        and "CT" in example["image_info"]
+    )
     final = answered(ask(user, example["question"], example["options"].splitlines()))
     assert final["error"] == "" and 'class="option chosen' in final["answer"]
 

@@ -66,7 +66,11 @@ def error_of(outputs) -> str:
 @pytest.fixture(scope="module")
 def workbench(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workbench:
     """The app's shared state with the format-warm-started tiny model (its answers parse)."""
-    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), examples_file=REPO / "assets" / "examples.json")
+    config = AppConfig(
+        model=str(formatted_model_dir),
+        data_dir=tmp_path_factory.mktemp("data"),
+        examples_file=REPO / "assets" / "examples.json",
+    )
     bench = Workbench.start(config)
     yield bench
     bench.close()
@@ -87,13 +91,17 @@ def uploaded(bench: Workbench, path: str | Path) -> Session:
     return session
 
 
-def submit(bench: Workbench, session: Session, flags, comment="", correct=None, name=None, profile=None, request=None) -> str:
+def submit(
+    bench: Workbench, session: Session, flags, comment="", correct=None, name=None, profile=None, request=None
+) -> str:
     """Save a review as the page does: naming the output on screen (the id the last update showed)."""
     shown = session.last_output.output_id if session.last_output is not None else ""
     return bench.submit_review(session, flags, comment, correct, name, shown, profile, request)
 
 
-def ask(bench: Workbench, session: Session, question: str = QUESTION, options: str = OPTIONS, **settings) -> list[tuple]:
+def ask(
+    bench: Workbench, session: Session, question: str = QUESTION, options: str = OPTIONS, **settings
+) -> list[tuple]:
     settings.setdefault("max_new_tokens", 48)
     return list(bench.ask(session, question, options, **settings))
 
@@ -104,7 +112,13 @@ def ask(bench: Workbench, session: Session, question: str = QUESTION, options: s
 def test_png_upload_shows_exactly_what_the_model_sees(workbench: Workbench, sample_png: Path) -> None:
     session = Session()
     shown = workbench.load_file(session, str(sample_png))
-    preview, info, dicom_controls, frame, error = shown.preview, shown.image_info, shown.dicom_controls, shown.frame, shown.error
+    preview, info, dicom_controls, frame, error = (
+        shown.preview,
+        shown.image_info,
+        shown.dicom_controls,
+        shown.frame,
+        shown.error,
+    )
     assert error == ""
     assert preview is session.image.image
     assert np.array_equal(np.asarray(preview), np.asarray(load_image(sample_png).image))
@@ -116,7 +130,13 @@ def test_png_upload_shows_exactly_what_the_model_sees(workbench: Workbench, samp
 def test_dicom_upload_shows_safe_tags_and_window_controls(workbench: Workbench) -> None:
     session = Session()
     shown = workbench.load_file(session, sample("CT_small.dcm"))
-    preview, info, dicom_controls, frame, error = shown.preview, shown.image_info, shown.dicom_controls, shown.frame, shown.error
+    preview, info, dicom_controls, frame, error = (
+        shown.preview,
+        shown.image_info,
+        shown.dicom_controls,
+        shown.frame,
+        shown.error,
+    )
     assert error == "" and isinstance(preview, Image.Image)
     assert "DICOM \u00b7 CT \u00b7 128\u00d7128 px" in info and "window:" in info
     assert "CompressedSamples" not in info  # CT_small's patient name
@@ -196,7 +216,9 @@ def test_text_file_named_png_says_it_is_not_an_image(workbench: Workbench, tmp_p
 
 def test_oversize_image_is_refused(workbench: Workbench, sample_png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("medvlm.pixels.MAX_PIXELS", 10_000)
-    assert "This image is too large: 160 x 128 = 20,480 pixels, over the limit of 10,000 pixels." in error_of(workbench.load_file(Session(), str(sample_png)))
+    assert "This image is too large: 160 x 128 = 20,480 pixels, over the limit of 10,000 pixels." in error_of(
+        workbench.load_file(Session(), str(sample_png))
+    )
 
 
 # -- asking --------------------------------------------------------------------------------------
@@ -215,11 +237,17 @@ def question_error(question: str, options: list[str]) -> str:
         (QUESTION, "CT", question_error(QUESTION, ["CT"])),
         (QUESTION, "", question_error(QUESTION, [])),
         (QUESTION, "CT\nct \nMRI", question_error(QUESTION, ["CT", "ct", "MRI"])),
-        (QUESTION, "\n".join(f"Option {index}" for index in range(11)), question_error(QUESTION, [f"Option {index}" for index in range(11)])),
+        (
+            QUESTION,
+            "\n".join(f"Option {index}" for index in range(11)),
+            question_error(QUESTION, [f"Option {index}" for index in range(11)]),
+        ),
     ],
     ids=["empty-question", "one-option", "no-options", "duplicate-options", "eleven-options"],
 )
-def test_bad_questions_get_their_specific_message_and_nothing_runs(workbench: Workbench, sample_png: Path, question: str, options: str, expected: str) -> None:
+def test_bad_questions_get_their_specific_message_and_nothing_runs(
+    workbench: Workbench, sample_png: Path, question: str, options: str, expected: str
+) -> None:
     session = uploaded(workbench, sample_png)
     updates = ask(workbench, session, question, options)
     assert len(updates) == 1
@@ -234,12 +262,20 @@ def test_bad_questions_get_their_specific_message_and_nothing_runs(workbench: Wo
         ({"max_new_tokens": 0}, "Maximum new tokens must be between 1 and 4096 (got 0)."),
         ({"max_new_tokens": None}, "Please give the maximum number of new tokens."),
         ({"decoding": "sample", "temperature": 0}, "Temperature must be above 0 when sampling (got 0.0)."),
-        ({"max_pixels": 10}, "Image resolution (max_pixels) must be between 3,136 and 12,845,056, Qwen2-VL's ceiling (got 10)."),
-        ({"decoding": "sample", "seed": "abc"}, "The seed must be a whole number, or empty for a random one (got 'abc')."),
+        (
+            {"max_pixels": 10},
+            "Image resolution (max_pixels) must be between 3,136 and 12,845,056, Qwen2-VL's ceiling (got 10).",
+        ),
+        (
+            {"decoding": "sample", "seed": "abc"},
+            "The seed must be a whole number, or empty for a random one (got 'abc').",
+        ),
         ({"style": "poetic"}, "Unknown prompt style 'poetic'."),
     ],
 )
-def test_bad_settings_get_their_specific_message(workbench: Workbench, sample_png: Path, settings: dict, message: str) -> None:
+def test_bad_settings_get_their_specific_message(
+    workbench: Workbench, sample_png: Path, settings: dict, message: str
+) -> None:
     updates = ask(workbench, uploaded(workbench, sample_png), **settings)
     assert error_of(updates[0]) == render.error_markdown(message)
 
@@ -274,7 +310,7 @@ def test_answer_streams_then_highlights_the_chosen_option(workbench: Workbench, 
     output = session.last_output
     assert output is not None and output.letter in "ABCD" and output.format_ok
     assert f'class="option chosen" data-letter="{output.letter}"' in final_panel
-    assert final_panel.count("chosen") == 1 and "class=\"warning\"" not in final_panel
+    assert final_panel.count("chosen") == 1 and 'class="warning"' not in final_panel
     assert final_reasoning == output.reasoning == "The image shows a scan."
     assert raw == output.completion
     assert "Time to first token" in timing and "tokens/s" in timing
@@ -289,9 +325,14 @@ def test_a_known_correct_answer_marks_right_or_wrong_in_words(workbench: Workben
     final_panel = ask(workbench, session, correct="B")[-1][0]
     letter = session.last_output.letter
     if letter == "B":
-        assert 'class="option chosen correct" data-letter="B"' in final_panel and "Model's answer: correct" in final_panel
+        assert (
+            'class="option chosen correct" data-letter="B"' in final_panel and "Model's answer: correct" in final_panel
+        )
     else:
-        assert f'class="option chosen wrong" data-letter="{letter}"' in final_panel and "Model's answer: wrong" in final_panel
+        assert (
+            f'class="option chosen wrong" data-letter="{letter}"' in final_panel
+            and "Model's answer: wrong" in final_panel
+        )
         assert 'class="option correct" data-letter="B"' in final_panel and "Correct answer" in final_panel
     # Changing the correct answer afterwards re-marks the same answer.
     other = "A" if letter != "A" else "C"
@@ -307,12 +348,16 @@ def test_render_marks_correct_and_wrong_with_text_not_colour_alone() -> None:
     assert 'class="option chosen wrong" data-letter="A"' in wrong and "\u2717 Model's answer: wrong" in wrong
     assert 'class="option correct" data-letter="C"' in wrong and "Answer: A) CT: wrong (correct: C)" in wrong
     unknown = render.answer_html(options, letter="C", correct=None, format_ok=True, problem=None, stop_reason="eos")
-    assert 'class="option chosen" data-letter="C"' in unknown and "correct" not in unknown.replace("Correct answer", "")
+    assert 'class="option chosen" data-letter="C"' in unknown and "correct" not in unknown.replace(
+        "Correct answer", ""
+    )
 
 
 def test_broken_format_is_a_warning_never_a_silent_answer() -> None:
     options = ["CT", "MRI"]
-    cut_off = render.answer_html(options, letter=None, correct=None, format_ok=False, problem=NEVER_CLOSED_THINK, stop_reason="max_new_tokens")
+    cut_off = render.answer_html(
+        options, letter=None, correct=None, format_ok=False, problem=NEVER_CLOSED_THINK, stop_reason="max_new_tokens"
+    )
     assert "No answer" in cut_off and "chosen" not in cut_off
     assert "never closed its reasoning (&lt;think&gt; without &lt;/think&gt;)" in cut_off
     assert render.CUT_OFF_HINT in cut_off and 'role="alert"' in cut_off
@@ -322,7 +367,9 @@ def test_broken_format_is_a_warning_never_a_silent_answer() -> None:
     assert "<b>CT</b>" not in escaped and "&lt;b&gt;CT&lt;/b&gt;" in escaped
 
 
-def test_random_model_output_streams_visibly_and_ends_in_a_warning(random_workbench: Workbench, sample_png: Path) -> None:
+def test_random_model_output_streams_visibly_and_ends_in_a_warning(
+    random_workbench: Workbench, sample_png: Path
+) -> None:
     session = uploaded(random_workbench, sample_png)
     updates = ask(random_workbench, session, max_new_tokens=12)
     assert updates[-2][1]  # no <think> tag: the raw text streams in the reasoning box
@@ -352,7 +399,9 @@ def test_stop_ends_the_generation_thread(random_workbench: Workbench, sample_png
     assert "no answer to review" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
 
 
-def test_closing_the_stream_stops_generation_as_gradio_cancels_do(random_workbench: Workbench, sample_png: Path) -> None:
+def test_closing_the_stream_stops_generation_as_gradio_cancels_do(
+    random_workbench: Workbench, sample_png: Path
+) -> None:
     session = uploaded(random_workbench, sample_png)
     stream = random_workbench.ask(session, QUESTION, OPTIONS, max_new_tokens=4000)
     for _ in range(4):
@@ -392,7 +441,10 @@ def test_review_is_saved_once_and_updated_on_a_second_click(workbench: Workbench
     first = submit(workbench, session, ["superficial"], "too short", "A", "Dr Grey")
     assert first.startswith("Saved your review (#")
     second = submit(workbench, session, ["superficial", "wrong_answer"], "too short, and wrong", "A", "Dr Grey")
-    assert second.startswith("Updated your review (#") and first[len("Saved your review (#") :].rstrip(").") == second[len("Updated your review (#") :].split(",")[0]
+    assert (
+        second.startswith("Updated your review (#")
+        and first[len("Saved your review (#") :].rstrip(").") == second[len("Updated your review (#") :].split(",")[0]
+    )
     assert "version 2; earlier versions are kept" in second
     assert workbench.store.count() == before + 1
     stored = workbench.store.query(reviewer="Dr Grey")[0]
@@ -404,15 +456,23 @@ def test_review_is_saved_once_and_updated_on_a_second_click(workbench: Workbench
     assert submit(workbench, session, [], "fine", None, "Dr Grey").startswith("Saved your review")
 
 
-def test_reviewer_identity_follows_the_login_mode(formatted_model_dir: Path, tmp_path: Path, sample_png: Path, workbench: Workbench) -> None:
+def test_reviewer_identity_follows_the_login_mode(
+    formatted_model_dir: Path, tmp_path: Path, sample_png: Path, workbench: Workbench
+) -> None:
     def bench(**config) -> Workbench:
-        return Workbench(AppConfig(model=str(formatted_model_dir), **config), model=workbench.model, store=AnnotationStore(tmp_path))
+        return Workbench(
+            AppConfig(model=str(formatted_model_dir), **config), model=workbench.model, store=AnnotationStore(tmp_path)
+        )
 
     password = bench(users=(("alice", "pw"),))
     session = uploaded(password, sample_png)
     ask(password, session)
-    assert "Please sign in" in submit(password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username=None))
-    assert submit(password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username="alice")).startswith("Saved")
+    assert "Please sign in" in submit(
+        password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username=None)
+    )
+    assert submit(
+        password, session, ["sound"], "", None, "typed name", None, types.SimpleNamespace(username="alice")
+    ).startswith("Saved")
     assert password.whoami(types.SimpleNamespace(username="alice")) == "Reviewing as **alice**."
 
     oauth = bench(oauth=True)
@@ -446,7 +506,11 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     assert submit(workbench, session, ["hallucination"], "sees a fracture", None, "Dr Filter").startswith("Saved")
 
     modality, reviewer, model = workbench.review_filters()
-    assert "CT" in modality["choices"] and "Dr Filter" in reviewer["choices"] and workbench.config.model in model["choices"]
+    assert (
+        "CT" in modality["choices"]
+        and "Dr Filter" in reviewer["choices"]
+        and workbench.config.model in model["choices"]
+    )
     table = workbench.reviews_table("hallucination", "CT", "Dr Filter", "Any")
     assert list(table.columns) == render.REVIEW_COLUMNS and len(table) == 1
     row = table.iloc[0]
@@ -463,7 +527,9 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     text, rates, by_modality, by_model, agreement = workbench.reviews_summary("Any", "Any", "Dr Filter", "Any")
     assert "**1** annotation(s)" in text
     assert rates.set_index("flag").loc["hallucination", "rate"] == 1.0
-    assert list(by_modality["modality"].unique()) == ["CT"] and list(by_model["model_id"].unique()) == [workbench.config.model]
+    assert list(by_modality["modality"].unique()) == ["CT"] and list(by_model["model_id"].unique()) == [
+        workbench.config.model
+    ]
     assert isinstance(agreement, pd.DataFrame)
 
     path, status = workbench.export_jsonl()
@@ -514,14 +580,19 @@ def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> No
     ("fast", "shown"),
     [
         (True, "CPU fast path: int8 weights in 15 layers, "),
-        (False, "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = 512"),
+        (
+            False,
+            "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = 512",
+        ),
     ],
 )
 def test_banner_says_what_the_cpu_fast_path_did(
     fast: bool, shown: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads = torch.get_num_threads()
-    monkeypatch.setattr(fast_cpu, "MIN_QUANTIZED_WEIGHTS", 0)  # the tiny model's layers are too small to quantize otherwise
+    monkeypatch.setattr(
+        fast_cpu, "MIN_QUANTIZED_WEIGHTS", 0
+    )  # the tiny model's layers are too small to quantize otherwise
     bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path, fast_cpu=fast))
     try:
         assert shown in bench.banner()
@@ -538,14 +609,19 @@ def test_banner_says_why_the_fast_path_kept_fp32(workbench: Workbench) -> None:
 
 
 def test_medvlm_r1_gets_its_exact_prompt_by_default(workbench: Workbench) -> None:
-    assert Workbench(AppConfig(model=DEFAULT_MODEL_ID), model=None, store=workbench.store).default_style() is PromptStyle.MEDVLM_EXACT
+    assert (
+        Workbench(AppConfig(model=DEFAULT_MODEL_ID), model=None, store=workbench.store).default_style()
+        is PromptStyle.MEDVLM_EXACT
+    )
     assert workbench.default_style() is PromptStyle.MEDVLM
 
 
 def test_examples_load_from_the_assets_file(workbench: Workbench) -> None:
     assert [example.label for example in workbench.examples] == ["ct head", "mr abdomen", "ct chest"]
     session = Session()
-    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct, *_ = workbench.load_example(0, session)
+    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct, *_ = (
+        workbench.load_example(0, session)
+    )
     assert error == "" and upload is None and preview is session.image.image
     assert info.startswith("Example: ct head \u00b7 DICOM \u00b7 CT") and "window: brain" in info
     assert window == "brain" and question == workbench.examples[0].question
@@ -557,10 +633,14 @@ def test_examples_file_absent_or_partly_missing(tmp_path: Path) -> None:
     (tmp_path / "assets").mkdir()
     listing = tmp_path / "assets" / "examples.json"
     Image.new("RGB", (8, 8)).save(tmp_path / "assets" / "present.png")
-    listing.write_text(json.dumps([
-        {"file": "assets/present.png", "question": "Q?", "options": ["A", "B"], "answer": "B", "window": None},
-        {"file": "assets/missing.dcm", "question": "Q?", "options": ["A", "B"]},
-    ]))
+    listing.write_text(
+        json.dumps(
+            [
+                {"file": "assets/present.png", "question": "Q?", "options": ["A", "B"], "answer": "B", "window": None},
+                {"file": "assets/missing.dcm", "question": "Q?", "options": ["A", "B"]},
+            ]
+        )
+    )
     [example] = load_examples(listing)
     assert example.file == tmp_path / "assets" / "present.png" and example.answer == "B"
     listing.write_text("{ not json")
@@ -591,23 +671,77 @@ def test_zero_gpu_wraps_generation_only_where_spaces_imports(monkeypatch: pytest
 
 def test_config_defaults_flags_and_environment() -> None:
     local = AppConfig.from_args([], env={})
-    assert (local.model, local.host, local.port, local.users, local.reviewer_mode) == (DEFAULT_MODEL_ID, "127.0.0.1", 7860, (), "name")
+    assert (local.model, local.host, local.port, local.users, local.reviewer_mode) == (
+        DEFAULT_MODEL_ID,
+        "127.0.0.1",
+        7860,
+        (),
+        "name",
+    )
     assert local.launch_kwargs()["auth"] is None
 
-    space = AppConfig.from_args([], env={"SPACE_ID": "me/app", "OAUTH_CLIENT_ID": "x", "MEDVLM_MODEL": "./tiny", "MEDVLM_DATA_DIR": "/data/reviews", "MEDVLM_CONCURRENCY": "3"})
-    assert (space.host, space.model, space.data_dir, space.concurrency, space.reviewer_mode) == ("0.0.0.0", "./tiny", Path("/data/reviews"), 3, "oauth")
+    space = AppConfig.from_args(
+        [],
+        env={
+            "SPACE_ID": "me/app",
+            "OAUTH_CLIENT_ID": "x",
+            "MEDVLM_MODEL": "./tiny",
+            "MEDVLM_DATA_DIR": "/data/reviews",
+            "MEDVLM_CONCURRENCY": "3",
+        },
+    )
+    assert (space.host, space.model, space.data_dir, space.concurrency, space.reviewer_mode) == (
+        "0.0.0.0",
+        "./tiny",
+        Path("/data/reviews"),
+        3,
+        "oauth",
+    )
 
-    env = {"MEDVLM_USERS": "alice:pw1, bob:p:w2", "GRADIO_SERVER_NAME": "10.0.0.5", "GRADIO_SERVER_PORT": "8080", "MEDVLM_MODEL": "from/env"}
+    env = {
+        "MEDVLM_USERS": "alice:pw1, bob:p:w2",
+        "GRADIO_SERVER_NAME": "10.0.0.5",
+        "GRADIO_SERVER_PORT": "8080",
+        "MEDVLM_MODEL": "from/env",
+    }
     configured = AppConfig.from_args([], env=env)
     assert configured.users == (("alice", "pw1"), ("bob", "p:w2")) and configured.reviewer_mode == "password"
     assert (configured.host, configured.port) == ("10.0.0.5", 8080)
     assert configured.launch_kwargs()["auth"] == [("alice", "pw1"), ("bob", "p:w2")]
 
     assert local.fast_cpu and not AppConfig.from_args(["--no-fast-cpu"], env={}).fast_cpu
-    assert not AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "0"}).fast_cpu and AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "on"}).fast_cpu
+    assert (
+        not AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "0"}).fast_cpu
+        and AppConfig.from_args([], env={"MEDVLM_FAST_CPU": "on"}).fast_cpu
+    )
 
-    flags = AppConfig.from_args(["--model", "m/flag", "--port", "9000", "--host", "0.0.0.0", "--auth", "carol:pw", "--concurrency", "2", "--share", "--data-dir", "d"], env=env)
-    assert (flags.model, flags.port, flags.host, flags.users, flags.concurrency, flags.share, flags.data_dir) == ("m/flag", 9000, "0.0.0.0", (("carol", "pw"),), 2, True, Path("d"))
+    flags = AppConfig.from_args(
+        [
+            "--model",
+            "m/flag",
+            "--port",
+            "9000",
+            "--host",
+            "0.0.0.0",
+            "--auth",
+            "carol:pw",
+            "--concurrency",
+            "2",
+            "--share",
+            "--data-dir",
+            "d",
+        ],
+        env=env,
+    )
+    assert (flags.model, flags.port, flags.host, flags.users, flags.concurrency, flags.share, flags.data_dir) == (
+        "m/flag",
+        9000,
+        "0.0.0.0",
+        (("carol", "pw"),),
+        2,
+        True,
+        Path("d"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -628,18 +762,84 @@ def test_config_errors_name_the_setting(argv: list[str], env: dict[str, str], me
 # -- the page and the entry point ----------------------------------------------------------------
 
 ELEM_IDS = {
-    "model-banner", "tab-ask", "tab-reviews", "upload", "examples", "example-0", "preview", "image-info", "dicom-controls",
-    "window-preset", "custom-window", "window-center", "window-width", "frame", "question", "options", "correct-answer",
-    "settings", "decoding", "temperature", "top-p", "seed", "max-new-tokens", "max-pixels", "prompt-style", "ask", "stop",
-    "ask-error", "answer", "reasoning", "timing", "raw-output", "review-panel", "reviewer-name", "reviewer-identity",
-    "review-flags", "review-comment", "review-submit", "review-status", "reviews-flag", "reviews-modality",
-    "reviews-reviewer", "reviews-model", "reviews-refresh", "reviews-table", "review-id", "review-open", "review-image",
-    "review-detail", "reviews-summary", "plot-flags", "plot-modality", "plot-model", "reviewer-agreement",
-    "export-jsonl", "export-parquet", "export-file", "export-status", "evaluation", "evaluation-file", "evaluation-sample",
+    "model-banner",
+    "tab-ask",
+    "tab-reviews",
+    "upload",
+    "examples",
+    "example-0",
+    "preview",
+    "image-info",
+    "dicom-controls",
+    "window-preset",
+    "custom-window",
+    "window-center",
+    "window-width",
+    "frame",
+    "question",
+    "options",
+    "correct-answer",
+    "settings",
+    "decoding",
+    "temperature",
+    "top-p",
+    "seed",
+    "max-new-tokens",
+    "max-pixels",
+    "prompt-style",
+    "ask",
+    "stop",
+    "ask-error",
+    "answer",
+    "reasoning",
+    "timing",
+    "raw-output",
+    "review-panel",
+    "reviewer-name",
+    "reviewer-identity",
+    "review-flags",
+    "review-comment",
+    "review-submit",
+    "review-status",
+    "reviews-flag",
+    "reviews-modality",
+    "reviews-reviewer",
+    "reviews-model",
+    "reviews-refresh",
+    "reviews-table",
+    "review-id",
+    "review-open",
+    "review-image",
+    "review-detail",
+    "reviews-summary",
+    "plot-flags",
+    "plot-modality",
+    "plot-model",
+    "reviewer-agreement",
+    "export-jsonl",
+    "export-parquet",
+    "export-file",
+    "export-status",
+    "evaluation",
+    "evaluation-file",
+    "evaluation-sample",
 }
 API_NAMES = {
-    "load_file", "clear_file", "render_image", "load_example_0", "ask", "stop", "submit_review", "review_filters",
-    "reviews", "review_summary", "open_review", "export_jsonl", "export_parquet", "load_evaluation", "show_evaluation_sample",
+    "load_file",
+    "clear_file",
+    "render_image",
+    "load_example_0",
+    "ask",
+    "stop",
+    "submit_review",
+    "review_filters",
+    "reviews",
+    "review_summary",
+    "open_review",
+    "export_jsonl",
+    "export_parquet",
+    "load_evaluation",
+    "show_evaluation_sample",
 }
 
 
@@ -653,12 +853,16 @@ def test_page_keeps_its_element_ids_and_api_names(workbench: Workbench) -> None:
 
 @pytest.mark.slow
 def test_app_py_reports_a_bad_setting_in_one_line() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "app.py"), "--concurrency", "0"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--concurrency", "0"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --concurrency must be at least 1 (got 0)."
 
 
-def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medvlm.annotations import AnnotationError
 
     def refuse(store):
@@ -667,7 +871,10 @@ def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(tiny_model_d
     monkeypatch.setattr("medvlm.ui.handlers.hub_sync_from_env", refuse)
     bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path))
     assert bench.hub_sync is None
-    assert "Reviews are saved locally only: Could not start syncing annotations to the Hub dataset 'me/reviews'" in bench.banner()
+    assert (
+        "Reviews are saved locally only: Could not start syncing annotations to the Hub dataset 'me/reviews'"
+        in bench.banner()
+    )
     bench.close()
 
 
@@ -681,7 +888,17 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
 
     image = tmp_path / "scan.png"
     Image.radial_gradient("L").resize((64, 64)).save(image)
-    rows = [{"id": f"q{i}", "image": image.name, "question": "Which modality?", "options": ["CT", "MRI", "X-Ray"], "answer": "B", "modality": "CT"} for i in range(2)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "image": image.name,
+            "question": "Which modality?",
+            "options": ["CT", "MRI", "X-Ray"],
+            "answer": "B",
+            "modality": "CT",
+        }
+        for i in range(2)
+    ]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     records, _ = load_records(tmp_path / "data.jsonl", format="jsonl")
     result = evaluate(workbench.model, records, batch_size=2, progress=False)
@@ -713,7 +930,11 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("not json\n", "Line 1 of the evaluation file is not JSON"), ('{"question": "Q?"}\n', "lacks image, options, completion"), ("\n", "holds no samples")],
+    [
+        ("not json\n", "Line 1 of the evaluation file is not JSON"),
+        ('{"question": "Q?"}\n', "lacks image, options, completion"),
+        ("\n", "holds no samples"),
+    ],
 )
 def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "samples.jsonl"

@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder
 from gradio_client import handle_file
 from PIL import Image, PngImagePlugin
 
-from helpers import REPO, SECRETS, running_app, answered, ask, client, identified_ct, named, review, upload
+from helpers import REPO, SECRETS, answered, ask, client, identified_ct, named, review, running_app, upload
 from medvlm.ui import AppConfig, Workbench
 from medvlm.ui.handlers import EvaluationLoaded, ExampleShown, ImageRendered, SampleShown
 
@@ -27,7 +27,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def app(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path_factory.mktemp("data"), examples_file=REPO / "assets" / "examples.json")
+    config = AppConfig(
+        model=str(formatted_model_dir),
+        data_dir=tmp_path_factory.mktemp("data"),
+        examples_file=REPO / "assets" / "examples.json",
+    )
     with running_app(config) as app:
         yield app
 
@@ -73,7 +77,11 @@ def test_an_upload_or_another_window_after_an_answer_clears_it(app, sample_png: 
     rendered = named(user.predict("lung", None, None, None, api_name="/render_image"), ImageRendered)
     assert rendered["error"] == "" and rendered["output_id"] == "" and rendered["reasoning"] == ""
     assert "no longer on screen" in review(user, asked, ["sound"], name="Dr Stale Window")
-    assert app.workbench.store.query(reviewer="Dr Stale Upload") == app.workbench.store.query(reviewer="Dr Stale Window") == []
+    assert (
+        app.workbench.store.query(reviewer="Dr Stale Upload")
+        == app.workbench.store.query(reviewer="Dr Stale Window")
+        == []
+    )
 
 
 # -- no identity in what Gradio keeps or serves -----------------------------------------------------
@@ -108,7 +116,11 @@ def test_png_text_chunks_never_reach_the_preview_gradio_serves(app, tmp_path: Pa
     user = client(app.url, download_files=str(downloads))
     shown = upload(user, path)
     assert shown["error"] == ""
-    served = [*downloads.rglob("*.png"), *(p for p in Path(app.workbench.store.data_dir).rglob("*") if p.is_file()), *upload_folder_files()]
+    served = [
+        *downloads.rglob("*.png"),
+        *(p for p in Path(app.workbench.store.data_dir).rglob("*") if p.is_file()),
+        *upload_folder_files(),
+    ]
     assert any(p.suffix == ".png" for p in downloads.rglob("*"))
     for file in served:
         data = file.read_bytes()
@@ -137,7 +149,10 @@ def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, samp
     image, detail = user.predict(10**20, api_name="/open_review")
     assert image is None and "There is no annotation with id 100000000000000000000" in detail
     assert "A review id must be a number (got 'abc')" in user.predict("abc", api_name="/open_review")[1]
-    assert "Import a samples.jsonl first" in named(user.predict("abc", api_name="/show_evaluation_sample"), SampleShown)["error"]
+    assert (
+        "Import a samples.jsonl first"
+        in named(user.predict("abc", api_name="/show_evaluation_sample"), SampleShown)["error"]
+    )
     # And the app still answers.
     assert answered(ask(user, "Which?", ["CT", "MRI"]))["error"] == ""
 
@@ -146,12 +161,21 @@ def test_overlong_text_and_control_characters_are_refused_fast(app, sample_png: 
     user = client(app.url)
     upload(user, sample_png)
     started = time.monotonic()
-    assert "The question is too long: 100,000 characters, and the limit is 2,000" in answered(ask(user, "x" * 100_000, ["CT", "MRI"]))["error"]
+    assert (
+        "The question is too long: 100,000 characters, and the limit is 2,000"
+        in answered(ask(user, "x" * 100_000, ["CT", "MRI"]))["error"]
+    )
     assert time.monotonic() - started < 10  # refused before the model is touched
-    assert "Option B contains a control character (U+0000)" in answered(ask(user, "Which?", ["CT", "MR\x00I"]))["error"]
+    assert (
+        "Option B contains a control character (U+0000)" in answered(ask(user, "Which?", ["CT", "MR\x00I"]))["error"]
+    )
     asked = answered(ask(user, "Which?", ["CT", "MRI"]))
-    assert "Your comment is too long: 1,000,000 characters" in review(user, asked, ["sound"], "y" * 1_000_000, name="Dr Limit")
-    assert "Your comment contains a control character (U+0000)" in review(user, asked, ["sound"], "fine\x00", name="Dr Limit")
+    assert "Your comment is too long: 1,000,000 characters" in review(
+        user, asked, ["sound"], "y" * 1_000_000, name="Dr Limit"
+    )
+    assert "Your comment contains a control character (U+0000)" in review(
+        user, asked, ["sound"], "fine\x00", name="Dr Limit"
+    )
     assert app.workbench.store.query(reviewer="Dr Limit") == []
 
 
@@ -198,17 +222,24 @@ def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_pn
             shown = named(user.predict(number, api_name="/show_evaluation_sample"), SampleShown)
         unchanged = {"__type__": "update"}  # gr.skip(): the page keeps what it showed
         assert shown["preview"] in (None, unchanged) and shown["raw_output"] in (None, unchanged)  # nothing rendered
-        messages.append(shown["error"].replace(Path(targets[number - 1]).name, "NAME").replace(f"Sample {number}:", "Sample N:"))
+        messages.append(
+            shown["error"].replace(Path(targets[number - 1]).name, "NAME").replace(f"Sample {number}:", "Sample N:")
+        )
     assert len(set(messages)) == 1, messages  # missing, forbidden and existing files are indistinguishable
     assert "was not uploaded with the samples" in messages[0]
 
 
-def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(app, sample_png: Path, tmp_path: Path) -> None:
+def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(
+    app, sample_png: Path, tmp_path: Path
+) -> None:
     jsonl = samples_file(tmp_path, ["images/scan.png"])  # the run's own relative path; the file comes in the upload
     first, second = client(app.url), client(app.url)
     shown = {}
     for user in (first, second):
-        loaded = named(user.predict([handle_file(str(jsonl)), handle_file(str(sample_png))], api_name="/load_evaluation"), EvaluationLoaded)
+        loaded = named(
+            user.predict([handle_file(str(jsonl)), handle_file(str(sample_png))], api_name="/load_evaluation"),
+            EvaluationLoaded,
+        )
         assert loaded["error"] == "" and loaded["output_id"] and loaded["evaluation_sample"]["visible"] is False
         shown[user] = loaded
     assert shown[first]["output_id"] == shown[second]["output_id"]
@@ -218,36 +249,50 @@ def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(app,
     assert ones[0].output_id == twos[0].output_id and ones[0].correct_answer is None
 
 
-def test_the_configured_image_folder_is_the_only_other_place_images_come_from(formatted_model_dir: Path, tmp_path: Path, sample_png: Path) -> None:
+def test_the_configured_image_folder_is_the_only_other_place_images_come_from(
+    formatted_model_dir: Path, tmp_path: Path, sample_png: Path
+) -> None:
     folder = tmp_path / "eval-images"
     (folder / "ct").mkdir(parents=True)
     Image.open(sample_png).save(folder / "ct" / "inside.png")
     outside = tmp_path / "outside.png"
     Image.open(sample_png).save(outside)
     os.symlink(outside, folder / "ct" / "link.png")  # a link that leads out of the folder
-    workbench = Workbench.start(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", evaluation_images=folder))
+    workbench = Workbench.start(
+        AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", evaluation_images=folder)
+    )
     from medvlm.ui.handlers import Session
 
     try:
         session = Session()
-        jsonl = samples_file(tmp_path, ["ct/inside.png", str(folder / "ct" / "inside.png"), "ct/../../outside.png", "ct/link.png", str(outside)])
+        jsonl = samples_file(
+            tmp_path,
+            ["ct/inside.png", str(folder / "ct" / "inside.png"), "ct/../../outside.png", "ct/link.png", str(outside)],
+        )
         assert workbench.load_evaluation(session, [str(jsonl)]).error == ""
         assert workbench.show_evaluation_sample(session, 2).error == ""  # absolute, but inside the folder
         for number in (3, 4, 5):
             error = workbench.show_evaluation_sample(session, number).error
-            assert "was not uploaded with the samples or in the image folder this app was started with" in error, number
+            assert "was not uploaded with the samples or in the image folder this app was started with" in error, (
+                number
+            )
     finally:
         workbench.close()
 
 
-def test_evaluation_samples_written_by_train_evaluate_carry_their_time(tmp_path: Path, formatted_model_dir: Path) -> None:
+def test_evaluation_samples_written_by_train_evaluate_carry_their_time(
+    tmp_path: Path, formatted_model_dir: Path
+) -> None:
     from medvlm.model import load_model
     from train.data import load_records
     from train.evaluate import evaluate, write_outputs
 
     image = tmp_path / "scan.png"
     Image.radial_gradient("L").resize((64, 64)).save(image)
-    (tmp_path / "data.jsonl").write_text(json.dumps({"id": "q", "image": image.name, "question": "Which?", "options": ["CT", "MRI"], "answer": "A"}) + "\n")
+    (tmp_path / "data.jsonl").write_text(
+        json.dumps({"id": "q", "image": image.name, "question": "Which?", "options": ["CT", "MRI"], "answer": "A"})
+        + "\n"
+    )
     records, _ = load_records(tmp_path / "data.jsonl", format="jsonl")
     result = evaluate(load_model(formatted_model_dir), records, batch_size=1, progress=False, settings=None)
     sample = json.loads(write_outputs(result, tmp_path / "run")["samples.jsonl"].read_text())

@@ -60,7 +60,16 @@ def app_url(formatted_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.
     log = tmp_path_factory.mktemp("app-log") / "app.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", str(formatted_model_dir), "--data-dir", str(data_dir), "--port", str(port)],
+            [
+                sys.executable,
+                "app.py",
+                "--model",
+                str(formatted_model_dir),
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
             cwd=REPO,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -198,14 +207,17 @@ def test_a_review_cannot_be_saved_against_a_case_no_longer_on_screen(browser, ap
     page.close()
 
 
-INJECTED_NAMES = ('<img src=x onerror="window.__pwned=1">', "[Session expired: sign in again](http://evil.example/login)")
+INJECTED_NAMES = (
+    '<img src=x onerror="window.__pwned=1">',
+    "[Session expired: sign in again](http://evil.example/login)",
+)
 
 
 def test_user_strings_are_shown_as_text_never_as_markup(browser, app_url: str, data_dir: Path) -> None:
     """Reviewer names from an older store (written before names were checked) and a typed seed render literally."""
-    from helpers import model_output
     from playwright.sync_api import expect
 
+    from helpers import model_output
     from medvlm.annotations import AnnotationStore, Review
 
     store = AnnotationStore(data_dir)

@@ -16,8 +16,12 @@ from medvlm.cli import main
 QUESTION = ["--question", "Which modality is this?", "--option", "CT", "--option", "MRI", "--option", "X-Ray"]
 
 
-def test_png_question_streams_and_prints_parsed_result(tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["ask", "--model", str(tiny_model_dir), "--image", str(sample_png), *QUESTION, "--max-new-tokens", "16"])
+def test_png_question_streams_and_prints_parsed_result(
+    tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(
+        ["ask", "--model", str(tiny_model_dir), "--image", str(sample_png), *QUESTION, "--max-new-tokens", "16"]
+    )
     captured = capsys.readouterr()
     assert status == 0
     assert "Answer: none." in captured.out  # random weights never produce a well-formed answer
@@ -26,9 +30,25 @@ def test_png_question_streams_and_prints_parsed_result(tiny_model_dir: Path, sam
     assert "random test model" in captured.err
 
 
-def test_json_output_describes_answer_model_and_safe_image_metadata(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_describes_answer_model_and_safe_image_metadata(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ct = get_testdata_file("CT_small.dcm")
-    status = main(["ask", "--model", str(tiny_model_dir), "--image", ct, *QUESTION, "--max-new-tokens", "8", "--window", "lung", "--json"])
+    status = main(
+        [
+            "ask",
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            ct,
+            *QUESTION,
+            "--max-new-tokens",
+            "8",
+            "--window",
+            "lung",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert status == 0
     assert result["letter"] is None and result["format_ok"] is False
@@ -42,8 +62,23 @@ def test_ct_dicom_from_a_shell(tiny_model_dir: Path) -> None:
     """The installed entry point, in a subprocess, on pydicom's CT sample."""
     ct = get_testdata_file("CT_small.dcm")
     result = subprocess.run(
-        [sys.executable, "-m", "medvlm", "ask", "--model", str(tiny_model_dir), "--image", ct, *QUESTION, "--max-new-tokens", "12"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "medvlm",
+            "ask",
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            ct,
+            *QUESTION,
+            "--max-new-tokens",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "Answer: none." in result.stdout and "12 new tokens" in result.stdout
@@ -55,7 +90,9 @@ def test_bad_file_is_one_line_error_and_nonzero_exit(tiny_model_dir: Path, tmp_p
     fake.write_text("this is not an image\n")
     result = subprocess.run(
         [sys.executable, "-m", "medvlm", "ask", "--model", str(tiny_model_dir), "--image", str(fake), *QUESTION],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
@@ -70,7 +107,9 @@ def test_bad_file_is_one_line_error_and_nonzero_exit(tiny_model_dir: Path, tmp_p
         (["--question", "Which?", "--option", "only"], "option"),
     ],
 )
-def test_bad_question_fails_before_loading_the_model(sample_png: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_question_fails_before_loading_the_model(
+    sample_png: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = main(["ask", "--model", "/nonexistent/model/dir", "--image", str(sample_png), *args])
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and message in err.lower()
@@ -89,7 +128,9 @@ def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys:
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
 
 
-def test_an_elongated_image_is_one_error_line_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_elongated_image_is_one_error_line_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     strip = tmp_path / "strip.png"
@@ -119,7 +160,9 @@ def test_help_answers_before_torch_gradio_or_trl_are_imported(module: str, argum
         code = f"import runpy, sys; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     probe = f"import atexit, sys; atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)); {code}"
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", probe, *arguments], cwd=root, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *arguments], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
     assert "LOADED []" in result.stderr, result.stderr[-500:]
@@ -142,7 +185,9 @@ def test_without_network_a_hub_model_fails_at_once_with_what_to_do(tmp_path: Pat
     assert "HF_HUB_OFFLINE=1" in lines[-1] and "hf download someorg/somemodel" in lines[-1]
 
 
-def test_without_network_a_cached_hub_model_loads_from_the_cache(tmp_path: Path, tiny_model_dir: Path, sample_png: Path) -> None:
+def test_without_network_a_cached_hub_model_loads_from_the_cache(
+    tmp_path: Path, tiny_model_dir: Path, sample_png: Path
+) -> None:
     import shutil
 
     commit = "0" * 40

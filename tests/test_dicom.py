@@ -18,10 +18,10 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    MPEG2MPML,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    MPEG2MPML,
 )
 
 import medvlm.dicom
@@ -30,7 +30,14 @@ from medvlm.dicom import WINDOW_PRESETS, Window, is_dicom, render_dicom
 from medvlm.errors import ImageLoadError
 from medvlm.images import MAX_PIXELS, LoadedImage, load_image
 
-SECRETS = ("Doe^Jane-SECRET", "PID-SECRET-123", "SECRET General Hospital", "19700101", "Dr^SECRET^Referrer", "ACC-SECRET-9")
+SECRETS = (
+    "Doe^Jane-SECRET",
+    "PID-SECRET-123",
+    "SECRET General Hospital",
+    "19700101",
+    "Dr^SECRET^Referrer",
+    "ACC-SECRET-9",
+)
 
 
 def sample(name: str) -> Path:
@@ -134,7 +141,12 @@ def test_ct_small_is_hounsfield_and_presets_change_the_picture() -> None:
     brain = load_image(sample("CT_small.dcm"), window=Window(preset="brain"))
     lung = load_image(sample("CT_small.dcm"), window=Window(preset="lung"))
     meta = brain.metadata
-    assert (meta.source_format, meta.modality, meta.hounsfield, meta.photometric) == ("DICOM", "CT", True, "MONOCHROME2")
+    assert (meta.source_format, meta.modality, meta.hounsfield, meta.photometric) == (
+        "DICOM",
+        "CT",
+        True,
+        "MONOCHROME2",
+    )
     assert (meta.window_name, meta.window_center, meta.window_width) == ("brain", 40, 80)
     assert (meta.width, meta.height) == brain.image.size == (128, 128)
     assert lung.metadata.window_name == "lung"
@@ -176,7 +188,18 @@ def test_other_compressed_greyscale_samples_render(name: str) -> None:
 
 
 # Centre of each 10-row band of the SC_rgb test pattern, as stored in the lossless RLE file.
-RGB_BANDS = [(255, 0, 0), (255, 128, 128), (0, 255, 0), (128, 255, 128), (0, 0, 255), (128, 128, 255), (0, 0, 0), (64, 64, 64), (192, 192, 192), (255, 255, 255)]
+RGB_BANDS = [
+    (255, 0, 0),
+    (255, 128, 128),
+    (0, 255, 0),
+    (128, 255, 128),
+    (0, 0, 255),
+    (128, 128, 255),
+    (0, 0, 0),
+    (64, 64, 64),
+    (192, 192, 192),
+    (255, 255, 255),
+]
 
 
 @pytest.mark.parametrize(
@@ -235,13 +258,18 @@ def test_two_frame_colour_sample_frames_differ() -> None:
 
 
 def test_truncated_dicom_says_it_is_truncated() -> None:
-    with pytest.raises(ImageLoadError, match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off"):
+    with pytest.raises(
+        ImageLoadError,
+        match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off",
+    ):
         load_image(sample("MR_truncated.dcm"))
 
 
 @pytest.mark.parametrize("name", ["rtplan.dcm", "test-SR.dcm", "waveform_ecg.dcm"])
 def test_dicom_without_pixels(name: str) -> None:
-    with pytest.raises(ImageLoadError, match=r"^This DICOM has no pixel data \(is it a structured report or RT plan\?\)\.$"):
+    with pytest.raises(
+        ImageLoadError, match=r"^This DICOM has no pixel data \(is it a structured report or RT plan\?\)\.$"
+    ):
         load_image(sample(name))
 
 
@@ -279,7 +307,11 @@ def test_file_window_first_value_is_used() -> None:
     stored = np.array([[-1000, 0, 40, 1000]], dtype=np.int16) + 1024
     data = make_dicom(stored, RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=[40, 400], WindowWidth=[80, 2000])
     loaded = load_image(data)
-    assert (loaded.metadata.window_name, loaded.metadata.window_center, loaded.metadata.window_width) == ("file", 40, 80)
+    assert (loaded.metadata.window_name, loaded.metadata.window_center, loaded.metadata.window_width) == (
+        "file",
+        40,
+        80,
+    )
     grey = pixels(loaded)[0, :, 0].tolist()
     assert grey[0] == 0 and grey[-1] == 255 and 120 < grey[2] < 136
 
@@ -319,7 +351,9 @@ def test_multiframe_frames_and_range() -> None:
     assert pixels(middle)[0, 0, 0] == 102
     assert pixels(load_image(data, window=window, frame=4))[0, 0, 0] == 204
     for frame in (5, -1):
-        with pytest.raises(ImageLoadError, match=f"Frame {frame} does not exist: this DICOM has 5 frames, numbered 0 to 4."):
+        with pytest.raises(
+            ImageLoadError, match=f"Frame {frame} does not exist: this DICOM has 5 frames, numbered 0 to 4."
+        ):
             load_image(data, frame=frame)
 
 
@@ -392,7 +426,9 @@ def test_render_dicom_refuses_non_dicom() -> None:
 def test_oversize_header_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_dicom(np.zeros((2, 2), dtype=np.uint16), Rows=20000, Columns=20000)
     monkeypatch.setattr(medvlm.dicom, "pixel_array", lambda *args, **kwargs: pytest.fail("decoded an oversize image"))
-    with pytest.raises(ImageLoadError, match=f"20,000 x 20,000 = 400,000,000 pixels, over the limit of {MAX_PIXELS:,} pixels"):
+    with pytest.raises(
+        ImageLoadError, match=f"20,000 x 20,000 = 400,000,000 pixels, over the limit of {MAX_PIXELS:,} pixels"
+    ):
         load_image(data)
 
 
@@ -426,13 +462,19 @@ def test_video_transfer_syntax_is_refused() -> None:
     ds["PixelData"].VR = "OB"
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
-    with pytest.raises(ImageLoadError, match="'MPEG2 Main Profile / Main Level' transfer syntax, which this workbench cannot decode"):
+    with pytest.raises(
+        ImageLoadError, match="'MPEG2 Main Profile / Main Level' transfer syntax, which this workbench cannot decode"
+    ):
         load_image(buffer.getvalue())
 
 
 def test_unsupported_pixel_format() -> None:
-    data = make_dicom(np.zeros((2, 2, 3), dtype=np.uint8), photometric="RGB", bits_stored=8, PhotometricInterpretation="HSV")
-    with pytest.raises(ImageLoadError, match="pixel format is not supported .photometric interpretation HSV, 3 samples"):
+    data = make_dicom(
+        np.zeros((2, 2, 3), dtype=np.uint8), photometric="RGB", bits_stored=8, PhotometricInterpretation="HSV"
+    )
+    with pytest.raises(
+        ImageLoadError, match="pixel format is not supported .photometric interpretation HSV, 3 samples"
+    ):
         load_image(data)
 
 
@@ -474,7 +516,13 @@ def test_patient_data_never_leaves_the_module(caplog: pytest.LogCaptureFixture) 
             messages.append(str(error.value))
     assert loaded.metadata.body_part is None  # not a Code String: never shown
     assert len(set(messages)) == len(failing)
-    for text in (repr(loaded), str(loaded.metadata.to_dict()), *messages, caplog.text, *(str(w.message) for w in caught)):
+    for text in (
+        repr(loaded),
+        str(loaded.metadata.to_dict()),
+        *messages,
+        caplog.text,
+        *(str(w.message) for w in caught),
+    ):
         _assert_no_secret(text)
 
 
@@ -520,7 +568,10 @@ def test_random_dicom_like_bytes_only_raise_image_load_error(prefix: bytes, tail
 def test_random_bytes_after_the_dicm_marker_are_called_corrupt() -> None:
     rng = np.random.default_rng(7)
     for tail in (b"", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()):
-        with pytest.raises(ImageLoadError, match="^This file starts like a DICOM file .* but what follows is not a readable DICOM dataset"):
+        with pytest.raises(
+            ImageLoadError,
+            match="^This file starts like a DICOM file .* but what follows is not a readable DICOM dataset",
+        ):
             load_image(bytes(128) + b"DICM" + tail)
 
 
@@ -529,7 +580,10 @@ def test_compressed_dicom_cut_inside_its_pixel_data_says_truncated(name: str) ->
     data = sample(name).read_bytes()
     pixel_data = data.rfind(b"\xe0\x7f\x10\x00")  # the Pixel Data tag, little endian
     cut = pixel_data + (len(data) - pixel_data) // 2
-    with pytest.raises(ImageLoadError, match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off"):
+    with pytest.raises(
+        ImageLoadError,
+        match="^This DICOM file is truncated: it describes an image, but its pixel data is missing or cut off",
+    ):
         load_image(data[:cut])
 
 
@@ -541,15 +595,22 @@ def test_native_dicom_cut_inside_its_pixel_data_says_truncated() -> None:
 
 def test_unknown_transfer_syntax_says_it_cannot_be_decoded() -> None:
     data = make_dicom(np.zeros((8, 8), dtype=np.uint16))
-    data = data.replace(ExplicitVRLittleEndian.encode(), b"1.2.3.4.5.6.7.8.9.1", 1)  # same length: the file stays well-formed
-    with pytest.raises(ImageLoadError, match=r"^This DICOM declares transfer syntax 1\.2\.3\.4\.5\.6\.7\.8\.9\.1, which is not a known DICOM transfer syntax, so its image cannot be decoded"):
+    data = data.replace(
+        ExplicitVRLittleEndian.encode(), b"1.2.3.4.5.6.7.8.9.1", 1
+    )  # same length: the file stays well-formed
+    with pytest.raises(
+        ImageLoadError,
+        match=r"^This DICOM declares transfer syntax 1\.2\.3\.4\.5\.6\.7\.8\.9\.1, which is not a known DICOM transfer syntax, so its image cannot be decoded",
+    ):
         load_image(data)
 
 
 @pytest.mark.parametrize(("rows", "columns"), [(1, 5000), (3000, 2)])
 def test_elongated_dicom_is_refused_at_load(rows: int, columns: int) -> None:
     data = make_dicom(np.zeros((rows, columns), dtype=np.uint16))
-    with pytest.raises(ImageLoadError, match=f"is {columns:,} x {rows:,} pixels: one side is more than 200 times the other"):
+    with pytest.raises(
+        ImageLoadError, match=f"is {columns:,} x {rows:,} pixels: one side is more than 200 times the other"
+    ):
         load_image(data)
 
 
@@ -570,14 +631,21 @@ def test_reduced_ct_equals_the_window_of_the_block_mean(monkeypatch: pytest.Monk
     assert np.abs(pixels(loaded)[..., 0] - expected).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "MR_small.dcm"])
+@pytest.mark.parametrize(
+    "name", ["examples_rgb_color.dcm", "examples_palette.dcm", "examples_ybr_color.dcm", "MR_small.dcm"]
+)
 def test_every_kind_of_dicom_reduces_to_its_block_means(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     full = pixels(load_image(sample(name))).astype(float)
     monkeypatch.setattr(medvlm.pixels, "MAX_RENDER_PIXELS", (full.shape[0] * full.shape[1]) // 4)
     reduced = pixels(load_image(sample(name)))
     rows, columns = full.shape[:2]
     assert reduced.shape[:2] == (-(-rows // 2), -(-columns // 2))
-    means = np.array([[full[r : r + 2, c : c + 2].reshape(-1, 3).mean(axis=0) for c in range(0, columns, 2)] for r in range(0, rows, 2)])
+    means = np.array(
+        [
+            [full[r : r + 2, c : c + 2].reshape(-1, 3).mean(axis=0) for c in range(0, columns, 2)]
+            for r in range(0, rows, 2)
+        ]
+    )
     # Averaging before or after the 8-bit display mapping differs by rounding (and, for a file window, by clipping).
     assert np.abs(reduced - means).mean() < 2
 

@@ -17,7 +17,14 @@ from medvlm.streaming import GenerationSettings
 from train.data import VQARecord, load_records
 from train.evaluate import EvaluationResult, evaluate, main, write_outputs
 
-SUBSETS = ["MR (Mag-netic Resonance Imaging)", "MR (Mag-netic Resonance Imaging)", "CT(Computed Tomography)", "CT(Computed Tomography)", "X-Ray", "X-Ray"]
+SUBSETS = [
+    "MR (Mag-netic Resonance Imaging)",
+    "MR (Mag-netic Resonance Imaging)",
+    "CT(Computed Tomography)",
+    "CT(Computed Tomography)",
+    "X-Ray",
+    "X-Ray",
+]
 QUESTIONS = [
     ("What is apparent in this image?", ["Hemorrhage", "Acute infarct", "Abscess formation", "Chronic infarct"]),
     ("Which organ is shown?", ["Liver", "Brain", "Knee"]),
@@ -44,8 +51,16 @@ def _medvlm_r1_file(folder: Path, solutions: list[str]) -> Path:
         problem = question + "\n" + "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, options))
         letter_index = LETTERS.index(solution)
         rows.append(
-            {"image": [f"images/case{index}.png"], "problem": problem, "solution": solution, "question": question,
-             "options": options, "answer": options[letter_index], "dataset": "OmniMedVQA", "subset": subset}
+            {
+                "image": [f"images/case{index}.png"],
+                "problem": problem,
+                "solution": solution,
+                "question": question,
+                "options": options,
+                "answer": options[letter_index],
+                "dataset": "OmniMedVQA",
+                "subset": subset,
+            }
         )
     path = folder / "MRI_CT_XRAY_dataset.json"
     path.write_text(json.dumps(rows), encoding="utf-8")
@@ -85,16 +100,22 @@ def test_scores_are_computed_from_the_models_own_answers(tmp_path: Path, formatt
         n, correct = by_hand.get(short[subset], (0, 0))
         by_hand[short[subset]] = (n + 1, correct + right)
     assert {name: (score.n, score.correct) for name, score in result.by_modality.items()} == by_hand
-    assert {name: score.accuracy for name, score in result.by_modality.items()} == {name: c / n for name, (n, c) in by_hand.items()}
+    assert {name: score.accuracy for name, score in result.by_modality.items()} == {
+        name: c / n for name, (n, c) in by_hand.items()
+    }
     overall = result.overall
     assert (overall.n, overall.correct, overall.accuracy) == (6, sum(expected), sum(expected) / 6)
     assert overall.format_ok == sum(sample.parsed.format_ok for sample in probe.samples)
-    assert {name: (score.n, score.correct) for name, score in result.by_question_type.items()} == {"unknown": (6, sum(expected))}
+    assert {name: (score.n, score.correct) for name, score in result.by_question_type.items()} == {
+        "unknown": (6, sum(expected))
+    }
 
 
 def test_random_model_scores_zero_and_never_follows_the_format(tmp_path: Path, tiny_model: LoadedModel) -> None:
     """(b) Random weights write random words: no answer, no format, cut off at the token limit."""
-    result = evaluate(tiny_model, _records(tmp_path), batch_size=4, settings=GenerationSettings(max_new_tokens=12), progress=False)
+    result = evaluate(
+        tiny_model, _records(tmp_path), batch_size=4, settings=GenerationSettings(max_new_tokens=12), progress=False
+    )
     assert (result.overall.correct, result.overall.accuracy, result.overall.format_compliance) == (0, 0.0, 0.0)
     assert all(sample.parsed.letter is None and sample.parsed.problem == NO_ANSWER_TAG for sample in result.samples)
     assert {(sample.stop_reason, sample.new_tokens) for sample in result.samples} == {("max_new_tokens", 12)}
@@ -102,7 +123,9 @@ def test_random_model_scores_zero_and_never_follows_the_format(tmp_path: Path, t
 
 
 @pytest.mark.parametrize("model_fixture", ["formatted", "tiny_model"])
-def test_batched_and_one_at_a_time_generation_agree(tmp_path: Path, model_fixture: str, request: pytest.FixtureRequest) -> None:
+def test_batched_and_one_at_a_time_generation_agree(
+    tmp_path: Path, model_fixture: str, request: pytest.FixtureRequest
+) -> None:
     """(c) Left padding: a question gets the same greedy completion in a batch of 4 as alone."""
     loaded = request.getfixturevalue(model_fixture)
     records = _records(tmp_path)
@@ -115,9 +138,17 @@ def test_batched_and_one_at_a_time_generation_agree(tmp_path: Path, model_fixtur
 
 def test_sampling_settings_take_effect(tmp_path: Path, tiny_model: LoadedModel) -> None:
     records = _records(tmp_path)[:3]
-    greedy = evaluate(tiny_model, records, batch_size=3, settings=GenerationSettings(max_new_tokens=12), progress=False)
+    greedy = evaluate(
+        tiny_model, records, batch_size=3, settings=GenerationSettings(max_new_tokens=12), progress=False
+    )
     sampled = [
-        evaluate(tiny_model, records, batch_size=3, settings=GenerationSettings(max_new_tokens=12, do_sample=True, seed=seed), progress=False)
+        evaluate(
+            tiny_model,
+            records,
+            batch_size=3,
+            settings=GenerationSettings(max_new_tokens=12, do_sample=True, seed=seed),
+            progress=False,
+        )
         for seed in (0, 0, 1)
     ]
     texts = [[s.completion for s in result.samples] for result in (greedy, *sampled)]
@@ -134,14 +165,20 @@ def test_report_files_exist_and_parse(tmp_path: Path, formatted: LoadedModel) ->
     report = json.loads(paths["report.json"].read_text())
     format_ok = sum(sample.parsed.format_ok for sample in result.samples)
     assert report["overall"] == {
-        "n": 6, "correct": result.overall.correct, "format_ok": format_ok, "accuracy": result.overall.accuracy, "format_compliance": format_ok / 6
+        "n": 6,
+        "correct": result.overall.correct,
+        "format_ok": format_ok,
+        "accuracy": result.overall.accuracy,
+        "format_compliance": format_ok / 6,
     }
     assert report["format_compliance"] == format_ok / 6
     assert set(report["by_modality"]) == {"MR", "CT", "X-Ray"}
     assert report["settings"] == {**FAST.to_dict(), "prompt_style": "medvlm-exact", "batch_size": 6}
     assert report["model"] == formatted.describe() and report["model"]["random_weights"] is True
     assert report["data"] == {"source": "synthetic"}
-    assert report["timing"]["samples_per_s"] > 0 and report["timing"]["new_tokens"] == sum(s.new_tokens for s in result.samples)
+    assert report["timing"]["samples_per_s"] > 0 and report["timing"]["new_tokens"] == sum(
+        s.new_tokens for s in result.samples
+    )
 
     markdown = paths["report.md"].read_text()
     assert "| **overall** | 6 |" in markdown and "## By modality" in markdown and "random test weights" in markdown
@@ -149,7 +186,10 @@ def test_report_files_exist_and_parse(tmp_path: Path, formatted: LoadedModel) ->
     lines = [json.loads(line) for line in paths["samples.jsonl"].read_text().splitlines()]
     assert [line["id"] for line in lines] == [record.id for record in records]
     first = lines[0]
-    assert first["image"] == str(records[0].image_path) and first["solution"] == first["correct_answer"] == records[0].answer
+    assert (
+        first["image"] == str(records[0].image_path)
+        and first["solution"] == first["correct_answer"] == records[0].answer
+    )
     assert first["correct"] == (first["letter"] == first["solution"])
     assert first["prompt_style"] == "medvlm-exact" and first["settings"] == FAST.to_dict()
 
@@ -158,7 +198,21 @@ def test_sample_lines_use_the_annotation_field_names(tmp_path: Path, formatted: 
     annotations = pytest.importorskip("medvlm.annotations")
     result = evaluate(formatted, _records(tmp_path)[:1], batch_size=1, settings=FAST, progress=False)
     line = result.samples[0].to_dict(model=result.model, settings=FAST.to_dict(), prompt_style="medvlm")
-    shared = {"question", "options", "correct_answer", "completion", "reasoning", "answer_text", "letter", "format_ok", "problem", "stop_reason", "model", "settings", "prompt_style"}
+    shared = {
+        "question",
+        "options",
+        "correct_answer",
+        "completion",
+        "reasoning",
+        "answer_text",
+        "letter",
+        "format_ok",
+        "problem",
+        "stop_reason",
+        "model",
+        "settings",
+        "prompt_style",
+    }
     model_output_fields = {field.name for field in dataclasses.fields(annotations.ModelOutput)}
     assert shared <= model_output_fields and shared <= set(line)
 
@@ -169,8 +223,17 @@ def _jsonl_data(folder: Path) -> Path:
     for index, ((question, options), modality) in enumerate(zip(QUESTIONS[:4], ["MRI", "CT", "CT", "xray"])):
         image = folder / f"{index}.png"
         Image.new("RGB", (60 + 10 * index, 60), (20 * index, 0, 0)).save(image)
-        rows.append({"id": f"q{index}", "image": image.name, "question": question, "options": options, "answer": "A",
-                     "modality": modality, "question_type": "Disease Diagnosis" if index % 2 else "Anatomy Identification"})
+        rows.append(
+            {
+                "id": f"q{index}",
+                "image": image.name,
+                "question": question,
+                "options": options,
+                "answer": "A",
+                "modality": modality,
+                "question_type": "Disease Diagnosis" if index % 2 else "Anatomy Identification",
+            }
+        )
     rows.append({**rows[0], "id": "lost", "image": "lost.png"})
     path = folder / "cases.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
@@ -178,11 +241,26 @@ def _jsonl_data(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_command_line_end_to_end(tmp_path: Path, formatted_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_end_to_end(
+    tmp_path: Path, formatted_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """(e) ``python -m train.evaluate`` from data file to report, through ``main``."""
     data = _jsonl_data(tmp_path)
     out = tmp_path / "report"
-    status = main(["--model", str(formatted_model_dir), "--data", str(data), "--batch-size", "2", "--max-new-tokens", "32", "--output-dir", str(out)])
+    status = main(
+        [
+            "--model",
+            str(formatted_model_dir),
+            "--data",
+            str(data),
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "32",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert status == 0
     captured = capsys.readouterr()
     assert "Loaded 4 of 5 rows; skipped 1: missing image file (1)." in captured.err
@@ -195,16 +273,46 @@ def test_command_line_end_to_end(tmp_path: Path, formatted_model_dir: Path, caps
     assert report["overall"]["correct"] == correct and report["overall"]["skipped_rows"] == 1
     assert report["overall"]["accuracy_with_skipped_as_wrong"] == correct / 5
     assert {name: score["n"] for name, score in report["by_modality"].items()} == {"MR": 1, "CT": 2, "X-Ray": 1}
-    assert {name: score["n"] for name, score in report["by_question_type"].items()} == {"Anatomy Identification": 2, "Disease Diagnosis": 2}
+    assert {name: score["n"] for name, score in report["by_question_type"].items()} == {
+        "Anatomy Identification": 2,
+        "Disease Diagnosis": 2,
+    }
     assert report["data"]["load_report"]["skipped"] == {"missing image file": 1}
     assert report["data"]["formats"] == ["jsonl"]
     assert report["settings"]["max_new_tokens"] == 32 and report["settings"]["batch_size"] == 2
     assert "Rows skipped while loading: 1" in (out / "report.md").read_text()
 
     sampled = tmp_path / "sampled"
-    assert main(["--model", str(formatted_model_dir), "--data", str(data), "--max-new-tokens", "8", "--sample", "--temperature", "0.7", "--top-p", "0.9", "--seed", "3", "--output-dir", str(sampled)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(formatted_model_dir),
+                "--data",
+                str(data),
+                "--max-new-tokens",
+                "8",
+                "--sample",
+                "--temperature",
+                "0.7",
+                "--top-p",
+                "0.9",
+                "--seed",
+                "3",
+                "--output-dir",
+                str(sampled),
+            ]
+        )
+        == 0
+    )
     settings: dict[str, Any] = json.loads((sampled / "report.json").read_text())["settings"]
-    assert (settings["do_sample"], settings["temperature"], settings["top_p"], settings["seed"], settings["max_new_tokens"]) == (True, 0.7, 0.9, 3, 8)
+    assert (
+        settings["do_sample"],
+        settings["temperature"],
+        settings["top_p"],
+        settings["seed"],
+        settings["max_new_tokens"],
+    ) == (True, 0.7, 0.9, 3, 8)
 
 
 def test_command_line_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,5 +327,12 @@ def test_command_line_errors_are_one_line(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_evaluation_result_of_nothing_is_empty() -> None:
-    result = EvaluationResult(samples=[], model={"model": "m"}, settings=FAST, prompt_style="medvlm", batch_size=1, elapsed_s=0.0)
-    assert (result.overall.n, result.overall.accuracy, result.by_modality, result.timing["samples_per_s"]) == (0, 0.0, {}, None)
+    result = EvaluationResult(
+        samples=[], model={"model": "m"}, settings=FAST, prompt_style="medvlm", batch_size=1, elapsed_s=0.0
+    )
+    assert (result.overall.n, result.overall.accuracy, result.by_modality, result.timing["samples_per_s"]) == (
+        0,
+        0.0,
+        {},
+        None,
+    )

@@ -40,12 +40,18 @@ def quantize_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def language_linears(loaded: LoadedModel) -> dict[str, nn.Module]:
     model = loaded.model
-    layers = {f"decoder.{name}": module for name, module in model.get_decoder().named_modules() if "proj" in name.rsplit(".", 1)[-1]}
+    layers = {
+        f"decoder.{name}": module
+        for name, module in model.get_decoder().named_modules()
+        if "proj" in name.rsplit(".", 1)[-1]
+    }
     return {**layers, "lm_head": model.lm_head}
 
 
 def stream(loaded: LoadedModel, max_new_tokens: int = 40):
-    return list(stream_completion(loaded, IMAGE, "Which modality?", OPTIONS, GenerationSettings(max_new_tokens=max_new_tokens)))[-1]
+    return list(
+        stream_completion(loaded, IMAGE, "Which modality?", OPTIONS, GenerationSettings(max_new_tokens=max_new_tokens))
+    )[-1]
 
 
 @pytest.mark.usefixtures("quantize_every_layer")
@@ -55,7 +61,9 @@ def test_fast_path_stores_language_model_weights_as_int8(tiny_model_dir: Path) -
     assert len(layers) == 2 * 7 + 1  # two decoder layers of q, k, v, o, gate, up, down; the head
     assert all(layer.weight().dtype == torch.qint8 for layer in layers.values())
     vision_layer = loaded.model.model.visual.blocks[0].mlp.fc1
-    assert type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.float32  # the image encoder stays fp32
+    assert (
+        type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.float32
+    )  # the image encoder stays fp32
     described = loaded.describe()
     assert described["fast_cpu"] is True and described["quantization"].startswith("int8 dynamic")
     assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized_layers == 15
@@ -74,7 +82,9 @@ def test_quantized_model_streams_and_its_answer_parses(formatted_model_dir: Path
 @pytest.mark.usefixtures("quantize_every_layer")
 def test_switched_off_gives_plain_fp32_linear_layers(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir, fast_cpu=False)
-    assert all(type(layer) is nn.Linear and layer.weight.dtype == torch.float32 for layer in language_linears(loaded).values())
+    assert all(
+        type(layer) is nn.Linear and layer.weight.dtype == torch.float32 for layer in language_linears(loaded).values()
+    )
     described = loaded.describe()
     assert described["fast_cpu"] is False and described["quantization"] == "none"
     assert loaded.max_pixels == RECIPE_MAX_PIXELS
@@ -97,10 +107,18 @@ def _unsupported_engine(quantize_dynamic, qconfig) -> str:
 @pytest.mark.usefixtures("quantize_every_layer")
 @pytest.mark.parametrize(
     ("target", "replacement", "reason"),
-    [("_dynamic_quantization_api", _no_quantization_module, "no torch.ao.quantization"), ("_usable_engine", _unsupported_engine, "NoQEngine")],
+    [
+        ("_dynamic_quantization_api", _no_quantization_module, "no torch.ao.quantization"),
+        ("_usable_engine", _unsupported_engine, "NoQEngine"),
+    ],
 )
 def test_backend_failure_falls_back_to_fp32_and_says_so(
-    formatted_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, target: str, replacement, reason: str
+    formatted_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    target: str,
+    replacement,
+    reason: str,
 ) -> None:
     monkeypatch.setattr(fast_cpu, target, replacement)
     with caplog.at_level(logging.WARNING, logger="medvlm.fast_cpu"):
@@ -112,7 +130,9 @@ def test_backend_failure_falls_back_to_fp32_and_says_so(
     assert stream(loaded).parsed.format_ok
 
 
-def test_large_vision_encoder_gets_the_smaller_cpu_image_budget(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_vision_encoder_gets_the_smaller_cpu_image_budget(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fast_cpu, "LARGE_VISION_PARAMETERS", 0)
     assert load_model(tiny_model_dir).max_pixels == fast_cpu.CPU_MAX_PIXELS == 256 * 28 * 28
     assert load_model(tiny_model_dir, max_pixels=64 * 28 * 28).max_pixels == 64 * 28 * 28  # asked for: kept
@@ -143,7 +163,9 @@ def test_explicit_omp_num_threads_is_respected(monkeypatch: pytest.MonkeyPatch) 
 def test_cgroup_v2_quota_is_read_in_whole_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cpu_max = tmp_path / "cpu.max"
     real_path = fast_cpu.Path
-    monkeypatch.setattr(fast_cpu, "Path", lambda name: cpu_max if name == "/sys/fs/cgroup/cpu.max" else real_path(name))
+    monkeypatch.setattr(
+        fast_cpu, "Path", lambda name: cpu_max if name == "/sys/fs/cgroup/cpu.max" else real_path(name)
+    )
     cpu_max.write_text("200000 100000\n")
     assert fast_cpu._cgroup_cpu_quota() == 2
     cpu_max.write_text("max 100000\n")
@@ -152,17 +174,36 @@ def test_cgroup_v2_quota_is_read_in_whole_cpus(tmp_path: Path, monkeypatch: pyte
 
 def test_attention_is_sdpa_on_cpu_and_flash_attention_on_cuda_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_attention(torch.device("cpu"), torch.float32) == "sdpa"
-    monkeypatch.setattr("medvlm.model.importlib.util.find_spec", lambda name: object() if name == "flash_attn" else None)
+    monkeypatch.setattr(
+        "medvlm.model.importlib.util.find_spec", lambda name: object() if name == "flash_attn" else None
+    )
     assert default_attention(torch.device("cuda"), torch.bfloat16) == "flash_attention_2"
     assert default_attention(torch.device("cuda"), torch.float32) == "sdpa"
     monkeypatch.setattr("medvlm.model.importlib.util.find_spec", lambda name: None)
     assert default_attention(torch.device("cuda"), torch.bfloat16) == "sdpa"
 
 
-def test_cli_switch_turns_the_fast_path_off(tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_switch_turns_the_fast_path_off(
+    tiny_model_dir: Path, sample_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from medvlm.cli import main
 
-    args = ["ask", "--model", str(tiny_model_dir), "--image", str(sample_png), "--question", "Which?", "--option", "a", "--option", "b", "--max-new-tokens", "3", "--json"]
+    args = [
+        "ask",
+        "--model",
+        str(tiny_model_dir),
+        "--image",
+        str(sample_png),
+        "--question",
+        "Which?",
+        "--option",
+        "a",
+        "--option",
+        "b",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]
     assert main([*args, "--no-fast-cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["fast_cpu"] is False
     assert main(args) == 0

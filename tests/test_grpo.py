@@ -61,7 +61,17 @@ def questions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_grpo(model_dir: Path, data: Path, output_dir: Path, *overrides: str) -> None:
     """Run ``python -m train.grpo`` in this process with the smoke recipe."""
-    argv = ["--config", str(SMOKE), "--model_name_or_path", str(model_dir), "--dataset_name", str(data), "--output_dir", str(output_dir), *overrides]
+    argv = [
+        "--config",
+        str(SMOKE),
+        "--model_name_or_path",
+        str(model_dir),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(output_dir),
+        *overrides,
+    ]
     main(*parse_args(argv))
 
 
@@ -82,7 +92,9 @@ def streamed_answer(directory: Path):
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda path: path.stem)
 def test_every_recipe_parses_into_a_valid_grpo_config(recipe: Path, tmp_path: Path) -> None:
     # use_cpu: the GPU recipes ask for bf16, which GRPOConfig refuses on a machine without a GPU otherwise
-    script_args, training_args, model_args = parse_args(["--config", str(recipe), "--dataset_name", "x", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    script_args, training_args, model_args = parse_args(
+        ["--config", str(recipe), "--dataset_name", "x", "--output_dir", str(tmp_path), "--use_cpu", "true"]
+    )
     assert set(script_args.reward_funcs) <= set(REWARDS)
     assert training_args.generation_batch_size % training_args.num_generations == 0
     assert training_args.logging_steps >= 1 and training_args.save_steps >= 1
@@ -90,7 +102,9 @@ def test_every_recipe_parses_into_a_valid_grpo_config(recipe: Path, tmp_path: Pa
 
 
 def test_the_paper_recipe_keeps_the_published_settings(tmp_path: Path) -> None:
-    script_args, args, model_args = parse_args(["--config", str(RECIPES / "medvlm_r1_qwen2vl_2b.yaml"), "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    script_args, args, model_args = parse_args(
+        ["--config", str(RECIPES / "medvlm_r1_qwen2vl_2b.yaml"), "--output_dir", str(tmp_path), "--use_cpu", "true"]
+    )
     assert model_args.model_name_or_path == "Qwen/Qwen2-VL-2B-Instruct" and not model_args.use_peft
     assert (script_args.dataset_name, script_args.dataset_subset, script_args.dataset_limit) == (
         "FreedomIntelligence/Medical_Multimodal_Evaluation_Data",
@@ -98,7 +112,14 @@ def test_the_paper_recipe_keeps_the_published_settings(tmp_path: Path) -> None:
         600,
     )
     assert script_args.max_pixels == 401408 and script_args.reward_funcs == ["accuracy", "format"]
-    assert (args.num_generations, args.max_completion_length, args.learning_rate, args.beta, args.temperature, args.top_k) == (4, 512, 1e-6, 0.04, 1.0, 50)
+    assert (
+        args.num_generations,
+        args.max_completion_length,
+        args.learning_rate,
+        args.beta,
+        args.temperature,
+        args.top_k,
+    ) == (4, 512, 1e-6, 0.04, 1.0, 50)
     # one prompt (its 4 completions) per device and micro-step, 2 accumulation steps: 2 prompts per update
     assert args.per_device_train_batch_size // args.num_generations == 1 and args.gradient_accumulation_steps == 2
     assert (args.num_train_epochs, args.save_steps, args.num_iterations) == (2, 50, 1)
@@ -107,7 +128,21 @@ def test_the_paper_recipe_keeps_the_published_settings(tmp_path: Path) -> None:
 
 
 def test_command_line_overrides_the_recipe(tmp_path: Path) -> None:
-    script_args, args, _ = parse_args(["--config", str(SMOKE), "--dataset_name", "x", "--output_dir", str(tmp_path), "--reward_funcs", "accuracy_paper", "format", "--max_steps", "7"])
+    script_args, args, _ = parse_args(
+        [
+            "--config",
+            str(SMOKE),
+            "--dataset_name",
+            "x",
+            "--output_dir",
+            str(tmp_path),
+            "--reward_funcs",
+            "accuracy_paper",
+            "format",
+            "--max_steps",
+            "7",
+        ]
+    )
     assert script_args.reward_funcs == ["accuracy_paper", "format"] and args.max_steps == 7
 
 
@@ -116,10 +151,17 @@ def test_an_unknown_reward_stops_the_run_before_any_loading(tmp_path: Path) -> N
         run_grpo(Path("some/model"), Path("questions.json"), tmp_path / "run", "--reward_funcs", "acuracy", "format")
 
 
-def test_data_without_a_usable_row_stops_the_run_before_the_model_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_data_without_a_usable_row_stops_the_run_before_the_model_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = tmp_path / "questions.jsonl"
-    data.write_text(json.dumps({"image": "missing.png", "question": QUESTION, "options": OPTIONS, "answer": "A"}) + "\n")
-    with caplog.at_level(logging.INFO, logger="train.grpo"), pytest.raises(MedVLMError, match="No question left to train on"):
+    data.write_text(
+        json.dumps({"image": "missing.png", "question": QUESTION, "options": OPTIONS, "answer": "A"}) + "\n"
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="train.grpo"),
+        pytest.raises(MedVLMError, match="No question left to train on"),
+    ):
         run_grpo(Path("some/model"), data, tmp_path / "run")
     assert "skipped 1: missing image file (1)" in caplog.text
 
@@ -138,13 +180,21 @@ def test_smoke_recipe_trains_saves_and_the_app_loads_the_result(
 ) -> None:
     output_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="train.grpo"):
-        run_grpo(formatted_model_dir, questions, output_dir, "--dataset_limit", "16")  # read every row, the bad one too
+        run_grpo(
+            formatted_model_dir, questions, output_dir, "--dataset_limit", "16"
+        )  # read every row, the bad one too
     assert "Loaded 8 of 9 rows; skipped 1: missing image file (1)" in caplog.text
 
     history = log_history(output_dir)
     steps = [entry for entry in history if "reward" in entry]
     assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
-    for key in ("rewards/accuracy_reward/mean", "rewards/format_reward/mean", "completions/mean_length", "kl", "reward"):
+    for key in (
+        "rewards/accuracy_reward/mean",
+        "rewards/format_reward/mean",
+        "completions/mean_length",
+        "kl",
+        "reward",
+    ):
         assert all(key in entry for entry in steps), key
     for entry in steps:  # each logged reward is the sum of its functions' means (sampling decides their values)
         parts = entry["rewards/accuracy_reward/mean"] + entry["rewards/format_reward/mean"]
@@ -153,7 +203,13 @@ def test_smoke_recipe_trains_saves_and_the_app_loads_the_result(
     assert json.loads((output_dir / "train_results.json").read_text())["train_samples"] == 8
 
     # What the app needs: weights, the processor in the published layout (no file naming our class)
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "chat_template.json", "tokenizer.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "chat_template.json",
+        "tokenizer.json",
+    ):
         assert (output_dir / name).is_file(), name
     assert not (output_dir / "processor_config.json").exists()
 
@@ -172,9 +228,22 @@ def test_smoke_recipe_trains_saves_and_the_app_loads_the_result(
 
 
 @pytest.mark.slow
-def test_lora_run_saves_an_adapter_that_loads_merged(formatted_model_dir: Path, questions: Path, tmp_path: Path) -> None:
+def test_lora_run_saves_an_adapter_that_loads_merged(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "lora"
-    run_grpo(formatted_model_dir, questions, output_dir, "--use_peft", "true", "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2")
+    run_grpo(
+        formatted_model_dir,
+        questions,
+        output_dir,
+        "--use_peft",
+        "true",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--max_steps",
+        "2",
+    )
     adapter = json.loads((output_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(formatted_model_dir.resolve())
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
@@ -304,24 +373,46 @@ def test_resuming_continues_from_the_checkpoints_weights_optimizer_and_schedule(
     assert all(torch.equal(resumed["weights"][name], expected[name]) for name in expected)
     saved_optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     assert resumed["optimizer"]["state"].keys() == saved_optimizer["state"].keys() and saved_optimizer["state"]
-    assert all(torch.equal(resumed["optimizer"]["state"][k]["exp_avg"], saved_optimizer["state"][k]["exp_avg"]) for k in saved_optimizer["state"])
-    assert resumed["lr"] == torch.load(checkpoint / "scheduler.pt", weights_only=True)["_last_lr"] and resumed["lr"][0] > 0
+    assert all(
+        torch.equal(resumed["optimizer"]["state"][k]["exp_avg"], saved_optimizer["state"][k]["exp_avg"])
+        for k in saved_optimizer["state"]
+    )
+    assert (
+        resumed["lr"] == torch.load(checkpoint / "scheduler.pt", weights_only=True)["_last_lr"]
+        and resumed["lr"][0] > 0
+    )
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 4
 
 
 @pytest.mark.slow
-def test_resuming_a_lora_run_continues_from_its_adapter(formatted_model_dir: Path, questions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resuming_a_lora_run_continues_from_its_adapter(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     output_dir = tmp_path / "lora"
-    lora = ("--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2")
+    lora = (
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--learning_rate",
+        "1e-2",
+    )
     resume_and_record(monkeypatch, formatted_model_dir, questions, output_dir, "--max_steps", "4", *lora, stop_after=2)
     resumed = resume_and_record(monkeypatch, formatted_model_dir, questions, output_dir, "--max_steps", "4", *lora)
     assert resumed["step"] == 2
     adapter = saved_weights(output_dir / "checkpoint-2", lora=True)
     live = {name: tensor for name, tensor in resumed["weights"].items() if "lora_" in name}
     assert adapter and len(live) == len(adapter)
-    by_suffix = {name.split("base_model.model.", 1)[-1].replace(".default", ""): tensor for name, tensor in live.items()}
+    by_suffix = {
+        name.split("base_model.model.", 1)[-1].replace(".default", ""): tensor for name, tensor in live.items()
+    }
     for name, tensor in adapter.items():
         key = name.split("base_model.model.", 1)[-1]
         match = [value for suffix, value in by_suffix.items() if suffix.endswith(key.split("model.", 1)[-1])]
@@ -329,7 +420,9 @@ def test_resuming_a_lora_run_continues_from_its_adapter(formatted_model_dir: Pat
 
 
 @pytest.mark.slow
-def test_a_finished_run_is_not_trained_again(formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_finished_run_is_not_trained_again(
+    formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     output_dir = tmp_path / "done"
     run_grpo(formatted_model_dir, questions, output_dir, "--max_steps", "2")
     before = {path.name: path.stat().st_mtime_ns for path in output_dir.iterdir() if path.is_file()}
@@ -346,13 +439,36 @@ def test_a_finished_run_is_not_trained_again(formatted_model_dir: Path, question
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--config", "train/recipes/nope.yaml"], "No recipe file at train/recipes/nope.yaml. The recipes are: train/recipes/medvlm_r1_lora_single_gpu.yaml"),
-        (["--config", str(SMOKE), "--model_name_or_path", "M", "--dataset_name", "q.json", "--reward_funcs", "formatt"], "Unknown reward function 'formatt'; choose from: format, accuracy"),
-        (["--config", str(SMOKE), "--model_name_or_path", "M", "--dataset_name", "/nowhere/questions.json"], "No data file or folder at /nowhere/questions.json"),
-        (["--config", str(SMOKE), "--model_name_or_path", "./no/such/model", "--dataset_name", "q.json"], "No model directory at ./no/such/model"),
+        (
+            ["--config", "train/recipes/nope.yaml"],
+            "No recipe file at train/recipes/nope.yaml. The recipes are: train/recipes/medvlm_r1_lora_single_gpu.yaml",
+        ),
+        (
+            [
+                "--config",
+                str(SMOKE),
+                "--model_name_or_path",
+                "M",
+                "--dataset_name",
+                "q.json",
+                "--reward_funcs",
+                "formatt",
+            ],
+            "Unknown reward function 'formatt'; choose from: format, accuracy",
+        ),
+        (
+            ["--config", str(SMOKE), "--model_name_or_path", "M", "--dataset_name", "/nowhere/questions.json"],
+            "No data file or folder at /nowhere/questions.json",
+        ),
+        (
+            ["--config", str(SMOKE), "--model_name_or_path", "./no/such/model", "--dataset_name", "q.json"],
+            "No model directory at ./no/such/model",
+        ),
     ],
 )
-def test_a_mistake_is_one_error_line_and_status_2(arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_mistake_is_one_error_line_and_status_2(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = cli([*arguments, "--output_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err[-1].startswith(f"error: {message}"), err[-3:]

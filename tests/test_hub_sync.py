@@ -68,7 +68,11 @@ def sync(store: AnnotationStore) -> HubSync:
 
 
 def lines(sync: HubSync) -> list[dict[str, Any]]:
-    return [json.loads(line) for path in sorted((sync.folder / "annotations").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for path in sorted((sync.folder / "annotations").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 def test_the_scheduler_gets_real_commit_scheduler_arguments(sync: HubSync, store: AnnotationStore) -> None:
@@ -145,7 +149,11 @@ def test_a_scheduler_that_cannot_start_raises_a_clear_error(store: AnnotationSto
 
 
 def test_hub_sync_from_env(store: AnnotationStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_sync_module, "HubSync", lambda store, repo_id, **kw: HubSync(store, repo_id, scheduler_factory=FakeScheduler, **kw))
+    monkeypatch.setattr(
+        hub_sync_module,
+        "HubSync",
+        lambda store, repo_id, **kw: HubSync(store, repo_id, scheduler_factory=FakeScheduler, **kw),
+    )
     monkeypatch.delenv(HUB_DATASET_ENV, raising=False)
     assert hub_sync_from_env(store) is None
     monkeypatch.setenv(HUB_DATASET_ENV, "  ")

@@ -128,7 +128,9 @@ def test_huge_png_header_is_refused_fast() -> None:
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_png_over_our_limit_reports_its_size() -> None:
-    with pytest.raises(ImageLoadError, match=f"12,000 x 10,000 = 120,000,000 pixels, over the limit of {MAX_PIXELS:,} pixels"):
+    with pytest.raises(
+        ImageLoadError, match=f"12,000 x 10,000 = 120,000,000 pixels, over the limit of {MAX_PIXELS:,} pixels"
+    ):
         load_image(png_header(12_000, 10_000))
 
 
@@ -152,7 +154,11 @@ def test_16_bit_greyscale_is_min_max_scaled() -> None:
 @pytest.mark.parametrize(("mode", "fmt"), [("I", "TIFF"), ("F", "TIFF"), ("I;16", "TIFF")])
 def test_other_high_depth_greyscale(mode: str, fmt: str) -> None:
     values = np.linspace(-5, 5, 100).reshape(10, 10)
-    image = Image.fromarray(values.astype(np.float32), "F").convert(mode) if mode == "F" else Image.fromarray((values * 100 + 600).astype(np.uint16)).convert(mode)
+    image = (
+        Image.fromarray(values.astype(np.float32), "F").convert(mode)
+        if mode == "F"
+        else Image.fromarray((values * 100 + 600).astype(np.uint16)).convert(mode)
+    )
     grey = rgb_array(load_image(encode(image, fmt)))[..., 0]
     assert (grey.min(), grey.max()) == (0, 255)
 
@@ -181,7 +187,9 @@ def test_transparency_is_composited_over_black() -> None:
     assert rgb_array(load_image(encode(palette, "PNG", transparency=0)))[0].tolist() == [[0, 0, 0], [0, 0, 255]]
 
 
-@pytest.mark.parametrize(("mode", "fmt"), [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("1", "BMP"), ("L", "PNG"), ("P", "BMP")])
+@pytest.mark.parametrize(
+    ("mode", "fmt"), [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("1", "BMP"), ("L", "PNG"), ("P", "BMP")]
+)
 def test_other_modes_become_rgb(mode: str, fmt: str) -> None:
     loaded = load_image(encode(gradient().convert(mode), fmt))
     assert loaded.image.mode == "RGB" and loaded.image.size == (64, 48)
@@ -283,7 +291,11 @@ def test_truncated_jpeg_says_truncated() -> None:
         load_image(data[: len(data) // 2])
 
 
-PNG_IDENTITY = {"PatientName": "Doe^Jane-SECRET", "PatientID": "PID-SECRET-123", "InstitutionName": "SECRET General Hospital"}
+PNG_IDENTITY = {
+    "PatientName": "Doe^Jane-SECRET",
+    "PatientID": "PID-SECRET-123",
+    "InstitutionName": "SECRET General Hospital",
+}
 
 
 def png_with_identity() -> bytes:
@@ -312,7 +324,9 @@ def test_png_text_chunks_never_reach_the_loaded_image_or_what_gradio_serves() ->
 @pytest.mark.parametrize(("width", "height"), [(10000, 1), (1, 5000), (2010, 10)])
 def test_elongated_images_are_refused_at_load(width: int, height: int) -> None:
     data = encode(Image.new("L", (width, height)), "PNG")
-    with pytest.raises(ImageLoadError, match=f"is {width:,} x {height:,} pixels: one side is more than 200 times the other"):
+    with pytest.raises(
+        ImageLoadError, match=f"is {width:,} x {height:,} pixels: one side is more than 200 times the other"
+    ):
         load_image(data)
 
 
@@ -359,19 +373,29 @@ def test_out_of_memory_is_reported_as_what_it_is(monkeypatch: pytest.MonkeyPatch
     samples=st.sampled_from([0, 3]),
     band=st.integers(1, 64),
 )
-def test_block_reduction_is_the_mean_of_each_block_whatever_the_band(rows: int, columns: int, factor: int, samples: int, band: int) -> None:
+def test_block_reduction_is_the_mean_of_each_block_whatever_the_band(
+    rows: int, columns: int, factor: int, samples: int, band: int
+) -> None:
     from medvlm import pixels
 
     shape = (rows, columns, samples) if samples else (rows, columns)
     values = np.random.default_rng(rows * 100 + columns).integers(-500, 500, size=shape).astype(np.int16)
     expected = np.array(
-        [[values[r : r + factor, c : c + factor].reshape(-1, *shape[2:]).mean(axis=0) for c in range(0, columns, factor)] for r in range(0, rows, factor)]
+        [
+            [
+                values[r : r + factor, c : c + factor].reshape(-1, *shape[2:]).mean(axis=0)
+                for c in range(0, columns, factor)
+            ]
+            for r in range(0, rows, factor)
+        ]
     )
     original = pixels._ROWS_PER_BLOCK
     pixels._ROWS_PER_BLOCK = band  # bands of a few rows: the seams between them must not show
     try:
         reduced = pixels.reduce_blocks(values, factor)
-        from_image = pixels.reduce_blocks(Image.fromarray(values.astype(np.int32), "I"), factor) if not samples else None
+        from_image = (
+            pixels.reduce_blocks(Image.fromarray(values.astype(np.int32), "I"), factor) if not samples else None
+        )
     finally:
         pixels._ROWS_PER_BLOCK = original
     assert reduced.dtype == np.float32 and reduced.shape == expected.shape

@@ -17,8 +17,18 @@ from medvlm.streaming import prepare_inputs
 
 def test_tiny_checkpoint_has_the_layout_of_a_published_one(tiny_model_dir: Path) -> None:
     names = {path.name for path in tiny_model_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json"} <= names
-    assert json.loads((tiny_model_dir / "preprocessor_config.json").read_text())["processor_class"] == "Qwen2VLProcessor"
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "chat_template.json",
+    } <= names
+    assert (
+        json.loads((tiny_model_dir / "preprocessor_config.json").read_text())["processor_class"] == "Qwen2VLProcessor"
+    )
     assert json.loads((tiny_model_dir / "config.json").read_text())["model_type"] == "qwen2_vl"
 
 
@@ -71,7 +81,9 @@ def test_lora_adapter_directory_is_detected_and_merged(tiny_model_dir: Path, tmp
     peft_model = get_peft_model(base, config)
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir)
-    assert json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
+    assert json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tiny_model_dir
+    )
 
     loaded = load_model(adapter_dir)
     plain = load_model(tiny_model_dir)
@@ -124,7 +136,10 @@ def test_format_warm_start_makes_answers_parse(formatted_model_dir: Path) -> Non
     for question, options in [
         ("Which modality?", ["CT", "MRI", "X-Ray"]),
         ("Is the square bright or dark?", ["Bright", "Dark"]),
-        ("Which structure is centred in this axial slice?", ["A vertebral body", "The liver", "The orbit", "The femoral head"]),
+        (
+            "Which structure is centred in this axial slice?",
+            ["A vertebral body", "The liver", "The orbit", "The femoral head"],
+        ),
     ]:
         final = list(stream_completion(loaded, image, question, options, GenerationSettings(max_new_tokens=40)))[-1]
         assert final.parsed.format_ok and final.parsed.letter in "ABCD"[: len(options)], (question, final.text)

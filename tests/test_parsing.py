@@ -153,7 +153,10 @@ def test_completion_with_recipe_edge_case_answers(answer: str) -> None:
         ("<think>x</think><answer>  </answer>", EMPTY_ANSWER),
         ("<think>x</think><answer>E</answer>", "The model answered 'E', which is not one of the options (A-D)."),
         ("<think>x</think><answer>A, C</answer>", "The answer names several options (A, C)."),
-        ("<think>x</think><answer>Ultrasound</answer>", "The answer 'Ultrasound' does not match any of the options (A-D)."),
+        (
+            "<think>x</think><answer>Ultrasound</answer>",
+            "The answer 'Ultrasound' does not match any of the options (A-D).",
+        ),
     ],
 )
 def test_closed_answers_that_name_no_option_explain_why(completion: str, problem: str) -> None:
@@ -164,7 +167,9 @@ def test_closed_answers_that_name_no_option_explain_why(completion: str, problem
 
 def test_problem_messages_say_what_the_clinician_needs() -> None:
     assert EMPTY_ANSWER == "The answer is empty."
-    assert NEVER_CLOSED_THINK == "The model never closed its reasoning (<think> without </think>), so there is no answer."
+    assert (
+        NEVER_CLOSED_THINK == "The model never closed its reasoning (<think> without </think>), so there is no answer."
+    )
     assert NO_ANSWER_TAG == "No <answer> tag: the model did not give its answer in the required format."
 
 
@@ -190,8 +195,14 @@ def test_text_that_left_the_format_is_a_problem_even_while_streaming() -> None:
 def test_two_answer_blocks_that_disagree_are_a_visible_problem_not_the_first_one() -> None:
     # The recipe's reward reads the first block; a reviewer must see that the model answered twice.
     parsed = parse_completion("<think>x</think><answer>A</answer><answer>C</answer>", OPTIONS, final=True)
-    assert parsed.letter is None and parsed.problem == "The model gave different answers (A and C) in separate <answer> blocks, so it is not clear which it chose."
-    assert parse_completion("<think>x</think><answer>A</answer><answer>(A)</answer>", OPTIONS).letter == "A"  # the same, twice
+    assert (
+        parsed.letter is None
+        and parsed.problem
+        == "The model gave different answers (A and C) in separate <answer> blocks, so it is not clear which it chose."
+    )
+    assert (
+        parse_completion("<think>x</think><answer>A</answer><answer>(A)</answer>", OPTIONS).letter == "A"
+    )  # the same, twice
 
 
 def test_nested_answer_tags_leave_no_leftovers() -> None:
@@ -315,7 +326,8 @@ wordy_option_lists = st.lists(
     st.lists(word, min_size=1, max_size=3).map(" ".join), min_size=2, max_size=10, unique_by=normalize_option_text
 )
 tag_soup = st.lists(
-    st.sampled_from([*TAGS, "A", "C) MRI", "(B)", " ", "\n", "<", "</", "answer is ", "Option "]) | st.text(max_size=6),
+    st.sampled_from([*TAGS, "A", "C) MRI", "(B)", " ", "\n", "<", "</", "answer is ", "Option "])
+    | st.text(max_size=6),
     max_size=25,
 ).map("".join)
 
@@ -388,7 +400,9 @@ def test_letters_outside_the_options_give_no_letter(count: int, data: st.DataObj
 @given(options=wordy_option_lists, data=st.data())
 def test_option_text_answers_map_to_their_letter(options: list[str], data: st.DataObject) -> None:
     index = data.draw(st.integers(min_value=0, max_value=len(options) - 1))
-    variant = data.draw(st.sampled_from([str.upper, str.lower, str.title, lambda text: f"  {text.replace(' ', '   ')} "]))
+    variant = data.draw(
+        st.sampled_from([str.upper, str.lower, str.title, lambda text: f"  {text.replace(' ', '   ')} "])
+    )
     answer = variant(options[index])
     assert extract_letter(answer, options) == LETTERS[index]
     assert parse_completion(f"<think>x</think><answer>{answer}</answer>", options).letter == LETTERS[index]
@@ -416,7 +430,9 @@ def test_answers_a_person_reads_at_once(answer: str, options: list[str], letter:
 
 
 @given(options=wordy_option_lists, data=st.data())
-def test_a_letter_with_its_option_text_in_any_common_layout_is_that_letter(options: list[str], data: st.DataObject) -> None:
+def test_a_letter_with_its_option_text_in_any_common_layout_is_that_letter(
+    options: list[str], data: st.DataObject
+) -> None:
     index = data.draw(st.integers(0, len(options) - 1))
     letter, text = LETTERS[index], options[index]
     layout = data.draw(st.sampled_from(["{l}, {t}", "{l}\n{t}", "{l}\nBecause {t}.", "{w}", "({w}) {t}"]))
@@ -427,5 +443,7 @@ def test_a_letter_with_its_option_text_in_any_common_layout_is_that_letter(optio
 @given(options=wordy_option_lists, data=st.data())
 def test_two_different_answers_are_never_one_of_them(options: list[str], data: st.DataObject) -> None:
     first, second = data.draw(st.lists(st.sampled_from(LETTERS[: len(options)]), min_size=2, max_size=2, unique=True))
-    parsed = parse_completion(f"<think>x</think><answer>{first}</answer> <answer>{second}</answer>", options, final=True)
+    parsed = parse_completion(
+        f"<think>x</think><answer>{first}</answer> <answer>{second}</answer>", options, final=True
+    )
     assert parsed.letter is None and "different answers" in parsed.problem

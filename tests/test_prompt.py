@@ -186,7 +186,9 @@ def test_messages_carry_the_image_and_style_when_given() -> None:
 def test_a_question_over_the_limit_is_refused_with_its_length() -> None:
     from medvlm.user_text import MAX_QUESTION_CHARS
 
-    with pytest.raises(QuestionError, match=f"^The question is too long: 100,000 characters, and the limit is {MAX_QUESTION_CHARS:,}"):
+    with pytest.raises(
+        QuestionError, match=f"^The question is too long: 100,000 characters, and the limit is {MAX_QUESTION_CHARS:,}"
+    ):
         validate_question("x" * 100_000, ["A", "B"])
     assert validate_question("x" * MAX_QUESTION_CHARS, ["A", "B"])[0] == "x" * MAX_QUESTION_CHARS
 

@@ -32,7 +32,9 @@ def no_think_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_app_cli_and_evaluation_default_to_the_recorded_wording(no_think_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_app_cli_and_evaluation_default_to_the_recorded_wording(
+    no_think_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from medvlm.annotations import AnnotationStore
     from medvlm.cli import main as cli_main
     from medvlm.ui import AppConfig, Workbench
@@ -40,18 +42,56 @@ def test_app_cli_and_evaluation_default_to_the_recorded_wording(no_think_checkpo
 
     loaded = load_model(no_think_checkpoint)
     assert loaded.prompt_style is PromptStyle.NO_THINK
-    bench = Workbench(AppConfig(model=str(no_think_checkpoint)), model=loaded, store=AnnotationStore(tmp_path / "data"))
+    bench = Workbench(
+        AppConfig(model=str(no_think_checkpoint)), model=loaded, store=AnnotationStore(tmp_path / "data")
+    )
     assert bench.default_style() is PromptStyle.NO_THINK and "no-think wording" in bench.banner()
 
     image = tmp_path / "scan.png"
     from PIL import Image
 
     Image.new("RGB", (56, 56), (200, 200, 200)).save(image)
-    assert cli_main(["ask", "--model", str(no_think_checkpoint), "--image", str(image), "--question", "Which?", "--option", "A", "--option", "B", "--max-new-tokens", "4"]) == 0
+    assert (
+        cli_main(
+            [
+                "ask",
+                "--model",
+                str(no_think_checkpoint),
+                "--image",
+                str(image),
+                "--question",
+                "Which?",
+                "--option",
+                "A",
+                "--option",
+                "B",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "Prompt wording: no-think, the wording it was trained with" in capsys.readouterr().err
 
     data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps({"id": "q", "image": image.name, "question": "Which?", "options": ["CT", "MRI"], "answer": "A"}) + "\n")
-    assert evaluate_main(["--model", str(no_think_checkpoint), "--data", str(data), "--max_new_tokens", "4", "--output_dir", str(tmp_path / "eval")]) == 0
+    data.write_text(
+        json.dumps({"id": "q", "image": image.name, "question": "Which?", "options": ["CT", "MRI"], "answer": "A"})
+        + "\n"
+    )
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(no_think_checkpoint),
+                "--data",
+                str(data),
+                "--max_new_tokens",
+                "4",
+                "--output_dir",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["settings"]["prompt_style"] == "no-think"
     assert "Prompt wording: no-think" in capsys.readouterr().err

@@ -63,5 +63,8 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
         outputs[command] = done.stdout + done.stderr
     assert (tmp_path / "tiny-model" / "config.json").is_file()
     assert "Format followed:" in outputs[RUNNABLE[1]]
-    assert "Loaded 6 of 6 rows" in outputs[RUNNABLE[2]] and (tmp_path / "outputs" / "tiny-cpu-smoke" / "medvlm.json").is_file()
+    assert (
+        "Loaded 6 of 6 rows" in outputs[RUNNABLE[2]]
+        and (tmp_path / "outputs" / "tiny-cpu-smoke" / "medvlm.json").is_file()
+    )
     assert (tmp_path / "outputs" / "eval-tiny" / "report.md").is_file() and "Accuracy" in outputs[RUNNABLE[3]]

@@ -21,7 +21,10 @@ THINK = "<think> The scan shows the knee. </think>"
 # completion -> (format, accuracy with options, accuracy without options, paper, Med-R1)
 CASES = {
     "letter": (f"{THINK}\n<answer>C</answer>", (1.0, 1.0, 1.0, 1.0, 1.0)),
-    "letter and option text (paper flaw: the I of MRI)": (f"{THINK}<answer>C) MRI</answer>", (1.0, 1.0, 1.0, 0.0, 0.0)),
+    "letter and option text (paper flaw: the I of MRI)": (
+        f"{THINK}<answer>C) MRI</answer>",
+        (1.0, 1.0, 1.0, 0.0, 0.0),
+    ),
     "letter in brackets (paper: half)": (f"{THINK}<answer>(C)</answer>", (1.0, 1.0, 1.0, 0.5, 0.0)),
     "letter and period (paper: half)": (f"{THINK}<answer>C.</answer>", (1.0, 1.0, 1.0, 0.5, 0.0)),
     "lower case": (f"{THINK}<answer>c</answer>", (1.0, 1.0, 1.0, 1.0, 0.0)),
@@ -30,17 +33,32 @@ CASES = {
     "unclosed think, then an answer": ("<think> The scan <answer>C</answer>", (0.0, 1.0, 1.0, 1.0, 1.0)),
     "unclosed think, cut off": ("<think> The scan shows", (0.0, 0.0, 0.0, 0.0, 0.0)),
     "two answer tags, wrong one first": (f"{THINK}<answer>A</answer><answer>C</answer>", (1.0, 0.0, 0.0, 0.0, 0.0)),
-    "two different answer tags, right one first (ours: no answer; the paper reads the first)": (f"{THINK}<answer>C</answer><answer>A</answer>", (1.0, 0.0, 0.0, 1.0, 1.0)),
+    "two different answer tags, right one first (ours: no answer; the paper reads the first)": (
+        f"{THINK}<answer>C</answer><answer>A</answer>",
+        (1.0, 0.0, 0.0, 1.0, 1.0),
+    ),
     "the same answer twice": (f"{THINK}<answer>C</answer><answer>C</answer>", (1.0, 1.0, 1.0, 1.0, 1.0)),
     "letter, comma, option text": (f"{THINK}<answer>C, MRI</answer>", (1.0, 1.0, 1.0, 0.0, 0.0)),
-    "letter, then a reason on the next line": (f"{THINK}<answer>C\nBecause of the contrast.</answer>", (1.0, 1.0, 1.0, 0.0, 0.0)),
+    "letter, then a reason on the next line": (
+        f"{THINK}<answer>C\nBecause of the contrast.</answer>",
+        (1.0, 1.0, 1.0, 0.0, 0.0),
+    ),
     "full-width letter": (f"{THINK}<answer>\uff23</answer>", (1.0, 1.0, 1.0, 0.0, 0.0)),
     "option text as answer": (f"{THINK}<answer>MRI</answer>", (1.0, 1.0, 0.0, 0.0, 0.0)),
-    "answer tag inside the reasoning": ("<think> maybe <answer>C</answer> </think><answer>B</answer>", (1.0, 0.0, 0.0, 1.0, 1.0)),
+    "answer tag inside the reasoning": (
+        "<think> maybe <answer>C</answer> </think><answer>B</answer>",
+        (1.0, 0.0, 0.0, 1.0, 1.0),
+    ),
     "two letters": (f"{THINK}<answer>C or D</answer>", (1.0, 0.0, 0.0, 0.0, 0.0)),
     "wrong letter": (f"{THINK}<answer>B</answer>", (1.0, 0.0, 0.0, 0.0, 0.0)),
-    "answer on its own line (Med-R1's regex is single-line)": (f"{THINK}<answer>\nC\n</answer>", (1.0, 1.0, 1.0, 1.0, 0.0)),
-    "trailing newline (the paper's format reward gives 0)": (f"{THINK}\n<answer>C</answer>\n", (1.0, 1.0, 1.0, 1.0, 1.0)),
+    "answer on its own line (Med-R1's regex is single-line)": (
+        f"{THINK}<answer>\nC\n</answer>",
+        (1.0, 1.0, 1.0, 1.0, 0.0),
+    ),
+    "trailing newline (the paper's format reward gives 0)": (
+        f"{THINK}\n<answer>C</answer>\n",
+        (1.0, 1.0, 1.0, 1.0, 1.0),
+    ),
     "empty": ("", (0.0, 0.0, 0.0, 0.0, 0.0)),
 }
 
@@ -61,7 +79,9 @@ def test_reward_table(completion: str, expected: tuple[float, ...]) -> None:
 
 
 @pytest.mark.parametrize("completion, expected", CASES.values(), ids=CASES.keys())
-def test_conversational_completions_and_tagged_solutions_score_the_same(completion: str, expected: tuple[float, ...]) -> None:
+def test_conversational_completions_and_tagged_solutions_score_the_same(
+    completion: str, expected: tuple[float, ...]
+) -> None:
     as_string = [{"role": "assistant", "content": completion}]
     as_parts = [{"role": "assistant", "content": [{"type": "text", "text": completion}]}]
     assert _all_rewards(as_string) == expected
@@ -94,7 +114,16 @@ def test_rewards_accept_the_other_dataset_columns_as_keyword_arguments() -> None
 
 
 def test_completion_text_joins_message_contents() -> None:
-    messages = [{"role": "assistant", "content": [{"type": "text", "text": "<think> a"}, {"type": "image"}, {"type": "text", "text": " </think>"}]}]
+    messages = [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "<think> a"},
+                {"type": "image"},
+                {"type": "text", "text": " </think>"},
+            ],
+        }
+    ]
     assert completion_text(messages) == "<think> a </think>"
     assert completion_text("plain") == "plain"
 

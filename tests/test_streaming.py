@@ -31,7 +31,10 @@ def test_stream_yields_several_chunks_that_join_to_the_final_text(tiny_model: Lo
     assert all(later.text.startswith(earlier.text) for earlier, later in zip(updates, updates[1:]))
     assert final.stop_reason == "max_new_tokens"
     assert final.timing is not None and final.timing.new_tokens == 24
-    assert final.timing.time_to_first_token_s is not None and 0 < final.timing.time_to_first_token_s < final.timing.total_s
+    assert (
+        final.timing.time_to_first_token_s is not None
+        and 0 < final.timing.time_to_first_token_s < final.timing.total_s
+    )
     assert final.timing.tokens_per_second and final.timing.tokens_per_second > 0
     assert final.parsed.raw == final.text
 
@@ -72,9 +75,14 @@ def test_random_text_is_reported_as_no_answer(tiny_model: LoadedModel) -> None:
 def test_greedy_is_deterministic_and_seeded_sampling_reproducible(tiny_model: LoadedModel) -> None:
     greedy = [run(tiny_model, GenerationSettings(max_new_tokens=12))[-1].text for _ in range(2)]
     assert greedy[0] == greedy[1]
-    sampled = [run(tiny_model, GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.5, seed=7))[-1].text for _ in range(2)]
+    sampled = [
+        run(tiny_model, GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.5, seed=7))[-1].text
+        for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]
-    other_seed = run(tiny_model, GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.5, seed=8))[-1].text
+    other_seed = run(tiny_model, GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.5, seed=8))[
+        -1
+    ].text
     assert other_seed != sampled[0] or sampled[0] != greedy[0]
 
 
@@ -123,7 +131,9 @@ def test_bad_settings_are_explained(tiny_model: LoadedModel, settings: Generatio
         next(stream_completion(tiny_model, IMAGE, "Which?", OPTIONS, settings))
 
 
-def test_generation_failure_surfaces_as_project_error(tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generation_failure_surfaces_as_project_error(
+    tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("kernel exploded")
 
@@ -134,5 +144,9 @@ def test_generation_failure_surfaces_as_project_error(tiny_model: LoadedModel, m
 
 def test_smaller_max_pixels_means_fewer_image_tokens_and_still_streams(tiny_model: LoadedModel) -> None:
     big = Image.new("RGB", (800, 800), "gray")
-    small = list(stream_completion(tiny_model, big, "Which?", OPTIONS, GenerationSettings(max_new_tokens=4, max_pixels=16 * 28 * 28)))
+    small = list(
+        stream_completion(
+            tiny_model, big, "Which?", OPTIONS, GenerationSettings(max_new_tokens=4, max_pixels=16 * 28 * 28)
+        )
+    )
     assert small[-1].done and small[-1].timing.new_tokens == 4

@@ -103,7 +103,16 @@ def test_normalize_modality_unknown(name: str | None) -> None:
 
 @pytest.mark.parametrize(
     "solution, letter",
-    [("C", "C"), (" c ", "C"), ("<answer> C </answer>", "C"), ("<answer>J</answer>", "J"), ("CD", None), ("K", None), ("", None), (None, None)],
+    [
+        ("C", "C"),
+        (" c ", "C"),
+        ("<answer> C </answer>", "C"),
+        ("<answer>J</answer>", "J"),
+        ("CD", None),
+        ("K", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_solution_letter(solution: str | None, letter: str | None) -> None:
     assert solution_letter(solution) == letter
@@ -150,7 +159,11 @@ def test_huatuo_bundle_answer_text_becomes_its_letter_and_subset_selects(tmp_pat
         ],
     )
     records, report = load_records(data)
-    assert [(r.answer, r.modality, r.source) for r in records] == [("D", "MR", "huatuo"), ("B", "CT", "huatuo"), ("D", None, "huatuo")]
+    assert [(r.answer, r.modality, r.source) for r in records] == [
+        ("D", "MR", "huatuo"),
+        ("B", "CT", "huatuo"),
+        ("D", None, "huatuo"),
+    ]
     assert records[0] == VQARecord(
         id="medical_multimodel_evaluation_data:0",
         image_path=(tmp_path / "images" / "brain.png").resolve(),
@@ -182,9 +195,14 @@ def test_medvlm_r1_takes_the_letter_from_solution(tmp_path: Path) -> None:
         "dataset": "OmniMedVQA",
         "subset": "X-Ray",
     }
-    data = _write_json(tmp_path / "MRI_CT_XRAY_300each_dataset.json", [row, {**row, "solution": "B", "answer": "not an option"}])
+    data = _write_json(
+        tmp_path / "MRI_CT_XRAY_300each_dataset.json", [row, {**row, "solution": "B", "answer": "not an option"}]
+    )
     records, _ = load_records(data)
-    assert [(r.answer, r.modality, r.source) for r in records] == [("D", "X-Ray", "medvlm-r1"), ("B", "X-Ray", "medvlm-r1")]
+    assert [(r.answer, r.modality, r.source) for r in records] == [
+        ("D", "X-Ray", "medvlm-r1"),
+        ("B", "X-Ray", "medvlm-r1"),
+    ]
     assert load_records(data, format="medvlm-r1")[0] == records
 
 
@@ -219,13 +237,33 @@ def test_own_jsonl_format_keeps_ids_and_extra_fields(tmp_path: Path) -> None:
     data = _write_jsonl(
         tmp_path / "cases.jsonl",
         [
-            {"id": "case-17", "image": "images/knee.png", "question": "Which structure is torn?", "options": ["ACL", "PCL"], "answer": "b", "modality": "MRI", "question_type": "Anatomy Identification", "site": "Basel"},
-            {"image": str((tmp_path / "images" / "knee.png").resolve()), "question": "Which view?", "options": ["Axial", "Sagittal"], "answer": "A", "modality": "Endoscopy"},
+            {
+                "id": "case-17",
+                "image": "images/knee.png",
+                "question": "Which structure is torn?",
+                "options": ["ACL", "PCL"],
+                "answer": "b",
+                "modality": "MRI",
+                "question_type": "Anatomy Identification",
+                "site": "Basel",
+            },
+            {
+                "image": str((tmp_path / "images" / "knee.png").resolve()),
+                "question": "Which view?",
+                "options": ["Axial", "Sagittal"],
+                "answer": "A",
+                "modality": "Endoscopy",
+            },
         ],
     )
     first, second = load_records(data)[0]
     assert (first.id, first.answer, first.modality, first.question_type, first.extra, first.source) == (
-        "case-17", "B", "MR", "Anatomy Identification", {"site": "Basel"}, "jsonl"
+        "case-17",
+        "B",
+        "MR",
+        "Anatomy Identification",
+        {"site": "Basel"},
+        "jsonl",
     )
     assert (second.id, second.modality, second.question_type) == ("cases:1", "Endoscopy", None)
 
@@ -237,7 +275,10 @@ def _annotation_row(image: str | dict[str, Any], correct_answer: str | None, fla
         "output_id": "0f3c",
         "reviewer": "dr-a",
         "flags": flags,
-        **{f"flag_{flag}": flag in flags for flag in ("superficial", "contradiction", "hallucination", "wrong_answer", "sound")},
+        **{
+            f"flag_{flag}": flag in flags
+            for flag in ("superficial", "contradiction", "hallucination", "wrong_answer", "sound")
+        },
         "comment": "",
         "image": image,
         "image_sha256": "ab" * 32,
@@ -314,9 +355,17 @@ def test_real_annotation_export_round_trips(tmp_path: Path) -> None:
             generated_at="2025-01-01T00:00:00+00:00",
         )
         store.add(output, annotations.Review(reviewer="dr-a", flags=flags))
-    for export in (store.export_jsonl(tmp_path / "out" / "a.jsonl"), store.export_parquet(tmp_path / "out" / "a.parquet")):
+    for export in (
+        store.export_jsonl(tmp_path / "out" / "a.jsonl"),
+        store.export_parquet(tmp_path / "out" / "a.parquet"),
+    ):
         (record,), report = load_records(export)
-        assert (record.answer, record.modality, record.options, record.extra["flags"]) == ("B", "MR", ("Liver", "Knee"), ["superficial"])
+        assert (record.answer, record.modality, record.options, record.extra["flags"]) == (
+            "B",
+            "MR",
+            ("Liver", "Knee"),
+            ["superficial"],
+        )
         assert report.skipped == {"no correct answer": 1}
         assert Image.open(record.image_path).size == (20, 20)
 
@@ -329,7 +378,10 @@ def test_real_annotation_export_round_trips(tmp_path: Path) -> None:
         ({"image": ["a.png"], "question": "q", "options": ["x", "y"], "answer": "x", "subset": "X-Ray"}, "huatuo"),
         ({"image": "a.png", "question": "q", "options": ["x", "y"], "answer": "B"}, "jsonl"),
         ({"image": "a.png", "question": "q", "options": ["x", "y"], "answer": "y"}, "huatuo"),
-        ({"image": "a.png", "question": "q", "options": ["x", "y"], "correct_answer": "A", "flags": []}, "annotations"),
+        (
+            {"image": "a.png", "question": "q", "options": ["x", "y"], "correct_answer": "A", "flags": []},
+            "annotations",
+        ),
         ({"text": "q"}, None),
     ],
 )
@@ -371,11 +423,15 @@ def test_bad_rows_are_skipped_and_counted_by_reason(tmp_path: Path) -> None:
         "no image": 1,
         "malformed row": 1,
     }
-    assert report.examples["missing image file"][0][0] == "gone" and report.examples["missing image file"][0][1].endswith("missing.png")
+    assert report.examples["missing image file"][0][0] == "gone" and report.examples["missing image file"][0][
+        1
+    ].endswith("missing.png")
     assert report.examples["unreadable image"][0][0] == "broken"
     assert report.examples["answer not among options"][0] == ("beyond", "answer 'D', options A, B, C")
     assert report.examples["malformed row"] == [("rows:9", "")]
-    assert report.summary().startswith("Loaded 1 of 10 rows; skipped 9: missing image file (1), unreadable image (1), ")
+    assert report.summary().startswith(
+        "Loaded 1 of 10 rows; skipped 9: missing image file (1), unreadable image (1), "
+    )
 
     unchecked, report = load_records(data, check_images=False)
     assert [r.id for r in unchecked] == ["rows:0", "broken"]
@@ -400,7 +456,16 @@ def test_huatuo_answer_that_is_not_an_option_and_multi_image_rows_are_skipped(tm
 def test_limit_modality_filter_and_directories(tmp_path: Path) -> None:
     for shade in range(4):
         _png(tmp_path / f"{shade}.png", shade=shade * 60)
-    rows = [{"image": f"{i}.png", "question": f"Question {i}?", "options": ["Yes", "No"], "answer": "A", "modality": modality} for i, modality in enumerate(["CT", "MR", "mri", "X-Ray"])]
+    rows = [
+        {
+            "image": f"{i}.png",
+            "question": f"Question {i}?",
+            "options": ["Yes", "No"],
+            "answer": "A",
+            "modality": modality,
+        }
+        for i, modality in enumerate(["CT", "MR", "mri", "X-Ray"])
+    ]
     _write_jsonl(tmp_path / "a.jsonl", rows[:2])
     _write_jsonl(tmp_path / "b.jsonl", rows[2:])
     _write_jsonl(tmp_path / "nested" / "c.jsonl", rows)  # sub-folders are not read
@@ -432,8 +497,20 @@ def test_unreadable_sources_raise(tmp_path: Path) -> None:
 
 def test_hub_datasets_go_through_load_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     embedded = datasets.Dataset.from_dict(
-        {"image": [{"bytes": _png_bytes(50), "path": "scan.png"}], "question": ["Which?"], "options": [["Yes", "No"]], "answer": ["B"]},
-        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"), "options": datasets.List(datasets.Value("string")), "answer": datasets.Value("string")}),
+        {
+            "image": [{"bytes": _png_bytes(50), "path": "scan.png"}],
+            "question": ["Which?"],
+            "options": [["Yes", "No"]],
+            "answer": ["B"],
+        },
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "question": datasets.Value("string"),
+                "options": datasets.List(datasets.Value("string")),
+                "answer": datasets.Value("string"),
+            }
+        ),
     )
     by_path = datasets.Dataset.from_list([_huatuo_row("images/brain.png", "X-Ray")])
     calls: list[tuple[str, str]] = []
@@ -458,7 +535,14 @@ def test_hub_datasets_go_through_load_dataset(tmp_path: Path, monkeypatch: pytes
 
 
 def _record(image_path: Path, **fields: Any) -> VQARecord:
-    values = {"id": image_path.stem, "image_path": image_path, "question": "Which organ?", "options": ("Liver", "Lung"), "answer": "B", **fields}
+    values = {
+        "id": image_path.stem,
+        "image_path": image_path,
+        "question": "Which organ?",
+        "options": ("Liver", "Lung"),
+        "answer": "B",
+        **fields,
+    }
     return VQARecord(**values)
 
 
@@ -486,8 +570,17 @@ def test_to_grpo_dataset_columns_for_trl(tmp_path: Path) -> None:
     assert isinstance(dataset.features["image"], datasets.Image)
     first, second = dataset[0], dataset[1]
     assert first["prompt"][0]["content"][0]["type"] == "image"
-    assert first["prompt"][0]["content"][1] == build_messages("Which organ?", ["Liver", "Lung"], style="medr1")[0]["content"][1]
-    assert (first["solution"], first["options"], first["modality"], first["question_type"], first["id"]) == ("B", ["Liver", "Lung"], "MR", "Disease Diagnosis", "a")
+    assert (
+        first["prompt"][0]["content"][1]
+        == build_messages("Which organ?", ["Liver", "Lung"], style="medr1")[0]["content"][1]
+    )
+    assert (first["solution"], first["options"], first["modality"], first["question_type"], first["id"]) == (
+        "B",
+        ["Liver", "Lung"],
+        "MR",
+        "Disease Diagnosis",
+        "a",
+    )
     assert (second["solution"], second["modality"], second["image"].size) == ("C", None, (30, 50))
     # What GRPOTrainer does with a row: the image fills the placeholder.
     filled = prepare_multimodal_messages(first["prompt"], images=[first["image"]])
@@ -511,12 +604,23 @@ def test_grpo_trainer_accepts_the_dataset_and_rewards(tmp_path: Path, formatted_
 
     loaded = load_model(formatted_model_dir)
     config = GRPOConfig(
-        output_dir=str(tmp_path / "run"), per_device_train_batch_size=2, num_generations=2, max_completion_length=32,
-        max_steps=1, report_to=[], use_cpu=True, bf16=False, save_strategy="no", logging_steps=1,
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=32,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        logging_steps=1,
     )
     trainer = GRPOTrainer(
-        model=loaded.model, processing_class=loaded.processor, reward_funcs=[*get_rewards(["format", "accuracy"]), spy],
-        args=config, train_dataset=to_grpo_dataset(records),
+        model=loaded.model,
+        processing_class=loaded.processor,
+        reward_funcs=[*get_rewards(["format", "accuracy"]), spy],
+        args=config,
+        train_dataset=to_grpo_dataset(records),
     )
     trainer.train()
     assert seen["solution"] == ["B", "B"] and seen["options"] == [["Liver", "Lung"]] * 2
@@ -535,13 +639,19 @@ def test_the_report_shows_examples_of_every_reason_with_what_is_at_fault(tmp_pat
     """Rare reasons are not crowded out by a common one, and each example names the path or field."""
     (tmp_path / "images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "ok.png")
-    rows = [{"id": f"gone{i}", "image": f"images/missing{i}.png", "question": "Q?", "options": ["A", "B"], "answer": "A"} for i in range(30)]
+    rows = [
+        {"id": f"gone{i}", "image": f"images/missing{i}.png", "question": "Q?", "options": ["A", "B"], "answer": "A"}
+        for i in range(30)
+    ]
     rows.append({"id": "rare", "image": "images/ok.png", "question": "Q?", "options": ["A", "B"], "answer": "Z"})
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     _, report = load_records(tmp_path / "rows.jsonl", format="jsonl")
     lines = report.summary().splitlines()
     assert lines[0] == "Loaded 0 of 31 rows; skipped 31: missing image file (30), answer not among options (1)."
-    assert lines[1].startswith("  missing image file: row gone0 (") and str(tmp_path / "images" / "missing0.png") in lines[1]
+    assert (
+        lines[1].startswith("  missing image file: row gone0 (")
+        and str(tmp_path / "images" / "missing0.png") in lines[1]
+    )
     assert lines[1].endswith("; and 27 more")
     assert lines[2] == "  answer not among options: row rare (answer 'Z', options A, B)"
 
@@ -549,7 +659,9 @@ def test_the_report_shows_examples_of_every_reason_with_what_is_at_fault(tmp_pat
 def test_no_question_left_says_where_images_were_looked_for(tmp_path: Path) -> None:
     from train.data import no_records_message
 
-    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "q", "image": "brain001.png", "question": "Q?", "options": ["A", "B"], "answer": "A"}) + "\n")
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps({"id": "q", "image": "brain001.png", "question": "Q?", "options": ["A", "B"], "answer": "A"}) + "\n"
+    )
     _, report = load_records(tmp_path / "rows.jsonl", format="jsonl")
     message = no_records_message(tmp_path / "rows.jsonl", None, report, purpose="evaluate")
     assert f"No question left to evaluate in {tmp_path / 'rows.jsonl'}." in message

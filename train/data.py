@@ -66,7 +66,15 @@ from typing import TYPE_CHECKING, Any
 
 from medvlm.errors import ImageLoadError, MedVLMError, QuestionError
 from medvlm.images import load_image
-from medvlm.prompt import LETTERS, MAX_OPTIONS, MIN_OPTIONS, PromptStyle, build_messages, normalize_option_text, validate_question
+from medvlm.prompt import (
+    LETTERS,
+    MAX_OPTIONS,
+    MIN_OPTIONS,
+    PromptStyle,
+    build_messages,
+    normalize_option_text,
+    validate_question,
+)
 
 if TYPE_CHECKING:  # datasets takes about a second to import; only the functions that need it do
     import datasets
@@ -74,7 +82,16 @@ if TYPE_CHECKING:  # datasets takes about a second to import; only the functions
 FORMATS: tuple[str, ...] = ("huatuo", "medvlm-r1", "med-r1", "jsonl", "annotations")
 """The formats :func:`load_records` reads; also the values of ``VQARecord.source``."""
 
-CANONICAL_MODALITIES: tuple[str, ...] = ("MR", "CT", "X-Ray", "Ultrasound", "Dermoscopy", "Fundus", "OCT", "Microscopy")
+CANONICAL_MODALITIES: tuple[str, ...] = (
+    "MR",
+    "CT",
+    "X-Ray",
+    "Ultrasound",
+    "Dermoscopy",
+    "Fundus",
+    "OCT",
+    "Microscopy",
+)
 """OmniMedVQA's eight modalities (the Med-R1 splits), under one short name each."""
 
 QUESTION_TYPES: tuple[str, ...] = (
@@ -178,7 +195,10 @@ class LoadReport:
             text += f"; {self.not_selected} rows outside the selected subset/modality were not considered"
         lines = [text + "."]
         for reason, _ in self.skipped.most_common():
-            shown = "; ".join(f"row {row_id}" + (f" ({detail})" if detail else "") for row_id, detail in self.examples.get(reason, []))
+            shown = "; ".join(
+                f"row {row_id}" + (f" ({detail})" if detail else "")
+                for row_id, detail in self.examples.get(reason, [])
+            )
             more = self.skipped[reason] - len(self.examples.get(reason, []))
             lines.append(f"  {reason}: {shown}" + (f"; and {more} more" if more > 0 else ""))
         return "\n".join(lines)
@@ -310,14 +330,18 @@ def _read_sources(source: str | Path, data_root: Path | None, split: str) -> Ite
     if path.is_dir():
         files = sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in _DATA_SUFFIXES)
         if not files:
-            raise DatasetError(f"The folder {path} holds no .json, .jsonl or .parquet file (sub-folders are not searched).")
+            raise DatasetError(
+                f"The folder {path} holds no .json, .jsonl or .parquet file (sub-folders are not searched)."
+            )
     elif path.is_file():
         files = [path]
     elif _HUB_ID.match(str(source)) and not str(source).startswith("."):
         yield _hub_origin(str(source), data_root), _hub_rows(str(source), split)
         return
     else:
-        raise DatasetError(f"No data file or folder at {source}, and it is not a Hugging Face Hub dataset id (org/name).")
+        raise DatasetError(
+            f"No data file or folder at {source}, and it is not a Hugging Face Hub dataset id (org/name)."
+        )
     for file in files:
         root = (data_root or file.parent).resolve()
         yield _Origin(name=file.stem, path=file.resolve(), root=root, blob_root=root), _file_rows(file)
@@ -356,7 +380,9 @@ def _hub_origin(dataset_id: str, data_root: Path | None) -> _Origin:
     import datasets
 
     blob_root = data_root or Path(datasets.config.HF_DATASETS_CACHE) / "medvlm-images" / dataset_id.replace("/", "--")
-    return _Origin(name=dataset_id, path=None, root=data_root.resolve() if data_root else None, blob_root=blob_root.resolve())
+    return _Origin(
+        name=dataset_id, path=None, root=data_root.resolve() if data_root else None, blob_root=blob_root.resolve()
+    )
 
 
 def _hub_rows(dataset_id: str, split: str) -> Iterable[dict[str, Any]]:
@@ -447,7 +473,17 @@ def _parse_jsonl(row: Mapping[str, Any], origin: _Origin) -> _Row:
     )
 
 
-_ANNOTATION_EXTRA = ("output_id", "reviewer", "flags", "comment", "model_id", "letter", "format_ok", "is_correct", "prompt_style")
+_ANNOTATION_EXTRA = (
+    "output_id",
+    "reviewer",
+    "flags",
+    "comment",
+    "model_id",
+    "letter",
+    "format_ok",
+    "is_correct",
+    "prompt_style",
+)
 
 
 def _parse_annotation(row: Mapping[str, Any], origin: _Origin) -> _Row:
@@ -500,7 +536,10 @@ def _letter_of_text(answer: Any, options: Sequence[str]) -> str | None:
     """The letter of the option whose text is ``answer`` (exactly, else ignoring case and spacing)."""
     if not isinstance(answer, str):
         return None
-    for wanted, texts in ((answer, list(options)), (normalize_option_text(answer), [normalize_option_text(text) for text in options])):
+    for wanted, texts in (
+        (answer, list(options)),
+        (normalize_option_text(answer), [normalize_option_text(text) for text in options]),
+    ):
         if wanted in texts:
             return LETTERS[texts.index(wanted)]
     return None
@@ -677,7 +716,10 @@ def _validated(row_id: str, row: _Row, origin: _Origin, row_format: str, check_i
         raise _Skip(_refusal_reason(row.question, row.options), str(error)) from None
     answer = _letter_of_text(row.answer, options) if row.answer_is_text else solution_letter(row.answer)
     if answer is None or answer not in LETTERS[: len(options)]:
-        raise _Skip("answer not among options", f"answer {str(row.answer)[:60]!r}, options {', '.join(LETTERS[: len(options)])}")
+        raise _Skip(
+            "answer not among options",
+            f"answer {str(row.answer)[:60]!r}, options {', '.join(LETTERS[: len(options)])}",
+        )
     image_path = _image_path(row.image, origin)
     if problem := _image_problem(image_path, check_images):
         raise _Skip(problem, str(image_path))
@@ -721,7 +763,9 @@ def _rendered_png(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def to_grpo_dataset(records: Sequence[VQARecord], *, style: PromptStyle | str = PromptStyle.MEDVLM) -> datasets.Dataset:
+def to_grpo_dataset(
+    records: Sequence[VQARecord], *, style: PromptStyle | str = PromptStyle.MEDVLM
+) -> datasets.Dataset:
     """The records as a dataset for TRL's ``GRPOTrainer`` (vision-language, conversational).
 
     Columns: ``prompt`` (``medvlm.prompt.build_messages``: one user turn whose content starts with
@@ -740,7 +784,10 @@ def to_grpo_dataset(records: Sequence[VQARecord], *, style: PromptStyle | str = 
     features = datasets.Features(
         {
             "prompt": datasets.List(
-                {"role": datasets.Value("string"), "content": datasets.List({"type": datasets.Value("string"), "text": datasets.Value("string")})}
+                {
+                    "role": datasets.Value("string"),
+                    "content": datasets.List({"type": datasets.Value("string"), "text": datasets.Value("string")}),
+                }
             ),
             "image": datasets.Image(),
             "solution": datasets.Value("string"),

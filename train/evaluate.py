@@ -71,7 +71,9 @@ class SampleResult:
     def correct(self) -> bool:
         return self.parsed.letter == self.record.answer
 
-    def to_dict(self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = "") -> dict[str, Any]:
+    def to_dict(
+        self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = ""
+    ) -> dict[str, Any]:
         """One ``samples.jsonl`` line; the shared field names are those of ``annotations.ModelOutput``."""
         record, parsed = self.record, self.parsed
         return {
@@ -117,7 +119,9 @@ class Score:
 
     @classmethod
     def of(cls, samples: Sequence[SampleResult]) -> Score:
-        return cls(n=len(samples), correct=sum(s.correct for s in samples), format_ok=sum(s.parsed.format_ok for s in samples))
+        return cls(
+            n=len(samples), correct=sum(s.correct for s in samples), format_ok=sum(s.parsed.format_ok for s in samples)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "accuracy": self.accuracy, "format_compliance": self.format_compliance}
@@ -174,7 +178,9 @@ class EvaluationResult:
         if load_report is not None:
             overall["skipped_rows"] = sum(load_report.skipped.values())
             evaluated_and_skipped = score.n + overall["skipped_rows"]
-            overall["accuracy_with_skipped_as_wrong"] = score.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
+            overall["accuracy_with_skipped_as_wrong"] = (
+                score.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
+            )
         return {
             "protocol": "accuracy = correct / questions evaluated; an unreadable answer counts as wrong; rows skipped while loading are listed under data.load_report and not in the denominator",
             "model": self.model,
@@ -238,7 +244,9 @@ def evaluate(
     )
 
 
-def _answer_batch(loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle) -> list[SampleResult]:
+def _answer_batch(
+    loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle
+) -> list[SampleResult]:
     import torch
 
     from medvlm.images import load_image
@@ -249,9 +257,16 @@ def _answer_batch(loaded: LoadedModel, batch: Sequence[VQARecord], settings: Gen
         try:
             images.append(load_image(record.image_path).image)
         except MedVLMError as error:
-            raise MedVLMError(f"Question {record.id}: the image {record.image_path} could not be read: {error}") from error
+            raise MedVLMError(
+                f"Question {record.id}: the image {record.image_path} could not be read: {error}"
+            ) from error
     inputs = prepare_inputs(
-        loaded, images, [r.question for r in batch], [list(r.options) for r in batch], style=style, max_pixels=settings.max_pixels
+        loaded,
+        images,
+        [r.question for r in batch],
+        [list(r.options) for r in batch],
+        style=style,
+        max_pixels=settings.max_pixels,
     )
     tokenizer = loaded.processor.tokenizer
     with torch.inference_mode():
@@ -293,19 +308,32 @@ def _stop(tokens: list[int], eos_ids: set[int]) -> tuple[str, int]:
 
 
 def write_outputs(
-    result: EvaluationResult, output_dir: str | Path, *, data: dict[str, Any] | None = None, load_report: LoadReport | None = None
+    result: EvaluationResult,
+    output_dir: str | Path,
+    *,
+    data: dict[str, Any] | None = None,
+    load_report: LoadReport | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``samples.jsonl`` into ``output_dir``; return their paths."""
     folder = Path(output_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     report = result.to_report(data, load_report)
-    paths = {"report.json": folder / "report.json", "report.md": folder / "report.md", "samples.jsonl": folder / "samples.jsonl"}
+    paths = {
+        "report.json": folder / "report.json",
+        "report.md": folder / "report.md",
+        "samples.jsonl": folder / "samples.jsonl",
+    }
     paths["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["report.md"].write_text(render_markdown(report), encoding="utf-8")
     settings = result.settings.to_dict()
     with paths["samples.jsonl"].open("w", encoding="utf-8") as handle:
         for sample in result.samples:
-            line = sample.to_dict(model=result.model, settings=settings, prompt_style=result.prompt_style, generated_at=result.generated_at)
+            line = sample.to_dict(
+                model=result.model,
+                settings=settings,
+                prompt_style=result.prompt_style,
+                generated_at=result.generated_at,
+            )
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return paths
 
@@ -313,12 +341,19 @@ def write_outputs(
 def render_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the report's numbers as Markdown tables."""
     model, settings, timing = report["model"], report["settings"], report["timing"]
-    decoding = "greedy" if not settings["do_sample"] else f"sampling (temperature {settings['temperature']}, top-p {settings['top_p']}, seed {settings['seed']})"
+    decoding = (
+        "greedy"
+        if not settings["do_sample"]
+        else f"sampling (temperature {settings['temperature']}, top-p {settings['top_p']}, seed {settings['seed']})"
+    )
     lines = [
         f"# Evaluation of {model['model']}",
         "",
-        f"- Model: `{model['model']}`" + (f" at `{model['revision']}`" if model.get("revision") else "") + (" (**random test weights**)" if model.get("random_weights") else ""),
-        f"- Data: `{report['data'].get('source', '?')}`" + (f" -- {report['data']['load_report']['summary']}" if "load_report" in report["data"] else ""),
+        f"- Model: `{model['model']}`"
+        + (f" at `{model['revision']}`" if model.get("revision") else "")
+        + (" (**random test weights**)" if model.get("random_weights") else ""),
+        f"- Data: `{report['data'].get('source', '?')}`"
+        + (f" -- {report['data']['load_report']['summary']}" if "load_report" in report["data"] else ""),
         f"- Decoding: {decoding}, at most {settings['max_new_tokens']} new tokens, prompt style `{settings['prompt_style']}`, batch size {settings['batch_size']}",
         f"- {report['protocol']}.",
         "",
@@ -327,7 +362,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         _row("**overall**", report["overall"]),
     ]
     for title, key in (("Modality", "by_modality"), ("Question type", "by_question_type")):
-        lines += ["", f"## By {title.lower()}", "", f"| {title.lower()} | n | correct | accuracy | format OK |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"## By {title.lower()}",
+            "",
+            f"| {title.lower()} | n | correct | accuracy | format OK |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         lines += [_row(name, score) for name, score in report[key].items()]
     overall = report["overall"]
     lines += [
@@ -337,14 +378,22 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Unreadable answers (counted wrong): {report['unreadable_answers']}; cut off at the token limit: {report['stopped_at_max_new_tokens']}.",
     ]
     if "skipped_rows" in overall:
-        lines.append(f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: {overall['accuracy_with_skipped_as_wrong']:.2%}.")
+        lines.append(
+            f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: {overall['accuracy_with_skipped_as_wrong']:.2%}."
+        )
     rate = timing["samples_per_s"]
-    lines.append(f"- Time: {timing['total_s']:.1f} s" + (f", {rate:.2f} questions/s, {timing['new_tokens_per_s']:.1f} new tokens/s" if rate else "") + ".")
+    lines.append(
+        f"- Time: {timing['total_s']:.1f} s"
+        + (f", {rate:.2f} questions/s, {timing['new_tokens_per_s']:.1f} new tokens/s" if rate else "")
+        + "."
+    )
     return "\n".join(lines) + "\n"
 
 
 def _row(name: str, score: dict[str, Any]) -> str:
-    return f"| {name} | {score['n']} | {score['correct']} | {score['accuracy']:.2%} | {score['format_compliance']:.2%} |"
+    return (
+        f"| {name} | {score['n']} | {score['correct']} | {score['accuracy']:.2%} | {score['format_compliance']:.2%} |"
+    )
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -355,16 +404,30 @@ class EvaluateArguments:
     """``python -m train.evaluate --help`` lists these."""
 
     data: str = field(metadata={"help": "Data: a .json/.jsonl/.parquet file, a folder of them, or a Hub dataset id."})
-    model: str = field(default=DEFAULT_MODEL_ID, metadata={"help": "Hub id, checkpoint directory or LoRA adapter directory."})
+    model: str = field(
+        default=DEFAULT_MODEL_ID, metadata={"help": "Hub id, checkpoint directory or LoRA adapter directory."}
+    )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of --model."})
     format: str = field(default="auto", metadata={"help": "Data format.", "choices": ["auto", *FORMATS]})
-    data_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths start from; the data file's folder when not given."})
-    subset: str | None = field(default=None, metadata={"help": "Keep rows of this subset only, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."})
-    modality: str | None = field(default=None, metadata={"help": "Keep rows of this modality only (MR, CT, X-Ray, ...; any common spelling)."})
+    data_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder that relative image paths start from; the data file's folder when not given."},
+    )
+    subset: str | None = field(
+        default=None,
+        metadata={"help": "Keep rows of this subset only, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."},
+    )
+    modality: str | None = field(
+        default=None, metadata={"help": "Keep rows of this modality only (MR, CT, X-Ray, ...; any common spelling)."}
+    )
     split: str = field(default="test", metadata={"help": "Split of a Hub dataset."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many questions."})
-    check_images: bool = field(default=True, metadata={"help": "Decode every image before the run, and skip and count the unreadable ones."})
-    batch_size: int = field(default=16, metadata={"help": "Questions per generate call (1 = one at a time, as MedVLM-R1 did)."})
+    check_images: bool = field(
+        default=True, metadata={"help": "Decode every image before the run, and skip and count the unreadable ones."}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "Questions per generate call (1 = one at a time, as MedVLM-R1 did)."}
+    )
     max_new_tokens: int = field(default=512, metadata={"help": "New-token limit (MedVLM-R1: 512, Med-R1: 256)."})
     style: str | None = field(
         default=None,
@@ -374,23 +437,40 @@ class EvaluateArguments:
             "choices": [s.value for s in PromptStyle],
         },
     )
-    sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (the papers decode greedily)."})
+    sample: bool = field(
+        default=False, metadata={"help": "Sample instead of greedy decoding (the papers decode greedily)."}
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with --sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p (with --sample)."})
     seed: int | None = field(default=None, metadata={"help": "Random seed, set once before the first batch."})
-    max_pixels: int | None = field(default=None, metadata={"help": "Image-token budget in pixels (the recipe: 401408 = 512 tokens); the checkpoint's own when not given."})
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image-token budget in pixels (the recipe: 401408 = 512 tokens); the checkpoint's own when not given."
+        },
+    )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, mps; automatic when not given."})
-    dtype: str | None = field(default=None, metadata={"help": "bf16, fp16 or fp32; bf16 on CUDA and fp32 elsewhere when not given."})
-    output_dir: str = field(default="outputs/evaluation", metadata={"help": "Where report.json, report.md and samples.jsonl are written."})
+    dtype: str | None = field(
+        default=None, metadata={"help": "bf16, fp16 or fp32; bf16 on CUDA and fp32 elsewhere when not given."}
+    )
+    output_dir: str = field(
+        default="outputs/evaluation", metadata={"help": "Where report.json, report.md and samples.jsonl are written."}
+    )
 
     def generation_settings(self) -> GenerationSettings:
         """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
         from medvlm.streaming import GenerationSettings
 
         if not self.sample and (self.temperature != 1.0 or self.top_p != 1.0):
-            raise MedVLMError("--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding.")
+            raise MedVLMError(
+                "--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding."
+            )
         return GenerationSettings(
-            max_new_tokens=self.max_new_tokens, do_sample=self.sample, temperature=self.temperature, top_p=self.top_p, seed=self.seed
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
         ).validate()
 
 
@@ -412,11 +492,17 @@ def run(args: EvaluateArguments) -> EvaluationResult:
         raise MedVLMError(no_records_message(args.data, args.data_root, load_report, purpose="evaluate"))
     from medvlm.model import load_model
 
-    loaded = load_model(args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
+    loaded = load_model(
+        args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels
+    )
     if loaded.is_test_model:
         print("Note: this is the tiny random test model; its answers are random.", file=sys.stderr, flush=True)
     if args.style is None:
-        print(f"Prompt wording: {loaded.prompt_style.value}, {loaded.prompt_style_reason} (--style changes it).", file=sys.stderr, flush=True)
+        print(
+            f"Prompt wording: {loaded.prompt_style.value}, {loaded.prompt_style_reason} (--style changes it).",
+            file=sys.stderr,
+            flush=True,
+        )
     result = evaluate(loaded, records, batch_size=args.batch_size, settings=settings, style=args.style)
     data = {
         "source": args.data,

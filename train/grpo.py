@@ -72,26 +72,53 @@ class GRPOScriptArguments:
     """What to train on and how to ask and score: everything that is not a GRPO or model setting."""
 
     dataset_name: str = field(
-        metadata={"help": "Where the questions are: a Hub dataset id (e.g. FreedomIntelligence/Medical_Multimodal_Evaluation_Data), a JSON/JSONL file, or a directory."}
+        metadata={
+            "help": "Where the questions are: a Hub dataset id (e.g. FreedomIntelligence/Medical_Multimodal_Evaluation_Data), a JSON/JSONL file, or a directory."
+        }
     )
-    dataset_format: str = field(default="auto", metadata={"help": "Record layout understood by train.data.load_records ('auto' detects it)."})
-    data_root: str | None = field(default=None, metadata={"help": "Directory that relative image paths in the records are resolved against (default: next to the data)."})
-    dataset_split: str = field(default="test", metadata={"help": "Split of a Hub dataset (the MedVLM-R1 training questions are in 'test')."})
-    dataset_subset: str | None = field(default=None, metadata={"help": "Keep only records of this subset, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."})
+    dataset_format: str = field(
+        default="auto", metadata={"help": "Record layout understood by train.data.load_records ('auto' detects it)."}
+    )
+    data_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "Directory that relative image paths in the records are resolved against (default: next to the data)."
+        },
+    )
+    dataset_split: str = field(
+        default="test", metadata={"help": "Split of a Hub dataset (the MedVLM-R1 training questions are in 'test')."}
+    )
+    dataset_subset: str | None = field(
+        default=None,
+        metadata={"help": "Keep only records of this subset, e.g. 'MR (Mag-netic Resonance Imaging)' (sic)."},
+    )
     modality: str | None = field(default=None, metadata={"help": "Keep only records of this imaging modality."})
-    dataset_limit: int | None = field(default=None, metadata={"help": "Use at most this many records (after filtering), in file order."})
+    dataset_limit: int | None = field(
+        default=None, metadata={"help": "Use at most this many records (after filtering), in file order."}
+    )
     prompt_style: str = field(
         default=PromptStyle.MEDVLM.value,
-        metadata={"help": "Wording of the instructions (medvlm.prompt.PromptStyle).", "choices": [style.value for style in PromptStyle]},
+        metadata={
+            "help": "Wording of the instructions (medvlm.prompt.PromptStyle).",
+            "choices": [style.value for style in PromptStyle],
+        },
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": f"Rewards by name, summed (train.rewards.REWARDS: {', '.join(REWARDS)})."},
     )
-    max_pixels: int = field(default=RECIPE_MAX_PIXELS, metadata={"help": "Largest image in pixels (401408 = at most 512 image tokens of 28x28)."})
+    max_pixels: int = field(
+        default=RECIPE_MAX_PIXELS,
+        metadata={"help": "Largest image in pixels (401408 = at most 512 image tokens of 28x28)."},
+    )
     min_pixels: int = field(default=RECIPE_MIN_PIXELS, metadata={"help": "Smallest image in pixels."})
-    image_backend: str | None = field(default=None, metadata={"help": "Image processor backend, 'pil' or 'torchvision' (default: torchvision where it works)."})
-    recipe_file: str | None = field(default=None, init=False, metadata={"help": "The --config file (set by parse_args, recorded in medvlm.json)."})
+    image_backend: str | None = field(
+        default=None,
+        metadata={"help": "Image processor backend, 'pil' or 'torchvision' (default: torchvision where it works)."},
+    )
+    recipe_file: str | None = field(
+        default=None, init=False, metadata={"help": "The --config file (set by parse_args, recorded in medvlm.json)."}
+    )
 
 
 def recipes() -> dict[str, str]:
@@ -151,7 +178,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPO
         index = argv.index("--config") + 1
         recipe = argv[index] if index < len(argv) else ""
         if not Path(recipe).is_file():
-            raise MedVLMError(f"No recipe file at {recipe or '(nothing after --config)'}. The recipes are: {', '.join(recipes())}.")
+            raise MedVLMError(
+                f"No recipe file at {recipe or '(nothing after --config)'}. The recipes are: {', '.join(recipes())}."
+            )
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="python -m train.grpo")
@@ -230,7 +259,9 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     logger.info("Training data from %s:\n%s", script_args.dataset_name, report.summary())
     if not records:
-        raise MedVLMError(no_records_message(script_args.dataset_name, script_args.data_root, report, purpose="train on"))
+        raise MedVLMError(
+            no_records_message(script_args.dataset_name, script_args.data_root, report, purpose="train on")
+        )
     train_dataset = to_grpo_dataset(records, style=PromptStyle(script_args.prompt_style))
 
     ################
@@ -283,7 +314,10 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_processor(processor, training_args.output_dir)
-        write_metadata(training_args.output_dir, _run_metadata(script_args, training_args, model_args, report, metrics, trainer.state.log_history))
+        write_metadata(
+            training_args.output_dir,
+            _run_metadata(script_args, training_args, model_args, report, metrics, trainer.state.log_history),
+        )
         trainer.create_model_card(dataset_name=script_args.dataset_name, tags=MODEL_CARD_TAGS)
         logger.info("Model, processor and medvlm.json saved to %s", training_args.output_dir)
     trainer.accelerator.wait_for_everyone()  # the other processes wait for the files, then all leave together
@@ -298,7 +332,11 @@ def _setup_logging(training_args: GRPOConfig) -> None:
     import datasets
     import transformers
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
     datasets.utils.logging.set_verbosity(library_level)
@@ -317,7 +355,9 @@ def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
         return None
     if requested.lower() in ("true", "yes", "last"):
         if last is None:
-            raise MedVLMError(f"--resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory.")
+            raise MedVLMError(
+                f"--resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory."
+            )
         return last
     if not os.path.isdir(requested):
         raise MedVLMError(f"No checkpoint directory at {requested}.")
@@ -350,7 +390,9 @@ def _run_metadata(
     log_history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """``medvlm.json`` of the trained model: how it was made, from what, and how training ended."""
-    base_metadata = read_metadata(model_args.model_name_or_path) if Path(model_args.model_name_or_path).is_dir() else {}
+    base_metadata = (
+        read_metadata(model_args.model_name_or_path) if Path(model_args.model_name_or_path).is_dir() else {}
+    )
     recipe_file = script_args.recipe_file
     last_logged = next((entry for entry in reversed(log_history) if "reward" in entry), {})
     return {

@@ -58,11 +58,17 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     whitespace is stripped first, so a completion ending in a newline is not penalised (the
     original gives it 0.0).
     """
-    return [1.0 if parse_completion(completion_text(completion), MAX_OPTIONS, final=True).format_ok else 0.0 for completion in completions]
+    return [
+        1.0 if parse_completion(completion_text(completion), MAX_OPTIONS, final=True).format_ok else 0.0
+        for completion in completions
+    ]
 
 
 def accuracy_reward(
-    completions: Sequence[Any], solution: Sequence[str], options: Sequence[Sequence[str] | None] | None = None, **kwargs: Any
+    completions: Sequence[Any],
+    solution: Sequence[str],
+    options: Sequence[Sequence[str] | None] | None = None,
+    **kwargs: Any,
 ) -> list[float | None]:
     """1.0 when the letter :func:`medvlm.parsing.parse_completion` reads (final) is the solution's, else 0.0.
 
@@ -81,7 +87,9 @@ def accuracy_reward(
         if truth is None:
             rewards.append(None)
             continue
-        parsed = parse_completion(completion_text(completion), list(sample_options) if sample_options else MAX_OPTIONS, final=True)
+        parsed = parse_completion(
+            completion_text(completion), list(sample_options) if sample_options else MAX_OPTIONS, final=True
+        )
         rewards.append(1.0 if parsed.letter == truth else 0.0)
     return rewards
 

@@ -30,12 +30,17 @@ class ResumableGRPOTrainer(GRPOTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         model = self.model if model is None else model
-        full_weights = any((Path(resume_from_checkpoint) / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        full_weights = any(
+            (Path(resume_from_checkpoint) / name).is_file()
+            for name in ("model.safetensors", "model.safetensors.index.json")
+        )
         if not full_weights or isinstance(model, PeftModel):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
         dtype = next(model.parameters()).dtype
-        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, attn_implementation=model.config._attn_implementation)
+        saved = type(model).from_pretrained(
+            resume_from_checkpoint, dtype=dtype, attn_implementation=model.config._attn_implementation
+        )
         model.load_state_dict(saved.state_dict(), strict=True)  # every key, or an error: never a silent restart
         del saved
         logger.info("Restored the weights of %s", resume_from_checkpoint)

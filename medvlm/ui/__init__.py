@@ -12,7 +12,12 @@ from typing import Any
 
 __all__ = ["AppConfig", "Session", "Workbench", "build_demo"]
 
-_HOMES = {"AppConfig": "medvlm.ui.config", "Session": "medvlm.ui.handlers", "Workbench": "medvlm.ui.handlers", "build_demo": "medvlm.ui.layout"}
+_HOMES = {
+    "AppConfig": "medvlm.ui.config",
+    "Session": "medvlm.ui.handlers",
+    "Workbench": "medvlm.ui.handlers",
+    "build_demo": "medvlm.ui.layout",
+}
 
 
 def __getattr__(name: str) -> Any:

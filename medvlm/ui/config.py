@@ -86,16 +86,24 @@ class AppConfig:
         return cls(
             model=args.model or env.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_ID,
             data_dir=Path(data_dir).expanduser() if data_dir else None,
-            host=args.host or env.get("GRADIO_SERVER_NAME", "").strip() or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
+            host=args.host
+            or env.get("GRADIO_SERVER_NAME", "").strip()
+            or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
             port=args.port or _int(env.get("GRADIO_SERVER_PORT"), "GRADIO_SERVER_PORT") or DEFAULT_PORT,
             share=args.share,
-            users=parse_users(args.auth if args.auth is not None else env.get(USERS_ENV, ""), "--auth" if args.auth is not None else USERS_ENV),
+            users=parse_users(
+                args.auth if args.auth is not None else env.get(USERS_ENV, ""),
+                "--auth" if args.auth is not None else USERS_ENV,
+            ),
             oauth=bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")),
             concurrency=_positive(args.concurrency, "--concurrency")
             or _positive(_int(env.get(CONCURRENCY_ENV), CONCURRENCY_ENV), CONCURRENCY_ENV)
             or default_concurrency(),
             fast_cpu=not args.no_fast_cpu and _flag(env.get(FAST_CPU_ENV), FAST_CPU_ENV, default=True),
-            evaluation_images=_folder(args.evaluation_images or env.get(EVALUATION_IMAGES_ENV, "").strip() or None, "--evaluation-images" if args.evaluation_images else EVALUATION_IMAGES_ENV),
+            evaluation_images=_folder(
+                args.evaluation_images or env.get(EVALUATION_IMAGES_ENV, "").strip() or None,
+                "--evaluation-images" if args.evaluation_images else EVALUATION_IMAGES_ENV,
+            ),
         )
 
     def launch_kwargs(self) -> dict[str, Any]:
@@ -115,13 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="app.py",
         description="The medvlm web app: ask a reasoning medical VLM about an image or DICOM, watch it think, review its answers.",
     )
-    parser.add_argument("--model", help=f"Hub id, checkpoint directory or LoRA adapter directory (env {MODEL_ENV}; default {DEFAULT_MODEL_ID})")
+    parser.add_argument(
+        "--model",
+        help=f"Hub id, checkpoint directory or LoRA adapter directory (env {MODEL_ENV}; default {DEFAULT_MODEL_ID})",
+    )
     parser.add_argument("--data-dir", help=f"where reviews are stored (env {DATA_DIR_ENV}; default ./medvlm-data)")
-    parser.add_argument("--host", help="address to listen on (env GRADIO_SERVER_NAME; default 127.0.0.1, or 0.0.0.0 on a Space)")
+    parser.add_argument(
+        "--host", help="address to listen on (env GRADIO_SERVER_NAME; default 127.0.0.1, or 0.0.0.0 on a Space)"
+    )
     parser.add_argument("--port", type=int, help=f"port (env GRADIO_SERVER_PORT; default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     parser.add_argument("--auth", help=f"require a login: 'user:password[,user2:password2...]' (env {USERS_ENV})")
-    parser.add_argument("--concurrency", type=int, help=f"generations at once (env {CONCURRENCY_ENV}; default 1 on CPU, 2 on a GPU)")
+    parser.add_argument(
+        "--concurrency", type=int, help=f"generations at once (env {CONCURRENCY_ENV}; default 1 on CPU, 2 on a GPU)"
+    )
     parser.add_argument(
         "--no-fast-cpu",
         action="store_true",
@@ -144,7 +159,9 @@ def parse_users(text: str, source: str) -> tuple[tuple[str, str], ...]:
             continue
         name, separator, password = entry.partition(":")
         if not separator or not name.strip() or not password:
-            raise ConfigError(f"{source} must be 'user:password' pairs separated by commas; one entry has no user name or password.")
+            raise ConfigError(
+                f"{source} must be 'user:password' pairs separated by commas; one entry has no user name or password."
+            )
         try:
             users.append((normalize_name(name, error=ConfigError), password))
         except ConfigError as error:

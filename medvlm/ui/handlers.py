@@ -43,8 +43,8 @@ from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionE
 from medvlm.hub_sync import HubSync, hub_sync_from_env
 from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
 from medvlm.model import LoadedModel, load_model
-from medvlm.published import model_prompt_style
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
+from medvlm.published import model_prompt_style
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
 from medvlm.ui import render
@@ -137,7 +137,6 @@ class _Request:
     style: PromptStyle
 
 
-
 # -- what each event changes on the page --------------------------------------------------------
 #
 # Each handler returns (or yields) one of these. Their fields name the components they update, in
@@ -169,7 +168,17 @@ ImageRendered = _page_event(
 )
 ExampleShown = _page_event(
     "ExampleShown",
-    ("upload", *_IMAGE_FIELDS, "window", "custom_window", "question", "options", "correct", *_ANSWER_FIELDS, *_REVIEW_FIELDS),
+    (
+        "upload",
+        *_IMAGE_FIELDS,
+        "window",
+        "custom_window",
+        "question",
+        "options",
+        "correct",
+        *_ANSWER_FIELDS,
+        *_REVIEW_FIELDS,
+    ),
     "An example case: its image, question, options and window, and the answer area emptied.",
 )
 SampleShown = _page_event(
@@ -192,6 +201,7 @@ AskUpdate = _page_event(
 def _skips(fields: Sequence[str]) -> dict[str, Any]:
     return {name: gr.skip() for name in fields}
 
+
 # -- helpers that need no workbench --------------------------------------------------------------
 
 
@@ -208,12 +218,24 @@ def load_examples(path: Path) -> list[Example]:
         entries = json.loads(path.read_text(encoding="utf-8"))
         examples = []
         for entry in entries:
-            candidates = [Path(entry["file"])] if Path(entry["file"]).is_absolute() else [path.parent.parent / entry["file"], path.parent / entry["file"]]
+            candidates = (
+                [Path(entry["file"])]
+                if Path(entry["file"]).is_absolute()
+                else [path.parent.parent / entry["file"], path.parent / entry["file"]]
+            )
             found = next((candidate for candidate in candidates if candidate.is_file()), None)
             if found is None:
                 logger.warning("Example file %s is missing; that example is skipped.", entry["file"])
                 continue
-            examples.append(Example(file=found, question=entry["question"], options=list(entry["options"]), answer=entry.get("answer"), window=entry.get("window")))
+            examples.append(
+                Example(
+                    file=found,
+                    question=entry["question"],
+                    options=list(entry["options"]),
+                    answer=entry.get("answer"),
+                    window=entry.get("window"),
+                )
+            )
         return examples
     except (OSError, ValueError, KeyError, TypeError) as error:
         logger.warning("Could not read the examples in %s (%s); no examples are shown.", path, error)
@@ -239,10 +261,14 @@ def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
             try:
                 sample = json.loads(line)
             except json.JSONDecodeError:
-                raise MedVLMError(f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by train.evaluate.") from None
+                raise MedVLMError(
+                    f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by train.evaluate."
+                ) from None
             missing = [key for key in EVALUATION_FIELDS if not isinstance(sample, dict) or key not in sample]
             if missing:
-                raise MedVLMError(f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl written by train.evaluate.")
+                raise MedVLMError(
+                    f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl written by train.evaluate."
+                )
             samples.append(sample)
     if not samples:
         raise MedVLMError("The evaluation file holds no samples.")
@@ -347,7 +373,14 @@ def _frame_update(image: LoadedImage | None) -> dict[str, Any]:
     if image is None or image.metadata.frame_count < 2:
         return gr.update(visible=False)
     count = image.metadata.frame_count
-    return gr.update(visible=True, minimum=0, maximum=count - 1, step=1, value=image.metadata.frame_index, label=f"Frame (0 to {count - 1})")
+    return gr.update(
+        visible=True,
+        minimum=0,
+        maximum=count - 1,
+        step=1,
+        value=image.metadata.frame_index,
+        label=f"Frame (0 to {count - 1})",
+    )
 
 
 def _is_windowable(image: LoadedImage | None) -> bool:
@@ -426,7 +459,15 @@ class Workbench:
         except MedVLMError as error:
             notices.append(f"Reviews are saved locally only: {error}")
             logger.error("Hub sync not started: %s", error)
-        return cls(config, model=model, store=store, load_error=load_error, hub_sync=hub_sync, examples=load_examples(config.examples_file), notices=notices)
+        return cls(
+            config,
+            model=model,
+            store=store,
+            load_error=load_error,
+            hub_sync=hub_sync,
+            examples=load_examples(config.examples_file),
+            notices=notices,
+        )
 
     def close(self) -> None:
         """Push pending reviews to the Hub and remove temporary exports."""
@@ -456,7 +497,9 @@ class Workbench:
     # outputs too: the previous answer, reasoning, review form and output id leave the page with
     # the case they belonged to.
 
-    def load_file(self, session: Session, file: str | None, window: str | None = None, center: Any = None, width: Any = None):
+    def load_file(
+        self, session: Session, file: str | None, window: str | None = None, center: Any = None, width: Any = None
+    ):
         """An upload: render it as the model will see it (DICOM window applied, middle frame).
 
         Returns a :class:`CaseShown`: the image as rendered, and the answer area emptied (see
@@ -498,7 +541,9 @@ class Workbench:
         """The upload was removed: forget its bytes, its image and the answer about it."""
         return self.load_file(session, None)
 
-    def render_image(self, session: Session, window: str | None = None, center: Any = None, width: Any = None, frame: Any = None):
+    def render_image(
+        self, session: Session, window: str | None = None, center: Any = None, width: Any = None, frame: Any = None
+    ):
         """Another window or frame: re-render the kept bytes.
 
         Returns an :class:`ImageRendered`, whose answer area is emptied when the rendering changed
@@ -510,8 +555,17 @@ class Workbench:
         custom = window == CUSTOM
         if custom and not width and session.image is not None:  # the browser sends an empty number as 0
             center, width = session.image.metadata.window_center, session.image.metadata.window_width
-        controls = {"custom_window": gr.update(visible=custom), "center": gr.update(value=center), "width": gr.update(value=width)}
-        unchanged = {"preview": gr.skip(), "image_info": gr.skip(), **controls, **_skips(_ANSWER_FIELDS + _REVIEW_FIELDS)}
+        controls = {
+            "custom_window": gr.update(visible=custom),
+            "center": gr.update(value=center),
+            "width": gr.update(value=width),
+        }
+        unchanged = {
+            "preview": gr.skip(),
+            "image_info": gr.skip(),
+            **controls,
+            **_skips(_ANSWER_FIELDS + _REVIEW_FIELDS),
+        }
         if session.file_bytes is None:
             return ImageRendered(**unchanged, error="")
         multi_frame = session.image is not None and session.image.metadata.frame_count > 1
@@ -527,7 +581,11 @@ class Workbench:
         session.new_case()
         session.image, session.source_label = rendered, label
         return ImageRendered(
-            preview=rendered.image, image_info=self._image_markdown(session), **controls, error="", **self._cleared_answer(session)
+            preview=rendered.image,
+            image_info=self._image_markdown(session),
+            **controls,
+            error="",
+            **self._cleared_answer(session),
         )
 
     def load_example(self, index: int, session: Session):
@@ -568,7 +626,9 @@ class Workbench:
                 return EvaluationLoaded(*self._no_sample(""), evaluation_sample=gr.update(visible=False))
             jsonl = [path for path in paths if file_name(path).lower().endswith(".jsonl")]
             if len(jsonl) != 1:
-                raise MedVLMError("Choose one samples.jsonl (written by train.evaluate), together with the image files it names.")
+                raise MedVLMError(
+                    "Choose one samples.jsonl (written by train.evaluate), together with the image files it names."
+                )
             try:
                 samples = read_evaluation_samples(jsonl[0])
             except (OSError, UnicodeDecodeError):
@@ -668,7 +728,14 @@ class Workbench:
         session.new_case()
         session.file_bytes, session.image, session.options, session.last_output = None, image, options, output
         session.source_label = f"Evaluation sample {index + 1} of {len(session.evaluation)}"
-        panel = render.answer_html(options, letter=output.letter, correct=correct, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
+        panel = render.answer_html(
+            options,
+            letter=output.letter,
+            correct=correct,
+            format_ok=output.format_ok,
+            problem=output.problem,
+            stop_reason=output.stop_reason,
+        )
         model_name = model.get("model") or "unknown model"
         return SampleShown(
             preview=image.image,
@@ -713,7 +780,13 @@ class Workbench:
 
     def _cleared_answer(self, session: Session) -> dict[str, Any]:
         """The answer area emptied (the options shown lettered, nothing chosen) and the review form with it."""
-        return {"answer": render.options_html(session.options), "reasoning": "", "raw_output": "", "timing": "", **self._review_reset(session)}
+        return {
+            "answer": render.options_html(session.options),
+            "reasoning": "",
+            "raw_output": "",
+            "timing": "",
+            **self._review_reset(session),
+        }
 
     @staticmethod
     def _image_markdown(session: Session) -> str:
@@ -733,7 +806,14 @@ class Workbench:
         keep = correct if correct and correct in LETTERS[: len(parsed)] else ""
         output = session.last_output
         if output is not None and output.options == parsed and not session.generating:
-            panel = render.answer_html(parsed, letter=output.letter, correct=keep or None, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
+            panel = render.answer_html(
+                parsed,
+                letter=output.letter,
+                correct=keep or None,
+                format_ok=output.format_ok,
+                problem=output.problem,
+                stop_reason=output.stop_reason,
+            )
         else:
             panel = render.options_html(parsed)
         return panel, gr.update(choices=render.letter_choices(parsed), value=keep)
@@ -762,14 +842,28 @@ class Workbench:
         answer never shown or kept: the page belongs to the new case.
         """
         try:
-            request = self._request(session, question, options, correct, decoding, temperature, top_p, seed, max_new_tokens, max_pixels, style)
+            request = self._request(
+                session,
+                question,
+                options,
+                correct,
+                decoding,
+                temperature,
+                top_p,
+                seed,
+                max_new_tokens,
+                max_pixels,
+                style,
+            )
         except MedVLMError as error:
             yield AskUpdate(**{**_skips(AskUpdate._fields), "error": render.error_markdown(str(error))})
             return
         cancel = threading.Event()
         session.cancel, session.options, session.last_output = cancel, request.options, None
         case = session.case_version
-        stream = self._generate(self.model, request.image.image, request.question, request.options, request.settings, request.style, cancel)
+        stream = self._generate(
+            self.model, request.image.image, request.question, request.options, request.settings, request.style, cancel
+        )
         final: StreamUpdate | None = None
         nothing = render.review_target(None, session.source_label)
         try:
@@ -803,7 +897,9 @@ class Workbench:
             return
         except Exception:  # noqa: BLE001 - the page must get a message, not a traceback
             logger.exception("Generation failed")
-            failed = render.error_markdown("Generation failed unexpectedly; the error was logged on the server. Please try again.")
+            failed = render.error_markdown(
+                "Generation failed unexpectedly; the error was logged on the server. Please try again."
+            )
             yield AskUpdate(render.options_html(request.options), gr.skip(), gr.skip(), "", failed, "", nothing)
             return
         finally:
@@ -817,7 +913,14 @@ class Workbench:
             session.last_output = self._model_output(request, final)
         output = session.last_output
         parsed = final.parsed
-        panel = render.answer_html(request.options, letter=parsed.letter, correct=request.correct, format_ok=parsed.format_ok, problem=parsed.problem, stop_reason=final.stop_reason)
+        panel = render.answer_html(
+            request.options,
+            letter=parsed.letter,
+            correct=request.correct,
+            format_ok=parsed.format_ok,
+            problem=parsed.problem,
+            stop_reason=final.stop_reason,
+        )
         yield AskUpdate(
             answer=panel,
             reasoning=render.shown_reasoning(final),
@@ -845,7 +948,14 @@ class Workbench:
         output = session.last_output
         if output is None or session.generating:
             return gr.skip()
-        return render.answer_html(output.options, letter=output.letter, correct=correct or None, format_ok=output.format_ok, problem=output.problem, stop_reason=output.stop_reason)
+        return render.answer_html(
+            output.options,
+            letter=output.letter,
+            correct=correct or None,
+            format_ok=output.format_ok,
+            problem=output.problem,
+            stop_reason=output.stop_reason,
+        )
 
     def _request(
         self,
@@ -863,7 +973,9 @@ class Workbench:
     ) -> _Request:
         """Check everything before the model is touched; each problem raises its own MedVLMError."""
         if self.model is None:
-            raise ModelLoadError(f"No model is loaded, so questions cannot be answered. {self.load_error or ''}".strip())
+            raise ModelLoadError(
+                f"No model is loaded, so questions cannot be answered. {self.load_error or ''}".strip()
+            )
         if session.generating:
             raise QuestionError("An answer is still being generated. Wait for it or press Stop before asking again.")
         if session.image is None:
@@ -871,7 +983,9 @@ class Workbench:
         question, parsed_options = validate_question(question, split_options(options))
         correct = correct or None
         if correct is not None and correct not in LETTERS[: len(parsed_options)]:
-            raise QuestionError(f"The correct answer {correct} is not one of the options (A to {LETTERS[len(parsed_options) - 1]}).")
+            raise QuestionError(
+                f"The correct answer {correct} is not one of the options (A to {LETTERS[len(parsed_options) - 1]})."
+            )
         tokens = as_number(max_new_tokens, "Maximum new tokens", whole=True)
         if tokens is None:
             raise MedVLMError("Please give the maximum number of new tokens.")
@@ -887,7 +1001,14 @@ class Workbench:
             prompt_style = PromptStyle(style or self.default_style())
         except ValueError:
             raise MedVLMError(f"Unknown prompt style {style!r}.") from None
-        return _Request(image=session.image, question=question, options=parsed_options, correct=correct, settings=settings, style=prompt_style)
+        return _Request(
+            image=session.image,
+            question=question,
+            options=parsed_options,
+            correct=correct,
+            settings=settings,
+            style=prompt_style,
+        )
 
     def _model_output(self, request: _Request, final: StreamUpdate) -> ModelOutput:
         parsed = final.parsed
@@ -937,24 +1058,32 @@ class Workbench:
         version of their review (earlier ones are kept).
         """
         if session.generating:
-            return render.error_markdown("The answer is still being generated. Wait for it to finish, then save your review.")
+            return render.error_markdown(
+                "The answer is still being generated. Wait for it to finish, then save your review."
+            )
         output = session.last_output
         if not output_id:
-            return render.error_markdown("There is no answer to review yet. Ask a question and wait for the answer first.")
+            return render.error_markdown(
+                "There is no answer to review yet. Ask a question and wait for the answer first."
+            )
         if output is None or output.output_id != output_id:
             return render.error_markdown(
                 "This review was not saved: the answer it is for is no longer on screen (another case was loaded since). "
                 "Review the answer shown now, or ask again."
             )
         try:
-            review = Review(reviewer=self._reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or "")
+            review = Review(
+                reviewer=self._reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or ""
+            )
             annotation, created = self.store.add(replace(output, correct_answer=correct or None), review)
         except MedVLMError as error:
             return render.error_markdown(str(error))
         if created:
             message = f"Saved your review (#{annotation.id})."
         else:
-            message = f"Updated your review (#{annotation.id}, version {annotation.revision}; earlier versions are kept)."
+            message = (
+                f"Updated your review (#{annotation.id}, version {annotation.revision}; earlier versions are kept)."
+            )
         if self.hub_sync is not None:
             try:
                 self.hub_sync.record(annotation)
@@ -980,12 +1109,15 @@ class Workbench:
 
     def review_filters(self):
         """Current choices of the modality, reviewer and model filters (the flags are fixed)."""
+
         def choices(column: str) -> dict[str, Any]:
             return gr.update(choices=[ANY, *self.store.distinct(column)])
 
         return choices("modality"), choices("reviewer"), choices("model_id")
 
-    def reviews_table(self, flag: str | None, modality: str | None, reviewer: str | None, model_id: str | None) -> pd.DataFrame:
+    def reviews_table(
+        self, flag: str | None, modality: str | None, reviewer: str | None, model_id: str | None
+    ) -> pd.DataFrame:
         """The annotations matching the filters, newest first."""
         return render.reviews_frame(self._query(flag, modality, reviewer, model_id, limit=TABLE_LIMIT))
 
@@ -1027,11 +1159,19 @@ class Workbench:
 
     def export_jsonl(self):
         """All annotations as JSON Lines. Returns (file, status)."""
-        return self._export("annotations.jsonl", self.store.export_jsonl, "Images are not inside a JSONL file; the Parquet export carries them.")
+        return self._export(
+            "annotations.jsonl",
+            self.store.export_jsonl,
+            "Images are not inside a JSONL file; the Parquet export carries them.",
+        )
 
     def export_parquet(self):
         """All annotations with their images as one Parquet file. Returns (file, status)."""
-        return self._export("annotations.parquet", self.store.export_parquet, "Load it with datasets.load_dataset('parquet', data_files=...).")
+        return self._export(
+            "annotations.parquet",
+            self.store.export_parquet,
+            "Load it with datasets.load_dataset('parquet', data_files=...).",
+        )
 
     def _export(self, name: str, write: Callable[[Path], Path], note: str):
         folder = Path(tempfile.mkdtemp(dir=self._exports.name))
@@ -1041,8 +1181,17 @@ class Workbench:
             return None, render.error_markdown(str(error))
         return str(path), f"Exported {self.store.count()} review(s). {note}"
 
-    def _query(self, flag: str | None, modality: str | None, reviewer: str | None, model_id: str | None, limit: int | None = None):
-        return self.store.query(flag=_any(flag), modality=_any(modality), reviewer=_any(reviewer), model_id=_any(model_id), limit=limit)
+    def _query(
+        self,
+        flag: str | None,
+        modality: str | None,
+        reviewer: str | None,
+        model_id: str | None,
+        limit: int | None = None,
+    ):
+        return self.store.query(
+            flag=_any(flag), modality=_any(modality), reviewer=_any(reviewer), model_id=_any(model_id), limit=limit
+        )
 
 
 def flag_choices() -> list[tuple[str, str]]:

@@ -159,7 +159,9 @@ def timing_markdown(timing: Timing | None, stop_reason: str | None) -> str:
     if timing.tokens_per_second is not None:
         parts.append(f"{timing.tokens_per_second:.1f} tokens/s")
     parts.append(f"{timing.new_tokens} new tokens in {timing.total_s:.1f} s")
-    reason = {"eos": "finished", "max_new_tokens": "stopped at the token limit", "cancelled": "stopped by you"}.get(stop_reason or "")
+    reason = {"eos": "finished", "max_new_tokens": "stopped at the token limit", "cancelled": "stopped by you"}.get(
+        stop_reason or ""
+    )
     if reason:
         parts.append(reason)
     return " \u00b7 ".join(parts)
@@ -250,7 +252,6 @@ def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
         for annotation in annotations
     ]
     return pd.DataFrame(rows, columns=REVIEW_COLUMNS)
-
 
 
 def review_target(output: ModelOutput | None, case: str | None, *, generating: bool = False) -> str:
