@@ -11,7 +11,8 @@ its own), prefills the CT head image at 512x512 and the MedVLM-R1 prompt, and ge
 fast path with the output head left fp32; ``bf16`` plain bf16; ``torchao-wo`` / ``torchao-dyn``
 the same layers as the fast path quantized with torchao's ``Int8WeightOnlyConfig`` /
 ``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). ``VARIANT@N``
-pins the thread count to N. Every variant gets the same image budget, so only decoding differs. Rounds alternate the variants; ratios are per-round medians.
+pins the thread count to N. Every variant gets the same image budget, so only decoding differs.
+Rounds alternate the variants; ratios are per-round medians.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="fp32,fast",
-        help=f"comma-separated, of {', '.join(VARIANTS)}, each optionally @THREADS; the first of each thread count is its baseline",
+        help=f"comma-separated, of {', '.join(VARIANTS)}, each optionally @THREADS; the first of each thread count is "
+        "its baseline",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,7 +150,8 @@ def main() -> None:
         for variant, runs in results.items()
     ]
     print_report(
-        f"Decode speed, Qwen2-VL-2B architecture (random weights), {args.tokens} new tokens, {args.repeats} interleaved rounds",
+        f"Decode speed, Qwen2-VL-2B architecture (random weights), {args.tokens} new tokens, {args.repeats} "
+        "interleaved rounds",
         rows,
         [
             "variant",
@@ -161,7 +164,8 @@ def main() -> None:
             "quantization",
         ],
         [
-            f"prompt: {results[variants[0]][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels {fast_cpu.CPU_MAX_PIXELS})"
+            f"prompt: {results[variants[0]][0]['prompt_tokens']} tokens (CT head at 512x512, max_pixels "
+            f"{fast_cpu.CPU_MAX_PIXELS})"
         ],
     )
 

@@ -65,13 +65,14 @@ def main() -> None:
         run(1)()  # warm-up
         rates = interleaved({"one at a time": run(1), f"batch {args.batch_size}": run(args.batch_size)}, args.repeats)
     baseline = rates["one at a time"]
-    same = sum(a == b for a, b in zip(completions[1], completions[args.batch_size]))
+    same = sum(a == b for a, b in zip(completions[1], completions[args.batch_size], strict=True))
     rows = [
         [name, f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f})", f"{paired_ratio(values, baseline):.2f}x"]
         for name, values in rates.items()
     ]
     print_report(
-        f"Evaluation throughput, tiny checkpoint, {args.questions} questions x {args.tokens} new tokens, {args.repeats} interleaved rounds",
+        f"Evaluation throughput, tiny checkpoint, {args.questions} questions x {args.tokens} new tokens, "
+        f"{args.repeats} interleaved rounds",
         rows,
         ["run", "questions/s median (min-max)", "vs one at a time"],
         [f"answers identical between batched and one-at-a-time: {same}/{len(records)}"],

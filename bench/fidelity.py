@@ -98,13 +98,17 @@ def compare(
     """Table cells: the fast logits against fp32's on fp32's own greedy sequence."""
     cosine = torch.nn.functional.cosine_similarity(reference, forced, dim=-1)
     top5 = [
-        len(set(a) & set(b)) / 5 for a, b in zip(reference.topk(5).indices.tolist(), forced.topk(5).indices.tolist())
+        len(set(a) & set(b)) / 5
+        for a, b in zip(reference.topk(5).indices.tolist(), forced.topk(5).indices.tolist(), strict=True)
     ]
     top1 = (reference.argmax(-1) == forced.argmax(-1)).float().mean().item()
     kl = torch.nn.functional.kl_div(
         forced.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none"
     ).sum(-1)
-    shared = next((i for i, (a, b) in enumerate(zip(reference_tokens, free_tokens)) if a != b), len(reference_tokens))
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(reference_tokens, free_tokens, strict=False)) if a != b),
+        len(reference_tokens),
+    )
     return [
         f"{cosine.mean():.5f} / {cosine.min():.5f}",
         f"{statistics.mean(top5):.3f}",
@@ -121,7 +125,10 @@ def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
     del loaded
     gc.collect()
     best_two = reference.topk(2).values
-    margin = f"{statistics.median((best_two[:, 0] - best_two[:, 1]).tolist()):.3f} (logit std {statistics.median(reference.std(-1).tolist()):.3f})"
+    margin = (
+        f"{statistics.median((best_two[:, 0] - best_two[:, 1]).tolist()):.3f} (logit std "
+        f"{statistics.median(reference.std(-1).tolist()):.3f})"
+    )
     rows = []
     for variant in variants:
         loaded = load(name, variant)
@@ -139,7 +146,8 @@ def main() -> None:
     parser.add_argument(
         "--models",
         default="2b,tiny",
-        help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / Hub id",
+        help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / "
+        "Hub id",
     )
     parser.add_argument("--variants", default="fast,fast-body")
     args = parser.parse_args()
@@ -160,7 +168,8 @@ def main() -> None:
             "fp32 top-1 margin median",
         ],
         [
-            f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} on both sides"
+            f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} "
+            "on both sides"
         ],
     )
 

@@ -135,10 +135,13 @@ def main() -> None:
     print()
     print(f"command: python -m train.grpo {shlex.join(argv)}")
     print(
-        f"GRPO: {len(history)} steps in {minutes:.1f} min; accuracy reward (mean of {k} logged steps) first {mean(accuracy[:k]):.2f} -> last {mean(accuracy[-k:]):.2f}; format reward {mean(fmt[:k]):.2f} -> {mean(fmt[-k:]):.2f}"
+        f"GRPO: {len(history)} steps in {minutes:.1f} min; accuracy reward (mean of {k} logged steps) first "
+        f"{mean(accuracy[:k]):.2f} -> last {mean(accuracy[-k:]):.2f}; format reward {mean(fmt[:k]):.2f} -> "
+        f"{mean(fmt[-k:]):.2f}"
     )
     print(
-        f"held-out greedy accuracy ({test_questions.parent}, 60 questions, chance 0.50): before {before:.2f} -> after {after:.2f}"
+        f"held-out greedy accuracy ({test_questions.parent}, 60 questions, chance 0.50): before {before:.2f} -> after "
+        f"{after:.2f}"
     )
 
 

@@ -5,7 +5,8 @@
 For the random Qwen2-VL-2B (real sizes), a CT head image resized to each ``--sizes`` square, at the
 recipe's image budget (max_pixels 401408, up to 512 image tokens) and at the CPU default of the
 fast path (200704, up to 256). Each variant runs in its own process, ``--rounds`` processes per
-variant, alternating; inside each the budgets and sizes alternate, ``--repeats`` times. The vision encoder is timed on its own
+variant, alternating; inside each the budgets and sizes alternate, ``--repeats`` times. The vision
+encoder is timed on its own
 (``model.model.get_image_features``); the prefill is the first-token ``generate`` minus that.
 """
 

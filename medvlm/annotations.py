@@ -185,7 +185,8 @@ class Review:
         clashing = [FLAGS[flag] for flag in REASONING_FAULTS if flag in given]
         if "sound" in given and clashing:
             raise AnnotationError(
-                f"'{FLAGS['sound']}' cannot be combined with {' / '.join(repr(label) for label in clashing)}: untick one of them."
+                f"'{FLAGS['sound']}' cannot be combined with {' / '.join(repr(label) for label in clashing)}: untick "
+                "one of them."
             )
         object.__setattr__(self, "reviewer", reviewer)
         object.__setattr__(self, "flags", tuple(flag for flag in FLAGS if flag in given))
@@ -427,7 +428,8 @@ class AnnotationStore:
                 with _transaction(conn):
                     _migrate(conn)
                     conn.executemany(
-                        "INSERT INTO flags (name, label) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET label = excluded.label",
+                        "INSERT INTO flags (name, label) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET label = "
+                        "excluded.label",
                         FLAGS.items(),
                     )
         except (OSError, sqlite3.Error) as error:
@@ -472,7 +474,8 @@ class AnnotationStore:
             ).fetchone()
             if existing is None:
                 annotation_id = conn.execute(
-                    "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, updated_at)"
+                    "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, "
+                    "updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (row["output_id"], reviewer, review.comment, correct_answer, medvlm.__version__, now, now),
                 ).lastrowid
@@ -492,7 +495,8 @@ class AnnotationStore:
                 version = None if unchanged else (latest[0] if latest else 0) + 1
                 if version is not None:
                     conn.execute(
-                        "UPDATE annotations SET comment = ?, correct_answer = ?, app_version = ?, updated_at = ? WHERE id = ?",
+                        "UPDATE annotations SET comment = ?, correct_answer = ?, app_version = ?, updated_at = ? "
+                        "WHERE id = ?",
                         (review.comment, correct_answer, medvlm.__version__, now, annotation_id),
                     )
             if version is not None:
@@ -653,7 +657,7 @@ class AnnotationStore:
         return target, annotations
 
     def close(self) -> None:
-        """Fold the WAL into the database file (so a copy of the ``.sqlite3`` alone is complete) and refuse further use."""
+        """Fold the WAL into the database file (so a copy of the ``.sqlite3`` alone is complete), then close."""
         if self._closed:
             return
         with self._connection() as conn:

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--style",
         choices=[style.value for style in PromptStyle],
-        help="prompt wording (default: the model's own: what its medvlm.json records, medvlm-exact for JZPeterPan/MedVLM-R1, else medvlm)",
+        help="prompt wording (default: the model's own: what its medvlm.json records, medvlm-exact for "
+        "JZPeterPan/MedVLM-R1, else medvlm)",
     )
     dicom = ask.add_argument_group("DICOM display")
     dicom.add_argument(
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-p",
         type=float,
         default=1.0,
-        help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: %(default)s)",
+        help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: "
+        "%(default)s)",
     )
     generation.add_argument(
         "--seed", type=int, help="random seed, 0 to 4294967295, so a sampled answer can be reproduced"

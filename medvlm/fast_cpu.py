@@ -17,8 +17,9 @@ machine has no quantized engine, the loader logs a warning and keeps fp32.
 Only the language model is quantized. Quantizing the vision encoder's linear layers the same way
 made it 2.16x faster on the 2-core machine (README, "Performance"), but it runs once per image and
 its accuracy matters most, and random weights cannot show what int8 does to a trained encoder's
-activations; so it stays fp32, and the smaller CPU image budget (``CPU_MAX_PIXELS``) shortens it. Layers below ``MIN_QUANTIZED_WEIGHTS``
-stay fp32 because quantizing each activation costs more than their weights take to read.
+activations; so it stays fp32, and the smaller CPU image budget (``CPU_MAX_PIXELS``) shortens it.
+Layers below ``MIN_QUANTIZED_WEIGHTS`` stay fp32 because quantizing each activation costs more than
+their weights take to read.
 """
 
 from __future__ import annotations

@@ -101,8 +101,14 @@ def _check_input_size(size: int) -> None:
         )
 
 
-TRUNCATED = "This {format} file is truncated: it ends before its image data does (was the upload or copy interrupted?). Upload the complete file."
-DAMAGED = "This {format} file is damaged: a checksum inside it does not match its data, so its pixels cannot be trusted. Export it again."
+TRUNCATED = (
+    "This {format} file is truncated: it ends before its image data does (was the upload or copy "
+    "interrupted?). Upload the complete file."
+)
+DAMAGED = (
+    "This {format} file is damaged: a checksum inside it does not match its data, so its pixels cannot be "
+    "trusted. Export it again."
+)
 CORRUPT = "This {format} file is corrupt and could not be decoded."
 
 

@@ -144,7 +144,8 @@ def adapter_base(directory: Path) -> str | None:
     base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(
-            f"The adapter in {directory} does not say which base model it belongs to (adapter_config.json has no base_model_name_or_path)."
+            f"The adapter in {directory} does not say which base model it belongs to (adapter_config.json has no "
+            "base_model_name_or_path)."
         )
     return base
 
@@ -183,13 +184,16 @@ def load_model(
     is_local = path.is_dir()
     if not is_local and looks_like_local_path(source_str):
         raise ModelLoadError(
-            f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as {DEFAULT_MODEL_ID}."
+            f"No model directory at {source_str}. Check the path, or pass a Hugging Face Hub id such as "
+            f"{DEFAULT_MODEL_ID}."
         )
 
     base = adapter_base(path) if is_local else None
     if is_local and base is None and not (path / "config.json").is_file():
         raise ModelLoadError(
-            f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory holds adapter_config.json."
+            f"The directory {source_str} holds no model: config.json is missing. A checkpoint directory holds "
+            "config.json, the weights (*.safetensors) and the tokenizer and processor files; a LoRA adapter directory "
+            "holds adapter_config.json."
         )
     weights_source = base if base else source_str
     if not Path(weights_source).expanduser().is_dir():  # a Hub id (the model's, or an adapter's base)
@@ -215,7 +219,8 @@ def load_model(
         raise
     except torch.OutOfMemoryError as error:
         raise ModelLoadError(
-            f"Not enough memory to load {source_str} on {resolved_device}. Try a smaller dtype (--dtype bf16 on GPU), a smaller model, or a machine with more memory."
+            f"Not enough memory to load {source_str} on {resolved_device}. Try a smaller dtype (--dtype bf16 on GPU), "
+            "a smaller model, or a machine with more memory."
         ) from error
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as error:
         raise ModelLoadError(_explain_load_failure(source_str, is_local, error)) from error
@@ -266,7 +271,10 @@ def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:
     text = str(error).strip()
     detail = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
     if is_local:
-        return f"Could not load a model from the directory {source}: {detail}. It should hold config.json, the weights (*.safetensors) and the tokenizer and processor files, or be a LoRA adapter directory."
+        return (
+            f"Could not load a model from the directory {source}: {detail}. It should hold config.json, the "
+            "weights (*.safetensors) and the tokenizer and processor files, or be a LoRA adapter directory."
+        )
     return (
         f"Could not load {source} from the Hugging Face Hub: {detail}. Check the model id and your network; "
         "without network, download it beforehand (hf download MODEL_ID) or point --model at a local directory. "

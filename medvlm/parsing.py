@@ -191,7 +191,8 @@ def parse_completion(
             named = " and ".join(sorted({letter, *others}))
             letter, problem = (
                 None,
-                f"The model gave different answers ({named}) in separate <answer> blocks, so it is not clear which it chose.",
+                f"The model gave different answers ({named}) in separate <answer> blocks, so it is not clear which it "
+                "chose.",
             )
         elif letter is not None and think_unclosed:
             problem = ANSWERED_WITHOUT_CLOSING_THINK
@@ -294,7 +295,8 @@ def _read_answer(answer_text: str, count: int, texts: Sequence[str] | None) -> _
 
 
 def _clean(answer_text: str) -> str:
-    """Compatibility forms folded (full-width "Ａ" is "A"), tag leftovers, Markdown emphasis and surrounding quotes dropped."""
+    """The answer with compatibility forms folded (full-width "Ａ" is "A") and without tag leftovers,
+    Markdown emphasis or surrounding quotes."""
     text = _MARKDOWN.sub("", _TAG_LEFTOVER.sub(" ", unicodedata.normalize("NFKC", answer_text)))
     return text.strip().strip(_QUOTES).strip()
 
@@ -343,12 +345,12 @@ def _option_text_letters(text: str, texts: Sequence[str]) -> tuple[str, ...]:
     wanted = _comparable(text)
     if not wanted:
         return ()
-    whole = tuple(letter for letter, option in zip(LETTERS, texts) if _comparable(option) == wanted)
+    whole = tuple(letter for letter, option in zip(LETTERS, texts, strict=False) if _comparable(option) == wanted)
     if whole:
         return whole
     return tuple(
         letter
-        for letter, option in zip(LETTERS, texts)
+        for letter, option in zip(LETTERS, texts, strict=False)
         if _comparable(_FIRST_CLAUSE.split(option, maxsplit=1)[0]) == wanted
     )
 

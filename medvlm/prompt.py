@@ -109,7 +109,7 @@ def validate_question(question: str, options: Sequence[str]) -> tuple[str, list[
     if count > MAX_OPTIONS:
         raise QuestionError(f"Please give at most {MAX_OPTIONS} options, A to {LETTERS[-1]} (got {count}).")
     cleaned: list[str] = []
-    for letter, option in zip(LETTERS, options):
+    for letter, option in zip(LETTERS, options, strict=False):
         if not isinstance(option, str):
             raise QuestionError(f"Option {letter} is not text.")
         if not option.strip():
@@ -125,7 +125,7 @@ def validate_question(question: str, options: Sequence[str]) -> tuple[str, list[
 
 def _reject_duplicates(options: Sequence[str]) -> None:
     letters_by_text: dict[str, list[str]] = {}
-    for letter, option in zip(LETTERS, options):
+    for letter, option in zip(LETTERS, options, strict=False):
         letters_by_text.setdefault(normalize_option_text(option), []).append(letter)
     for letters in letters_by_text.values():
         if len(letters) > 1:
@@ -143,7 +143,7 @@ def normalize_option_text(text: str) -> str:
 
 def format_options(options: Sequence[str]) -> str:
     """The options block: ``"A) opt1\\nB) opt2..."``, one line per option, letters in order."""
-    return "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, options))
+    return "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, options, strict=False))
 
 
 def format_question(question: str, options: Sequence[str]) -> str:

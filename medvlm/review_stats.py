@@ -111,7 +111,8 @@ def summary_text(annotations: Sequence[Annotation]) -> str:
         "",
         f"- Reviewed by two or more reviewers: {len(_double_reviewed(annotations))} output(s).",
         f"- Accuracy: {accuracy}.",
-        f"- Format followed (`<think>` then `<answer>`): {formatted}/{len(outputs)} = {_percent(formatted, len(outputs))} of outputs.",
+        f"- Format followed (`<think>` then `<answer>`): {formatted}/{len(outputs)} = "
+        f"{_percent(formatted, len(outputs))} of outputs.",
         "- Flags: "
         + (", ".join(f"{label} {count}" for label, count in flag_counts.items() if count) or "none (comments only)")
         + ".",

@@ -253,7 +253,8 @@ def stream_completion(
         error = failure[0]
         if isinstance(error, torch.OutOfMemoryError):
             raise GenerationError(
-                "The model ran out of memory while answering. Lower the image resolution (max_pixels) or the maximum new tokens."
+                "The model ran out of memory while answering. Lower the image resolution (max_pixels) or the maximum "
+                "new tokens."
             ) from error
         raise GenerationError(f"Generation failed: {error}") from error
 

@@ -206,7 +206,10 @@ def build_tiny_checkpoint(
     config.vision_config.initializer_range = init_std
     model = Qwen2VLForConditionalGeneration(config)
     _mute_unreadable_tokens(model, tokenizer)
-    note = "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. Its output is random text, not medical reasoning."
+    note = (
+        "Tiny randomly initialised Qwen2-VL built offline by medvlm for tests and demos. Its output is random "
+        "text, not medical reasoning."
+    )
     return _save_checkpoint(
         model, tokenizer, directory, {"kind": "random-test-model", "random_weights": True, "note": note, "seed": seed}
     )
@@ -343,7 +346,7 @@ def _mute_unreadable_tokens(model: Qwen2VLForConditionalGeneration, tokenizer: Q
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m medvlm.tiny_model DIR``: the same as ``medvlm-tiny-model`` (see :func:`medvlm.cli.tiny_model_main`)."""
+    """``python -m medvlm.tiny_model DIR``: the same as ``medvlm-tiny-model`` (:func:`medvlm.cli.tiny_model_main`)."""
     from medvlm.cli import tiny_model_main
 
     return tiny_model_main(argv)

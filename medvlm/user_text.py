@@ -43,7 +43,8 @@ def check_text(
     for character in text:
         if unicodedata.category(character) == "Cc" and character not in allowed:
             raise error(
-                f"{what} contains a control character (U+{ord(character):04X}), which cannot be stored or shown. Please remove it."
+                f"{what} contains a control character (U+{ord(character):04X}), which cannot be stored or shown. "
+                "Please remove it."
             )
     return text
 

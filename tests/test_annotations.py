@@ -18,7 +18,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import medvlm
-import medvlm.annotations as annotations_module  # "from medvlm import annotations" would get the package's __future__ feature
+
+# "from medvlm import annotations" would get the package's __future__ feature, not the module:
+import medvlm.annotations as annotations_module
 from medvlm.annotations import (
     DATA_DIR_ENV,
     FLAGS,
@@ -103,8 +105,23 @@ def test_add_then_get_round_trips_every_field(store: AnnotationStore) -> None:
     assert annotation.reviewer == "Dr Grey"
     assert annotation.flags == ("superficial", "wrong_answer")  # FLAGS order, de-duplicated
     assert annotation.comment == "odd"
-    for field in ("output_id", "question", "options", "completion", "reasoning", "answer_text", "letter",
-                  "format_ok", "problem", "stop_reason", "model", "settings", "prompt_style", "timing", "generated_at"):  # fmt: skip
+    for field in (
+        "output_id",
+        "question",
+        "options",
+        "completion",
+        "reasoning",
+        "answer_text",
+        "letter",
+        "format_ok",
+        "problem",
+        "stop_reason",
+        "model",
+        "settings",
+        "prompt_style",
+        "timing",
+        "generated_at",
+    ):
         assert getattr(annotation, field) == getattr(output, field), field
     assert annotation.image_metadata == output.image_metadata
     assert annotation.modality == "CT"
@@ -456,7 +473,7 @@ def filled_store(store: AnnotationStore) -> AnnotationStore:
 def assert_round_trip(rows: list[dict], store: AnnotationStore) -> None:
     expected = [annotation.to_record() for annotation in store.query()[::-1]]
     assert [row["output_id"] for row in rows] == [record["output_id"] for record in expected]
-    for row, record in zip(rows, expected):
+    for row, record in zip(rows, expected, strict=True):
         assert row["flags"] == record["flags"]
         assert row["options"] == record["options"]
         assert {key: row[key] for key in row if key.startswith("flag_")} == {
@@ -485,7 +502,7 @@ def test_jsonl_export_loads_with_datasets_and_its_images_resolve(
     path = filled_store.export_jsonl(tmp_path / "out" / "annotations.jsonl")
     rows = list(datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")))
     assert_round_trip(rows, filled_store)
-    for row, annotation in zip(rows, filled_store.query()[::-1]):
+    for row, annotation in zip(rows, filled_store.query()[::-1], strict=True):
         exported = path.parent / row["image"]  # relative to the export's folder
         with Image.open(exported) as image, Image.open(annotation.image_path) as original:
             assert image.size == original.size

@@ -9,6 +9,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import datasets
@@ -72,7 +73,7 @@ def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) 
     assert len(outputs) >= 4 and len(seen) >= 2
     reasonings = [update[1] for update in outputs[1:]]
     assert len(reasonings[-1]) > len(reasonings[0]) and all(
-        later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:])
+        later.startswith(earlier) for earlier, later in pairwise(reasonings)
     )
     panel, reasoning, raw, timing, error, output_id, target = outputs[-1]
     assert len(output_id) == 32 and "Reviewing the model's answer" in target
@@ -99,7 +100,7 @@ def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) 
 
     table = user.predict(flag="Any", modality="Any", reviewer="Dr API", model_id="Any", api_name="/reviews")
     assert len(table["data"]) == 1
-    row = dict(zip(table["headers"], table["data"][0]))
+    row = dict(zip(table["headers"], table["data"][0], strict=True))
     assert row["flags"] == "Superficial reasoning; Wrong answer" and row["question"] == "Which organ is shown?"
     image, detail = user.predict(row["id"], api_name="/open_review")
     assert Image.open(image).size == (96, 80)
@@ -130,7 +131,7 @@ def test_two_users_each_get_their_own_stream(app, png: Path) -> None:
     organs, bones = ["Liver", "Spleen", "Kidney"], ["Femur", "Tibia"]
     jobs = [ask(first, "Which organ?", organs), ask(second, "Which bone?", bones)]
     results = [job.result() for job in jobs]
-    for (panel, *_), mine, theirs in zip(results, (organs, bones), (bones, organs)):
+    for (panel, *_), mine, theirs in zip(results, (organs, bones), (bones, organs), strict=True):
         assert all(option in panel for option in mine) and not any(option in panel for option in theirs)
         assert 'class="option chosen"' in panel
 

@@ -13,6 +13,7 @@ import threading
 import time
 import types
 from io import BytesIO
+from itertools import pairwise
 from pathlib import Path
 
 import gradio as gr
@@ -302,7 +303,7 @@ def test_answer_streams_then_highlights_the_chosen_option(workbench: Workbench, 
     assert len(updates) >= 4
     assert all(error_of(update) == "" for update in updates)
     reasonings = [update[1] for update in updates[1:]]
-    assert all(later.startswith(earlier) for earlier, later in zip(reasonings, reasonings[1:]))
+    assert all(later.startswith(earlier) for earlier, later in pairwise(reasonings))
     assert len(reasonings[-1]) > len(reasonings[0])
     assert "Thinking..." in updates[1][0]
 
@@ -582,7 +583,8 @@ def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> No
         (True, "CPU fast path: int8 weights in 15 layers, "),
         (
             False,
-            "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = 512",
+            "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = "
+            "512",
         ),
     ],
 )

@@ -198,10 +198,20 @@ def test_one_person_is_one_reviewer_in_name_mode(app, sample_png: Path) -> None:
 def samples_file(folder: Path, images: list[str], **extra) -> Path:
     path = folder / "samples.jsonl"
     lines = [
-        {"id": f"q{i}", "image": image, "question": "Which modality?", "options": ["CT", "MRI"], "completion": "<think>Dense bone.</think><answer>A</answer>",
-         "reasoning": "Dense bone.", "letter": "A", "format_ok": True, "model": {"model": "some/model"}, **extra}
+        {
+            "id": f"q{i}",
+            "image": image,
+            "question": "Which modality?",
+            "options": ["CT", "MRI"],
+            "completion": "<think>Dense bone.</think><answer>A</answer>",
+            "reasoning": "Dense bone.",
+            "letter": "A",
+            "format_ok": True,
+            "model": {"model": "some/model"},
+            **extra,
+        }
         for i, image in enumerate(images)
-    ]  # fmt: skip
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 

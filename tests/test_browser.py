@@ -115,7 +115,8 @@ RECORD_ORDER = """
     if (reasoning && reasoning.value.trim() && !window.__seen.reasoning) window.__seen.reasoning = now();
     if (document.querySelector('#answer .option.chosen') && !window.__seen.answer) window.__seen.answer = now();
   };
-  new MutationObserver(check).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+  const watched = {subtree: true, childList: true, characterData: true, attributes: true};
+  new MutationObserver(check).observe(document.body, watched);
   document.addEventListener('input', check, true);
   setInterval(check, 10);
 }

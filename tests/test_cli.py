@@ -158,7 +158,10 @@ def test_help_answers_before_torch_gradio_or_trl_are_imported(module: str, argum
         code = "import sys; from medvlm.cli import tiny_model_main; sys.exit(tiny_model_main(sys.argv[1:]))"
     else:
         code = f"import runpy, sys; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
-    probe = f"import atexit, sys; atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)); {code}"
+    probe = (
+        f"import atexit, sys; atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], "
+        f"file=sys.stderr)); {code}"
+    )
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-c", probe, *arguments], cwd=root, capture_output=True, text=True, timeout=120
@@ -177,8 +180,11 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
 def test_without_network_a_hub_model_fails_at_once_with_what_to_do(tmp_path: Path, sample_png: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "medvlm", "ask", "--model", "someorg/somemodel", "--image", str(sample_png), *QUESTION],
-        capture_output=True, text=True, timeout=120, env=offline_env(tmp_path),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=offline_env(tmp_path),
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and "Retrying" not in result.stderr and len(lines) <= 3, result.stderr[-1500:]
     assert lines[-1].startswith("error: The Hugging Face Hub (http://127.0.0.1:9) cannot be reached from this machine")
@@ -196,9 +202,24 @@ def test_without_network_a_cached_hub_model_loads_from_the_cache(
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     result = subprocess.run(
-        [sys.executable, "-m", "medvlm", "ask", "--model", "someorg/tiny", "--image", str(sample_png), *QUESTION, "--max-new-tokens", "4"],
-        capture_output=True, text=True, timeout=300, env=offline_env(tmp_path),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "medvlm",
+            "ask",
+            "--model",
+            "someorg/tiny",
+            "--image",
+            str(sample_png),
+            *QUESTION,
+            "--max-new-tokens",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=offline_env(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Retrying" not in result.stderr and "using the copy of someorg/tiny in the local cache" in result.stderr
     assert "4 new tokens" in result.stdout

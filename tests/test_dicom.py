@@ -600,7 +600,8 @@ def test_unknown_transfer_syntax_says_it_cannot_be_decoded() -> None:
     )  # same length: the file stays well-formed
     with pytest.raises(
         ImageLoadError,
-        match=r"^This DICOM declares transfer syntax 1\.2\.3\.4\.5\.6\.7\.8\.9\.1, which is not a known DICOM transfer syntax, so its image cannot be decoded",
+        match=r"^This DICOM declares transfer syntax 1\.2\.3\.4\.5\.6\.7\.8\.9\.1, which is not a known DICOM "
+        r"transfer syntax, so its image cannot be decoded",
     ):
         load_image(data)
 

@@ -48,7 +48,11 @@ def _medvlm_r1_file(folder: Path, solutions: list[str]) -> Path:
         image = folder / "images" / f"case{index}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (56 + 28 * index, 56 + 14 * (index % 3)), (index * 40, 90, 200 - index * 30)).save(image)
-        problem = question + "\n" + "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, options))
+        problem = (
+            question
+            + "\n"
+            + "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, options, strict=False))
+        )
         letter_index = LETTERS.index(solution)
         rows.append(
             {
@@ -96,7 +100,7 @@ def test_scores_are_computed_from_the_models_own_answers(tmp_path: Path, formatt
     assert [sample.correct for sample in result.samples] == expected
     short = {"MR (Mag-netic Resonance Imaging)": "MR", "CT(Computed Tomography)": "CT", "X-Ray": "X-Ray"}
     by_hand: dict[str, tuple[int, int]] = {}
-    for subset, right in zip(SUBSETS, expected):
+    for subset, right in zip(SUBSETS, expected, strict=True):
         n, correct = by_hand.get(short[subset], (0, 0))
         by_hand[short[subset]] = (n + 1, correct + right)
     assert {name: (score.n, score.correct) for name, score in result.by_modality.items()} == by_hand
@@ -220,7 +224,9 @@ def test_sample_lines_use_the_annotation_field_names(tmp_path: Path, formatted: 
 def _jsonl_data(folder: Path) -> Path:
     """Our own format with question types, plus one row whose image is missing."""
     rows = []
-    for index, ((question, options), modality) in enumerate(zip(QUESTIONS[:4], ["MRI", "CT", "CT", "xray"])):
+    for index, ((question, options), modality) in enumerate(
+        zip(QUESTIONS[:4], ["MRI", "CT", "CT", "xray"], strict=True)
+    ):
         image = folder / f"{index}.png"
         Image.new("RGB", (60 + 10 * index, 60), (20 * index, 0, 0)).save(image)
         rows.append(

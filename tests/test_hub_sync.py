@@ -50,11 +50,25 @@ class FakeScheduler:
 def make_output(index: int, image: Image.Image | None = None, **metadata: Any) -> ModelOutput:
     image = image or Image.new("RGB", (24, 16), (index, 0, 0))
     return ModelOutput(
-        output_id=f"{index:032x}", image=image, image_metadata={"source_format": "PNG", "width": 24, "height": 16, **metadata},
-        question="Which organ?", options=["Liver", "Lung"], correct_answer=None, completion="<think>t</think><answer>A</answer>",
-        reasoning="t", answer_text="A", letter="A", format_ok=True, problem=None, stop_reason="eos", model={"model": "m"},
-        settings={"max_new_tokens": 8}, prompt_style="medvlm", timing=None, generated_at="2025-06-01T12:00:00+00:00",
-    )  # fmt: skip
+        output_id=f"{index:032x}",
+        image=image,
+        image_metadata={"source_format": "PNG", "width": 24, "height": 16, **metadata},
+        question="Which organ?",
+        options=["Liver", "Lung"],
+        correct_answer=None,
+        completion="<think>t</think><answer>A</answer>",
+        reasoning="t",
+        answer_text="A",
+        letter="A",
+        format_ok=True,
+        problem=None,
+        stop_reason="eos",
+        model={"model": "m"},
+        settings={"max_new_tokens": 8},
+        prompt_style="medvlm",
+        timing=None,
+        generated_at="2025-06-01T12:00:00+00:00",
+    )
 
 
 @pytest.fixture

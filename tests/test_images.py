@@ -407,7 +407,7 @@ def test_block_reduction_is_the_mean_of_each_block_whatever_the_band(
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["ct-16bit-rle", "png-16bit"])
 def test_loading_the_largest_accepted_upload_stays_within_the_memory_budget(case: str, tmp_path: Path) -> None:
-    """Memory test: a 10,000 x 10,000 synthetic upload (small on disk) loaded in a fresh process by bench.load_memory."""
+    """Memory test: a synthetic 10,000 x 10,000 upload, small on disk, loaded in a fresh process by the bench."""
     import json
     import os
     import subprocess

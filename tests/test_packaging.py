@@ -34,3 +34,11 @@ def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_test_one() -> 
     assert test_command.endswith("python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci
+
+
+def test_ci_lints_with_the_ruff_version_the_tests_install() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pinned = next(item for item in pyproject["project"]["optional-dependencies"]["test"] if item.startswith("ruff"))
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f'pip install -q "{pinned}"' in ci
+    assert ci.index("ruff check .") < ci.index("python -m pytest") and "ruff format --check ." in ci

@@ -23,7 +23,8 @@ READMES = (ROOT / "README.md", ROOT / "train" / "README.md")
 RUNNABLE = [
     "medvlm-tiny-model ./tiny-model",
     'medvlm ask --model ./tiny-model --image assets/ct_head.dcm --question "Which?" --option A --option B',
-    "python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name assets/questions.json",
+    "python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name "
+    "assets/questions.json",
     "python -m train.evaluate --model ./tiny-model --data assets/questions.json --output_dir outputs/eval-tiny",
 ]
 

@@ -107,9 +107,9 @@ def test_flag_rates_overall(two_reviewers: list[Annotation]) -> None:
     frame = flag_rates(two_reviewers)
     assert list(frame.columns) == ["flag", "label", "count", "rate"]
     assert list(frame["label"]) == list(FLAGS.values())
-    counts = dict(zip(frame["flag"], frame["count"]))
+    counts = dict(zip(frame["flag"], frame["count"], strict=True))
     assert counts == {"superficial": 3, "contradiction": 0, "hallucination": 1, "wrong_answer": 1, "sound": 4}
-    assert dict(zip(frame["flag"], frame["rate"]))["sound"] == pytest.approx(4 / 9)
+    assert dict(zip(frame["flag"], frame["rate"], strict=True))["sound"] == pytest.approx(4 / 9)
 
 
 def test_flag_rates_by_group_are_long_and_complete(two_reviewers: list[Annotation]) -> None:

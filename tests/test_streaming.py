@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_stream_yields_several_chunks_that_join_to_the_final_text(tiny_model: Lo
     final = updates[-1]
     assert final.done and sum(not update.done for update in updates) == len(updates) - 1
     assert "".join(update.delta for update in pieces) == final.text
-    assert all(later.text.startswith(earlier.text) for earlier, later in zip(updates, updates[1:]))
+    assert all(later.text.startswith(earlier.text) for earlier, later in pairwise(updates))
     assert final.stop_reason == "max_new_tokens"
     assert final.timing is not None and final.timing.new_tokens == 24
     assert (

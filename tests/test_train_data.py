@@ -187,7 +187,8 @@ def test_medvlm_r1_takes_the_letter_from_solution(tmp_path: Path) -> None:
     _png(tmp_path / "images" / "brain002206.png")
     row = {
         "image": ["images/brain002206.png"],
-        "problem": "What is apparent in this image?\nA) Hemorrhage\nB) Acute infarct\nC) Abscess formation\nD) Chronic infarct",
+        "problem": "What is apparent in this image?\nA) Hemorrhage\nB) Acute infarct\nC) Abscess formation\nD) "
+        "Chronic infarct",
         "solution": "D",
         "question": "What is apparent in this image?",
         "options": ["Hemorrhage", "Acute infarct", "Abscess formation", "Chronic infarct"],
@@ -210,7 +211,8 @@ def test_med_r1_splits_read_modality_and_question_type_from_the_file_name(tmp_pa
     _png(tmp_path / "Images" / "Chest CT Scan" / "test" / "000139 (9).png")
     row = {
         "image": "Images/Chest CT Scan/test/000139 (9).png",
-        "problem": "What imaging technique is employed for obtaining this image? A)Mammogram, B)PET, C)CT, D)Fluoroscopy",
+        "problem": "What imaging technique is employed for obtaining this image? A)Mammogram, B)PET, C)CT, "
+        "D)Fluoroscopy",
         "solution": "<answer> C </answer>",
     }
     by_modality = _write_json(tmp_path / "Splits" / "modality" / "test" / "CT(Computed Tomography)_test.json", [row])

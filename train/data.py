@@ -227,7 +227,8 @@ def no_records_message(data: str | Path, data_root: str | Path | None, report: L
         where = f"--data_root {data_root}" if data_root else "the data file's folder (no --data_root was given)"
         text += (
             f"\nImages are looked for under {where}: the first missing one was {missing}. "
-            "Pass --data_root with the folder that holds the images (e.g. the dataset downloaded with hf download --repo-type dataset)."
+            "Pass --data_root with the folder that holds the images (e.g. the dataset downloaded with hf download "
+            "--repo-type dataset)."
         )
     return text
 
@@ -595,7 +596,8 @@ def _image_path(image: Any, origin: _Origin) -> Path:
         if origin.root is None:
             raise DatasetError(
                 f"{origin.name} names its images by relative paths ({image!r}); pass the folder that holds them "
-                "as data_root (--data-root), e.g. the dataset repository downloaded with hf download --repo-type dataset."
+                "as data_root (--data-root), e.g. the dataset repository downloaded with hf download --repo-type "
+                "dataset."
             )
         path = origin.root / path
     return path.resolve()

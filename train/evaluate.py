@@ -2,7 +2,8 @@
 
     python -m train.evaluate --model JZPeterPan/MedVLM-R1 --data MRI_CT_XRAY_300each_dataset.json \\
         --data-root ./MedVLM-R1 --output-dir outputs/eval-medvlm-r1
-    python -m train.evaluate --model ./outputs/my-grpo-run --data "Splits/modality/test/CT(Computed Tomography)_test.json" \\
+    python -m train.evaluate --model ./outputs/my-grpo-run \\
+        --data "Splits/modality/test/CT(Computed Tomography)_test.json" \\
         --data-root ./OmniMedVQA --max-new-tokens 256 --batch-size 64          # Med-R1's settings
 
 **Protocol** (MedVLM-R1 and Med-R1): greedy decoding, 512 new tokens (Med-R1: 256; ``--max-new-tokens``),
@@ -182,7 +183,8 @@ class EvaluationResult:
                 score.correct / evaluated_and_skipped if evaluated_and_skipped else 0.0
             )
         return {
-            "protocol": "accuracy = correct / questions evaluated; an unreadable answer counts as wrong; rows skipped while loading are listed under data.load_report and not in the denominator",
+            "protocol": "accuracy = correct / questions evaluated; an unreadable answer counts as wrong; rows skipped "
+            "while loading are listed under data.load_report and not in the denominator",
             "model": self.model,
             "data": {**(data or {}), **({"load_report": load_report.to_dict()} if load_report is not None else {})},
             "settings": {**self.settings.to_dict(), "prompt_style": self.prompt_style, "batch_size": self.batch_size},
@@ -354,7 +356,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (" (**random test weights**)" if model.get("random_weights") else ""),
         f"- Data: `{report['data'].get('source', '?')}`"
         + (f" -- {report['data']['load_report']['summary']}" if "load_report" in report["data"] else ""),
-        f"- Decoding: {decoding}, at most {settings['max_new_tokens']} new tokens, prompt style `{settings['prompt_style']}`, batch size {settings['batch_size']}",
+        f"- Decoding: {decoding}, at most {settings['max_new_tokens']} new tokens, prompt style "
+        f"`{settings['prompt_style']}`, batch size {settings['batch_size']}",
         f"- {report['protocol']}.",
         "",
         "| group | n | correct | accuracy | format OK |",
@@ -375,11 +378,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Notes",
         "",
-        f"- Unreadable answers (counted wrong): {report['unreadable_answers']}; cut off at the token limit: {report['stopped_at_max_new_tokens']}.",
+        f"- Unreadable answers (counted wrong): {report['unreadable_answers']}; cut off at the token limit: "
+        f"{report['stopped_at_max_new_tokens']}.",
     ]
     if "skipped_rows" in overall:
         lines.append(
-            f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: {overall['accuracy_with_skipped_as_wrong']:.2%}."
+            f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: "
+            f"{overall['accuracy_with_skipped_as_wrong']:.2%}."
         )
     rate = timing["samples_per_s"]
     lines.append(
@@ -446,7 +451,8 @@ class EvaluateArguments:
     max_pixels: int | None = field(
         default=None,
         metadata={
-            "help": "Image-token budget in pixels (the recipe: 401408 = 512 tokens); the checkpoint's own when not given."
+            "help": "Image-token budget in pixels (the recipe: 401408 = 512 tokens); the checkpoint's own when not "
+            "given."
         },
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, mps; automatic when not given."})
@@ -516,7 +522,8 @@ def run(args: EvaluateArguments) -> EvaluationResult:
     paths = write_outputs(result, args.output_dir, data=data, load_report=load_report)
     overall = result.overall
     print(
-        f"Accuracy {overall.accuracy:.2%} ({overall.correct}/{overall.n}), format compliance {overall.format_compliance:.2%}; "
+        f"Accuracy {overall.accuracy:.2%} ({overall.correct}/{overall.n}), format compliance "
+        f"{overall.format_compliance:.2%}; "
         f"report in {paths['report.md']}",
         flush=True,
     )

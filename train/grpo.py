@@ -14,21 +14,25 @@ Every run is a recipe under ``train/recipes/`` plus command-line overrides (any 
         -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
 
     # The same with ZeRO-2 (as Med-R1), or plain DDP on GPUs with memory to spare
-    accelerate launch --config_file train/accelerate/zero2.yaml -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
-    accelerate launch --config_file train/accelerate/ddp.yaml -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
+    accelerate launch --config_file train/accelerate/zero2.yaml \\
+        -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
+    accelerate launch --config_file train/accelerate/ddp.yaml \\
+        -m train.grpo --config train/recipes/medvlm_r1_qwen2vl_2b.yaml
 
     # LoRA on one 24 GB GPU
     python -m train.grpo --config train/recipes/medvlm_r1_lora_single_gpu.yaml
 
     # Med-R1's no-think variant (answer only)
-    accelerate launch --config_file train/accelerate/zero2.yaml -m train.grpo --config train/recipes/medvlm_r1_no_think.yaml
+    accelerate launch --config_file train/accelerate/zero2.yaml \\
+        -m train.grpo --config train/recipes/medvlm_r1_no_think.yaml
 
     # A CPU smoke run on the tiny offline model (two processes: add the accelerate launcher)
     medvlm-tiny-model --format-warm-start ./tiny-model
     python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml \\
-        --model_name_or_path ./tiny-model --dataset_name path/to/questions.json
+        --model_name_or_path ./tiny-model --dataset_name assets/questions.json
     accelerate launch --config_file train/accelerate/cpu_2proc.yaml -m train.grpo \\
-        --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name path/to/questions.json
+        --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model \\
+        --dataset_name assets/questions.json
 
 A run resumes by itself from the last ``checkpoint-*`` in ``output_dir``;
 ``--resume_from_checkpoint PATH`` picks one, ``--resume_from_checkpoint false`` starts afresh.
@@ -73,7 +77,8 @@ class GRPOScriptArguments:
 
     dataset_name: str = field(
         metadata={
-            "help": "Where the questions are: a Hub dataset id (e.g. FreedomIntelligence/Medical_Multimodal_Evaluation_Data), a JSON/JSONL file, or a directory."
+            "help": "Where the questions are: a Hub dataset id (e.g. "
+            "FreedomIntelligence/Medical_Multimodal_Evaluation_Data), a JSON/JSONL file, or a directory."
         }
     )
     dataset_format: str = field(
@@ -82,7 +87,8 @@ class GRPOScriptArguments:
     data_root: str | None = field(
         default=None,
         metadata={
-            "help": "Directory that relative image paths in the records are resolved against (default: next to the data)."
+            "help": "Directory that relative image paths in the records are resolved against (default: next to the "
+            "data)."
         },
     )
     dataset_split: str = field(
@@ -158,7 +164,8 @@ def short_help() -> str:
             lines.append(f"  --{item.name:<26} {item.metadata.get('help', '')}")
     lines += [
         "",
-        "Every option of trl.GRPOConfig and trl.ModelConfig is accepted too: python -m train.grpo --help-all lists them.",
+        "Every option of trl.GRPOConfig and trl.ModelConfig is accepted too: python -m train.grpo --help-all lists "
+        "them.",
         "Details: train/README.md.",
     ]
     return "\n".join(lines)
@@ -209,7 +216,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     if not Path(model_args.model_name_or_path).is_dir() and looks_like_local_path(model_args.model_name_or_path):
         raise MedVLMError(
             f"No model directory at {model_args.model_name_or_path}. Check the path, or pass a Hub id such as "
-            "Qwen/Qwen2-VL-2B-Instruct (build the offline test model with: medvlm-tiny-model --format-warm-start ./tiny-model)."
+            "Qwen/Qwen2-VL-2B-Instruct (build the offline test model with: medvlm-tiny-model --format-warm-start "
+            "./tiny-model)."
         )
     if Path(model_args.model_name_or_path).is_dir():
         # An absolute path, so that a LoRA adapter's adapter_config.json finds its base from anywhere.
@@ -356,7 +364,8 @@ def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
     if requested.lower() in ("true", "yes", "last"):
         if last is None:
             raise MedVLMError(
-                f"--resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* directory."
+                f"--resume_from_checkpoint {requested}, but {training_args.output_dir} holds no checkpoint-* "
+                "directory."
             )
         return last
     if not os.path.isdir(requested):

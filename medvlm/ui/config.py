@@ -121,7 +121,8 @@ class AppConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="app.py",
-        description="The medvlm web app: ask a reasoning medical VLM about an image or DICOM, watch it think, review its answers.",
+        description="The medvlm web app: ask a reasoning medical VLM about an image or DICOM, watch it think, review "
+        "its answers.",
     )
     parser.add_argument(
         "--model",
@@ -140,12 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-fast-cpu",
         action="store_true",
-        help=f"on a CPU, run plain fp32 at the checkpoint's image size instead of int8 weights and smaller images (env {FAST_CPU_ENV}=0)",
+        help="on a CPU, run plain fp32 at the checkpoint's image size instead of int8 weights and smaller images "
+        f"(env {FAST_CPU_ENV}=0)",
     )
     parser.add_argument(
         "--evaluation-images",
         metavar="DIR",
-        help=f"a folder the images of imported evaluation runs may be read from, e.g. the --data_root of train.evaluate "
+        help="a folder the images of imported evaluation runs may be read from, e.g. the --data_root of "
+        "train.evaluate "
         f"(env {EVALUATION_IMAGES_ENV}; default: images must be uploaded with samples.jsonl)",
     )
     return parser

@@ -262,12 +262,14 @@ def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
                 sample = json.loads(line)
             except json.JSONDecodeError:
                 raise MedVLMError(
-                    f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by train.evaluate."
+                    f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by "
+                    "train.evaluate."
                 ) from None
             missing = [key for key in EVALUATION_FIELDS if not isinstance(sample, dict) or key not in sample]
             if missing:
                 raise MedVLMError(
-                    f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl written by train.evaluate."
+                    f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl "
+                    "written by train.evaluate."
                 )
             samples.append(sample)
     if not samples:
@@ -643,7 +645,8 @@ class Workbench:
                 images[name] = read_input(path)
                 if sum(map(len, images.values())) > MAX_INPUT_BYTES:
                     raise MedVLMError(
-                        f"The uploaded images come to more than {MAX_INPUT_BYTES // 2**20:,} MiB; review the run in parts, "
+                        f"The uploaded images come to more than {MAX_INPUT_BYTES // 2**20:,} MiB; review the run in "
+                        "parts, "
                         "or have the operator start the app with --evaluation-images pointing at the images."
                     )
         except MedVLMError as error:
@@ -1068,7 +1071,8 @@ class Workbench:
             )
         if output is None or output.output_id != output_id:
             return render.error_markdown(
-                "This review was not saved: the answer it is for is no longer on screen (another case was loaded since). "
+                "This review was not saved: the answer it is for is no longer on screen (another case was loaded "
+                "since). "
                 "Review the answer shown now, or ask again."
             )
         try:

@@ -45,7 +45,10 @@ FORMAT_WARNING = (
     "The model did not follow the required format (its reasoning in <think>...</think>, then the answer in "
     "<answer>...</answer>). Treat this answer with caution."
 )
-CUT_OFF_HINT = "The model was cut off at the maximum number of new tokens. Raise it under Generation settings for longer reasoning."
+CUT_OFF_HINT = (
+    "The model was cut off at the maximum number of new tokens. Raise it under Generation settings for "
+    "longer reasoning."
+)
 STOPPED = "You stopped the generation before it finished, so there is no answer to review."
 RESEARCH_ONLY = "Research use only: not a medical device, not for diagnosis."
 
@@ -65,7 +68,7 @@ def options_html(
     """
     parts = [f'<div class="status">{_escape(status)}</div>'] if status else []
     if options:
-        rows = [_option_row(letter, text, chosen, correct) for letter, text in zip(LETTERS, options)]
+        rows = [_option_row(letter, text, chosen, correct) for letter, text in zip(LETTERS, options, strict=False)]
         parts.append('<div class="options">' + "".join(rows) + "</div>")
     else:
         parts.append('<div class="empty">Type the options (one per line) to see them lettered A, B, C...</div>')
@@ -205,8 +208,14 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     description = model.describe()
     where = f"{description['device']}, {description['dtype']}"
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
-    wording = f"Asked in the {model.prompt_style.value} wording: {model.prompt_style_reason} (changeable under Generation settings). "
-    line = f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). {wording}{speed_note(model)}{RESEARCH_ONLY}"
+    wording = (
+        f"Asked in the {model.prompt_style.value} wording: {model.prompt_style_reason} (changeable under "
+        "Generation settings). "
+    )
+    line = (
+        f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). "
+        f"{wording}{speed_note(model)}{RESEARCH_ONLY}"
+    )
     if model.is_test_model:
         line = (
             "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
@@ -227,8 +236,14 @@ def speed_note(model: LoadedModel) -> str:
     if report is None:
         return f"CPU fast path off: plain fp32, {images}. "
     if not report.quantized:
-        return f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}): fp32 weights, {report.threads} threads, {images}. "
-    return f"CPU fast path: int8 weights in {report.quantized_layers} layers, {report.threads} threads, {images}; `--no-fast-cpu` turns it off. "
+        return (
+            f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}): fp32 weights, "
+            f"{report.threads} threads, {images}. "
+        )
+    return (
+        f"CPU fast path: int8 weights in {report.quantized_layers} layers, {report.threads} threads, {images}; "
+        "`--no-fast-cpu` turns it off. "
+    )
 
 
 REVIEW_COLUMNS = ["id", "saved", "reviewer", "modality", "model", "question", "answer", "correct", "flags", "comment"]
@@ -265,11 +280,14 @@ def review_target(output: ModelOutput | None, case: str | None, *, generating: b
     if output is None:
         return "No answer to review yet: ask a question about the image on screen."
     answer = f"answer {output.letter}" if output.letter else "no answer"
-    return f"Reviewing the model's answer to **{escape_markdown(output.question)}** on {where} ({answer}; output `{output.output_id[:8]}`)."
+    return (
+        f"Reviewing the model's answer to **{escape_markdown(output.question)}** on {where} ({answer}; output "
+        f"`{output.output_id[:8]}`)."
+    )
 
 
 def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = ()) -> str:
-    """One stored review in full: question, options with the answer, reasoning, flags, comment, and earlier versions."""
+    """One stored review in full: question, options and answer, reasoning, flags, comment, earlier versions."""
     answer = answer_html(
         annotation.options,
         letter=annotation.letter,
@@ -289,7 +307,8 @@ def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = (
             *(f'<div class="fact">{_escape(fact)}</div>' for fact in facts),
             f'<div class="question"><b>Question:</b> {_escape(annotation.question)}</div>',
             answer,
-            f'<div class="reasoning"><b>Reasoning:</b><pre style="white-space: pre-wrap">{_escape(annotation.reasoning or annotation.completion)}</pre></div>',
+            '<div class="reasoning"><b>Reasoning:</b><pre style="white-space: '
+            f'pre-wrap">{_escape(annotation.reasoning or annotation.completion)}</pre></div>',
             f'<div class="flags"><b>Flags:</b> {_escape(flags)}</div>',
             f'<div class="comment"><b>Comment:</b> {_escape(annotation.comment) or "none"}</div>',
             *_earlier_versions(history),
@@ -319,7 +338,10 @@ def letter_choices(options: Sequence[str] | None = None) -> list[tuple[str, str]
     """
     if options is None:
         return [("Not known", ""), *((letter, letter) for letter in LETTERS)]
-    return [("Not known", ""), *((f"{letter}) {text}", letter) for letter, text in zip(LETTERS, options))]
+    return [
+        ("Not known", ""),
+        *((f"{letter}) {text}", letter) for letter, text in zip(LETTERS, options, strict=False)),
+    ]
 
 
 def _escape(text: Any) -> str:
