@@ -11,16 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medvlm.atomic import atomic_write_text
+
 METADATA_FILE = "medvlm.json"
 
 
 def write_metadata(directory: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``metadata`` as ``medvlm.json`` in ``directory`` (atomically: a crash leaves the old file)."""
-    path = Path(directory) / METADATA_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n"
+    return atomic_write_text(Path(directory) / METADATA_FILE, text)
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import medvlm
 
 # "from medvlm import annotations" would get the package's __future__ feature, not the module:
 import medvlm.annotations as annotations_module
+import medvlm.annotations.schema as schema_module
+import medvlm.annotations.store as store_module
 from medvlm.annotations import (
     DATA_DIR_ENV,
     FLAGS,
@@ -266,7 +268,7 @@ def test_query_filters_in_sql_and_returns_newest_first(store: AnnotationStore) -
 
 
 def test_filtering_by_flag_searches_the_flag_index(store: AnnotationStore) -> None:
-    sql = f"EXPLAIN QUERY PLAN {annotations_module._SELECT_ANNOTATIONS} WHERE {annotations_module._FLAG_FILTER}"
+    sql = f"EXPLAIN QUERY PLAN {store_module._SELECT_ANNOTATIONS} WHERE {store_module._FLAG_FILTER}"
     with sqlite3.connect(store.db_path) as conn:
         plan = [row[-1] for row in conn.execute(sql, ("sound",))]
     assert any("annotation_flags_flag (flag=?)" in step for step in plan), plan
@@ -335,7 +337,7 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind(
         raise RuntimeError("power cut")
 
     with monkeypatch.context() as patch:
-        patch.setattr(annotations_module, "_write_flags", crash)  # runs after the row inserts, before commit
+        patch.setattr(store_module, "_write_flags", crash)  # runs after the row inserts, before commit
         with pytest.raises(RuntimeError, match="power cut"):
             store.add(make_output(2), Review("Dr Grey", ("superficial",)))
         with pytest.raises(RuntimeError, match="power cut"):  # an update of an existing row, too
@@ -353,7 +355,7 @@ def test_an_image_that_cannot_be_written_stores_no_row(
     def disk_full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(annotations_module, "_atomic_write", disk_full)
+    monkeypatch.setattr(store_module, "atomic_write_bytes", disk_full)
     with pytest.raises(AnnotationError, match="No space left on device.*review was not stored"):
         store.add(make_output(), Review("Dr Grey", ("sound",)))
     assert store.count() == 0
@@ -583,13 +585,14 @@ def test_a_crash_between_creating_the_tables_and_recording_the_version_leaves_a_
     script = textwrap.dedent(
         f"""
         import os
-        import medvlm.annotations as store_module
-        create = store_module._create_schema_v1
+        import medvlm.annotations.schema as schema
+        create = schema._create_schema_v1
         def create_then_die(conn):
             create(conn)
             os._exit(9)  # killed after the tables exist, before the schema version is written
-        store_module._MIGRATIONS = (create_then_die, *store_module._MIGRATIONS[1:])
-        store_module.AnnotationStore({str(tmp_path)!r})
+        schema.MIGRATIONS = (create_then_die, *schema.MIGRATIONS[1:])
+        from medvlm.annotations import AnnotationStore
+        AnnotationStore({str(tmp_path)!r})
         """
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
@@ -605,7 +608,7 @@ def test_a_failing_migration_step_changes_nothing(tmp_path: Path, monkeypatch: p
         conn.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(annotations_module, "_MIGRATIONS", (half_then_fail,))
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (half_then_fail,))
     with pytest.raises(AnnotationError, match="could not be opened"):
         AnnotationStore(tmp_path)
     with sqlite3.connect(tmp_path / "annotations.sqlite3") as conn:
@@ -617,11 +620,11 @@ def test_a_version_1_store_migrates_without_loss(tmp_path: Path) -> None:
     """A database written by the previous release (schema 1) opens with every review, now with its history."""
     conn = sqlite3.connect(tmp_path / "annotations.sqlite3", isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
-    annotations_module._create_schema_v1(conn)
+    schema_module._create_schema_v1(conn)
     conn.execute("PRAGMA user_version = 1")
     conn.executemany("INSERT INTO flags VALUES (?, ?)", FLAGS.items())
-    row = annotations_module._output_row(make_output())
-    columns = annotations_module._OUTPUT_COLUMNS
+    row = store_module._output_row(make_output())
+    columns = annotations_module.OUTPUT_COLUMNS
     conn.execute(
         f"INSERT INTO outputs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [row[c] for c in columns],

@@ -57,13 +57,13 @@ import collections
 import hashlib
 import io
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medvlm.atomic import atomic_write_bytes
 from medvlm.errors import ImageLoadError, MedVLMError, QuestionError
 from medvlm.images import load_image
 from medvlm.prompt import (
@@ -612,9 +612,7 @@ def _write_blob(data: bytes, name: str | None, root: Path) -> Path:
     target = (root / relative).resolve()
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        atomic_write_bytes(target, data)
     return target
 
 

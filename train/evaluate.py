@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import HfArgumentParser
 
+from medvlm.annotations import ModelOutput
 from medvlm.errors import MedVLMError
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, as_style
@@ -75,31 +76,37 @@ class SampleResult:
     def to_dict(
         self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = ""
     ) -> dict[str, Any]:
-        """One ``samples.jsonl`` line; the shared field names are those of ``annotations.ModelOutput``."""
+        """One ``samples.jsonl`` line: :meth:`medvlm.annotations.ModelOutput.to_sample` owns the format."""
         record, parsed = self.record, self.parsed
-        return {
-            "id": record.id,
-            "image": str(record.image_path),
-            "question": record.question,
-            "options": list(record.options),
-            "solution": record.answer,
-            "correct_answer": record.answer,
-            "completion": self.completion,
-            "reasoning": parsed.reasoning,
-            "answer_text": parsed.answer_text,
-            "letter": parsed.letter,
-            "format_ok": parsed.format_ok,
-            "problem": parsed.problem,
-            "stop_reason": self.stop_reason,
-            "correct": self.correct,
-            "modality": record.modality,
-            "question_type": record.question_type,
-            "new_tokens": self.new_tokens,
-            "model": model,
-            "settings": settings,
-            "prompt_style": prompt_style,
-            "generated_at": generated_at,
-        }
+        output = ModelOutput(
+            output_id="",
+            image=None,
+            image_metadata={},
+            question=record.question,
+            options=list(record.options),
+            correct_answer=record.answer,
+            completion=self.completion,
+            reasoning=parsed.reasoning,
+            answer_text=parsed.answer_text,
+            letter=parsed.letter,
+            format_ok=parsed.format_ok,
+            problem=parsed.problem,
+            stop_reason=self.stop_reason,
+            model=model,
+            settings=settings,
+            prompt_style=prompt_style,
+            timing=None,
+            generated_at=generated_at,
+        )
+        return output.to_sample(
+            image=str(record.image_path),
+            id=record.id,
+            solution=record.answer,
+            correct=self.correct,
+            modality=record.modality,
+            question_type=record.question_type,
+            new_tokens=self.new_tokens,
+        )
 
 
 @dataclass(frozen=True)

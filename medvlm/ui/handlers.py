@@ -18,7 +18,6 @@ file names can carry patient names.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -703,31 +702,8 @@ class Workbench:
             question, options = validate_question(sample["question"], sample["options"])
         except MedVLMError as error:
             return self._no_sample(f"Sample {index + 1}: {error}")
-        correct = sample.get("correct_answer") or sample.get("solution")
-        correct = correct if isinstance(correct, str) and correct in LETTERS[: len(options)] else None
-        model = sample.get("model") if isinstance(sample.get("model"), dict) else {}
-        identity = json.dumps([model.get("model"), sample.get("id", index), sample["completion"]], sort_keys=True)
-        output = ModelOutput(
-            output_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
-            image=image.image,
-            image_metadata=image.metadata.to_dict(),
-            question=question,
-            options=options,
-            correct_answer=correct,
-            completion=str(sample["completion"]),
-            reasoning=str(sample.get("reasoning") or ""),
-            answer_text=sample.get("answer_text"),
-            letter=sample.get("letter"),
-            format_ok=bool(sample.get("format_ok")),
-            problem=sample.get("problem"),
-            stop_reason=sample.get("stop_reason"),
-            model=model,
-            settings=sample.get("settings") if isinstance(sample.get("settings"), dict) else {},
-            prompt_style=str(sample.get("prompt_style") or ""),
-            timing=None,
-            # Never "now": a second reviewer of this sample must meet the very same stored output.
-            generated_at=str(sample.get("generated_at") or ""),
-        )
+        output = ModelOutput.from_sample(sample, image, index=index, question=question, options=options)
+        correct, model = output.correct_answer, output.model
         session.new_case()
         session.file_bytes, session.image, session.options, session.last_output = None, image, options, output
         session.source_label = f"Evaluation sample {index + 1} of {len(session.evaluation)}"

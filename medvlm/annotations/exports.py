@@ -1,0 +1,78 @@
+"""Exports of the annotation store: JSON Lines with images beside it, and self-contained Parquet.
+
+Both are what ``datasets.load_dataset`` reads and ``train.data`` trains on; both are written
+atomically (:func:`medvlm.atomic.atomic_write`), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medvlm.annotations.records import FREE_FORM_FIELDS, Annotation, AnnotationError, image_relpath
+from medvlm.atomic import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from medvlm.annotations.store import AnnotationStore
+
+
+def export_jsonl(store: AnnotationStore, path: str | Path) -> Path:
+    """Write every annotation (oldest first) as one JSON object per line; return the path.
+
+    Image paths in the records are relative to the file's folder: images not already there are
+    copied to ``<folder>/images/``, so the file and that folder travel together.
+    """
+    target, annotations = _export_target(store, path)
+    for annotation in annotations:
+        copy_image(annotation, target.parent)
+    return atomic_write_text(target, "".join(annotation.to_json_line() for annotation in annotations))
+
+
+def export_parquet(store: AnnotationStore, path: str | Path) -> Path:
+    """Write every annotation (oldest first) as a self-contained Parquet file; return the path.
+
+    The ``image`` column is a ``datasets.Image()`` feature holding the PNG bytes, so
+    ``datasets.load_dataset("parquet", data_files=...)`` or ``Dataset.from_parquet`` decode it to
+    PIL with no other file. The free-form dictionaries (``image_metadata``, ``model``,
+    ``settings``, ``timing``) are JSON strings here: as Arrow structs, an empty one cannot be
+    written at all and rows from different app versions would disagree on the schema. Holds every
+    image in memory while writing.
+    """
+    import datasets  # slow to import; only exports need it
+
+    target, annotations = _export_target(store, path)
+    records = [
+        {
+            **annotation.to_record(),
+            **{key: json.dumps(getattr(annotation, key), sort_keys=True) for key in FREE_FORM_FIELDS},
+            "image": {"bytes": annotation.image_path.read_bytes(), "path": image_relpath(annotation.image_sha256)},
+        }
+        for annotation in annotations
+    ]
+    dataset = datasets.Dataset.from_list(records).cast_column("image", datasets.Image())
+    return atomic_write(target, lambda tmp: dataset.to_parquet(str(tmp)))
+
+
+def _export_target(store: AnnotationStore, path: str | Path) -> tuple[Path, list[Annotation]]:
+    """The resolved export path (its folder created) and all annotations, oldest first."""
+    annotations = store.query()[::-1]
+    if not annotations:
+        raise AnnotationError("There are no annotations to export yet.")
+    target = Path(path).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target, annotations
+
+
+def copy_image(annotation: Annotation, folder: str | Path) -> Path:
+    """Make ``<folder>/images/<sha256>.png`` exist, so a record's relative image path resolves there.
+
+    A real (atomic) copy, not a hard link: whoever edits an exported image in place must not
+    change the stored original. Used by the JSONL export and the Hub sync.
+    """
+    target = Path(folder) / image_relpath(annotation.image_sha256)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda tmp: shutil.copyfile(annotation.image_path, tmp))
+    return target

@@ -1,0 +1,165 @@
+"""The SQLite schema of the annotation store and its migrations, each all or nothing.
+
+``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: an empty file); the
+version is SQLite's ``PRAGMA user_version``. To change the schema, append a function and never
+edit a released one: a data folder written by any earlier medvlm opens with every row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from medvlm.annotations.records import AnnotationError, ordered_flags, to_json
+
+
+def _create_schema_v1(conn: sqlite3.Connection) -> None:
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE flags (
+            name  TEXT PRIMARY KEY,
+            label TEXT NOT NULL
+        );
+        CREATE TABLE outputs (
+            output_id      TEXT PRIMARY KEY CHECK (output_id <> ''),
+            image_sha256   TEXT NOT NULL CHECK (length(image_sha256) = 64),
+            image_metadata TEXT NOT NULL,
+            modality       TEXT,
+            question       TEXT NOT NULL,
+            options        TEXT NOT NULL,
+            completion     TEXT NOT NULL,
+            reasoning      TEXT NOT NULL,
+            answer_text    TEXT,
+            letter         TEXT,
+            format_ok      INTEGER NOT NULL CHECK (format_ok IN (0, 1)),
+            problem        TEXT,
+            stop_reason    TEXT,
+            model_id       TEXT NOT NULL,
+            model          TEXT NOT NULL,
+            settings       TEXT NOT NULL,
+            prompt_style   TEXT NOT NULL,
+            timing         TEXT,
+            generated_at   TEXT NOT NULL
+        );
+        CREATE INDEX outputs_modality ON outputs (modality);
+        CREATE INDEX outputs_model_id ON outputs (model_id);
+        CREATE TABLE annotations (
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
+            output_id      TEXT NOT NULL REFERENCES outputs (output_id),
+            reviewer       TEXT NOT NULL CHECK (reviewer <> ''),
+            comment        TEXT NOT NULL,
+            correct_answer TEXT,
+            app_version    TEXT NOT NULL,
+            created_at     TEXT NOT NULL,
+            updated_at     TEXT NOT NULL,
+            UNIQUE (output_id, reviewer)
+        );
+        CREATE INDEX annotations_reviewer ON annotations (reviewer);
+        CREATE TABLE annotation_flags (
+            annotation_id INTEGER NOT NULL REFERENCES annotations (id) ON DELETE CASCADE,
+            flag          TEXT NOT NULL REFERENCES flags (name),
+            PRIMARY KEY (annotation_id, flag)
+        ) WITHOUT ROWID;
+        CREATE INDEX annotation_flags_flag ON annotation_flags (flag, annotation_id);
+        """,
+    )
+
+
+def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
+    """Every save of a review is kept as a version; existing reviews become their version 1."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE annotation_versions (
+            annotation_id  INTEGER NOT NULL REFERENCES annotations (id) ON DELETE CASCADE,
+            version        INTEGER NOT NULL CHECK (version >= 1),
+            flags          TEXT NOT NULL,
+            comment        TEXT NOT NULL,
+            correct_answer TEXT,
+            app_version    TEXT NOT NULL,
+            saved_at       TEXT NOT NULL,
+            PRIMARY KEY (annotation_id, version)
+        ) WITHOUT ROWID;
+        """,
+    )
+    rows = conn.execute(
+        "SELECT a.id, a.comment, a.correct_answer, a.app_version, a.updated_at,"
+        " (SELECT group_concat(f.flag) FROM annotation_flags f WHERE f.annotation_id = a.id) FROM annotations a"
+    ).fetchall()
+    conn.executemany(
+        "INSERT INTO annotation_versions VALUES (?, 1, ?, ?, ?, ?, ?)",
+        [
+            (id_, to_json(list(ordered_flags(flags))), comment, correct, version, saved)
+            for id_, comment, correct, version, saved, flags in rows
+        ],
+    )
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run each statement of ``script`` inside the caller's transaction.
+
+    Not ``executescript``: it commits the open transaction first, so a crash or a concurrent
+    opener could see half a schema (tables without the version that says they exist).
+    """
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"Incomplete SQL statement in a migration: {statement.strip()[:60]}")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_schema_v1, _add_review_versions_v2)
+"""``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
+
+To change the schema, append a function; never edit a released one. All pending steps and the
+new version number run in one ``BEGIN IMMEDIATE`` transaction (statements run one by one, never
+through ``executescript``, which would commit half-way), so an interrupted upgrade leaves the
+previous version intact and concurrent openers of a fresh folder wait for the first one.
+"""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... COMMIT, or ROLLBACK on any exception (``with conn`` semantics)."""
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # commits on success, rolls back on an exception
+        yield
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`, inside the caller's transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise AnnotationError(
+            f"This annotation store was written by a newer medvlm (schema {version}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade medvlm to use it."
+        )
+    for step in MIGRATIONS[version:]:
+        step(conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def set_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> str:
+    """``PRAGMA journal_mode=WAL``, retried while another process holds the lock.
+
+    Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once instead of waiting on the busy timeout when several processes open a new folder together.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
