@@ -52,7 +52,9 @@ from medvlm.prompt import LETTERS, MAX_OPTIONS, MIN_OPTIONS, normalize_option_te
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE | re.ASCII)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE | re.ASCII)
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE | re.ASCII)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.ASCII | re.DOTALL)
+ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.ASCII | re.DOTALL)
+"""An ``<answer>...</answer>`` block, any case, over lines: the one pattern for it (parser, gold answers,
+the paper's reward)."""
 _FORMAT_WITH_THINK = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _FORMAT_ANSWER_ONLY = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _OPENING_TAGS = ("<think>", "<answer>")
@@ -177,14 +179,14 @@ def parse_completion(
         answer_from = 0
     think_unclosed = think_open is not None and think_close is None
 
-    block = _ANSWER_BLOCK.search(text, answer_from)
+    block = ANSWER_BLOCK.search(text, answer_from)
     answer_text = block.group(1).strip() if block else None
     if answer_text is not None:
         reading = _read_answer(answer_text, count, texts)
         letter, problem = reading.letter, reading.problem
         others = {
             _read_answer(later.group(1).strip(), count, texts).letter
-            for later in _ANSWER_BLOCK.finditer(text, block.end())
+            for later in ANSWER_BLOCK.finditer(text, block.end())
         }
         others.discard(None)
         if letter is not None and others - {letter}:
@@ -366,3 +368,23 @@ def _distinct(letters: Iterable[str]) -> tuple[str, ...]:
 def _quote(text: str, limit: int = 60) -> str:
     flat = " ".join(text.split())
     return f"'{flat}'" if len(flat) <= limit else f"'{flat[: limit - 3]}...'"
+
+
+def solution_letter(solution: str | None) -> str | None:
+    """The letter of a gold answer written ``"C"``, ``" c "`` or ``"<answer> C </answer>"``; else None.
+
+    Args:
+        solution: the correct answer as a dataset gives it (MedVLM-R1: a letter; Med-R1: a tagged one).
+
+    Returns:
+        The upper-case letter A..J, or None when it is not one letter.
+
+    Example:
+        >>> solution_letter("<answer> c </answer>"), solution_letter("B"), solution_letter("MRI")
+        ('C', 'B', None)
+    """
+    if not isinstance(solution, str):
+        return None
+    tagged = ANSWER_BLOCK.search(solution)
+    letter = (tagged.group(1) if tagged else solution).strip().upper()
+    return letter if len(letter) == 1 and letter in LETTERS else None

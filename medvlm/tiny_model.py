@@ -343,14 +343,3 @@ def _mute_unreadable_tokens(model: Qwen2VLForConditionalGeneration, tokenizer: Q
     muted = [index for token, index in vocab.items() if len(token) == 1 or token in SPECIAL_TOKENS]
     with torch.no_grad():
         model.lm_head.weight[muted] = 0.0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m medvlm.tiny_model DIR``: the same as ``medvlm-tiny-model`` (:func:`medvlm.cli.tiny_model_main`)."""
-    from medvlm.cli import tiny_model_main
-
-    return tiny_model_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -144,7 +144,7 @@ def test_an_elongated_image_is_one_error_line_before_the_model_loads(
 HEAVY = ("torch", "gradio", "trl")
 ENTRY_POINTS = [
     ("medvlm", ["ask", "--help"]),
-    ("medvlm.tiny_model", ["--help"]),
+    ("medvlm-tiny-model", ["--help"]),
     ("train.evaluate", ["--help"]),
     ("train.grpo", ["--help"]),
     ("app", ["--help"]),
@@ -154,7 +154,7 @@ ENTRY_POINTS = [
 @pytest.mark.parametrize(("module", "arguments"), ENTRY_POINTS, ids=[module for module, _ in ENTRY_POINTS])
 def test_help_answers_before_torch_gradio_or_trl_are_imported(module: str, arguments: list[str]) -> None:
     """``--help`` must not cost the 5-10 s of importing torch and friends: the modules are checked, not the clock."""
-    if module == "medvlm.tiny_model":  # the console script medvlm-tiny-model
+    if module == "medvlm-tiny-model":  # the console script
         code = "import sys; from medvlm.cli import tiny_model_main; sys.exit(tiny_model_main(sys.argv[1:]))"
     else:
         code = f"import runpy, sys; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"

@@ -12,6 +12,7 @@ import datasets
 import pytest
 from PIL import Image
 
+from medvlm.parsing import solution_letter
 from medvlm.prompt import build_messages
 from medvlm.streaming import GenerationSettings
 from train.data import (
@@ -23,7 +24,6 @@ from train.data import (
     image_overlap,
     load_records,
     normalize_modality,
-    solution_letter,
     split_inline_options,
     to_grpo_dataset,
 )

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from medvlm.atomic import atomic_write_bytes
 from medvlm.errors import ImageLoadError, MedVLMError, QuestionError
 from medvlm.images import load_image
+from medvlm.parsing import solution_letter
 from medvlm.prompt import (
     LETTERS,
     MAX_OPTIONS,
@@ -128,7 +129,6 @@ EXAMPLES_PER_REASON = 3
 """How many skipped rows a :class:`LoadReport` lists by id."""
 
 _SPLIT_SUFFIX = re.compile(r"_(?:train|test|val|validation)$", re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
 
@@ -250,15 +250,6 @@ def normalize_modality(name: str | None) -> str | None:
         if key in MODALITIES:
             return MODALITIES[key]
     return None
-
-
-def solution_letter(solution: str | None) -> str | None:
-    """The letter of a gold answer written ``"C"``, ``" c "`` or ``"<answer> C </answer>"``; else None."""
-    if not isinstance(solution, str):
-        return None
-    tagged = _ANSWER_TAG.search(solution)
-    letter = (tagged.group(1) if tagged else solution).strip().upper()
-    return letter if len(letter) == 1 and letter in LETTERS else None
 
 
 def split_inline_options(problem: str) -> tuple[str, list[str]] | None:

@@ -25,13 +25,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medvlm.errors import MedVLMError
-from medvlm.parsing import parse_completion
+from medvlm.parsing import ANSWER_BLOCK, parse_completion, solution_letter
 from medvlm.prompt import LETTERS, MAX_OPTIONS
-from train.data import solution_letter
 
 RewardFunction = Callable[..., list[float | None]]
 
-_PAPER_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_PAPER_ANSWER = ANSWER_BLOCK  # the original's re.search(r"<answer>(.*?)</answer>", ..., re.DOTALL | re.IGNORECASE)
 _PAPER_LETTERS = re.compile(f"[{LETTERS[0]}-{LETTERS[-1]}]")
 _MEDR1_ANSWER = re.compile(r"<answer>(.*?)</answer>")
 
