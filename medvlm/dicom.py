@@ -86,6 +86,14 @@ class Window:
     of the pixel values. A ``preset`` is a key of :data:`WINDOW_PRESETS`; ``center`` and
     ``width`` give a custom window and must come together. Windows apply to greyscale DICOMs
     only; colour DICOMs and raster images ignore them.
+
+    Example:
+        >>> Window(preset="brain").requested(), Window(center=40, width=400).requested(), Window().requested()
+        ((40.0, 80.0, 'brain'), (40.0, 400.0, 'custom'), None)
+        >>> Window(center=40, width=-5)
+        Traceback (most recent call last):
+        ...
+        medvlm.errors.ImageLoadError: The window width must be greater than 0 (got -5).
     """
 
     preset: str | None = None
@@ -149,6 +157,21 @@ def render_dicom(
     before windowing (the memory budget of :mod:`medvlm.pixels`). Every failure is an
     :class:`ImageLoadError` whose message says what is wrong with the file (truncated, corrupt,
     not decodable, out of memory) without quoting any of its contents.
+
+    Args:
+        data: the file's bytes (the app keeps them in memory; nothing is written).
+        window: the display window; None or ``Window()`` for the file's own.
+        frame: the frame of a multi-frame file, from 0; None for the middle one.
+
+    Returns:
+        The 8-bit RGB image and its :class:`~medvlm.pixels.SafeMetadata`.
+
+    Example:
+        >>> from pydicom.data import get_testdata_file
+        >>> data = open(get_testdata_file("CT_small.dcm"), "rb").read()
+        >>> image, metadata = render_dicom(data, Window(preset="lung"))
+        >>> image.size, metadata.modality, metadata.window_name, metadata.hounsfield
+        ((128, 128), 'CT', 'lung', True)
     """
     window = window or Window()
     if not is_dicom(data):

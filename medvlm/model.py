@@ -173,7 +173,25 @@ def load_model(
     SDPA elsewhere. ``fast_cpu`` (``None``: on when the device is the CPU) applies
     ``medvlm.fast_cpu``; it has no effect on other devices, and a failing quantization backend only
     leaves the model in fp32 (``describe()`` says so). Any failure raises ``ModelLoadError`` with
-    a message that says what to do.
+    a message that says what to do. A Hub id is checked against the Hub once first
+    (:func:`medvlm.hub_access.hub_source`): without network a cached copy loads at once.
+
+    Args:
+        source: Hub id, checkpoint directory or LoRA adapter directory.
+        device, dtype: where and in what precision (default: CUDA and bf16 where there is a GPU,
+            else the CPU in fp32, with the fast path).
+        max_pixels, min_pixels: image-size bounds, overriding the checkpoint's.
+        revision: Hub revision (branch, tag or commit).
+
+    Returns:
+        A :class:`LoadedModel`: the model, its processor, and what it is (``describe()``).
+
+    Example:
+        >>> import tempfile
+        >>> from medvlm.tiny_model import build_tiny_checkpoint
+        >>> loaded = load_model(build_tiny_checkpoint(tempfile.mkdtemp()))
+        >>> loaded.is_test_model, loaded.device.type, loaded.prompt_style.value
+        (True, 'cpu', 'medvlm')
     """
     source_str = str(source)
     path = Path(source_str).expanduser()

@@ -163,6 +163,23 @@ def parse_completion(
     text that has already left the format is reported; pass ``final=True`` once generation has
     ended, and every completion without a closed answer gets its explanation (for example
     :data:`NEVER_CLOSED_THINK` when the reasoning ran until the token limit).
+
+    Args:
+        text: the completion so far, or all of it.
+        options: the option texts (preferred) or just their number.
+        require_think: False for the no-think prompt, whose format is the answer alone.
+        final: True once generation has ended: every missing answer then gets its explanation.
+
+    Returns:
+        A :class:`ParsedCompletion`: the reasoning, the answer text, the letter, the format check
+        and, when something is wrong, a ``problem`` written for a clinician.
+
+    Example:
+        >>> parsed = parse_completion("<think>Bone is bright.</think>\\n<answer>A</answer>", ["CT", "MRI"])
+        >>> parsed.letter, parsed.format_ok, parsed.reasoning
+        ('A', True, 'Bone is bright.')
+        >>> parse_completion("<think>Bone is bright", ["CT", "MRI"], final=True).problem
+        'The model never closed its reasoning (<think> without </think>), so there is no answer.'
     """
     count, texts = _option_spec(options)
     think_open = _THINK_OPEN.search(text)
@@ -219,6 +236,19 @@ def extract_letter(answer_text: str, options: Sequence[str] | int) -> str | None
     """The option letter an answer names, or None when it names none, several, or one not offered.
 
     See the module docstring for the forms read and why this is not the paper's rule.
+
+    Args:
+        answer_text: the text inside ``<answer>...</answer>``.
+        options: the option texts (an answer may then be an option's text) or just their number.
+
+    Returns:
+        "A".."J", or None.
+
+    Example:
+        >>> extract_letter("C) MRI", ["CT", "X-Ray", "MRI"]), extract_letter("The answer is B.", 3)
+        ('C', 'B')
+        >>> extract_letter("MRI", ["CT", "MRI"]), extract_letter("A or C", 3)
+        ('B', None)
     """
     count, texts = _option_spec(options)
     return _read_answer(answer_text, count, texts).letter

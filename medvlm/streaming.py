@@ -201,7 +201,7 @@ def stream_completion(
     options: Sequence[str],
     settings: GenerationSettings | None = None,
     *,
-    style: PromptStyle | str = PromptStyle.MEDVLM,
+    style: PromptStyle | str | None = None,
     cancel: threading.Event | None = None,
     poll_interval_s: float = 0.1,
 ) -> Iterator[StreamUpdate]:
@@ -209,7 +209,32 @@ def stream_completion(
 
     Raises ``QuestionError`` (invalid question/options) or ``MedVLMError`` (invalid settings)
     before any work starts, and ``GenerationError`` if generation itself fails.
+
+    Args:
+        loaded: the model (:func:`medvlm.model.load_model`).
+        image: the RGB image the model sees (:func:`medvlm.images.load_image` renders uploads).
+        question, options: the question and its 2 to 10 option texts (lettered A, B, ... in order).
+        settings: how to decode (default: the paper's, greedy and up to 512 new tokens).
+        style: the prompt wording; None for the model's own (:attr:`LoadedModel.prompt_style`).
+        cancel: set it to stop after the current token (the app's Stop button).
+
+    Returns:
+        An iterator of :class:`StreamUpdate` s: one per piece of text, each with the text so far
+        parsed, then a last one with ``done`` set, the stop reason and the timing.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from medvlm.model import load_model
+        >>> from medvlm.tiny_model import build_tiny_checkpoint
+        >>> loaded = load_model(build_tiny_checkpoint(tempfile.mkdtemp()))
+        >>> updates = list(stream_completion(loaded, Image.new("RGB", (56, 56)), "Which?", ["CT", "MRI"],
+        ...                                  GenerationSettings(max_new_tokens=8)))
+        >>> final = updates[-1]
+        >>> final.done, final.stop_reason, final.timing.new_tokens, "".join(u.delta for u in updates) == final.text
+        (True, 'max_new_tokens', 8, True)
     """
+    style = loaded.prompt_style if style is None else style
     settings = (settings or GenerationSettings()).validate()
     question, options = validate_question(question, options)
     require_think = PromptStyle(style) is not PromptStyle.NO_THINK

@@ -648,6 +648,22 @@ def load_records(
 
     Bad rows are skipped and counted in the returned :class:`LoadReport`; a source that cannot
     be read at all raises :class:`DatasetError`.
+
+    Args:
+        source: a data file, a folder of them, or a Hub dataset id.
+        format: "auto" (detected per file from its first row) or one of :data:`FORMATS`.
+        data_root, subset, modality, limit, split, check_images: as described above.
+
+    Returns:
+        The usable records, in file order, and the report of what was loaded and skipped.
+
+    Example:
+        >>> questions = Path(__file__).resolve().parents[1] / "assets" / "questions.json"  # in a checkout
+        >>> records, report = load_records(questions, modality="MRI")
+        >>> report.summary()
+        'Loaded 2 of 2 rows; 4 rows outside the selected subset/modality were not considered.'
+        >>> records[0].options, records[0].answer, records[0].image_path.name
+        (('Spleen', 'Liver', 'Heart', 'Urinary bladder'), 'B', 'mr_abdomen.dcm')
     """
     if format != "auto" and format not in FORMATS:
         raise DatasetError(f"Unknown data format {format!r}; choose one of: auto, {', '.join(FORMATS)}.")

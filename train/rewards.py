@@ -56,6 +56,16 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     there is one definition. It differs from MedVLM-R1's ``re.fullmatch`` in one way: surrounding
     whitespace is stripped first, so a completion ending in a newline is not penalised (the
     original gives it 0.0).
+
+    Args:
+        completions: the group's completions, plain text or conversational (as TRL passes them).
+
+    Returns:
+        One reward per completion.
+
+    Example:
+        >>> format_reward(["<think>x</think>\\n<answer>A</answer>", "A", "<think>x</think><answer>A</answer>\\n"])
+        [1.0, 0.0, 1.0]
     """
     return [
         1.0 if parse_completion(completion_text(completion), MAX_OPTIONS, final=True).format_ok else 0.0
@@ -78,6 +88,20 @@ def accuracy_reward(
     such a completion 0.0). No answer (no closed ``<answer>``, a ``<think>`` cut off at the token
     limit), several letters, or two ``<answer>`` blocks naming different letters score 0.0 (the
     paper reads the first block); an unreadable *solution* gives None.
+
+    Args:
+        completions: the group's completions, plain text or conversational.
+        solution: each sample's correct letter (or ``"<answer> C </answer>"``).
+        options: each sample's option texts (the dataset's ``options`` column), or None.
+
+    Returns:
+        One reward per completion (None where the solution is unreadable).
+
+    Example:
+        >>> accuracy_reward(["<think>x</think><answer>C) MRI</answer>", "<answer>B</answer>"], ["C", "C"])
+        [1.0, 0.0]
+        >>> accuracy_reward(["<answer>MRI</answer>"], ["C"], options=[["CT", "X-Ray", "MRI"]])
+        [1.0]
     """
     per_sample_options = options if options is not None else [None] * len(completions)
     rewards: list[float | None] = []
@@ -101,6 +125,10 @@ def paper_accuracy_reward(completions: Sequence[Any], solution: Sequence[str], *
     across lines; none: 0.0), stripped. Every character A..J of the upper-cased answer counts as a
     letter: exactly one, equal to the truth, scores 1.0 if nothing else remains once it is removed
     and 0.5 otherwise; anything else 0.0. Hence its flaws: "C) MRI" is 0.0 (C and I), "(C)" 0.5.
+
+    Example:
+        >>> paper_accuracy_reward(["<answer>C</answer>", "<answer>(C)</answer>", "<answer>C) MRI</answer>"], ["C"] * 3)
+        [1.0, 0.5, 0.0]
     """
     rewards = []
     for completion, gold in zip(completions, solution, strict=True):
@@ -122,6 +150,10 @@ def medr1_accuracy_reward(completions: Sequence[Any], solution: Sequence[str], *
     As in the original, ``<answer>`` is matched case-sensitively and within one line, in both the
     completion and the solution, and a completion *without* the tag is compared whole (so a bare
     "C" scores 1.0). Its math-verify step, which only matters for numeric answers, is left out.
+
+    Example:
+        >>> medr1_accuracy_reward(["<answer> C </answer>", "<answer>c</answer>"], ["<answer> C </answer>"] * 2)
+        [1.0, 0.0]
     """
     return [
         1.0 if _tag_or_whole(_MEDR1_ANSWER, completion_text(completion)) == _tag_or_whole(_MEDR1_ANSWER, gold) else 0.0
