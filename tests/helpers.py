@@ -7,6 +7,7 @@ puts this folder on ``sys.path``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import threading
 import types
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medvlm.annotations import ModelOutput
+from medvlm.pixels import SafeMetadata
 from medvlm.ui import AppConfig, Workbench, build_demo
 from medvlm.ui.handlers import AskUpdate, CaseShown
 
@@ -93,14 +95,31 @@ def answered(job) -> dict:
     return named(job.result(), AskUpdate)
 
 
-def identified_ct(path: Path) -> Path:
-    """A CT-like DICOM whose header names a patient, an institution and a birth date."""
+def ct_dataset() -> Dataset:
+    """A minimal CT dataset with file meta, no pixels yet: the start of every DICOM the tests build."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
     ds.Modality = "CT"
+    return ds
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def dicom_without_pixels() -> bytes:
+    """A CT header with no pixel data: what an SR or a stripped export looks like to the loader."""
+    return dicom_bytes(ct_dataset())
+
+
+def identified_ct(path: Path) -> Path:
+    """A CT-like DICOM whose header names a patient, an institution and a birth date."""
+    ds = ct_dataset()
     ds.BodyPartExamined = "CHEST"
     ds.PatientName = "Doe^Jane^SECRETNAME"
     ds.PatientID = "PID-SECRET-4711"
@@ -111,31 +130,46 @@ def identified_ct(path: Path) -> Path:
     ds.set_pixel_data((hounsfield + 1024).astype(np.uint16), "MONOCHROME2", 12)
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     ds.WindowCenter, ds.WindowWidth = 40, 400
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(dicom_bytes(ds))
     return path
 
 
-def model_output(output_id: str):
-    """A plausible model output to store a review against, when what it says does not matter."""
-    return ModelOutput(
-        output_id=output_id,
-        image=Image.new("RGB", (32, 32)),
-        image_metadata={"source_format": "PNG", "width": 32, "height": 32},
-        question="Which organ?",
-        options=["Liver", "Lung"],
-        correct_answer=None,
-        completion="<think>x</think><answer>A</answer>",
-        reasoning="x",
-        answer_text="A",
-        letter="A",
+def make_image(shade: int = 0, size: tuple[int, int] = (48, 32)) -> Image.Image:
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image.putpixel((0, 0), (shade % 256, 0, 0))
+    return image
+
+
+def model_output(index: int = 0, **changes: object) -> ModelOutput:
+    """A plausible stored model output; ``index`` varies its id and image, ``changes`` override fields."""
+    image = make_image(index)
+    output = ModelOutput(
+        output_id=f"{index:032x}",
+        image=image,
+        image_metadata=SafeMetadata(
+            source_format="DICOM", width=image.width, height=image.height, modality="CT"
+        ).to_dict(),
+        question="Which organ is shown?",
+        options=["Liver", "Lung", "Brain"],
+        correct_answer="B",
+        completion="<think>Air-filled lobes.</think><answer>B</answer>",
+        reasoning="Air-filled lobes.",
+        answer_text="B",
+        letter="B",
         format_ok=True,
         problem=None,
         stop_reason="eos",
-        model={"model": "tiny"},
-        settings={},
+        model={"model": "JZPeterPan/MedVLM-R1", "revision": "abc123", "dtype": "bfloat16", "max_pixels": 401408},
+        settings={
+            "max_new_tokens": 512,
+            "do_sample": False,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "seed": None,
+            "max_pixels": None,
+        },
         prompt_style="medvlm",
-        timing=None,
-        generated_at="2026-01-01T00:00:00+00:00",
+        timing={"time_to_first_token_s": 0.5, "total_s": 3.0, "new_tokens": 40, "tokens_per_second": 15.6},
+        generated_at="2025-06-01T12:00:00+00:00",
     )
+    return dataclasses.replace(output, **changes)

@@ -23,13 +23,14 @@ import medvlm
 import medvlm.annotations as annotations_module
 import medvlm.annotations.schema as schema_module
 import medvlm.annotations.store as store_module
+from helpers import make_image
+from helpers import model_output as make_output
 from medvlm.annotations import (
     DATA_DIR_ENV,
     FLAGS,
     SCHEMA_VERSION,
     AnnotationError,
     AnnotationStore,
-    ModelOutput,
     Review,
     default_data_dir,
     image_sha256,
@@ -38,47 +39,6 @@ from medvlm.errors import MedVLMError
 from medvlm.images import SafeMetadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_image(shade: int = 0, size: tuple[int, int] = (48, 32)) -> Image.Image:
-    image = Image.linear_gradient("L").resize(size).convert("RGB")
-    image.putpixel((0, 0), (shade % 256, 0, 0))
-    return image
-
-
-def make_output(index: int = 0, **changes: object) -> ModelOutput:
-    """A plausible output; ``index`` varies the id and the image."""
-    image = make_image(index)
-    output = ModelOutput(
-        output_id=f"{index:032x}",
-        image=image,
-        image_metadata=SafeMetadata(
-            source_format="DICOM", width=image.width, height=image.height, modality="CT"
-        ).to_dict(),
-        question="Which organ is shown?",
-        options=["Liver", "Lung", "Brain"],
-        correct_answer="B",
-        completion="<think>Air-filled lobes.</think><answer>B</answer>",
-        reasoning="Air-filled lobes.",
-        answer_text="B",
-        letter="B",
-        format_ok=True,
-        problem=None,
-        stop_reason="eos",
-        model={"model": "JZPeterPan/MedVLM-R1", "revision": "abc123", "dtype": "bfloat16", "max_pixels": 401408},
-        settings={
-            "max_new_tokens": 512,
-            "do_sample": False,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "seed": None,
-            "max_pixels": None,
-        },
-        prompt_style="medvlm",
-        timing={"time_to_first_token_s": 0.5, "total_s": 3.0, "new_tokens": 40, "tokens_per_second": 15.6},
-        generated_at="2025-06-01T12:00:00+00:00",
-    )
-    return dataclasses.replace(output, **changes)
 
 
 @pytest.fixture

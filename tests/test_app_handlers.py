@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import types
-from io import BytesIO
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import pytest
 import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from helpers import dicom_without_pixels
 from medvlm import fast_cpu
 from medvlm.annotations import AnnotationStore
 from medvlm.errors import ImageLoadError, QuestionError
@@ -173,18 +171,6 @@ def test_clearing_the_upload_forgets_it(workbench: Workbench, sample_png: Path) 
     session = uploaded(workbench, sample_png)
     preview, info, *_ = workbench.clear_file(session)
     assert preview is None and info == "" and session.file_bytes is None and session.image is None
-
-
-def dicom_without_pixels() -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "CT"
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +40,6 @@ def chromium_path() -> str:
     if not path:
         pytest.fail("Chromium is needed for the browser tests: apt-get install chromium (or set MEDVLM_CHROMIUM)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +218,7 @@ def test_user_strings_are_shown_as_text_never_as_markup(browser, app_url: str, d
 
     store = AnnotationStore(data_dir)
     for index, name in enumerate(INJECTED_NAMES):
-        annotation, _ = store.add(model_output(f"{index:032x}"), Review(f"legacy reviewer {index}", ("sound",)))
+        annotation, _ = store.add(model_output(index), Review(f"legacy reviewer {index}", ("sound",)))
         with sqlite3.connect(store.db_path) as conn:  # what an older medvlm stored, unchecked
             conn.execute("UPDATE annotations SET reviewer = ? WHERE id = ?", (name, annotation.id))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import free_port
 from medvlm.errors import MedVLMError
 from medvlm.model import load_model
 from medvlm.streaming import GenerationSettings, stream_completion
@@ -274,19 +274,13 @@ def test_a_second_run_resumes_from_the_last_checkpoint(
     assert (output_dir / "checkpoint-4").is_dir()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_cpu_processes_with_accelerate_launch(formatted_model_dir: Path, questions: Path, tmp_path: Path) -> None:
     output_dir = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(ROOT / "train" / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port", str(_free_port()),
+        "--main_process_port", str(free_port()),
         "-m", "train.grpo",
         "--config", str(SMOKE),
         "--model_name_or_path", str(formatted_model_dir),

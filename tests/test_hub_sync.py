@@ -18,6 +18,7 @@ from huggingface_hub.utils import filter_repo_objects
 from PIL import Image, PngImagePlugin
 
 import medvlm.hub_sync as hub_sync_module
+from helpers import model_output
 from medvlm.annotations import AnnotationError, AnnotationStore, ModelOutput, Review
 from medvlm.hub_sync import HUB_DATASET_ENV, TOKEN_ENV, HubSync, hub_sync_from_env
 
@@ -48,26 +49,11 @@ class FakeScheduler:
 
 
 def make_output(index: int, image: Image.Image | None = None, **metadata: Any) -> ModelOutput:
-    image = image or Image.new("RGB", (24, 16), (index, 0, 0))
-    return ModelOutput(
-        output_id=f"{index:032x}",
-        image=image,
+    """A small PNG output (24 x 16, its shade set by ``index``) with extra image metadata."""
+    return model_output(
+        index,
+        image=image or Image.new("RGB", (24, 16), (index, 0, 0)),
         image_metadata={"source_format": "PNG", "width": 24, "height": 16, **metadata},
-        question="Which organ?",
-        options=["Liver", "Lung"],
-        correct_answer=None,
-        completion="<think>t</think><answer>A</answer>",
-        reasoning="t",
-        answer_text="A",
-        letter="A",
-        format_ok=True,
-        problem=None,
-        stop_reason="eos",
-        model={"model": "m"},
-        settings={"max_new_tokens": 8},
-        prompt_style="medvlm",
-        timing=None,
-        generated_at="2025-06-01T12:00:00+00:00",
     )
 
 

@@ -12,9 +12,9 @@ import datasets
 import pytest
 from PIL import Image
 
+from helpers import model_output
 from medvlm.parsing import solution_letter
 from medvlm.prompt import build_messages
-from medvlm.streaming import GenerationSettings
 from train.data import (
     CANONICAL_MODALITIES,
     DatasetError,
@@ -336,25 +336,15 @@ def test_real_annotation_export_round_trips(tmp_path: Path) -> None:
     annotations = pytest.importorskip("medvlm.annotations")
     store = annotations.AnnotationStore(tmp_path / "store")
     for index, (correct, flags) in enumerate([("B", ("superficial",)), (None, ("sound",))]):
-        output = annotations.ModelOutput(
-            output_id=f"out{index}",
+        output = model_output(
+            index,
             image=Image.new("RGB", (20, 20), (index * 80, 0, 0)),
             image_metadata={"source_format": "DICOM", "width": 20, "height": 20, "modality": "MR"},
             question="Which organ?",
             options=["Liver", "Knee"],
             correct_answer=correct,
             completion="<think> x </think><answer>A</answer>",
-            reasoning="x",
-            answer_text="A",
             letter="A",
-            format_ok=True,
-            problem=None,
-            stop_reason="eos",
-            model={"model": "tiny"},
-            settings=GenerationSettings().to_dict(),
-            prompt_style="medvlm",
-            timing=None,
-            generated_at="2025-01-01T00:00:00+00:00",
         )
         store.add(output, annotations.Review(reviewer="dr-a", flags=flags))
     for export in (
