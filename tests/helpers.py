@@ -1,7 +1,9 @@
-"""Helpers shared by the test files that launch the app (gradio_client and browser tests).
+"""Helpers shared by the test files: launching the app and driving it, and builders of model outputs
+and DICOMs.
 
 Not fixtures: plain functions, imported by name (``from helpers import launch, upload``); pytest
-puts this folder on ``sys.path``.
+puts this folder on ``sys.path``. Gradio and the app load only when a helper that needs them runs,
+so the store's worker processes that import this module stay light.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import types
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from gradio_client import Client, handle_file
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medvlm.annotations import ModelOutput
 from medvlm.pixels import SafeMetadata
-from medvlm.ui import AppConfig, Workbench, build_demo
-from medvlm.ui.handlers import AskUpdate, CaseShown
+
+if TYPE_CHECKING:
+    from gradio_client import Client
+
+    from medvlm.ui import AppConfig, Workbench
 
 REPO = Path(__file__).resolve().parents[1]
 SECRETS = ("SECRETNAME", "Doe^Jane", "PID-SECRET-4711", "SECRET Institution of Radiology", "19450203")
@@ -42,6 +47,8 @@ def free_port() -> int:
 
 def launch(workbench: Workbench):
     """Build and launch the app as ``app.py`` does, on a free port, without blocking."""
+    from medvlm.ui import build_demo
+
     demo = build_demo(workbench)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
     return demo, url
@@ -50,6 +57,8 @@ def launch(workbench: Workbench):
 @contextlib.contextmanager
 def running_app(config: AppConfig) -> Iterator[types.SimpleNamespace]:
     """The app started as ``app.py`` starts it (``Workbench.start``), launched; ``.url`` and ``.workbench``."""
+    from medvlm.ui import Workbench
+
     workbench = Workbench.start(config)
     demo, url = launch(workbench)
     try:
@@ -60,6 +69,8 @@ def running_app(config: AppConfig) -> Iterator[types.SimpleNamespace]:
 
 
 def client(url: str, **kwargs) -> Client:
+    from gradio_client import Client
+
     return Client(url, verbose=False, analytics_enabled=False, **kwargs)
 
 
@@ -74,6 +85,10 @@ def named(result: tuple, event: type[tuple]) -> dict:
 
 
 def upload(user: Client, path: Path) -> dict:
+    from gradio_client import handle_file
+
+    from medvlm.ui.handlers import CaseShown
+
     return named(user.predict(handle_file(str(path)), api_name="/load_file"), CaseShown)
 
 
@@ -92,6 +107,8 @@ def ask(user: Client, question: str, options: list[str], **settings):
 
 def answered(job) -> dict:
     """The last update of an ask job, by field."""
+    from medvlm.ui.handlers import AskUpdate
+
     return named(job.result(), AskUpdate)
 
 
