@@ -540,6 +540,7 @@ def test_metadata_has_only_whitelisted_fields() -> None:
 MR_SMALL = sample("MR_small.dcm").read_bytes()
 
 
+@pytest.mark.filterwarnings("ignore:VR lookup failed:UserWarning")  # pydicom on random bytes, as expected
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(MR_SMALL) - 1), st.integers(0, 255)), min_size=1, max_size=8))
 def test_corrupted_dicom_bytes_only_raise_image_load_error(edits: list[tuple[int, int]]) -> None:
@@ -553,6 +554,7 @@ def test_corrupted_dicom_bytes_only_raise_image_load_error(edits: list[tuple[int
     assert loaded.image.mode == "RGB"
 
 
+@pytest.mark.filterwarnings("ignore:VR lookup failed:UserWarning")  # pydicom on random bytes, as expected
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from([bytes(128) + b"DICM", b"\x08\x00", b"\x02\x00", b"\x00\x08"]), st.binary(max_size=600))
 def test_random_dicom_like_bytes_only_raise_image_load_error(prefix: bytes, tail: bytes) -> None:
@@ -565,6 +567,7 @@ def test_random_dicom_like_bytes_only_raise_image_load_error(prefix: bytes, tail
 # --- Damage, shape and size (the hostile-input campaign) -----------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:VR lookup failed:UserWarning")  # pydicom on random bytes, as expected
 def test_random_bytes_after_the_dicm_marker_are_called_corrupt() -> None:
     rng = np.random.default_rng(7)
     for tail in (b"", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()):
