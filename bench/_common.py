@@ -58,17 +58,17 @@ def _cached(name: str, build: Callable[[Path], Any]) -> Path:
 
 
 @contextlib.contextmanager
-def keep_output_head_fp32(active: bool = True) -> Iterator[None]:
-    """While active, the fast path leaves the output head fp32 (the ``fast-body`` variant)."""
+def forced_scheme(scheme: str | None) -> Iterator[None]:
+    """While active, the fast path uses ``scheme`` (``bf16-int8``, ``int8-dynamic``), whatever the CPU would pick."""
     from medvlm import fast_cpu
 
-    quantizable = fast_cpu.quantizable_layers
-    if active:
-        fast_cpu.quantizable_layers = lambda model: [name for name in quantizable(model) if name != "lm_head"]
+    choose = fast_cpu.choose_scheme
+    if scheme is not None:
+        fast_cpu.choose_scheme = lambda flags=None: scheme
     try:
         yield
     finally:
-        fast_cpu.quantizable_layers = quantizable
+        fast_cpu.choose_scheme = choose
 
 
 def quiet() -> None:

@@ -1,14 +1,15 @@
 """Decode speed on CPU of the real Qwen2-VL-2B architecture: the fast path against plain fp32.
 
-    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,fast,fast-body,bf16]
+    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,bf16,fast-bf16-int8,fast-int8-dynamic]
     python -m bench.decode_speed --variants fp32@1,fast@1,fp32@2,fast@2     # pinned thread counts
     python -m bench.decode_speed --variants fp32,torchao-wo,torchao-dyn    # needs: pip install torchao
 
 Each variant loads the randomly initialised 2B checkpoint in its own process (so peak memory is
 its own), prefills the CT head image at 512x512 and the MedVLM-R1 prompt, and generates exactly
 ``--tokens`` tokens greedily (``min_new_tokens`` = ``max_new_tokens``, so no early end). Variants:
-``fp32`` plain transformers (``fast_cpu=False``); ``fast`` the default CPU path; ``fast-body`` the
-fast path with the output head left fp32; ``bf16`` plain bf16; ``torchao-wo`` / ``torchao-dyn``
+``fp32`` plain transformers (``fast_cpu=False``); ``bf16`` plain bf16; ``fast`` the default CPU
+path (the scheme this CPU gets); ``fast-bf16-int8`` / ``fast-int8-dynamic`` the fast path with
+that scheme whatever the CPU (``medvlm.fast_cpu``); ``torchao-wo`` / ``torchao-dyn``
 the same layers as the fast path quantized with torchao's ``Int8WeightOnlyConfig`` /
 ``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). ``VARIANT@N``
 pins the thread count to N. Every variant gets the same image budget, so only decoding differs.
@@ -29,7 +30,7 @@ from bench._common import (
     QUESTION,
     TokenClock,
     ct_head_image,
-    keep_output_head_fp32,
+    forced_scheme,
     median,
     paired_ratio,
     peak_rss_mib,
@@ -41,7 +42,7 @@ from bench._common import (
 )
 from medvlm import fast_cpu
 
-VARIANTS = ("fp32", "fast", "fast-body", "bf16", "torchao-wo", "torchao-dyn")
+VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-int8-dynamic", "torchao-wo", "torchao-dyn")
 
 
 def load_variant(variant: str):
@@ -49,8 +50,8 @@ def load_variant(variant: str):
     from medvlm.model import load_model
 
     checkpoint = random_2b_checkpoint()
-    if variant in ("fast", "fast-body"):
-        with keep_output_head_fp32(variant == "fast-body"):
+    if variant.startswith("fast"):
+        with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
             return load_model(checkpoint, max_pixels=fast_cpu.CPU_MAX_PIXELS)
     loaded = load_model(
         checkpoint, fast_cpu=False, dtype="bf16" if variant == "bf16" else "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS

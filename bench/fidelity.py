@@ -1,14 +1,16 @@
 """Fidelity of the CPU fast path: its next-token logits against fp32's, step by step.
 
-    python -m bench.fidelity [--steps 64] [--models 2b,tiny] [--variants fast,fast-body]
+    python -m bench.fidelity [--steps 64] [--models 2b,tiny] [--variants bf16,fast-bf16-int8,fast-int8-dynamic]
     python -m bench.fidelity --models /path/to/MedVLM-R1          # the real weights, where you have them
 
 fp32 decodes the CT head prompt greedily for ``--steps`` tokens; each fast variant is then
 teacher-forced on that same sequence (every step sees the fp32 tokens so far), so both give
 logits for identical contexts, and it also decodes freely. Reported: cosine similarity of the
 logit vectors (mean and minimum over steps), top-5 overlap, top-1 agreement, KL(fp32 || fast),
-and how many leading tokens of its own greedy output equal fp32's. ``fast`` is the default fast
-path; ``fast-body`` leaves the output head fp32.
+and how many leading tokens of its own greedy output equal fp32's. ``bf16`` is plain bf16 (the
+checkpoint's own precision: the noise floor of any scheme that computes in bf16); ``fast`` is the
+default fast path, ``fast-bf16-int8`` and ``fast-int8-dynamic`` force a scheme
+(``medvlm.fast_cpu``).
 
 Random weights make logits flat (a random 2B model has no preferred next token: the median gap
 between its two best logits is printed), so top-k agreement is pessimistic there; and random
@@ -30,7 +32,7 @@ from bench._common import (
     OPTIONS,
     QUESTION,
     ct_head_image,
-    keep_output_head_fp32,
+    forced_scheme,
     print_report,
     quiet,
     random_2b_checkpoint,
@@ -82,12 +84,14 @@ def decode(loaded, steps: int, forced: list[int] | None = None) -> tuple[list[in
 
 
 def load(name: str, variant: str):
-    """``name`` loaded as ``fp32`` (fast path off), ``fast`` or ``fast-body``, at the CPU image budget."""
+    """``name`` loaded as ``fp32`` or ``bf16`` (fast path off), or a fast variant, at the CPU image budget."""
     from medvlm.model import load_model
 
-    with keep_output_head_fp32(variant == "fast-body"):
-        loaded = load_model(checkpoint(name), fast_cpu=variant != "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS)
-    if variant != "fp32" and not loaded.fast_cpu.quantized:
+    if variant in ("fp32", "bf16"):
+        return load_model(checkpoint(name), fast_cpu=False, dtype=variant, max_pixels=fast_cpu.CPU_MAX_PIXELS)
+    with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
+        loaded = load_model(checkpoint(name), max_pixels=fast_cpu.CPU_MAX_PIXELS)
+    if not loaded.fast_cpu.quantized:
         raise RuntimeError(f"the fast path did not quantize {name}: {loaded.describe()['quantization']}")
     return loaded
 
@@ -149,13 +153,13 @@ def main() -> None:
         help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / "
         "Hub id",
     )
-    parser.add_argument("--variants", default="fast,fast-body")
+    parser.add_argument("--variants", default="bf16,fast-bf16-int8,fast-int8-dynamic")
     args = parser.parse_args()
     quiet()
     fast_cpu.MIN_QUANTIZED_WEIGHTS = 0  # the tiny model's layers too; a 2B model's are all above the default anyway
     rows = [row for name in args.models.split(",") for row in rows_for(name, args.variants.split(","), args.steps)]
     print_report(
-        f"Fidelity of the fast path (int8) against fp32, {args.steps} teacher-forced greedy steps",
+        f"Fidelity of the CPU schemes against fp32, {args.steps} teacher-forced greedy steps",
         rows,
         [
             "model",

@@ -1,25 +1,30 @@
-"""The CPU fast path: int8 language-model weights and a thread count that fits the machine.
+"""The CPU fast path: int8 language-model weights, the right activations for this CPU, fitting threads.
 
 Decoding one token reads every weight of the language model once. In fp32 that is about 6 GB for
 Qwen2-VL-2B (1.3 B parameters in the decoder's linear layers plus the 151936x1536 output head),
-so memory bandwidth alone caps a CPU at one or two tokens a second. Storing those weights as int8
-reads a quarter of the bytes.
+so memory bandwidth alone caps a CPU at one or two tokens a second; int8 weights read a quarter.
 
-The backend is PyTorch's own dynamic int8 linear (fbgemm on x86, qnnpack on ARM), reached through
-``torch.ao.quantization.quantize_dynamic``: int8 per-channel weights, activations quantized per
-call. We measured the alternatives on the same CPU (README, "Performance"): torchao 0.18's
-``Int8WeightOnlyConfig`` and ``Int8DynamicActivationInt8WeightConfig`` run 3-10x *slower* than
-fp32 in eager mode (their CPU path converts the whole int8 weight to float on every call; the
-fused kernels need ``torch.compile`` and were still slower here), and optimum-quanto does the
-same. ``torch.ao.quantization`` is marked deprecated, so if a future torch drops it, or the
-machine has no quantized engine, the loader logs a warning and keeps fp32.
+What happens to the *activations* decides whether the answers stay the model's, so the scheme is
+chosen by what the CPU can do (:func:`choose_scheme`):
 
-Only the language model is quantized. Quantizing the vision encoder's linear layers the same way
-made it 2.16x faster on the 2-core machine (README, "Performance"), but it runs once per image and
-its accuracy matters most, and random weights cannot show what int8 does to a trained encoder's
-activations; so it stays fp32, and the smaller CPU image budget (``CPU_MAX_PIXELS``) shortens it.
-Layers below ``MIN_QUANTIZED_WEIGHTS`` stay fp32 because quantizing each activation costs more than
-their weights take to read.
+* ``bf16-int8`` (CPUs with AVX512-BF16 or AMX, which multiply bf16 at full speed): the model runs
+  in bf16, its checkpoint's own precision (what a GPU runs), and the decoder's and output head's
+  linear layers keep int8 weights, one scale per output channel, with bf16 activations that are
+  never quantized (:class:`Int8WeightLinear`). Decoding uses PyTorch's weight-only int8 kernel
+  ``torch._weight_int8pack_mm``; a prefill of many rows dequantizes the weight into a reused
+  bf16 buffer and runs a dense bf16 matmul, which is 2.5x faster there. The vision encoder runs
+  in bf16 too (its matmuls are 5x faster than fp32 on such a CPU).
+* ``int8-dynamic`` (other CPUs, e.g. AVX2 only, where bf16 is emulated and slow): PyTorch's
+  dynamic int8 linear (fbgemm/qnnpack) through ``torch.ao.quantization.quantize_dynamic``, int8
+  per-channel weights and activations quantized per tensor at each call, the rest in fp32. Faster
+  than anything faithful there, but per-tensor activation quantization is the least faithful
+  int8 scheme, so the fidelity guard (:mod:`medvlm.fidelity`) checks it on the real weights.
+
+Either way the checkpoint is loaded in bf16 (:func:`load_dtype`) and converted layer by layer, so
+loading never builds a full fp32 copy. torchao 0.18's int8 configurations were 3-10x *slower*
+than fp32 in eager mode on this CPU (README, "Performance"), and optimum-quanto the same; if the
+machine has no usable backend the loader logs a warning and keeps full precision. Layers below
+``MIN_QUANTIZED_WEIGHTS`` stay unquantized because the per-call overhead beats the saving.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +55,15 @@ CPU_MAX_PIXELS = 256 * PIXELS_PER_IMAGE_TOKEN
 LARGE_VISION_PARAMETERS = 100_000_000
 
 
+BF16_INT8 = "bf16-int8"
+INT8_DYNAMIC = "int8-dynamic"
+SCHEMES = (BF16_INT8, INT8_DYNAMIC)
+
+DECODE_ROWS = 32
+"""At most this many rows go through the weight-only int8 kernel; more (a prefill) dequantize into a
+bf16 buffer and use a dense matmul (measured crossover on the development CPU: about 40 rows)."""
+
+
 class QuantizationUnavailable(RuntimeError):
     """The int8 backend cannot run here (missing from this torch, or no quantized engine)."""
 
@@ -58,44 +73,100 @@ class FastCpuReport:
     """What the CPU fast path did, for ``LoadedModel.describe()`` and the UI."""
 
     quantization: str
-    """E.g. ``"int8 dynamic, per-channel (x86 engine, torch 2.13.0)"``, or why it stayed fp32."""
+    """E.g. ``"int8 weights, bf16 activations (AVX512-BF16, torch 2.13.0)"``, or why it stayed full precision."""
     quantized_layers: int
     threads: int
     fallback: str | None = None
     """Why quantization did not happen (``None`` when it did)."""
+    scheme: str = INT8_DYNAMIC
+    """:data:`BF16_INT8` or :data:`INT8_DYNAMIC`: what ran, or what was tried."""
 
     @property
     def quantized(self) -> bool:
         return self.fallback is None
 
 
-def apply_fast_cpu(model: nn.Module) -> FastCpuReport:
-    """Set the thread count and quantize ``model``'s language model in place; never raises.
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
-    Any failure of the quantization backend leaves a working fp32 model and says why.
+
+def has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16); without, bf16 is emulated."""
+    flags = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def choose_scheme(flags: set[str] | None = None) -> str:
+    """``bf16-int8`` where bf16 is fast and the weight-only int8 kernel exists, else ``int8-dynamic``."""
+    if has_fast_bf16(flags) and hasattr(torch, "_weight_int8pack_mm"):
+        return BF16_INT8
+    return INT8_DYNAMIC
+
+
+def load_dtype() -> torch.dtype:
+    """The dtype to load a checkpoint in for the fast path: bf16 (its own), so no fp32 copy is ever made."""
+    return torch.bfloat16
+
+
+def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport:
+    """Set the thread count and convert ``model`` (loaded in bf16) for the CPU in place; never raises.
+
+    ``scheme`` defaults to :func:`choose_scheme`. Any failure of the int8 backend leaves a working
+    full-precision model (bf16 where the CPU has fast bf16, else fp32) and says why.
     """
     threads = configure_threads()
+    scheme = scheme or choose_scheme()
+    if scheme not in SCHEMES:
+        raise ValueError(f"Unknown CPU fast path scheme {scheme!r}; choose from {', '.join(SCHEMES)}.")
     names = quantizable_layers(model)
     if not names:
-        reason = "no float32 linear layer in the language model is large enough to gain from int8"
-        return FastCpuReport(quantization=f"none ({reason})", quantized_layers=0, threads=threads, fallback=reason)
+        # A model this small gains nothing from int8 or bf16: it runs as trained, in fp32.
+        reason = "no linear layer in the language model is large enough to gain from int8"
+        model.float()
+        return _fallback_report(reason, threads, INT8_DYNAMIC)
     try:
-        engine = quantize_layers(model, names)
+        if scheme == BF16_INT8:
+            quantize_weights_int8(model, names)
+            description = f"int8 weights, bf16 activations (AVX512-BF16/AMX, torch {torch.__version__})"
+        else:
+            engine = quantize_layers(model, names)
+            model.float()  # the vision encoder, embeddings and norms; the int8 layers are untouched by it
+            description = f"int8 dynamic, per-channel weights, per-tensor activations ({engine} engine, torch {torch.__version__})"
     except Exception as error:  # a backend failure of any kind must not stop the model loading
         reason = f"{type(error).__name__}: {error}"
-        logger.warning("CPU fast path: int8 quantization unavailable, keeping fp32 (%s)", reason)
-        return FastCpuReport(
-            quantization=f"none (fp32 fallback: {reason})", quantized_layers=0, threads=threads, fallback=reason
-        )
+        logger.warning("CPU fast path: int8 unavailable, keeping full precision (%s)", reason)
+        _to_full_precision(model, scheme)
+        return _fallback_report(reason, threads, scheme)
+    gc.collect()  # replaced layers sit in reference cycles: free their gigabytes now
+    return FastCpuReport(quantization=description, quantized_layers=len(names), threads=threads, scheme=scheme)
+
+
+def _fallback_report(reason: str, threads: int, scheme: str) -> FastCpuReport:
+    precision = "bf16" if scheme == BF16_INT8 else "fp32"
     return FastCpuReport(
-        quantization=f"int8 dynamic, per-channel ({engine} engine, torch {torch.__version__})",
-        quantized_layers=len(names),
+        quantization=f"none ({precision}: {reason})",
+        quantized_layers=0,
         threads=threads,
+        fallback=reason,
+        scheme=scheme,
     )
 
 
+def _to_full_precision(model: nn.Module, scheme: str) -> None:
+    """bf16 stays where the CPU has fast bf16; elsewhere fp32 (bf16 matmuls are emulated, several times slower)."""
+    if scheme != BF16_INT8:
+        model.float()
+
+
 def quantizable_layers(model: nn.Module) -> list[str]:
-    """Names of the float32 ``nn.Linear`` layers of the decoder and output head worth quantizing."""
+    """Names of the floating-point ``nn.Linear`` layers of the decoder and output head worth quantizing."""
     targets = {id(model.get_decoder()), id(model.get_output_embeddings())}
     names = []
     for name, module in model.named_modules():
@@ -104,24 +175,136 @@ def quantizable_layers(model: nn.Module) -> list[str]:
                 f"{name}.{sub}".strip(".")
                 for sub, layer in module.named_modules()
                 if type(layer) is nn.Linear
-                and layer.weight.dtype == torch.float32
+                and layer.weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
                 and layer.weight.numel() >= MIN_QUANTIZED_WEIGHTS
             ]
     return names
 
 
-def quantize_layers(model: nn.Module, names: list[str]) -> str:
-    """Swap the named linear layers for int8 dynamic ones in place; returns the engine running them.
+class Int8WeightLinear(nn.Module):
+    """A linear layer with int8 weights (one scale per output channel) and bf16 activations, never quantized.
 
-    Raises ``QuantizationUnavailable`` (or the backend's own error) when it cannot be done; the
-    backend is probed on a small layer first, so a failure leaves ``model`` untouched.
+    Few rows (decoding) go through ``torch._weight_int8pack_mm``, which reads the int8 weight
+    directly; many rows (a prefill) dequantize it into a bf16 buffer shared by all layers and use
+    a dense matmul. The weight is quantized in blocks of rows, so even the 151936-row output head
+    needs no full-size float copy.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        quantized = torch.empty(weight.shape, dtype=torch.int8)
+        scales = torch.empty(self.out_features, dtype=torch.bfloat16)
+        for start in range(0, self.out_features, 8192):
+            rows = weight[start : start + 8192].float()
+            # The kernel takes bf16 scales: round the step first and quantize against the rounded one,
+            # so the scale's own rounding adds no error (each weight stays within half a step).
+            step = (rows.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+            quantized[start : start + 8192] = torch.round(rows / step.float()[:, None]).clamp(-127, 127).to(torch.int8)
+            scales[start : start + 8192] = step
+        self.register_buffer("weight_int8", quantized)
+        self.register_buffer("scales", scales)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
+        return cls(linear.weight.detach(), linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if rows.shape[0] <= DECODE_ROWS:
+            out = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
+        else:
+            dense = _scratch(self.weight_int8.shape)
+            torch.mul(self.weight_int8, self.scales.unsqueeze(1), out=dense)
+            out = nn.functional.linear(rows, dense)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, bf16 activations"
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: torch.Size) -> torch.Tensor:
+    """A bf16 buffer of ``shape`` for every layer of that shape in this thread (a prefill runs layer by layer)."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    if shape not in buffers:
+        buffers[shape] = torch.empty(shape, dtype=torch.bfloat16)
+    return buffers[shape]
+
+
+CPU_ATTENTION = "medvlm_cpu_sdpa"
+"""The attention the bf16 scheme registers with transformers (:func:`cpu_attention`)."""
+
+
+def cpu_attention(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask, **kwargs
+):
+    """SDPA, with a decoding step's few query rows in fp32: PyTorch's bf16 CPU kernel is slow there.
+
+    On the development CPU one decode step's attention (12 heads, 420 cached keys) took 0.65 ms in
+    bf16 and 0.08 ms in fp32, while a prefill's or the vision encoder's long sequences run as fast
+    in bf16 as in fp32; 28 layers of it were 15 % of a decoded token. The inputs are bf16 values,
+    so the fp32 computation is at least as accurate as bf16's.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.dtype != torch.bfloat16 or query.shape[-2] > DECODE_ROWS:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    mask = (
+        attention_mask.float() if attention_mask is not None and attention_mask.is_floating_point() else attention_mask
+    )
+    output, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
+    return output.to(torch.bfloat16), weights
+
+
+def use_cpu_attention(model: nn.Module) -> None:
+    """Register :func:`cpu_attention` with transformers and make ``model`` use it (its masks are SDPA's)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(CPU_ATTENTION, cpu_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(CPU_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(CPU_ATTENTION)
+
+
+def quantize_weights_int8(model: nn.Module, names: list[str]) -> None:
+    """Replace the named linear layers by :class:`Int8WeightLinear` and the rest of ``model`` to bf16, in place.
+
+    Raises (leaving ``model`` usable) when the kernel is missing; it is probed on a small layer first.
+    """
+    probe = Int8WeightLinear(torch.randn(64, 64), None)
+    probe(torch.ones(1, 64, dtype=torch.bfloat16))  # raises where torch has no such kernel on this CPU
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int8WeightLinear.from_linear(getattr(parent, child)))
+    model.to(torch.bfloat16)
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        use_cpu_attention(model)
+
+
+def quantize_layers(model: nn.Module, names: list[str]) -> str:
+    """Swap the named linear layers for dynamic int8 ones in place, one at a time; returns the engine running them.
+
+    Each layer is made fp32 just before it is quantized, so a model loaded in bf16 is never wholly
+    fp32. Raises ``QuantizationUnavailable`` (or the backend's own error) when it cannot be done;
+    the backend is probed on a small layer first, so a failure leaves ``model`` untouched.
     """
     quantize_dynamic, qconfig = _dynamic_quantization_api()
     engine = _usable_engine(quantize_dynamic, qconfig)
     with warnings.catch_warnings():
         _ignore_deprecation_notices()
-        quantize_dynamic(model, {name: qconfig for name in names}, dtype=torch.qint8, inplace=True)
-    gc.collect()  # the replaced fp32 layers sit in reference cycles: free their 5 GB now, not at some later collection
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            getattr(parent, child).float()
+            quantize_dynamic(parent, {child: qconfig}, dtype=torch.qint8, inplace=True)
     return engine
 
 

@@ -25,6 +25,7 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
+from medvlm.fast_cpu import load_dtype as fast_cpu_load_dtype
 from medvlm.hub_access import hub_source
 from medvlm.metadata import read_metadata
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
@@ -197,6 +198,10 @@ def load_model(
     path = Path(source_str).expanduser()
     resolved_device = torch.device(device) if device is not None else default_device()
     resolved_dtype = resolve_dtype(dtype, resolved_device)
+    # The CPU fast path loads the checkpoint in its own bf16 and converts layer by layer (never a full
+    # fp32 copy); an explicit dtype asks for plain inference in that dtype instead.
+    use_fast_cpu = resolved_device.type == "cpu" and fast_cpu is not False and dtype in (None, "auto")
+    load_dtype = fast_cpu_load_dtype() if use_fast_cpu else resolved_dtype
     if revision is not None:
         hub_kwargs["revision"] = revision
     is_local = path.is_dir()
@@ -227,7 +232,7 @@ def load_model(
         )
         model = AutoModelForImageTextToText.from_pretrained(
             weights_source,
-            dtype=resolved_dtype,
+            dtype=load_dtype,
             attn_implementation=attn_implementation or default_attention(resolved_device, resolved_dtype),
             **({} if base is None and is_local else hub_kwargs),
         )
@@ -246,8 +251,9 @@ def load_model(
     model.to(resolved_device)
     model.eval()
     fast_report = None
-    if resolved_device.type == "cpu" and fast_cpu is not False:
+    if use_fast_cpu:
         fast_report = apply_fast_cpu(model)
+        resolved_dtype = next(model.get_input_embeddings().parameters()).dtype
         if max_pixels is None:
             processor.image_processor.size = pixel_bounds(
                 processor, max_pixels=cpu_max_pixels(_effective_max_pixels(processor), model)

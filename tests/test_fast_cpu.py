@@ -54,29 +54,11 @@ def stream(loaded: LoadedModel, max_new_tokens: int = 40):
     )[-1]
 
 
-@pytest.mark.usefixtures("quantize_every_layer")
-def test_fast_path_stores_language_model_weights_as_int8(tiny_model_dir: Path) -> None:
-    loaded = load_model(tiny_model_dir)
-    layers = language_linears(loaded)
-    assert len(layers) == 2 * 7 + 1  # two decoder layers of q, k, v, o, gate, up, down; the head
-    assert all(layer.weight().dtype == torch.qint8 for layer in layers.values())
-    vision_layer = loaded.model.model.visual.blocks[0].mlp.fc1
-    assert (
-        type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.float32
-    )  # the image encoder stays fp32
-    described = loaded.describe()
-    assert described["fast_cpu"] is True and described["quantization"].startswith("int8 dynamic")
-    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized_layers == 15
-    assert described["threads"] == torch.get_num_threads() >= 1
-
-
-@pytest.mark.usefixtures("quantize_every_layer")
-def test_quantized_model_streams_and_its_answer_parses(formatted_model_dir: Path) -> None:
-    loaded = load_model(formatted_model_dir)
-    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized
-    final = stream(loaded)
-    assert final.parsed.format_ok and final.parsed.letter in {"A", "B", "C"}
-    assert final.timing.new_tokens > 0
+@pytest.fixture(params=[fast_cpu.BF16_INT8, fast_cpu.INT8_DYNAMIC])
+def scheme(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each scheme in turn, whatever this CPU would choose (both run anywhere; bf16 is slower without AVX512-BF16)."""
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: request.param)
+    return request.param
 
 
 @pytest.mark.usefixtures("quantize_every_layer")
@@ -91,9 +73,110 @@ def test_switched_off_gives_plain_fp32_linear_layers(tiny_model_dir: Path) -> No
 
 
 def test_small_layers_stay_fp32_by_default(tiny_model: LoadedModel) -> None:
-    assert all(type(layer) is nn.Linear for layer in language_linears(tiny_model).values())
+    assert all(
+        type(layer) is nn.Linear and layer.weight.dtype == torch.float32
+        for layer in language_linears(tiny_model).values()
+    )
     assert tiny_model.fast_cpu is not None and not tiny_model.fast_cpu.quantized
     assert "large enough" in tiny_model.describe()["quantization"]
+
+
+def test_the_scheme_follows_what_the_cpu_can_do() -> None:
+    assert fast_cpu.choose_scheme({"avx2", "avx512f", "avx512_bf16"}) == fast_cpu.BF16_INT8
+    assert fast_cpu.choose_scheme({"avx2", "amx_bf16", "amx_tile"}) == fast_cpu.BF16_INT8
+    assert fast_cpu.choose_scheme({"avx2", "avx512f", "avx512_vnni"}) == fast_cpu.INT8_DYNAMIC
+    assert fast_cpu.choose_scheme(set()) == fast_cpu.INT8_DYNAMIC
+
+
+def test_the_checkpoint_is_loaded_in_bf16_never_as_a_full_fp32_copy(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medvlm.model
+
+    seen = []
+    load = medvlm.model.AutoModelForImageTextToText.from_pretrained
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["dtype"])
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(medvlm.model.AutoModelForImageTextToText, "from_pretrained", recording)
+    load_model(tiny_model_dir)
+    load_model(tiny_model_dir, fast_cpu=False)
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_bf16_int8_keeps_int8_weights_and_bf16_everywhere_else(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.BF16_INT8)
+    loaded = load_model(tiny_model_dir)
+    layers = language_linears(loaded)
+    assert len(layers) == 2 * 7 + 1  # two decoder layers of q, k, v, o, gate, up, down; the head
+    assert all(
+        type(layer) is fast_cpu.Int8WeightLinear and layer.weight_int8.dtype == torch.int8 for layer in layers.values()
+    )
+    vision_layer = loaded.model.model.visual.blocks[0].mlp.fc1
+    assert type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.bfloat16
+    assert loaded.model.get_input_embeddings().weight.dtype == torch.bfloat16 and loaded.dtype == torch.bfloat16
+    described = loaded.describe()
+    assert described["quantization"].startswith("int8 weights, bf16 activations") and described["dtype"] == "bfloat16"
+    assert (
+        loaded.fast_cpu is not None
+        and loaded.fast_cpu.quantized_layers == 15
+        and loaded.fast_cpu.scheme == "bf16-int8"
+    )
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_int8_dynamic_keeps_fp32_around_its_int8_layers(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.INT8_DYNAMIC)
+    loaded = load_model(tiny_model_dir)
+    layers = language_linears(loaded)
+    assert len(layers) == 15 and all(layer.weight().dtype == torch.qint8 for layer in layers.values())
+    assert loaded.model.model.visual.blocks[0].mlp.fc1.weight.dtype == torch.float32
+    assert loaded.describe()["quantization"].startswith("int8 dynamic") and loaded.dtype == torch.float32
+
+
+@pytest.mark.parametrize("rows", [1, 7, 32, 33, 300])
+def test_int8_weight_linear_matches_the_dense_layer_in_both_paths(rows: int) -> None:
+    """Decode-sized inputs use the int8 kernel, prefill-sized ones a dequantized bf16 matmul: both are the layer."""
+    torch.manual_seed(rows)
+    dense = nn.Linear(384, 640)
+    layer = fast_cpu.Int8WeightLinear.from_linear(dense)
+    x = torch.randn(2, rows, 384)
+    with torch.inference_mode():
+        expected, got = dense(x), layer(x.to(torch.bfloat16)).float()
+    assert got.shape == expected.shape == (2, rows, 640)
+    cosine = nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0).item()
+    assert cosine > 0.9999
+    assert (got - expected).abs().max().item() < 0.05 * expected.abs().max().item()
+
+
+def test_int8_weights_are_quantized_in_blocks_of_rows_with_one_scale_per_row() -> None:
+    weight = torch.randn(20_000, 16) * torch.linspace(0.01, 10, 20_000)[:, None]  # scales spanning 3 decades
+    layer = fast_cpu.Int8WeightLinear(weight, None)
+    assert layer.scales.shape == (20_000,) and layer.weight_int8.abs().amax(dim=1).min().item() >= 126
+    rebuilt = layer.weight_int8.float() * layer.scales.float()[:, None]
+    assert ((rebuilt - weight).abs() <= layer.scales.float()[:, None] * 0.5001).all()  # within half a step
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_quantized_model_streams_and_its_answer_parses(formatted_model_dir: Path, scheme: str) -> None:
+    loaded = load_model(formatted_model_dir)
+    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized and loaded.fast_cpu.scheme == scheme
+    final = stream(loaded)
+    assert final.parsed.format_ok and final.parsed.letter in {"A", "B", "C"}
+    assert final.timing.new_tokens > 0
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_quantized_greedy_answer_matches_full_precision(formatted_model_dir: Path, scheme: str) -> None:
+    """The warm-started tiny model has peaked logits: a faithful scheme keeps every greedy token."""
+    reference = stream(load_model(formatted_model_dir, fast_cpu=False))
+    fast = stream(load_model(formatted_model_dir))
+    assert fast.text == reference.text
 
 
 def _no_quantization_module() -> None:
@@ -112,7 +195,7 @@ def _unsupported_engine(quantize_dynamic, qconfig) -> str:
         ("_usable_engine", _unsupported_engine, "NoQEngine"),
     ],
 )
-def test_backend_failure_falls_back_to_fp32_and_says_so(
+def test_dynamic_backend_failure_falls_back_to_fp32_and_says_so(
     formatted_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -120,14 +203,34 @@ def test_backend_failure_falls_back_to_fp32_and_says_so(
     replacement,
     reason: str,
 ) -> None:
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.INT8_DYNAMIC)
     monkeypatch.setattr(fast_cpu, target, replacement)
     with caplog.at_level(logging.WARNING, logger="medvlm.fast_cpu"):
         loaded = load_model(formatted_model_dir)
-    assert all(type(layer) is nn.Linear for layer in language_linears(loaded).values())
+    assert all(
+        type(layer) is nn.Linear and layer.weight.dtype == torch.float32 for layer in language_linears(loaded).values()
+    )
     quantization = loaded.describe()["quantization"]
-    assert "fp32 fallback" in quantization and reason in quantization
-    assert "keeping fp32" in caplog.text
+    assert quantization.startswith("none (fp32") and reason in quantization
+    assert "keeping full precision" in caplog.text
     assert stream(loaded).parsed.format_ok
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_missing_int8_kernel_falls_back_to_bf16_and_says_so(
+    formatted_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(*args, **kwargs):
+        raise RuntimeError("_weight_int8pack_mm: not implemented for this CPU")
+
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.BF16_INT8)
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", missing)
+    loaded = load_model(formatted_model_dir)
+    assert all(
+        type(layer) is nn.Linear and layer.weight.dtype == torch.bfloat16
+        for layer in language_linears(loaded).values()
+    )
+    assert loaded.describe()["quantization"].startswith("none (bf16: RuntimeError")
 
 
 def test_large_vision_encoder_gets_the_smaller_cpu_image_budget(
