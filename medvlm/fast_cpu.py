@@ -138,7 +138,10 @@ def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport
         else:
             engine = quantize_layers(model, names)
             model.float()  # the vision encoder, embeddings and norms; the int8 layers are untouched by it
-            description = f"int8 dynamic, per-channel weights, per-tensor activations ({engine} engine, torch {torch.__version__})"
+            description = (
+                "int8 dynamic, per-channel weights, per-tensor activations "
+                f"({engine} engine, torch {torch.__version__})"
+            )
     except Exception as error:  # a backend failure of any kind must not stop the model loading
         reason = f"{type(error).__name__}: {error}"
         logger.warning("CPU fast path: int8 unavailable, keeping full precision (%s)", reason)
