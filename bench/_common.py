@@ -33,10 +33,35 @@ OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
 
 
 def random_2b_checkpoint() -> Path:
-    """The randomly initialised Qwen2-VL-2B (real sizes), built on first use (a few minutes)."""
+    """The randomly initialised Qwen2-VL-2B (real sizes) with the real Qwen2 tokenizer, built on first use.
+
+    The weights take a few minutes to build; the tokenizer is Qwen2's own (``bench.qwen2_vocab``), so
+    prompt lengths and decoded text are the real model's.
+    """
     from medvlm.tiny_model import build_random_checkpoint
 
-    return _cached("qwen2-vl-2b-random", lambda path: build_random_checkpoint(path, size="2b"))
+    weights = _cached("qwen2-vl-2b-random", lambda path: build_random_checkpoint(path, size="2b"))
+    return _cached("qwen2-vl-2b-random-qwen2-vocab", lambda path: _with_real_tokenizer(weights, path))
+
+
+def _with_real_tokenizer(weights: Path, path: Path) -> None:
+    """``weights``' model files (linked, not copied) with the real Qwen2 tokenizer in their place."""
+    import json
+
+    from transformers import Qwen2VLImageProcessorPil
+
+    from bench.qwen2_vocab import tokenizer
+    from medvlm.processor import ImageOnlyQwen2VLProcessor, save_processor
+    from medvlm.tiny_model import QWEN2_VL_CHAT_TEMPLATE
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        (path / name).unlink(missing_ok=True)
+        (path / name).symlink_to(weights / name)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(weights)
+    save_processor(ImageOnlyQwen2VLProcessor(image_processor, tokenizer(), chat_template=QWEN2_VL_CHAT_TEMPLATE), path)
+    metadata = json.loads((weights / "medvlm.json").read_text())
+    (path / "medvlm.json").write_text(json.dumps({**metadata, "tokenizer": "Qwen2 (ggml-vocab-qwen2.gguf)"}))
 
 
 def tiny_checkpoint(*, formatted: bool = False) -> Path:

@@ -1,6 +1,6 @@
 """Time to first token on CPU, split into image preprocessing, vision encoder and language prefill.
 
-    python -m bench.ttft [--repeats 3] [--rounds 2] [--sizes 512,1024] [--variants fp32,fast]
+    python -m bench.ttft [--repeats 3] [--rounds 2] [--sizes 512,1024] [--variants fp32,bf16,fast-bf16-int8]
 
 For the random Qwen2-VL-2B (real sizes), a CT head image resized to each ``--sizes`` square, at the
 recipe's image budget (max_pixels 401408, up to 512 image tokens) and at the CPU default of the
@@ -22,6 +22,7 @@ from bench._common import (
     OPTIONS,
     QUESTION,
     ct_head_image,
+    forced_scheme,
     median,
     paired_ratio,
     print_report,
@@ -33,6 +34,7 @@ from medvlm import fast_cpu
 from medvlm.processor import RECIPE_MAX_PIXELS
 
 BUDGETS = {"recipe": RECIPE_MAX_PIXELS, "cpu": fast_cpu.CPU_MAX_PIXELS}
+VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-int8-dynamic")
 
 
 def measure(loaded, size: int, max_pixels: int) -> dict[str, float]:
@@ -64,7 +66,11 @@ def worker(variant: str, sizes: list[int], repeats: int) -> dict:
     from medvlm.model import load_model
 
     quiet()
-    loaded = load_model(random_2b_checkpoint(), fast_cpu=variant == "fast", max_pixels=RECIPE_MAX_PIXELS)
+    if variant in ("fp32", "bf16"):
+        loaded = load_model(random_2b_checkpoint(), fast_cpu=False, dtype=variant, max_pixels=RECIPE_MAX_PIXELS)
+    else:
+        with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
+            loaded = load_model(random_2b_checkpoint(), max_pixels=RECIPE_MAX_PIXELS)
     cases = [(size, budget) for size in sizes for budget in BUDGETS]
     measure(loaded, sizes[0], BUDGETS["cpu"])  # warm-up: first calls allocate
     runs: dict[str, list[dict[str, float]]] = {f"{size}/{budget}": [] for size, budget in cases}
@@ -83,7 +89,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="512,1024")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variants", default="fp32,fast")
-    parser.add_argument("--worker", choices=("fp32", "fast"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     if args.worker:

@@ -15,6 +15,7 @@ those rows, so the model practically never stops by itself and always runs to ``
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -119,6 +120,39 @@ def _train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
     )
 
 
+QWEN2_VL_TOKENS_FROM = 151646
+"""Qwen2-VL's own special tokens (``<|object_ref_start|>`` ... ``<|video_pad|>``) take the ids from here."""
+
+
+def qwen2_tokenizer(gguf_file: str | Path) -> Qwen2Tokenizer:
+    """The real Qwen2 tokenizer (151,936 ids) from a vocab-only GGUF file, with Qwen2-VL's special tokens.
+
+    llama.cpp's ``ggml-vocab-qwen2.gguf`` holds Qwen2's vocabulary and merges but only placeholders
+    ("[PAD151655]") at Qwen2-VL's ids 151646-151656; they get their names here, so ``<|image_pad|>``
+    is id 151655 as in the released Qwen2-VL. Reading the GGUF takes about 20 s: save the result
+    (``save_pretrained``, or a checkpoint built with it) and load that instead.
+    """
+    from transformers import AutoTokenizer
+
+    gguf_file = Path(gguf_file)
+    converted = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    spec = json.loads(converted.backend_tokenizer.to_str())
+    names = dict(zip(range(QWEN2_VL_TOKENS_FROM, QWEN2_VL_TOKENS_FROM + 11), SPECIAL_TOKENS[3:], strict=True))
+    for added in spec["added_tokens"]:
+        if added["id"] in names:
+            spec["model"]["vocab"].pop(added["content"], None)
+            added.update(content=names[added["id"]], special=True)
+            spec["model"]["vocab"][added["content"]] = added["id"]
+    return Qwen2Tokenizer(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+        errors="replace",
+    )
+
+
 def _tiny_config(tokenizer: Qwen2Tokenizer, hidden_size: int, layers: int) -> Qwen2VLConfig:
     """A Qwen2-VL config of the real architecture's shape, shrunk (4 heads of ``hidden_size // 4``)."""
     half_head = hidden_size // 4 // 2
@@ -189,18 +223,20 @@ def build_tiny_checkpoint(
     layers: int = 2,
     vocab_size: int = 1000,
     init_std: float = 0.3,
+    tokenizer: Qwen2Tokenizer | None = None,
 ) -> Path:
     """Write a tiny random Qwen2-VL checkpoint to ``directory`` and return its path.
 
     The result loads with ``medvlm.model.load_model(directory)`` exactly like a Hub checkpoint.
     ``hidden_size`` must be a multiple of 64 (four attention heads whose rotary half splits into
-    the three multimodal rotary sections in the real model's 2:3:3 ratio).
+    the three multimodal rotary sections in the real model's 2:3:3 ratio). ``tokenizer`` replaces
+    the small trained one, e.g. the real Qwen2 vocabulary (:func:`qwen2_tokenizer`).
     """
     if hidden_size % 64:
         raise ValueError("hidden_size must be a multiple of 64")
     torch.manual_seed(seed)
 
-    tokenizer = _train_tokenizer(vocab_size)
+    tokenizer = tokenizer or _train_tokenizer(vocab_size)
     config = _tiny_config(tokenizer, hidden_size, layers)
     config.text_config.initializer_range = init_std
     config.vision_config.initializer_range = init_std
@@ -215,18 +251,21 @@ def build_tiny_checkpoint(
     )
 
 
-def build_random_checkpoint(directory: str | Path, *, size: str = "2b", seed: int = 0) -> Path:
+def build_random_checkpoint(
+    directory: str | Path, *, size: str = "2b", seed: int = 0, tokenizer: Qwen2Tokenizer | None = None
+) -> Path:
     """Write a randomly initialised Qwen2-VL of a real model's sizes (bf16, like the release).
 
     Speed and memory depend on the architecture, not on the weights' values, so benchmarks can
     measure the real Qwen2-VL-2B shape without downloading 4.4 GB. Only ``size="2b"`` exists.
-    The tokenizer is the tiny one (a few hundred tokens) while the output layer keeps the real
-    151936 rows, so most generated ids decode to nothing: time ``model.generate``, not text.
+    With the default tokenizer (the tiny one, a thousand tokens) the output layer keeps the real
+    151936 rows, so most generated ids decode to nothing: time ``model.generate``, not text; pass
+    the real one (:func:`qwen2_tokenizer`) for real prompt lengths and decoded text.
     """
     if size != "2b":
         raise ValueError(f"unknown size {size!r}; only '2b' (Qwen2-VL-2B) is known")
     torch.manual_seed(seed)
-    tokenizer = _train_tokenizer(1000)
+    tokenizer = tokenizer or _train_tokenizer(1000)
     config = _qwen2_vl_config(tokenizer, text=QWEN2_VL_2B_TEXT, vision=QWEN2_VL_2B_VISION)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     note = (

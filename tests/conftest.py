@@ -39,3 +39,17 @@ def formatted_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medvlm.tiny_model import warm_start_format
 
     return warm_start_format(build_tiny_checkpoint(tmp_path_factory.mktemp("formatted-model")))
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer():
+    """The real Qwen2 tokenizer with Qwen2-VL's special tokens (``bench.qwen2_vocab``; .ci/run fetches it first)."""
+    from bench.qwen2_vocab import tokenizer
+
+    return tokenizer()
+
+
+@pytest.fixture(scope="session")
+def qwen2_vocab_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen2_tokenizer) -> Path:
+    """A tiny random Qwen2-VL with the real 151,936-token vocabulary."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("qwen2-vocab-model"), tokenizer=qwen2_tokenizer)

@@ -26,6 +26,7 @@ USERS_ENV = "MEDVLM_USERS"
 CONCURRENCY_ENV = "MEDVLM_CONCURRENCY"
 FAST_CPU_ENV = "MEDVLM_FAST_CPU"
 EVALUATION_IMAGES_ENV = "MEDVLM_EVALUATION_IMAGES"
+FIDELITY_CHECK_ENV = "MEDVLM_FIDELITY_CHECK"
 
 DEFAULT_PORT = 7860
 DEFAULT_EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples.json"
@@ -58,6 +59,8 @@ class AppConfig:
     examples_file: Path = DEFAULT_EXAMPLES
     fast_cpu: bool = True
     """On a CPU, load the model with the fast path (int8 weights, smaller images): ``medvlm.fast_cpu``."""
+    fidelity_check: bool = True
+    """On a CPU, check the fast path against the bf16 model once per model revision (``medvlm.fidelity``)."""
     evaluation_images: Path | None = None
     """A folder the images of imported evaluation runs may be read from; None: only uploaded images.
 
@@ -100,6 +103,8 @@ class AppConfig:
             or _positive(_int(env.get(CONCURRENCY_ENV), CONCURRENCY_ENV), CONCURRENCY_ENV)
             or default_concurrency(),
             fast_cpu=not args.no_fast_cpu and _flag(env.get(FAST_CPU_ENV), FAST_CPU_ENV, default=True),
+            fidelity_check=not args.no_fidelity_check
+            and _flag(env.get(FIDELITY_CHECK_ENV), FIDELITY_CHECK_ENV, default=True),
             evaluation_images=_folder(
                 args.evaluation_images or env.get(EVALUATION_IMAGES_ENV, "").strip() or None,
                 "--evaluation-images" if args.evaluation_images else EVALUATION_IMAGES_ENV,
@@ -143,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on a CPU, run plain fp32 at the checkpoint's image size instead of int8 weights and smaller images "
         f"(env {FAST_CPU_ENV}=0)",
+    )
+    parser.add_argument(
+        "--no-fidelity-check",
+        action="store_true",
+        help="on a CPU, skip the one-time background check that the fast path gives the bf16 model's answers "
+        f"(env {FIDELITY_CHECK_ENV}=0)",
     )
     parser.add_argument(
         "--evaluation-images",

@@ -39,6 +39,8 @@ from PIL import Image
 from medvlm.annotations import FLAGS, AnnotationStore, ModelOutput, Review
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionError
+from medvlm.fast_cpu import has_fast_bf16
+from medvlm.fidelity import FidelityGuard, FidelityVerdict
 from medvlm.hub_sync import HubSync, hub_sync_from_env
 from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
 from medvlm.model import LoadedModel, load_model
@@ -434,6 +436,9 @@ class Workbench:
         self.notices = list(notices)
         """Start-up problems a maintainer should see (shown in the banner), e.g. a failed Hub sync."""
         self._generate = on_zero_gpu(generate)
+        self.fidelity: FidelityGuard | None = None
+        """The background check of the CPU fast path (None when it does not apply)."""
+        self._model_lock = threading.Lock()
         self._exports = tempfile.TemporaryDirectory(prefix="medvlm-exports-")
 
     @classmethod
@@ -460,7 +465,7 @@ class Workbench:
         except MedVLMError as error:
             notices.append(f"Reviews are saved locally only: {error}")
             logger.error("Hub sync not started: %s", error)
-        return cls(
+        workbench = cls(
             config,
             model=model,
             store=store,
@@ -468,6 +473,27 @@ class Workbench:
             hub_sync=hub_sync,
             examples=load_examples(config.examples_file),
             notices=notices,
+        )
+        if config.fidelity_check and model is not None and model.fast_cpu is not None and model.fast_cpu.quantized:
+            workbench.fidelity = FidelityGuard(store.data_dir, model, workbench._use_full_precision)
+            workbench.fidelity.start()  # in the background: the page does not wait for it
+        return workbench
+
+    def _use_full_precision(self, verdict: FidelityVerdict) -> None:
+        """The fast path changes this model's answers: load it in full precision and answer with that."""
+        try:
+            full = load_model(self.config.model, fast_cpu=False, dtype="bf16" if has_fast_bf16() else "fp32")
+        except Exception as error:  # noqa: BLE001 - keep the fast model, but say so
+            self.notices.append(
+                f"The CPU fast path disagrees with the full-precision model ({verdict.summary()}), "
+                f"and the full-precision model could not be loaded ({error}). Treat answers with caution."
+            )
+            return
+        with self._model_lock:
+            self.model = full
+        self.notices.append(
+            f"The CPU fast path changed this model's answers ({verdict.summary()}), so answers now come from the "
+            "full-precision model, which is slower."
         )
 
     def close(self) -> None:
@@ -479,7 +505,9 @@ class Workbench:
     # -- what the page starts with ---------------------------------------------------------------
 
     def banner(self) -> str:
-        text = render.model_banner(self.model, self.config.model, self.load_error)
+        """What is answering, as of now (the page asks again on every load: the fidelity check may have ended)."""
+        fidelity = self.fidelity.status() if self.fidelity is not None else None
+        text = render.model_banner(self.model, self.config.model, self.load_error, fidelity=fidelity)
         return "\n\n".join([text, *(render.error_markdown(notice) for notice in self.notices)])
 
     def default_style(self) -> PromptStyle:
@@ -1005,7 +1033,7 @@ class Workbench:
             format_ok=parsed.format_ok,
             problem=parsed.problem,
             stop_reason=final.stop_reason,
-            model=self.model.describe(),
+            model={**self.model.describe(), **({"fidelity": self.fidelity.status()} if self.fidelity else {})},
             settings=request.settings.to_dict(),
             prompt_style=request.style.value,
             timing=final.timing.to_dict() if final.timing else None,

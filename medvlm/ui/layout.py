@@ -60,7 +60,8 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
     with gr.Blocks(title="medvlm", delete_cache=(UPLOADS_KEPT_S, UPLOADS_KEPT_S), analytics_enabled=False) as demo:
         session = gr.State(Session(), delete_callback=Session.close)
         gr.Markdown("# medvlm: watch a medical vision-language model reason, then review it")
-        gr.Markdown(workbench.banner(), elem_id="model-banner")
+        banner = gr.Markdown(workbench.banner(), elem_id="model-banner")
+        demo.load(workbench.banner, None, banner, api_visibility="private")  # the fidelity check may have ended
 
         with gr.Tabs(elem_id="tabs"):
             # ------------------------------------------------------------------ Ask

@@ -196,8 +196,13 @@ def image_markdown(metadata: SafeMetadata, *, label: str | None = None) -> str:
     return escape_markdown(" \u00b7 ".join(parts))
 
 
-def model_banner(model: LoadedModel | None, source: str, load_error: str | None) -> str:
-    """What is answering: the model and where it runs, the test-model notice, or why there is none."""
+def model_banner(
+    model: LoadedModel | None, source: str, load_error: str | None, *, fidelity: str | None = None
+) -> str:
+    """What is answering: the model and where it runs, the test-model notice, or why there is none.
+
+    ``fidelity`` is the state of the fast path's check against the bf16 model (:mod:`medvlm.fidelity`).
+    """
     if model is None:
         return (
             f"\u26d4 **No model is loaded, so questions cannot be answered.** {escape_markdown(load_error or '')}\n\n"
@@ -214,7 +219,7 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     )
     line = (
         f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). "
-        f"{wording}{speed_note(model)}{RESEARCH_ONLY}"
+        f"{wording}{speed_note(model, fidelity)}{RESEARCH_ONLY}"
     )
     if model.is_test_model:
         line = (
@@ -224,8 +229,8 @@ def model_banner(model: LoadedModel | None, source: str, load_error: str | None)
     return line
 
 
-def speed_note(model: LoadedModel) -> str:
-    """On a CPU, what the fast path did and the image size it chose (which changes what the model sees)."""
+def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
+    """On a CPU: what the fast path did, how faithful it is, and the image size it chose (what the model sees)."""
     if model.device.type != "cpu":
         return ""
     images = (
@@ -237,12 +242,14 @@ def speed_note(model: LoadedModel) -> str:
         return f"CPU fast path off: plain fp32, {images}. "
     if not report.quantized:
         return (
-            f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}): fp32 weights, "
+            f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}), "
             f"{report.threads} threads, {images}. "
         )
+    activations = "bf16 activations" if report.scheme == "bf16-int8" else "int8 activations per tensor"
+    checked = f" Fidelity: {escape_markdown(fidelity)}." if fidelity else ""
     return (
-        f"CPU fast path: int8 weights in {report.quantized_layers} layers, {report.threads} threads, {images}; "
-        "`--no-fast-cpu` turns it off. "
+        f"CPU fast path: int8 weights in {report.quantized_layers} layers with {activations}, {report.threads} "
+        f"threads, {images}; `--no-fast-cpu` turns it off.{checked} "
     )
 
 

