@@ -44,6 +44,17 @@ def random_2b_checkpoint() -> Path:
     return _cached("qwen2-vl-2b-random-qwen2-vocab", lambda path: _with_real_tokenizer(weights, path))
 
 
+SPECIAL_TOKEN_IDS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "eos_token_id": "<|im_end|>",
+    "pad_token_id": "<|endoftext|>",
+}
+"""The config entries that name special tokens, and the tokens they name."""
+
+
 def _with_real_tokenizer(weights: Path, path: Path) -> None:
     """``weights``' model files (linked, not copied) with the real Qwen2 tokenizer in their place."""
     import json
@@ -55,11 +66,24 @@ def _with_real_tokenizer(weights: Path, path: Path) -> None:
     from medvlm.tiny_model import QWEN2_VL_CHAT_TEMPLATE
 
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "generation_config.json", "model.safetensors"):
-        (path / name).unlink(missing_ok=True)
-        (path / name).symlink_to(weights / name)
+    (path / "model.safetensors").unlink(missing_ok=True)
+    (path / "model.safetensors").symlink_to(weights / "model.safetensors")
+    real = tokenizer()
+    ids = {name: real.convert_tokens_to_ids(token) for name, token in SPECIAL_TOKEN_IDS.items()}
+    config = json.loads((weights / "config.json").read_text())
+    config.update(
+        {key: ids[key] for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    )
+    config["text_config"].update(
+        bos_token_id=ids["pad_token_id"], eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"]
+    )
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    generation = json.loads((weights / "generation_config.json").read_text())
+    generation.update(eos_token_id=[ids["eos_token_id"], ids["pad_token_id"]], pad_token_id=ids["pad_token_id"])
+    generation.pop("bos_token_id", None)
+    (path / "generation_config.json").write_text(json.dumps(generation, indent=2))
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(weights)
-    save_processor(ImageOnlyQwen2VLProcessor(image_processor, tokenizer(), chat_template=QWEN2_VL_CHAT_TEMPLATE), path)
+    save_processor(ImageOnlyQwen2VLProcessor(image_processor, real, chat_template=QWEN2_VL_CHAT_TEMPLATE), path)
     metadata = json.loads((weights / "medvlm.json").read_text())
     (path / "medvlm.json").write_text(json.dumps({**metadata, "tokenizer": "Qwen2 (ggml-vocab-qwen2.gguf)"}))
 
