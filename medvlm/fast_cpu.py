@@ -303,11 +303,15 @@ def quantize_layers(model: nn.Module, names: list[str]) -> str:
     engine = _usable_engine(quantize_dynamic, qconfig)
     with warnings.catch_warnings():
         _ignore_deprecation_notices()
-        for name in names:
+        # The output head first: quantizing its 151936 rows needs gigabytes of temporaries, best
+        # spent while little else of the model has been made fp32.
+        for done, name in enumerate(sorted(names, key=lambda name: name != "lm_head"), start=1):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             getattr(parent, child).float()
             quantize_dynamic(parent, {child: qconfig}, dtype=torch.qint8, inplace=True)
+            if done % 8 == 0:
+                gc.collect()  # each replaced fp32 layer sits in a reference cycle: free them as we go
     return engine
 
 
