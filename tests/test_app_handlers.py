@@ -566,7 +566,7 @@ def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> No
 @pytest.mark.parametrize(
     ("fast", "shown"),
     [
-        (True, "CPU fast path: int8 weights in 15 layers, "),
+        (True, "CPU fast path: int8 weights in 15 layers with "),
         (
             False,
             "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = "
@@ -592,7 +592,7 @@ def test_banner_says_what_the_cpu_fast_path_did(
 
 def test_banner_says_why_the_fast_path_kept_fp32(workbench: Workbench) -> None:
     # the tiny model's layers are below the size where int8 pays off; its own image budget stays
-    assert "CPU fast path without int8 (no float32 linear layer" in workbench.banner()
+    assert "CPU fast path without int8 (no linear layer in the language model is large enough" in workbench.banner()
     assert f"images up to {workbench.model.max_pixels:,} pixels" in workbench.banner()
 
 
