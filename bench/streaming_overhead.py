@@ -41,7 +41,7 @@ def serve(port: int, model: Path, log: Path, pace: float | None) -> None:
     """Run app.py's ``main`` with the token and update timestamps logged to ``log`` (one JSON line per answer)."""
     import app
     from medvlm import streaming
-    from medvlm.ui import handlers
+    from medvlm.ui import workbench
 
     token_times: list[float] = []
     put = streaming._TokenStreamer.put
@@ -66,9 +66,9 @@ def serve(port: int, model: Path, log: Path, pace: float | None) -> None:
                     )
             yield update
 
-    stream_completion = handlers.stream_completion
+    stream_completion = workbench.stream_completion
     streaming._TokenStreamer.put = timed_put
-    handlers.stream_completion = logged
+    workbench.stream_completion = logged
     data = tempfile.mkdtemp(prefix="medvlm-bench-app-")
     raise SystemExit(app.main(["--model", str(model), "--port", str(port), "--data-dir", data, "--concurrency", "1"]))
 

@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dicom.add_argument("--window-center", type=float, help="custom window centre (with --window-width)")
     dicom.add_argument("--window-width", type=float, help="custom window width (with --window-center)")
-    dicom.add_argument("--frame", type=int, help="frame of a multi-frame DICOM, from 0 (default: the middle one)")
+    dicom.add_argument(
+        "--frame", type=int, help="frame of a multi-frame DICOM, numbered from 1 (default: the middle one)"
+    )
     generation = ask.add_argument_group("generation")
     generation.add_argument(
         "--max-new-tokens",
@@ -165,7 +167,7 @@ def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
 
     question, options = validate_question(args.question, args.options)
     window = Window(preset=args.window, center=args.window_center, width=args.window_width)
-    loaded_image = load_image(args.image, window=window, frame=args.frame)
+    loaded_image = load_image(args.image, window=window, frame=None if args.frame is None else args.frame - 1)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         do_sample=args.sample,

@@ -82,8 +82,10 @@ _PLUGINS_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyli
 class Window:
     """The display window a caller asks for; validated on creation so a bad one never reaches rendering.
 
-    ``Window()`` means "auto": the file's own VOI LUT or window (first value), else the full range
-    of the pixel values. A ``preset`` is a key of :data:`WINDOW_PRESETS`; ``center`` and
+    ``Window()`` means the file's own: its VOI LUT or window (first value), else the full range
+    of the pixel values. ``automatic`` ignores the file's window and spans the 1st to 99th
+    percentile of the image's values (what a viewer's "auto" does for an MR or X-ray whose
+    stored window is missing or poor). A ``preset`` is a key of :data:`WINDOW_PRESETS`; ``center`` and
     ``width`` give a custom window and must come together. Windows apply to greyscale DICOMs
     only; colour DICOMs and raster images ignore them.
 
@@ -99,9 +101,12 @@ class Window:
     preset: str | None = None
     center: float | None = None
     width: float | None = None
+    automatic: bool = False
 
     def __post_init__(self) -> None:
         custom = (self.center is not None, self.width is not None)
+        if self.automatic and (self.preset is not None or any(custom)):
+            raise ImageLoadError("Choose either the automatic window or a preset or custom window, not several.")
         if self.preset is not None:
             if any(custom):
                 raise ImageLoadError("Choose either a window preset or a custom window centre and width, not both.")
@@ -120,7 +125,7 @@ class Window:
                 raise ImageLoadError(f"The window width must be greater than 0 (got {self.width:g}).")
 
     def requested(self) -> tuple[float, float, str] | None:
-        """(centre, width, name) for a preset or custom window; None for "auto"."""
+        """(centre, width, name) for a preset or custom window; None for the file's own or the automatic one."""
         if self.preset is not None:
             center, width = WINDOW_PRESETS[self.preset]
             return center, width, self.preset
@@ -307,11 +312,11 @@ def _int(ds: Dataset, keyword: str) -> int:
 def _frame_index(frame: int | None, frame_count: int) -> int:
     if frame is None:
         return frame_count // 2
-    if not 0 <= frame < frame_count:
+    if not 0 <= frame < frame_count:  # messages number frames from 1, as every viewer does
         if frame_count == 1:
-            raise ImageLoadError(f"Frame {frame} does not exist: this DICOM has a single frame (frame 0).")
+            raise ImageLoadError(f"There is no frame {frame + 1}: this DICOM has a single frame.")
         raise ImageLoadError(
-            f"Frame {frame} does not exist: this DICOM has {frame_count} frames, numbered 0 to {frame_count - 1}."
+            f"There is no frame {frame + 1}: this DICOM has {frame_count} frames, numbered 1 to {frame_count}."
         )
     return frame
 
@@ -392,6 +397,11 @@ def _render_grey(
     if requested is not None:
         center, width, name = requested
         return _linear_window(values, center, width), _shown(center, width, name, hounsfield)
+    finite = values[np.isfinite(values)]
+    if window.automatic:
+        low, high = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 0.0)
+        center, width = (low + high) / 2, (high - low) or 1.0
+        return _linear_window(values, center, width), _shown(center, width, "automatic", hounsfield)
     if ds.get("VOILUTSequence"):
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         # A VOI LUT is a table indexed by whole values; reduced (averaged) values are rounded to them.
@@ -401,7 +411,6 @@ def _render_grey(
     if file_window is not None:
         center, width, function = file_window
         return _linear_window(values, center, width, function), _shown(center, width, "file", hounsfield)
-    finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     center, width = (low + high) / 2, (high - low) or 1.0  # a blank image shows mid-grey
     return _linear_window(values, center, width), _shown(center, width, "full range", hounsfield)

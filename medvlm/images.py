@@ -192,7 +192,7 @@ def _raster_frame(frame: int | None, frame_count: int) -> int:
     index = 0 if frame is None else frame
     if not 0 <= index < frame_count:
         raise ImageLoadError(
-            f"Frame {index} does not exist: this image has {frame_count} frame(s), numbered 0 to {frame_count - 1}."
+            f"There is no frame {index + 1}: this image has {frame_count} frame(s), numbered 1 to {frame_count}."
         )
     return index
 

@@ -61,7 +61,8 @@ class SafeMetadata:
     ``width`` and ``height`` are those of the returned image. When a very large upload was reduced
     to fit :data:`MAX_RENDER_PIXELS`, ``original_width`` and ``original_height`` give its size
     (None otherwise). The window fields describe what was applied to a greyscale DICOM
-    (``window_name``: a preset name, "custom", "file", "file VOI LUT" or "full range") and stay
+    (``window_name``: a preset name, "custom", "file", "file VOI LUT",
+    "automatic" or "full range") and stay
     None for colour and raster images.
     """
 

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 SECRETS = ("SECRETNAME", "Doe^Jane", "PID-SECRET-4711", "SECRET Institution of Radiology", "19450203")
 """The identity written into :func:`identified_ct`: none of it may appear anywhere the app writes."""
 
-LAYOUT_ONLY = ("dicom_controls", "custom_window")
-"""Outputs that are layout blocks (a Group, a Row): gradio_client returns no value for them."""
+LAYOUT_ONLY = ("dicom_controls", "custom_window", "review_panel")
+"""Outputs that are layout blocks (a Row, a Column): gradio_client returns no value for them."""
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ def named(result: tuple, event: type[tuple]) -> dict:
 def upload(user: Client, path: Path) -> dict:
     from gradio_client import handle_file
 
-    from medvlm.ui.handlers import CaseShown
+    from medvlm.ui.events import CaseShown
 
     return named(user.predict(handle_file(str(path)), api_name="/load_file"), CaseShown)
 
@@ -107,7 +107,7 @@ def ask(user: Client, question: str, options: list[str], **settings):
 
 def answered(job) -> dict:
     """The last update of an ask job, by field."""
-    from medvlm.ui.handlers import AskUpdate
+    from medvlm.ui.events import AskUpdate
 
     return named(job.result(), AskUpdate)
 
@@ -190,3 +190,38 @@ def model_output(index: int = 0, **changes: object) -> ModelOutput:
         generated_at="2025-06-01T12:00:00+00:00",
     )
     return dataclasses.replace(output, **changes)
+
+
+class Page:
+    """Every handler of the app over one workbench, as the layout wires them (tests call them directly).
+
+    ``page.load_file(...)`` is the Ask tab's :class:`~medvlm.ui.case_handlers.CaseHandlers`
+    method, ``page.ask(...)`` the :class:`~medvlm.ui.answer_handlers.AnswerHandlers` one,
+    ``page.reviews_table(...)`` the Reviews tab's; anything else (``store``, ``model``,
+    ``banner()``) is the workbench's.
+    """
+
+    def __init__(self, workbench: Workbench) -> None:
+        from medvlm.ui.answer_handlers import AnswerHandlers
+        from medvlm.ui.case_handlers import CaseHandlers
+        from medvlm.ui.reviews_handlers import ReviewsHandlers
+
+        workbench = workbench.workbench if isinstance(workbench, Page) else workbench
+        self.workbench = workbench
+        self.cases = CaseHandlers(workbench)
+        self.answers = AnswerHandlers(workbench, self.cases)
+        self.reviews = ReviewsHandlers(workbench)
+
+    def __getattr__(self, name: str):
+        for part in (self.cases, self.answers, self.reviews, self.workbench):
+            if hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
+
+
+def error_of(outputs) -> str:
+    """The message of any handler's named outputs: beside the upload, the window, the question or the run."""
+    for name in ("upload_error", "window_error", "ask_error", "evaluation_error"):
+        if name in outputs._fields and isinstance(getattr(outputs, name), str) and getattr(outputs, name):
+            return getattr(outputs, name)
+    return ""

@@ -34,7 +34,8 @@ from medvlm.annotations import AnnotationStore
 from medvlm.hub_sync import HubSync
 from medvlm.model import load_model
 from medvlm.ui import AppConfig, Workbench
-from medvlm.ui.handlers import ExampleShown
+from medvlm.ui.events import AskUpdate, ExampleShown, Stopped
+from medvlm.ui.viewer import picture
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +64,9 @@ def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) 
     user = client(app.url)
     shown = upload(user, png)
     assert (
-        shown["error"] == ""
+        shown["upload_error"] == ""
         and shown["image_info"] == "PNG \u00b7 96\u00d780 px"
-        and Image.open(shown["preview"]).size == (96, 80)
+        and picture(shown["viewer"]).size == (96, 80)
     )
     job = ask(user, "Which imaging modality was used?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     seen = [update for update in job]
@@ -75,10 +76,10 @@ def test_answer_streams_in_several_updates_and_ends_highlighted(app, png: Path) 
     assert len(reasonings[-1]) > len(reasonings[0]) and all(
         later.startswith(earlier) for earlier, later in pairwise(reasonings)
     )
-    panel, reasoning, raw, timing, error, output_id, target = outputs[-1]
-    assert len(output_id) == 32 and "Reviewing the model's answer" in target
-    assert 'class="option chosen"' in panel and reasoning == "The image shows a scan." and "<answer>" in raw
-    assert "tokens/s" in timing and error == ""
+    final = named(outputs[-1], AskUpdate)
+    assert len(final["output_id"]) == 32 and "Reviewing the model's answer" in final["review_target"]
+    assert 'class="option chosen"' in final["answer"] and final["reasoning"] == "The image shows a scan."
+    assert "<answer>" in final["raw_output"] and "tokens/s" in final["timing"] and final["ask_error"] == ""
 
 
 def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) -> None:
@@ -90,7 +91,7 @@ def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) 
         flags=["superficial"],
         comment="restates the question",
         correct="B",
-        name="Dr API",
+        reviewer_name="Dr API",
         output_id=shown["output_id"],
         api_name="/submit_review",
     )
@@ -98,11 +99,13 @@ def test_review_is_stored_and_read_back_through_the_reviews_api(app, png: Path) 
     updated = review(user, shown, ["superficial", "wrong_answer"], "restates the question", "B")
     assert updated.startswith("Updated your review (#")
 
-    table = user.predict(flag="Any", modality="Any", reviewer="Dr API", model_id="Any", api_name="/reviews")
+    table = user.predict(
+        flag_filter="Any", modality_filter="Any", reviewer_filter="Dr API", model_filter="Any", api_name="/reviews"
+    )
     assert len(table["data"]) == 1
     row = dict(zip(table["headers"], table["data"][0], strict=True))
-    assert row["flags"] == "Superficial reasoning; Wrong answer" and row["question"] == "Which organ is shown?"
-    image, detail = user.predict(row["id"], api_name="/open_review")
+    assert row["Flags"] == "Superficial reasoning; Wrong answer" and row["Question"] == "Which organ is shown?"
+    image, detail = user.predict(row["Review id"], api_name="/open_review")
     assert Image.open(image).size == (96, 80)
     assert "restates the question" in detail and 'class="option' in detail and 'data-letter="B"' in detail
     summary, *_ = user.predict("Any", "Any", "Dr API", "Any", api_name="/review_summary")
@@ -141,27 +144,28 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(app, png: Path, tmp_
     fake = tmp_path / "scan.png"
     fake.write_text("Patient list\nnot an image\n")
     shown = upload(user, fake)
-    assert shown["preview"] is None and "This file is not a DICOM or image file" in shown["error"]
-    assert "Please upload an image or DICOM file first." in answered(ask(user, "Which?", ["CT", "MRI"]))["error"]
+    assert shown["viewer"] is None and "This file is not a DICOM or image file" in shown["upload_error"]
+    assert shown["upload"] is None  # the refused file is not left in the upload box
+    assert "Please upload an image or DICOM file first." in answered(ask(user, "Which?", ["CT", "MRI"]))["ask_error"]
 
     upload(user, png)
-    assert "Please type a question." in answered(ask(user, "   ", ["CT", "MRI"]))["error"]
-    assert "Options A and B are the same" in answered(ask(user, "Which?", ["CT", "ct"]))["error"]
+    assert "Please type a question." in answered(ask(user, "   ", ["CT", "MRI"]))["ask_error"]
+    assert "Options A and B are the same" in answered(ask(user, "Which?", ["CT", "ct"]))["ask_error"]
     final = answered(ask(user, "Which modality?", ["CT", "MRI"]))
-    assert final["error"] == "" and 'class="option chosen"' in final["answer"]
+    assert final["ask_error"] == "" and 'class="option chosen"' in final["answer"]
 
 
 def test_an_example_case_loads_and_can_be_asked(app) -> None:
     user = client(app.url)
     example = named(user.predict(api_name="/load_example_0"), ExampleShown)
     assert (
-        example["error"] == ""
+        example["upload_error"] == ""
         and example["window"] == "brain"
         and example["correct"]["value"] == "A"
         and "CT" in example["image_info"]
     )
     final = answered(ask(user, example["question"], example["options"].splitlines()))
-    assert final["error"] == "" and 'class="option chosen' in final["answer"]
+    assert final["ask_error"] == "" and 'class="option chosen' in final["answer"]
 
 
 def test_stop_ends_the_generation(tiny_model_dir: Path, tmp_path: Path, png: Path) -> None:
@@ -176,8 +180,8 @@ def test_stop_ends_the_generation(tiny_model_dir: Path, tmp_path: Path, png: Pat
         while len(job.outputs()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert generation_threads()
-        _, timing = user.predict(api_name="/stop")
-        assert timing == "Stopped by you."
+        stopped = named(user.predict(api_name="/stop"), Stopped)
+        assert stopped["timing"] == "Stopped by you."
         panel, _, _, final_timing, *_ = job.result(timeout=60)
         assert "stopped the generation" in panel and "stopped by you" in final_timing
         deadline = time.monotonic() + 10
@@ -226,15 +230,15 @@ def test_patient_identity_leaves_no_trace(
     try:
         user = client(url, download_files=str(downloads))
         responses.append(upload(user, dicom))
-        assert responses[-1]["error"] == "" and "CT \u00b7 CHEST" in responses[-1]["image_info"]
-        responses.append(user.predict("lung", None, None, 0, api_name="/render_image"))
+        assert responses[-1]["upload_error"] == "" and "CT \u00b7 CHEST" in responses[-1]["image_info"]
+        responses.append(user.predict("lung", None, None, 1, api_name="/render_image"))
         job = ask(user, "Which modality?", ["CT", "MRI"], correct="A")
         shown = answered(job)
         responses.extend(job.outputs())
         responses.append(review(user, shown, ["sound"], "clear lungs", "A", "Dr Privacy"))
         assert responses[-1].startswith("Saved")
         responses.append(user.predict("Any", "Any", "Any", "Any", api_name="/reviews"))
-        annotation_id = responses[-1]["data"][0][0]
+        annotation_id = responses[-1]["data"][0][-1]
         responses.append(user.predict(annotation_id, api_name="/open_review"))
         responses.append(user.predict("Any", "Any", "Any", "Any", api_name="/review_summary"))
         responses.append(user.predict(api_name="/review_filters"))

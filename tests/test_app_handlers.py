@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from helpers import dicom_without_pixels
+from helpers import Page, dicom_without_pixels, error_of
 from medvlm import fast_cpu
 from medvlm.annotations import AnnotationStore
 from medvlm.errors import ImageLoadError, QuestionError
@@ -32,8 +32,12 @@ from medvlm.model import DEFAULT_MODEL_ID
 from medvlm.parsing import NEVER_CLOSED_THINK
 from medvlm.prompt import PromptStyle, validate_question
 from medvlm.ui import build_demo, render
+from medvlm.ui.cases import load_examples
 from medvlm.ui.config import AppConfig, ConfigError
-from medvlm.ui.handlers import CUSTOM, FILE_DEFAULT, Session, Workbench, load_examples, on_zero_gpu
+from medvlm.ui.inputs import AUTOMATIC, CUSTOM, FILE_DEFAULT
+from medvlm.ui.session import Session
+from medvlm.ui.viewer import picture
+from medvlm.ui.workbench import Workbench, on_zero_gpu
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Which imaging modality was used?"
@@ -57,11 +61,6 @@ def wait_for_no_generation_thread(timeout_s: float = 10) -> None:
     assert not generation_threads(), "a generation thread is still running"
 
 
-def error_of(outputs) -> str:
-    """The error Markdown of any handler's named outputs."""
-    return outputs.error
-
-
 @pytest.fixture(scope="module")
 def workbench(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workbench:
     """The app's shared state with the format-warm-started tiny model (its answers parse)."""
@@ -71,7 +70,7 @@ def workbench(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         examples_file=REPO / "assets" / "examples.json",
     )
     bench = Workbench.start(config)
-    yield bench
+    yield Page(bench)
     bench.close()
 
 
@@ -79,13 +78,13 @@ def workbench(formatted_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def random_workbench(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Workbench:
     """The random tiny model: it never follows the format and never stops by itself."""
     bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path_factory.mktemp("random-data")))
-    yield bench
+    yield Page(bench)
     bench.close()
 
 
 def uploaded(bench: Workbench, path: str | Path) -> Session:
     session = Session()
-    outputs = bench.load_file(session, str(path))
+    outputs = Page(bench).load_file(session, str(path))
     assert error_of(outputs) == "", error_of(outputs)
     return session
 
@@ -95,14 +94,14 @@ def submit(
 ) -> str:
     """Save a review as the page does: naming the output on screen (the id the last update showed)."""
     shown = session.last_output.output_id if session.last_output is not None else ""
-    return bench.submit_review(session, flags, comment, correct, name, shown, profile, request)
+    return Page(bench).submit_review(session, flags, comment, correct, name, shown, profile, request)
 
 
 def ask(
     bench: Workbench, session: Session, question: str = QUESTION, options: str = OPTIONS, **settings
 ) -> list[tuple]:
     settings.setdefault("max_new_tokens", 48)
-    return list(bench.ask(session, question, options, **settings))
+    return list(Page(bench).ask(session, question, options, **settings))
 
 
 # -- the image -----------------------------------------------------------------------------------
@@ -111,66 +110,87 @@ def ask(
 def test_png_upload_shows_exactly_what_the_model_sees(workbench: Workbench, sample_png: Path) -> None:
     session = Session()
     shown = workbench.load_file(session, str(sample_png))
-    preview, info, dicom_controls, frame, error = (
-        shown.preview,
-        shown.image_info,
-        shown.dicom_controls,
-        shown.frame,
-        shown.error,
-    )
-    assert error == ""
-    assert preview is session.image.image
-    assert np.array_equal(np.asarray(preview), np.asarray(load_image(sample_png).image))
-    assert info == "PNG \u00b7 160\u00d7128 px"
-    assert dicom_controls["visible"] is False and frame["visible"] is False
+    assert error_of(shown) == "" and shown.upload_error == ""
+    assert np.array_equal(np.asarray(picture(shown.viewer)), np.asarray(load_image(sample_png).image))
+    assert shown.viewer["windowable"] is False and shown.viewer["frames"] == 1
+    assert shown.image_info == "PNG \u00b7 160\u00d7128 px"
+    assert shown.dicom_controls["visible"] is False and shown.frame["visible"] is False
     assert session.file_bytes is None  # a plain PNG is never rendered again, so its bytes are not kept
 
 
 def test_dicom_upload_shows_safe_tags_and_window_controls(workbench: Workbench) -> None:
     session = Session()
     shown = workbench.load_file(session, sample("CT_small.dcm"))
-    preview, info, dicom_controls, frame, error = (
-        shown.preview,
-        shown.image_info,
-        shown.dicom_controls,
-        shown.frame,
-        shown.error,
-    )
-    assert error == "" and isinstance(preview, Image.Image)
-    assert "DICOM \u00b7 CT \u00b7 128\u00d7128 px" in info and "window:" in info
-    assert "CompressedSamples" not in info  # CT_small's patient name
-    assert dicom_controls["visible"] is True and frame["visible"] is False
+    assert error_of(shown) == "" and picture(shown.viewer).size == (128, 128)
+    assert "DICOM \u00b7 CT \u00b7 128\u00d7128 px" in shown.image_info and "window:" in shown.image_info
+    assert "CompressedSamples" not in shown.image_info + str(shown.viewer)  # CT_small's patient name
+    assert shown.dicom_controls["visible"] is True and shown.frame["visible"] is False
+    assert "lung" in shown.window["choices"]  # a CT gets the Hounsfield presets
 
-    preview, info, custom_row, _, _, error, *_ = workbench.render_image(session, "lung")
-    assert error == "" and "window: lung (centre -600 HU, width 1500 HU)" in info
-    assert custom_row["visible"] is False
+    rendered = workbench.render_image(session, "lung")
+    assert error_of(rendered) == "" and "window: lung (centre -600 HU, width 1500 HU)" in rendered.image_info
+    assert rendered.custom_window["visible"] is False
+    assert "W 1500 / C -600 HU" in rendered.viewer["readout"]
 
     # "Custom" starts from the window on screen, so there is something to adjust (a browser sends
     # the empty numbers as 0).
     for empty in (None, 0):
-        _, info, custom_row, center, width, error, *_ = workbench.render_image(session, CUSTOM, empty, empty)
-        assert error == "" and custom_row["visible"] is True
-        assert (center["value"], width["value"]) == (-600, 1500)
-    _, info, _, _, _, error, *_ = workbench.render_image(session, CUSTOM, 40, 400)
-    assert error == "" and "window: custom (centre 40 HU, width 400 HU)" in info
-    _, _, _, _, _, error, *_ = workbench.render_image(session, CUSTOM, 40, -5)
-    assert "The window width must be greater than 0" in error
+        rendered = workbench.render_image(session, CUSTOM, empty, empty)
+        assert error_of(rendered) == "" and rendered.custom_window["visible"] is True
+        assert (rendered.center, rendered.width) == (-600, 1500)
+    rendered = workbench.render_image(session, CUSTOM, 40, 400)
+    assert error_of(rendered) == "" and "window: custom (centre 40 HU, width 400 HU)" in rendered.image_info
+    rendered = workbench.render_image(session, CUSTOM, 40, -5)
+    assert "The window width must be greater than 0" in rendered.window_error
+    assert rendered.viewer == gr.skip()  # the image on screen stays
+    assert session.image.metadata.window_width == 400
 
 
-def test_multiframe_dicom_gets_a_frame_slider_from_the_middle(workbench: Workbench) -> None:
+def test_mr_gets_no_hounsfield_presets_but_an_automatic_window(workbench: Workbench) -> None:
     session = Session()
-    _, info, _, frame, error, *_ = workbench.load_file(session, sample("rtdose.dcm"))
-    assert error == ""
-    assert frame["visible"] is True and (frame["minimum"], frame["maximum"], frame["value"]) == (0, 14, 7)
-    assert "frame 8 of 15" in info
-    _, info, *_ = workbench.render_image(session, FILE_DEFAULT, None, None, 2)
-    assert "frame 3 of 15" in info and session.image.metadata.frame_index == 2
+    shown = workbench.load_file(session, sample("MR_small.dcm"))
+    assert shown.window["choices"] == [FILE_DEFAULT, AUTOMATIC, CUSTOM]
+    rendered = workbench.render_image(session, AUTOMATIC)
+    assert error_of(rendered) == "" and "window: automatic" in rendered.image_info
+
+
+def test_dragging_the_window_in_the_viewer_renders_it_and_keeps_the_answer(workbench: Workbench) -> None:
+    """The viewer's script writes the dragged centre and width into its value; the server renders them."""
+    session = Session()
+    shown = workbench.load_file(session, sample("CT_small.dcm"))
+    ask(workbench, session)
+    answered = session.last_output
+    assert answered is not None
+    dragged = workbench.view(session, {**shown.viewer, "center": 40, "width": 80})
+    assert error_of(dragged) == "" and (dragged.center, dragged.width, dragged.window) == (40, 80, CUSTOM)
+    assert "W 80 / C 40 HU" in dragged.viewer["readout"]
+    assert "answer given with" in dragged.viewer["readout"]  # the model saw another window
+    assert dragged.answer == gr.skip() and session.last_output is answered  # same pixels: the answer stays
+    bad = workbench.view(session, {**dragged.viewer, "width": -3})
+    assert "The window width must be greater than 0" in bad.window_error and session.image.metadata.window_width == 80
+
+
+def test_multiframe_dicom_steps_frames_numbered_from_one(workbench: Workbench) -> None:
+    session = Session()
+    shown = workbench.load_file(session, sample("rtdose.dcm"))
+    assert error_of(shown) == ""
+    frame = shown.frame
+    assert frame["visible"] is True and (frame["minimum"], frame["maximum"], frame["value"]) == (1, 15, 8)
+    assert "frame 8 of 15" in shown.image_info and shown.viewer["frame"] == 8 and shown.viewer["frames"] == 15
+    rendered = workbench.render_image(session, FILE_DEFAULT, None, None, 3)
+    assert "frame 3 of 15" in rendered.image_info and session.image.metadata.frame_index == 2
+    stepped = workbench.view(session, {**rendered.viewer, "frame": 4})  # the wheel or an arrow key
+    assert "frame 4 of 15" in stepped.image_info and stepped.viewer["frame"] == 4
+    assert (
+        "There is no frame 16: this file has 15 frames, numbered 1 to 15."
+        in workbench.render_image(session, FILE_DEFAULT, None, None, 16).window_error
+    )
 
 
 def test_clearing_the_upload_forgets_it(workbench: Workbench, sample_png: Path) -> None:
     session = uploaded(workbench, sample_png)
-    preview, info, *_ = workbench.clear_file(session)
-    assert preview is None and info == "" and session.file_bytes is None and session.image is None
+    shown = workbench.clear_file(session)
+    assert shown.viewer is None and shown.image_info == "" and session.file_bytes is None and session.image is None
 
 
 @pytest.mark.parametrize(
@@ -189,10 +209,11 @@ def test_bad_files_get_their_specific_message(workbench: Workbench, tmp_path: Pa
     with pytest.raises(ImageLoadError) as expected:
         load_image(path)
     session = Session()
-    preview, info, _, _, error, *_ = workbench.load_file(session, str(path))
-    assert error == render.error_markdown(str(expected.value))
-    assert preview is None and info == "" and session.image is None and session.file_bytes is None
-    assert "Traceback" not in error
+    shown = workbench.load_file(session, str(path))
+    assert shown.upload_error == render.error_markdown(str(expected.value))
+    assert shown.upload is None  # the refused file does not stay in the upload box as if accepted
+    assert shown.viewer is None and shown.image_info == "" and session.image is None and session.file_bytes is None
+    assert "Traceback" not in shown.upload_error
 
 
 def test_text_file_named_png_says_it_is_not_an_image(workbench: Workbench, tmp_path: Path) -> None:
@@ -376,14 +397,16 @@ def test_stop_ends_the_generation_thread(random_workbench: Workbench, sample_png
     assert "still being generated" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
     assert "still being generated" in error_of(next(iter(random_workbench.ask(session, QUESTION, OPTIONS))))
 
-    panel, timing = random_workbench.stop(session)
-    assert "Stopped" in panel and timing == "Stopped by you."
+    panel, timing, button = random_workbench.stop(session)
+    assert "Stopped" in panel and timing == "Stopped by you." and button["interactive"] is True
     rest = list(stream)  # an API client that only pressed Stop still gets the end of the stream
     final_panel, _, _, final_timing, *_ = rest[-1]
     assert render.STOPPED in final_panel and "stopped by you" in final_timing
     wait_for_no_generation_thread()
     assert not session.generating and session.last_output is None
     assert "no answer to review" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
+    # Stop pressed again, after the end: the page keeps what it shows (the timing is not replaced).
+    assert random_workbench.stop(session)[:2] == (gr.skip(), gr.skip())
 
 
 def test_closing_the_stream_stops_generation_as_gradio_cancels_do(
@@ -447,8 +470,12 @@ def test_reviewer_identity_follows_the_login_mode(
     formatted_model_dir: Path, tmp_path: Path, sample_png: Path, workbench: Workbench
 ) -> None:
     def bench(**config) -> Workbench:
-        return Workbench(
-            AppConfig(model=str(formatted_model_dir), **config), model=workbench.model, store=AnnotationStore(tmp_path)
+        return Page(
+            Workbench(
+                AppConfig(model=str(formatted_model_dir), **config),
+                model=workbench.model,
+                store=AnnotationStore(tmp_path),
+            )
         )
 
     password = bench(users=(("alice", "pw"),))
@@ -473,13 +500,13 @@ def test_reviewer_identity_follows_the_login_mode(
 
 def test_saved_reviews_are_recorded_to_the_hub_sync(workbench: Workbench, sample_png: Path) -> None:
     recorded = []
-    workbench.hub_sync = types.SimpleNamespace(record=recorded.append)
+    workbench.workbench.hub_sync = types.SimpleNamespace(record=recorded.append)
     try:
         session = uploaded(workbench, sample_png)
         ask(workbench, session)
         submit(workbench, session, ["hallucination"], "", None, "Dr Sync")
     finally:
-        workbench.hub_sync = None
+        workbench.workbench.hub_sync = None
     assert [annotation.reviewer for annotation in recorded] == ["Dr Sync"]
 
 
@@ -500,18 +527,25 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     )
     table = workbench.reviews_table("hallucination", "CT", "Dr Filter", "Any")
     assert list(table.columns) == render.REVIEW_COLUMNS and len(table) == 1
+    assert list(table.columns[:5]) == ["Question", "Model's answer", "Flags", "Comment", "Reviewer"]
     row = table.iloc[0]
-    assert (row["modality"], row["flags"], row["comment"]) == ("CT", "Hallucinated finding", "sees a fracture")
+    assert (row["Modality"], row["Flags"], row["Comment"]) == ("CT", "Hallucinated finding", "sees a fracture")
+    output = session.last_output
+    assert row["Model's answer"] == f"{output.letter}) {output.options['ABCD'.index(output.letter)]}"
     assert workbench.reviews_table("sound", "CT", "Dr Filter", "Any").empty
 
-    image, detail = workbench.open_review(int(row["id"]))
+    image, detail = workbench.open_review(int(row["Review id"]))
     assert image.size == session.image.image.size
     assert "Hallucinated finding" in detail and "sees a fracture" in detail and 'class="option chosen' in detail
     selected = workbench.select_review(gr.SelectData(None, {"index": [0, 1], "value": "x", "row_value": list(row)}))
-    assert selected[0] == row["id"] and selected[2] == detail
-    assert workbench.open_review(99999) == (None, render.error_markdown("There is no annotation with id 99999."))
+    assert selected[0] == row["Review id"] and selected[2] == detail
+    assert workbench.open_review(99999) == (None, render.error_html("There is no annotation with id 99999."))
+    assert "**" not in render.error_html("There is no annotation with id 99999.")  # HTML, not raw Markdown
 
-    text, rates, by_modality, by_model, agreement = workbench.reviews_summary("Any", "Any", "Dr Filter", "Any")
+    text, rates, by_modality, by_model, caution, agreement = workbench.reviews_summary(
+        "Any", "Any", "Dr Filter", "Any"
+    )
+    assert "No output has been reviewed by two or more people" in caution
     assert "**1** annotation(s)" in text
     assert rates.set_index("flag").loc["hallucination", "rate"] == 1.0
     assert list(by_modality["modality"].unique()) == ["CT"] and list(by_model["model_id"].unique()) == [
@@ -527,7 +561,7 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
 
 
 def test_export_with_no_reviews_says_so(random_workbench: Workbench, tmp_path: Path) -> None:
-    empty = Workbench(random_workbench.config, model=None, store=AnnotationStore(tmp_path))
+    empty = Page(Workbench(random_workbench.config, model=None, store=AnnotationStore(tmp_path)))
     assert empty.export_jsonl() == (None, render.error_markdown("There are no annotations to export yet."))
 
 
@@ -535,13 +569,13 @@ def test_export_with_no_reviews_says_so(random_workbench: Workbench, tmp_path: P
 
 
 def test_model_that_cannot_load_leaves_a_working_app(tmp_path: Path, sample_png: Path) -> None:
-    bench = Workbench.start(AppConfig(model=str(tmp_path / "no-such-model"), data_dir=tmp_path / "data"))
+    bench = Page(Workbench.start(AppConfig(model=str(tmp_path / "no-such-model"), data_dir=tmp_path / "data")))
     assert bench.model is None
     banner = bench.banner()
     assert "No model is loaded" in banner and "No model directory at" in banner and "medvlm-tiny-model" in banner
     session = uploaded(bench, sample_png)
     updates = ask(bench, session)
-    assert len(updates) == 1 and "No model is loaded, so questions cannot be answered." in error_of(updates[0])
+    assert len(updates) == 1 and "No model is loaded, so questions cannot be answered" in error_of(updates[0])
     assert not generation_threads()
     assert bench.reviews_table("Any", "Any", "Any", "Any").empty
     assert bench.reviews_summary("Any", "Any", "Any", "Any")[0] == "No annotations yet."
@@ -552,7 +586,7 @@ def test_any_load_failure_is_shown_not_raised(tmp_path: Path, monkeypatch: pytes
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nlong details")
 
-    monkeypatch.setattr("medvlm.ui.handlers.load_model", out_of_memory)
+    monkeypatch.setattr("medvlm.ui.workbench.load_model", out_of_memory)
     bench = Workbench.start(AppConfig(model="some/model", data_dir=tmp_path))
     assert "Could not load some/model (RuntimeError: CUDA out of memory. Tried to allocate 2 GiB)." in bench.banner()
     assert "long details" not in bench.banner()
@@ -607,13 +641,14 @@ def test_medvlm_r1_gets_its_exact_prompt_by_default(workbench: Workbench) -> Non
 def test_examples_load_from_the_assets_file(workbench: Workbench) -> None:
     assert [example.label for example in workbench.examples] == ["ct head", "mr abdomen", "ct chest"]
     session = Session()
-    upload, preview, info, dicom_controls, frame, error, window, custom, question, options, correct, *_ = (
-        workbench.load_example(0, session)
+    shown = workbench.load_example(0, session)
+    assert error_of(shown) == "" and shown.upload is None
+    assert np.array_equal(np.asarray(picture(shown.viewer)), np.asarray(session.image.image))
+    assert (
+        shown.image_info.startswith("Example: ct head \u00b7 DICOM \u00b7 CT") and "window: brain" in shown.image_info
     )
-    assert error == "" and upload is None and preview is session.image.image
-    assert info.startswith("Example: ct head \u00b7 DICOM \u00b7 CT") and "window: brain" in info
-    assert window == "brain" and question == workbench.examples[0].question
-    assert options == "CT\nMRI\nX-Ray\nUltrasound" and correct["value"] == "A"
+    assert shown.window["value"] == "brain" and shown.question == workbench.examples[0].question
+    assert shown.options == "CT\nMRI\nX-Ray\nUltrasound" and shown.correct["value"] == "A"
 
 
 def test_examples_file_absent_or_partly_missing(tmp_path: Path) -> None:
@@ -756,8 +791,10 @@ ELEM_IDS = {
     "upload",
     "examples",
     "example-0",
-    "preview",
+    "viewer",
     "image-info",
+    "upload-error",
+    "window-error",
     "dicom-controls",
     "window-preset",
     "custom-window",
@@ -788,6 +825,7 @@ ELEM_IDS = {
     "review-flags",
     "review-comment",
     "review-submit",
+    "review-submit-next",
     "review-status",
     "reviews-flag",
     "reviews-modality",
@@ -811,15 +849,19 @@ ELEM_IDS = {
     "evaluation",
     "evaluation-file",
     "evaluation-sample",
+    "evaluation-error",
+    "agreement-note",
 }
 API_NAMES = {
     "load_file",
     "clear_file",
     "render_image",
+    "view",
     "load_example_0",
     "ask",
     "stop",
     "submit_review",
+    "submit_and_next",
     "review_filters",
     "reviews",
     "review_summary",
@@ -856,7 +898,7 @@ def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(
     def refuse(store):
         raise AnnotationError("Could not start syncing annotations to the Hub dataset 'me/reviews': 401 Unauthorized.")
 
-    monkeypatch.setattr("medvlm.ui.handlers.hub_sync_from_env", refuse)
+    monkeypatch.setattr("medvlm.ui.workbench.hub_sync_from_env", refuse)
     bench = Workbench.start(AppConfig(model=str(tiny_model_dir), data_dir=tmp_path))
     assert bench.hub_sync is None
     assert (
@@ -894,9 +936,10 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
 
     session = Session()
     outputs = workbench.load_evaluation(session, [str(samples), str(image)])  # the run and the image it names
-    preview, facts, question, options, correct, panel, reasoning, raw, timing, error = outputs[:10]
-    slider = outputs.evaluation_sample
-    assert error == "" and slider["maximum"] == 2
+    facts, question, options, correct = outputs.image_info, outputs.question, outputs.options, outputs.correct
+    panel, raw, slider = outputs.answer, outputs.raw_output, outputs.evaluation_sample
+    assert error_of(outputs) == "" and slider["maximum"] == 2 and slider["minimum"] == 1
+    assert outputs.review_panel["visible"] is True and outputs.submit_next["visible"] is True  # 2 samples
     assert question == "Which modality?" and options == "CT\nMRI\nX-Ray" and correct["value"] == "B"
     assert "Evaluation sample 1 of 2" in facts
     letter = result.samples[0].parsed.letter
@@ -928,7 +971,7 @@ def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path
     path = tmp_path / "samples.jsonl"
     path.write_text(content)
     outputs = workbench.load_evaluation(Session(), str(path))
-    assert message in outputs.error and outputs.evaluation_sample["visible"] is False
+    assert message in outputs.evaluation_error and outputs.evaluation_sample["visible"] is False
 
 
 def test_name_mode_says_it_is_for_a_trusted_team(workbench: Workbench) -> None:
@@ -948,6 +991,8 @@ def test_generation_for_a_case_no_longer_shown_is_dropped(random_workbench: Work
     for _ in range(3):
         next(stream)
     random_workbench.load_file(session, sample("CT_small.dcm"))  # another case while generating
-    assert list(stream) == []  # nothing more reaches the page
+    rest = list(stream)  # nothing more reaches the page but Ask made ready again
+    assert len(rest) == 1 and rest[0].ask_button["interactive"] is True
+    assert all(value == gr.skip() for name, value in rest[0]._asdict().items() if name != "ask_button")
     wait_for_no_generation_thread()
     assert session.last_output is None and not session.generating

@@ -8,6 +8,7 @@ overlong text and control character gets a sentence of its own; one person is on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -18,9 +19,9 @@ from gradio.utils import get_upload_folder
 from gradio_client import handle_file
 from PIL import Image, PngImagePlugin
 
-from helpers import REPO, SECRETS, answered, ask, client, identified_ct, named, review, running_app, upload
+from helpers import REPO, SECRETS, Page, answered, ask, client, identified_ct, named, review, running_app, upload
 from medvlm.ui import AppConfig, Workbench
-from medvlm.ui.handlers import EvaluationLoaded, ExampleShown, ImageRendered, SampleShown
+from medvlm.ui.events import ExampleShown, ImageRendered, SampleShown
 
 pytestmark = pytest.mark.slow
 
@@ -65,23 +66,22 @@ def test_loading_another_example_clears_the_answer_and_a_stale_save_is_refused(a
     assert stored.output_id == chest_answer["output_id"] and stored.question == chest["question"]
 
 
-def test_an_upload_or_another_window_after_an_answer_clears_it(app, sample_png: Path) -> None:
+def test_an_upload_or_another_frame_after_an_answer_clears_it_another_window_does_not(app, sample_png: Path) -> None:
     user = client(app.url)
     user.predict(api_name="/load_example_0")
     asked = answered(ask(user, "Which modality?", ["CT", "MRI"]))
     assert_answer_cleared(upload(user, sample_png))
     assert "no longer on screen" in review(user, asked, ["sound"], name="Dr Stale Upload")
+    assert app.workbench.store.query(reviewer="Dr Stale Upload") == []
 
+    # Another display window shows the same pixels: the answer about them stays, and can be reviewed.
     user.predict(api_name="/load_example_0")
     asked = answered(ask(user, "Which modality?", ["CT", "MRI"]))
     rendered = named(user.predict("lung", None, None, None, api_name="/render_image"), ImageRendered)
-    assert rendered["error"] == "" and rendered["output_id"] == "" and rendered["reasoning"] == ""
-    assert "no longer on screen" in review(user, asked, ["sound"], name="Dr Stale Window")
-    assert (
-        app.workbench.store.query(reviewer="Dr Stale Upload")
-        == app.workbench.store.query(reviewer="Dr Stale Window")
-        == []
-    )
+    assert rendered["window_error"] == "" and "answer given with brain window" in rendered["viewer"]["readout"]
+    assert review(user, asked, ["sound"], name="Dr Window").startswith("Saved")
+    (stored,) = app.workbench.store.query(reviewer="Dr Window")
+    assert stored.image_metadata["window_name"] == "brain"  # the image the model was asked about
 
 
 # -- no identity in what Gradio keeps or serves -----------------------------------------------------
@@ -95,17 +95,17 @@ def test_gradios_copy_of_an_uploaded_dicom_is_deleted_once_read(app, tmp_path: P
     dicom = identified_ct(tmp_path / "Doe_Jane_SECRETNAME.dcm")
     user = client(app.url)
     shown = upload(user, dicom)
-    assert shown["error"] == "" and "CT" in shown["image_info"]
+    assert shown["upload_error"] == "" and "CT" in shown["image_info"]
     for path in upload_folder_files():
         assert "SECRETNAME" not in str(path)
         data = path.read_bytes()
         assert not any(secret.encode() in data for secret in SECRETS), path
     # The same file again: Gradio stores uploads by content, so the second copy must work and go too.
-    assert upload(user, dicom)["error"] == ""
+    assert upload(user, dicom)["upload_error"] == ""
     assert not [path for path in upload_folder_files() if "SECRETNAME" in str(path)]
 
 
-def test_png_text_chunks_never_reach_the_preview_gradio_serves(app, tmp_path: Path) -> None:
+def test_png_text_chunks_never_reach_the_picture_the_viewer_gets(app, tmp_path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("PatientName", "Doe^Jane-SECRETNAME")
     info.add_text("PatientID", "PID-SECRET-4711")
@@ -115,13 +115,15 @@ def test_png_text_chunks_never_reach_the_preview_gradio_serves(app, tmp_path: Pa
     downloads = tmp_path / "downloads"
     user = client(app.url, download_files=str(downloads))
     shown = upload(user, path)
-    assert shown["error"] == ""
+    assert shown["upload_error"] == ""
+    png = base64.b64decode(shown["viewer"]["src"].split(",", 1)[1])  # the picture, as the browser gets it
+    assert png.startswith(b"\x89PNG") and b"tEXt" not in png and b"iTXt" not in png
+    assert "SECRET" not in repr(shown)
     served = [
-        *downloads.rglob("*.png"),
+        *(p for p in downloads.rglob("*") if p.is_file()),
         *(p for p in Path(app.workbench.store.data_dir).rglob("*") if p.is_file()),
         *upload_folder_files(),
     ]
-    assert any(p.suffix == ".png" for p in downloads.rglob("*"))
     for file in served:
         data = file.read_bytes()
         assert b"PID-SECRET-4711" not in data and b"SECRETNAME" not in data, file
@@ -134,7 +136,7 @@ def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, samp
     user = client(app.url)
     user.predict(api_name="/load_example_0")
     rendered = named(user.predict("Custom", "abc", 400, None, api_name="/render_image"), ImageRendered)
-    assert "The window centre must be a number (got 'abc')" in rendered["error"]
+    assert "The window centre must be a number (got 'abc')" in rendered["window_error"]
     upload(user, sample_png)
     cases = [
         ({"max_new_tokens": "abc"}, "Maximum new tokens must be a number (got 'abc')"),
@@ -145,16 +147,16 @@ def test_numbers_the_components_would_reject_get_the_apps_own_sentence(app, samp
         ({"max_pixels": 10**20}, "Image resolution (max_pixels) must be between"),
     ]
     for settings, message in cases:
-        assert message in answered(ask(user, "Which?", ["CT", "MRI"], **settings))["error"], settings
+        assert message in answered(ask(user, "Which?", ["CT", "MRI"], **settings))["ask_error"], settings
     image, detail = user.predict(10**20, api_name="/open_review")
     assert image is None and "There is no annotation with id 100000000000000000000" in detail
     assert "A review id must be a number (got 'abc')" in user.predict("abc", api_name="/open_review")[1]
     assert (
         "Import a samples.jsonl first"
-        in named(user.predict("abc", api_name="/show_evaluation_sample"), SampleShown)["error"]
+        in named(user.predict("abc", api_name="/show_evaluation_sample"), SampleShown)["evaluation_error"]
     )
     # And the app still answers.
-    assert answered(ask(user, "Which?", ["CT", "MRI"]))["error"] == ""
+    assert answered(ask(user, "Which?", ["CT", "MRI"]))["ask_error"] == ""
 
 
 def test_overlong_text_and_control_characters_are_refused_fast(app, sample_png: Path) -> None:
@@ -163,11 +165,12 @@ def test_overlong_text_and_control_characters_are_refused_fast(app, sample_png: 
     started = time.monotonic()
     assert (
         "The question is too long: 100,000 characters, and the limit is 2,000"
-        in answered(ask(user, "x" * 100_000, ["CT", "MRI"]))["error"]
+        in answered(ask(user, "x" * 100_000, ["CT", "MRI"]))["ask_error"]
     )
     assert time.monotonic() - started < 10  # refused before the model is touched
     assert (
-        "Option B contains a control character (U+0000)" in answered(ask(user, "Which?", ["CT", "MR\x00I"]))["error"]
+        "Option B contains a control character (U+0000)"
+        in answered(ask(user, "Which?", ["CT", "MR\x00I"]))["ask_error"]
     )
     asked = answered(ask(user, "Which?", ["CT", "MRI"]))
     assert "Your comment is too long: 1,000,000 characters" in review(
@@ -219,7 +222,7 @@ def samples_file(folder: Path, images: list[str], **extra) -> Path:
 def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_png: Path, tmp_path: Path) -> None:
     user = client(app.url)
     # Make sure the store holds an image: a server file the attacker would like to see.
-    assert upload(user, sample_png)["error"] == ""
+    assert upload(user, sample_png)["upload_error"] == ""
     assert review(user, answered(ask(user, "Which?", ["CT", "MRI"])), ["sound"], name="Dr Owner").startswith("Saved")
     stored_image = str(app.workbench.store.query(reviewer="Dr Owner")[0].image_path)
     targets = [stored_image, "/etc/passwd", str(tmp_path / "missing.png"), str(sample_png), "../../etc/hostname"]
@@ -227,13 +230,15 @@ def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_pn
     messages = []
     for number in range(1, len(targets) + 1):
         if number == 1:
-            shown = named(user.predict([handle_file(str(jsonl))], api_name="/load_evaluation"), EvaluationLoaded)
+            shown = named(user.predict([handle_file(str(jsonl))], api_name="/load_evaluation"), SampleShown)
         else:
             shown = named(user.predict(number, api_name="/show_evaluation_sample"), SampleShown)
         unchanged = {"__type__": "update"}  # gr.skip(): the page keeps what it showed
-        assert shown["preview"] in (None, unchanged) and shown["raw_output"] in (None, unchanged)  # nothing rendered
+        assert shown["viewer"] in (None, unchanged) and shown["raw_output"] in (None, unchanged)  # nothing rendered
         messages.append(
-            shown["error"].replace(Path(targets[number - 1]).name, "NAME").replace(f"Sample {number}:", "Sample N:")
+            shown["evaluation_error"]
+            .replace(Path(targets[number - 1]).name, "NAME")
+            .replace(f"Sample {number}:", "Sample N:")
         )
     assert len(set(messages)) == 1, messages  # missing, forbidden and existing files are indistinguishable
     assert "was not uploaded with the samples" in messages[0]
@@ -248,9 +253,13 @@ def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(
     for user in (first, second):
         loaded = named(
             user.predict([handle_file(str(jsonl)), handle_file(str(sample_png))], api_name="/load_evaluation"),
-            EvaluationLoaded,
+            SampleShown,
         )
-        assert loaded["error"] == "" and loaded["output_id"] and loaded["evaluation_sample"]["visible"] is False
+        assert (
+            loaded["evaluation_error"] == ""
+            and loaded["output_id"]
+            and loaded["evaluation_sample"]["visible"] is False
+        )
         shown[user] = loaded
     assert shown[first]["output_id"] == shown[second]["output_id"]
     assert review(first, shown[first], ["superficial"], name="Dr One").startswith("Saved")
@@ -268,10 +277,12 @@ def test_the_configured_image_folder_is_the_only_other_place_images_come_from(
     outside = tmp_path / "outside.png"
     Image.open(sample_png).save(outside)
     os.symlink(outside, folder / "ct" / "link.png")  # a link that leads out of the folder
-    workbench = Workbench.start(
-        AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", evaluation_images=folder)
+    workbench = Page(
+        Workbench.start(
+            AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", evaluation_images=folder)
+        )
     )
-    from medvlm.ui.handlers import Session
+    from medvlm.ui.session import Session
 
     try:
         session = Session()
@@ -279,10 +290,10 @@ def test_the_configured_image_folder_is_the_only_other_place_images_come_from(
             tmp_path,
             ["ct/inside.png", str(folder / "ct" / "inside.png"), "ct/../../outside.png", "ct/link.png", str(outside)],
         )
-        assert workbench.load_evaluation(session, [str(jsonl)]).error == ""
-        assert workbench.show_evaluation_sample(session, 2).error == ""  # absolute, but inside the folder
+        assert workbench.load_evaluation(session, [str(jsonl)]).evaluation_error == ""
+        assert workbench.show_evaluation_sample(session, 2).evaluation_error == ""  # absolute, but inside the folder
         for number in (3, 4, 5):
-            error = workbench.show_evaluation_sample(session, number).error
+            error = workbench.show_evaluation_sample(session, number).evaluation_error
             assert "was not uploaded with the samples or in the image folder this app was started with" in error, (
                 number
             )

@@ -246,7 +246,7 @@ def test_palette_colour_goes_through_the_lut() -> None:
 def test_multiframe_sample_defaults_to_the_middle_frame() -> None:
     meta = load_image(sample("rtdose.dcm")).metadata
     assert (meta.frame_count, meta.frame_index) == (15, 7)
-    with pytest.raises(ImageLoadError, match="this DICOM has 15 frames, numbered 0 to 14"):
+    with pytest.raises(ImageLoadError, match="There is no frame 16: this DICOM has 15 frames, numbered 1 to 15"):
         load_image(sample("rtdose.dcm"), frame=15)
 
 
@@ -352,7 +352,7 @@ def test_multiframe_frames_and_range() -> None:
     assert pixels(load_image(data, window=window, frame=4))[0, 0, 0] == 204
     for frame in (5, -1):
         with pytest.raises(
-            ImageLoadError, match=f"Frame {frame} does not exist: this DICOM has 5 frames, numbered 0 to 4."
+            ImageLoadError, match=f"There is no frame {frame + 1}: this DICOM has 5 frames, numbered 1 to 5."
         ):
             load_image(data, frame=frame)
 
@@ -661,3 +661,17 @@ def test_dicom_out_of_memory_is_reported_as_what_it_is(monkeypatch: pytest.Monke
     monkeypatch.setattr(medvlm.dicom, "reduce_blocks", exhausted)
     with pytest.raises(ImageLoadError, match="^The server ran out of memory while loading this 128 x 128 pixel image"):
         load_image(sample("CT_small.dcm"))
+
+
+def test_automatic_window_spans_the_values_and_ignores_the_files_window() -> None:
+    """An MR whose stored window is poor: "Automatic" spans the 1st to 99th percentile of its values."""
+    values = np.arange(101, dtype=np.uint16).reshape(1, 101) * 10  # 0, 10, ..., 1000
+    data = make_dicom(values, Modality="MR", WindowCenter=5000, WindowWidth=10)  # a window that shows all black
+    assert pixels(load_image(data))[0, :, 0].max() == 0
+    loaded = load_image(data, window=Window(automatic=True))
+    meta = loaded.metadata
+    assert (meta.window_name, meta.window_center, meta.window_width) == ("automatic", 500, 980)
+    grey = pixels(loaded)[0, :, 0].tolist()
+    assert grey[0] == 0 and grey[-1] == 255 and 120 < grey[50] < 136
+    with pytest.raises(ImageLoadError, match="not several"):
+        Window(automatic=True, preset="brain")

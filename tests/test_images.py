@@ -210,7 +210,7 @@ def test_multipage_tiff_frames() -> None:
     assert (first.metadata.frame_count, first.metadata.frame_index) == (3, 0)
     assert rgb_array(first)[0, 0].tolist() == [255, 0, 0]
     assert rgb_array(load_image(data, frame=2))[0, 0].tolist() == [0, 0, 255]
-    with pytest.raises(ImageLoadError, match="Frame 3 does not exist: this image has 3 frame"):
+    with pytest.raises(ImageLoadError, match="There is no frame 4: this image has 3 frame"):
         load_image(data, frame=3)
 
 

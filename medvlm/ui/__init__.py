@@ -1,5 +1,7 @@
-"""The clinician-facing Gradio app: ``config`` (flags and environment), ``handlers`` (what each
-button does), ``layout`` (the page), ``render`` (the HTML and Markdown it shows).
+"""The clinician-facing Gradio app: ``config`` (flags and environment), ``workbench`` (what all
+users share), ``session`` (one tab's state), the handlers of each tab (``case_handlers``,
+``answer_handlers``, ``reviews_handlers``), ``events`` (what each event changes), ``layout``
+(the page), ``viewer`` (the image viewer), ``render`` (the HTML and Markdown it shows).
 
 The names below load on first use (PEP 562), so ``medvlm.ui.config`` (all ``app.py --help``
 needs) imports without Gradio or torch.
@@ -14,8 +16,8 @@ __all__ = ["AppConfig", "Session", "Workbench", "build_demo"]
 
 _HOMES = {
     "AppConfig": "medvlm.ui.config",
-    "Session": "medvlm.ui.handlers",
-    "Workbench": "medvlm.ui.handlers",
+    "Session": "medvlm.ui.session",
+    "Workbench": "medvlm.ui.workbench",
     "build_demo": "medvlm.ui.layout",
 }
 

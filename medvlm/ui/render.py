@@ -129,6 +129,18 @@ def answer_html(
     return options_html(options, chosen=letter, correct=correct, status=status, warnings=warnings)
 
 
+def output_html(output: ModelOutput, correct: str | None) -> str:
+    """A stored or just finished answer, with ``correct`` (the reader's, which may differ from the stored one)."""
+    return answer_html(
+        output.options,
+        letter=output.letter,
+        correct=correct,
+        format_ok=output.format_ok,
+        problem=output.problem,
+        stop_reason=output.stop_reason,
+    )
+
+
 def streaming_html(options: Sequence[str], update: StreamUpdate | None) -> str:
     """The options while the model works: what it is doing, and a warning once the text has left the format."""
     if update is None:
@@ -175,6 +187,11 @@ def error_markdown(message: str) -> str:
     return f"\u26a0 **{escape_markdown(message)}**" if message else ""
 
 
+def error_html(message: str) -> str:
+    """A problem, for an HTML panel (escaped; no Markdown there to render)."""
+    return f'<div class="warning" role="alert">\u26a0 {_escape(message)}</div>' if message else ""
+
+
 def reviewer_markdown(username: str | None) -> str:
     """Who is signed in (password login), shown above the review form."""
     return f"Reviewing as **{escape_markdown(username)}**." if username else ""
@@ -196,37 +213,68 @@ def image_markdown(metadata: SafeMetadata, *, label: str | None = None) -> str:
     return escape_markdown(" \u00b7 ".join(parts))
 
 
-def model_banner(
-    model: LoadedModel | None, source: str, load_error: str | None, *, fidelity: str | None = None
-) -> str:
-    """What is answering: the model and where it runs, the test-model notice, or why there is none.
+BANNER_CSS = """
+.notice { padding: 8px 12px; border-radius: 8px; border: 1px solid; font-size: 0.95em; }
+.notice.ok { border-color: #1d4ed8; background: rgba(29, 78, 216, 0.08); }
+.notice.test { border-color: #b45309; background: rgba(180, 83, 9, 0.12); }
+.notice.none { border-color: #b91c1c; background: rgba(185, 28, 28, 0.12); }
+.notice .headline { font-weight: 600; }
+.notice details { display: inline; margin-left: 0.5em; }
+.notice details[open] { display: block; margin: 6px 0 0 0; }
+.notice summary { display: inline; cursor: pointer; text-decoration: underline; }
+.notice .problem { margin-top: 4px; font-weight: 600; color: #b91c1c; }
+.notice code { font-size: 0.9em; }
+"""
+"""Scoped to the banner through ``gr.HTML(css_template=...)``."""
 
-    ``fidelity`` is the state of the fast path's check against the bf16 model (:mod:`medvlm.fidelity`).
+TINY_MODEL_HINT = (
+    "To try the app without downloading weights, build the tiny test model (medvlm-tiny-model ./tiny-model "
+    "--format-warm-start) and start the app with --model ./tiny-model; or pass --model DIR for a checkpoint "
+    "you have downloaded. The Reviews tab works without a model."
+)
+
+
+def model_banner(
+    model: LoadedModel | None,
+    source: str,
+    load_error: str | None,
+    *,
+    fidelity: str | None = None,
+    notices: Sequence[str] = (),
+) -> str:
+    """One short coloured notice: which model answers, whether it is the random test model, or why none does.
+
+    The engineering facts (device, precision, CPU fast path, threads, image budget, prompt
+    wording) sit in a "details" disclosure; ``fidelity`` is the state of the fast path's check
+    against the bf16 model (:mod:`medvlm.fidelity`); ``notices`` are start-up problems.
     """
+    problems = "".join(f'<div class="problem" role="alert">\u26a0 {_escape(notice)}</div>' for notice in notices)
     if model is None:
         return (
-            f"\u26d4 **No model is loaded, so questions cannot be answered.** {escape_markdown(load_error or '')}\n\n"
-            "The Reviews tab still works. To try the app without downloading weights, build the tiny test model "
-            "(`medvlm-tiny-model ./tiny-model --format-warm-start`) and start the app with `--model ./tiny-model`; "
-            "or pass `--model DIR` for a checkpoint you have downloaded."
+            '<div class="notice none" role="status"><span class="headline">\u26d4 No model is loaded, so questions '
+            f"cannot be answered.</span> {_escape(load_error or '')} {_escape(TINY_MODEL_HINT)}{problems}</div>"
         )
     description = model.describe()
-    where = f"{description['device']}, {description['dtype']}"
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
-    wording = (
-        f"Asked in the {model.prompt_style.value} wording: {model.prompt_style_reason} (changeable under "
-        "Generation settings). "
-    )
-    line = (
-        f"Model: **{escape_markdown(source)}**{escape_markdown(revision)} ({escape_markdown(where)}). "
-        f"{wording}{speed_note(model, fidelity)}{RESEARCH_ONLY}"
-    )
+    headline = f"Model: <b>{_escape(source)}</b>{_escape(revision)}"
+    kind = "ok"
     if model.is_test_model:
-        line = (
-            "\u26a0 **This is the tiny test model with random weights: its output is random text, not medical "
-            f"reasoning.** It only shows how the app works.\n\n{line}"
+        kind = "test"
+        headline = (
+            "\u26a0 This is the tiny test model with random weights: its output is random text, not medical "
+            f"reasoning; it only shows how the app works. {headline}"
         )
-    return line
+    facts = [
+        f"Runs on {description['device']}, {description['dtype']}.",
+        f"Asked in the {model.prompt_style.value} wording: {model.prompt_style_reason} (changeable under "
+        "Generation settings).",
+        speed_note(model, fidelity),
+    ]
+    details = " ".join(_escape(fact) for fact in facts if fact)
+    return (
+        f'<div class="notice {kind}" role="status"><span class="headline">{headline}.</span> '
+        f"{_escape(RESEARCH_ONLY)}<details><summary>Details</summary> {details}</details>{problems}</div>"
+    )
 
 
 def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
@@ -239,38 +287,49 @@ def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
     )
     report = model.fast_cpu
     if report is None:
-        return f"CPU fast path off: plain fp32, {images}. "
+        return f"CPU fast path off: plain fp32, {images}."
     if not report.quantized:
-        return (
-            f"CPU fast path without int8 ({escape_markdown(report.fallback or '')}), "
-            f"{report.threads} threads, {images}. "
-        )
+        return f"CPU fast path without int8 ({report.fallback or ''}), {report.threads} threads, {images}."
     activations = "bf16 activations" if report.scheme == "bf16-int8" else "int8 activations per tensor"
-    checked = f" Fidelity: {escape_markdown(fidelity)}." if fidelity else ""
+    checked = f" Fidelity: {fidelity}." if fidelity else ""
     return (
         f"CPU fast path: int8 weights in {report.quantized_layers} layers with {activations}, {report.threads} "
-        f"threads, {images}; `--no-fast-cpu` turns it off.{checked} "
+        f"threads, {images}; --no-fast-cpu turns it off.{checked}"
     )
 
 
-REVIEW_COLUMNS = ["id", "saved", "reviewer", "modality", "model", "question", "answer", "correct", "flags", "comment"]
+REVIEW_COLUMNS = [
+    "Question",
+    "Model's answer",
+    "Flags",
+    "Comment",
+    "Reviewer",
+    "Right?",
+    "Modality",
+    "Model",
+    "Saved (UTC)",
+    "Review id",
+]
+"""The Reviews table's headers: what a reviewer scans for first, the bookkeeping last."""
 
 
 def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
     """One row per annotation for the Reviews table, newest first (the order given)."""
     rows = [
-        {
-            "id": annotation.id,
-            "saved": annotation.updated_at[:19].replace("T", " "),
-            "reviewer": annotation.reviewer,
-            "modality": annotation.modality or "",
-            "model": annotation.model_id,
-            "question": annotation.question,
-            "answer": annotation.letter or "none",
-            "correct": {True: "yes", False: "no", None: ""}[annotation.is_correct],
-            "flags": "; ".join(FLAGS[flag] for flag in annotation.flags),
-            "comment": annotation.comment,
-        }
+        [
+            annotation.question,
+            f"{annotation.letter}) {annotation.options[LETTERS.index(annotation.letter)]}"
+            if annotation.letter and LETTERS.index(annotation.letter) < len(annotation.options)
+            else "no answer",
+            "; ".join(FLAGS[flag] for flag in annotation.flags) or "none",
+            annotation.comment,
+            annotation.reviewer,
+            {True: "right", False: "wrong", None: "not known"}[annotation.is_correct],
+            annotation.modality or "",
+            annotation.model_id,
+            annotation.updated_at[:19].replace("T", " "),
+            annotation.id,
+        ]
         for annotation in annotations
     ]
     return pd.DataFrame(rows, columns=REVIEW_COLUMNS)
@@ -295,14 +354,7 @@ def review_target(output: ModelOutput | None, case: str | None, *, generating: b
 
 def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = ()) -> str:
     """One stored review in full: question, options and answer, reasoning, flags, comment, earlier versions."""
-    answer = answer_html(
-        annotation.options,
-        letter=annotation.letter,
-        correct=annotation.correct_answer,
-        format_ok=annotation.format_ok,
-        problem=annotation.problem,
-        stop_reason=annotation.stop_reason,
-    )
+    answer = output_html(annotation, annotation.correct_answer)
     flags = ", ".join(FLAGS[flag] for flag in annotation.flags) or "none"
     facts = [
         f"Review #{annotation.id} by {annotation.reviewer}, saved {annotation.updated_at[:19].replace('T', ' ')} UTC"

@@ -1,0 +1,127 @@
+"""What each event changes on the page: one NamedTuple per kind of event, its fields naming components.
+
+A handler returns (or yields) one of these; the layout builds the event's outputs list from the
+same fields (:func:`outputs_of`), so the order of the two cannot drift apart, and a test reads
+``shown.viewer`` instead of counting positions. A field holds a value, a ``gr.update`` or
+``gr.skip()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import gradio as gr
+
+from medvlm.ui import render
+from medvlm.ui.session import Session
+
+IMAGE_FIELDS = (
+    "viewer",
+    "image_info",
+    "dicom_controls",
+    "window",
+    "custom_window",
+    "center",
+    "width",
+    "frame",
+    "window_error",
+)
+"""The image on screen and its display controls."""
+ANSWER_FIELDS = ("answer", "reasoning", "raw_output", "timing")
+"""The model's answer: the lettered options, the reasoning, the raw text and the timing line."""
+REVIEW_FIELDS = ("review_panel", "review_target", "output_id", "flags", "comment", "review_status", "submit_next")
+"""The review form, and the id of the answer it is for."""
+QUESTION_FIELDS = ("question", "options", "correct")
+
+
+def _event(name: str, fields: Sequence[str], doc: str) -> type[tuple]:
+    event = NamedTuple(name, [(field_name, Any) for field_name in fields])
+    event.__doc__ = doc
+    return event
+
+
+CaseShown = _event(
+    "CaseShown",
+    ("upload", "upload_error", *IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS),
+    "An upload or its removal: the image and its controls, the answer area and the review form emptied. "
+    "A refused file leaves the upload box empty, with the reason beside it.",
+)
+ImageRendered = _event(
+    "ImageRendered",
+    (*IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS),
+    "Another window (the answer stays: same pixels, another display) or another frame (a new case).",
+)
+ExampleShown = _event(
+    "ExampleShown",
+    (*CaseShown._fields, *QUESTION_FIELDS),
+    "An example case: its image, question, options and window, and the answer area emptied.",
+)
+SampleShown = _event(
+    "SampleShown",
+    (*IMAGE_FIELDS, *QUESTION_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, "evaluation_sample", "evaluation_error"),
+    "A sample of an imported evaluation run, shown as a finished answer ready for review.",
+)
+AskUpdate = _event(
+    "AskUpdate",
+    (*ANSWER_FIELDS, *REVIEW_FIELDS, "ask_error", "ask_button"),
+    "One step of a streamed answer; the last one names the answer (``output_id``) and opens the review form.",
+)
+
+Stopped = _event(
+    "Stopped",
+    ("answer", "timing", "ask_button"),
+    "Stop pressed: the answer area says so (nothing changes when nothing was running), and Ask is ready again.",
+)
+
+
+def skips(fields: Sequence[str]) -> dict[str, Any]:
+    """Leave these components as they are."""
+    return {name: gr.skip() for name in fields}
+
+
+def outputs_of(event: type[tuple], page: Mapping[str, Any]) -> list[Any]:
+    """The outputs list of an event, in the order of its NamedTuple's fields (each names a component)."""
+    return [page[name] for name in event._fields]
+
+
+def inputs_of(handler: Callable[..., Any], page: Mapping[str, Any], *, session: Any) -> list[Any]:
+    """The inputs list of a handler, from its parameter names: ``session`` is the tab's state.
+
+    Parameters Gradio fills itself (a ``gr.Request``, an OAuth profile, event data) are left out,
+    so the handler's signature is the one place that says what it reads from the page.
+    """
+    names = [
+        name
+        for name, parameter in inspect.signature(handler).parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.POSITIONAL_ONLY)
+        and name not in ("profile", "request", "evt")
+    ]
+    return [session if name == "session" else page[name] for name in names]
+
+
+def review_fields(session: Session) -> dict[str, Any]:
+    """The review form emptied, for the answer now on screen (named by its output id), shown only with one."""
+    output = session.last_output
+    last_sample = session.evaluation_index is not None and session.evaluation_index + 1 >= len(session.evaluation)
+    return {
+        "review_panel": gr.update(visible=output is not None),
+        "review_target": render.review_target(output, session.source_label),
+        "output_id": output.output_id if output else "",
+        "flags": [],
+        "comment": "",
+        "review_status": "",
+        "submit_next": gr.update(visible=session.evaluation_index is not None and not last_sample),
+    }
+
+
+def empty_answer_fields(session: Session) -> dict[str, Any]:
+    """The answer area emptied (the options shown lettered, nothing chosen) and the review form with it."""
+    return {
+        "answer": render.options_html(session.options),
+        "reasoning": "",
+        "raw_output": "",
+        "timing": "",
+        **review_fields(session),
+    }

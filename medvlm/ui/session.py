@@ -1,0 +1,61 @@
+"""One browser tab's state: the case on screen, the generation running for it, the answer to review.
+
+Kept in a ``gr.State``, so no other user ever sees it; nothing in it is written to disk (an
+upload's bytes stay in memory, to re-render it with another window or frame).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from medvlm.annotations import ModelOutput
+from medvlm.images import LoadedImage
+
+
+@dataclass
+class Session:
+    """One browser tab's state. Lives in a ``gr.State``, so no other user ever sees it."""
+
+    file_bytes: bytes | None = None
+    """The uploaded file, kept in memory to re-render it with another window or frame."""
+    image: LoadedImage | None = None
+    """The rendered image exactly as the model will see it, with its safe metadata."""
+    source_label: str | None = None
+    """"Example: ..." for an example case; None for an upload (whose name is never shown or kept)."""
+    options: list[str] = field(default_factory=list)
+    """The options of the question being answered (to redraw the panel when stopped)."""
+    cancel: threading.Event | None = None
+    """Set to stop the running generation; None when nothing runs."""
+    last_output: ModelOutput | None = None
+    """The last finished answer: what a review is saved against."""
+    evaluation: list[dict[str, Any]] = field(default_factory=list)
+    """Samples of an imported evaluation run (``samples.jsonl`` from ``train.evaluate``), to review one by one."""
+    evaluation_images: dict[str, bytes] = field(default_factory=dict)
+    """The image files uploaded with those samples, by file name (in memory: the uploads are deleted)."""
+    case_version: int = 0
+    """Counts the cases shown in this tab; an answer generated for an earlier one is never kept."""
+    evaluation_index: int | None = None
+    """The evaluation sample on screen (from 0), when one is."""
+
+    @property
+    def generating(self) -> bool:
+        return self.cancel is not None
+
+    def new_case(self) -> None:
+        """Another case is now on screen: stop the running generation and forget the answer on show.
+
+        This is what makes a review belong to what is on screen: after it, no save can attach to
+        the previous case's output, and a generation still running for it is discarded.
+        """
+        if self.cancel is not None:
+            self.cancel.set()
+        self.last_output = None
+        self.evaluation_index = None
+        self.case_version += 1
+
+    def close(self) -> None:
+        """Stop this tab's generation (the tab was closed or its state expired)."""
+        if self.cancel is not None:
+            self.cancel.set()

@@ -1,0 +1,167 @@
+"""What every user of the app shares, created once at start-up: the model (or why it could not be
+loaded), the annotation store, the optional Hub sync, the example cases and the CPU fidelity check.
+
+The handlers of each tab (:mod:`medvlm.ui.case_handlers`, :mod:`medvlm.ui.answer_handlers`,
+:mod:`medvlm.ui.reviews_handlers`) hold a workbench and read these from it; nothing here is
+per-user (that is :class:`~medvlm.ui.session.Session`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from PIL import Image
+
+from medvlm.annotations import AnnotationStore
+from medvlm.errors import MedVLMError
+from medvlm.fast_cpu import has_fast_bf16
+from medvlm.fidelity import FidelityGuard, FidelityVerdict
+from medvlm.hub_sync import HubSync, hub_sync_from_env
+from medvlm.model import LoadedModel, load_model
+from medvlm.prompt import PromptStyle
+from medvlm.published import model_prompt_style
+from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
+from medvlm.ui import render
+from medvlm.ui.cases import Example, load_examples
+from medvlm.ui.config import AppConfig
+
+logger = logging.getLogger(__name__)
+
+GPU_DURATION_S = 120
+"""Seconds of ZeroGPU time asked for per answer: 512 tokens of a 2B model with room to spare."""
+
+
+def on_zero_gpu(fn: Callable[..., Any], *, duration: int = GPU_DURATION_S) -> Callable[..., Any]:
+    """``spaces.GPU(duration=...)(fn)`` where the ``spaces`` package imports (Hugging Face Spaces), else ``fn``.
+
+    On a ZeroGPU Space the decorator attaches a GPU for each call; elsewhere it does nothing, and
+    off Spaces the package is usually absent.
+    """
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=duration)(fn)
+
+
+def generate(
+    loaded: LoadedModel,
+    image: Image.Image,
+    question: str,
+    options: Sequence[str],
+    settings: GenerationSettings,
+    style: PromptStyle,
+    cancel: threading.Event,
+) -> Iterator[StreamUpdate]:
+    """The one function that needs the accelerator (so ZeroGPU holds a GPU only while it runs)."""
+    yield from stream_completion(loaded, image, question, options, settings, style=style, cancel=cancel)
+
+
+class Workbench:
+    """The shared resources, created once at start-up."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        model: LoadedModel | None,
+        store: AnnotationStore,
+        load_error: str | None = None,
+        hub_sync: HubSync | None = None,
+        examples: Sequence[Example] = (),
+        notices: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.load_error = load_error
+        self.store = store
+        self.hub_sync = hub_sync
+        self.examples = list(examples)
+        self.notices = list(notices)
+        """Start-up problems a maintainer should see (shown in the banner), e.g. a failed Hub sync."""
+        self.generate = on_zero_gpu(generate)
+        self.fidelity: FidelityGuard | None = None
+        """The background check of the CPU fast path (None when it does not apply)."""
+        self._model_lock = threading.Lock()
+        self.exports = tempfile.TemporaryDirectory(prefix="medvlm-exports-")
+
+    @classmethod
+    def start(cls, config: AppConfig) -> Workbench:
+        """Load the model, open the store, start the Hub sync if configured, read the examples.
+
+        A model that cannot be loaded (no network, wrong path, out of memory, anything) does not
+        stop the app: the banner says why and what to do, and the Reviews tab still works.
+        """
+        model, load_error = None, None
+        try:
+            model = load_model(config.model, fast_cpu=config.fast_cpu)
+        except MedVLMError as error:
+            load_error = str(error)
+            logger.error("Model not loaded: %s", error)
+        except Exception as error:  # noqa: BLE001 - any failure must leave a working app behind
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+            load_error = f"Could not load {config.model} ({type(error).__name__}: {detail})."
+            logger.exception("Model not loaded")
+        store = AnnotationStore(config.data_dir)
+        notices, hub_sync = [], None
+        try:
+            hub_sync = hub_sync_from_env(store)
+        except MedVLMError as error:
+            notices.append(f"Reviews are saved locally only: {error}")
+            logger.error("Hub sync not started: %s", error)
+        workbench = cls(
+            config,
+            model=model,
+            store=store,
+            load_error=load_error,
+            hub_sync=hub_sync,
+            examples=load_examples(config.examples_file),
+            notices=notices,
+        )
+        if config.fidelity_check and model is not None and model.fast_cpu is not None and model.fast_cpu.quantized:
+            workbench.fidelity = FidelityGuard(store.data_dir, model, workbench._use_full_precision)
+            workbench.fidelity.start()  # in the background: the page does not wait for it
+        return workbench
+
+    def _use_full_precision(self, verdict: FidelityVerdict) -> None:
+        """The fast path changes this model's answers: load it in full precision and answer with that."""
+        try:
+            full = load_model(self.config.model, fast_cpu=False, dtype="bf16" if has_fast_bf16() else "fp32")
+        except Exception as error:  # noqa: BLE001 - keep the fast model, but say so
+            self.notices.append(
+                f"The CPU fast path disagrees with the full-precision model ({verdict.summary()}), "
+                f"and the full-precision model could not be loaded ({error}). Treat answers with caution."
+            )
+            return
+        with self._model_lock:
+            self.model = full
+        self.notices.append(
+            f"The CPU fast path changed this model's answers ({verdict.summary()}), so answers now come from the "
+            "full-precision model, which is slower."
+        )
+
+    def close(self) -> None:
+        """Push pending reviews to the Hub and remove temporary exports."""
+        if self.hub_sync is not None:
+            self.hub_sync.stop()
+        self.exports.cleanup()
+
+    def banner(self) -> str:
+        """What is answering, as of now (the page asks again on every load: the fidelity check may have ended)."""
+        fidelity = self.fidelity.status() if self.fidelity is not None else None
+        return render.model_banner(
+            self.model, self.config.model, self.load_error, fidelity=fidelity, notices=self.notices
+        )
+
+    def default_style(self) -> PromptStyle:
+        """The wording the model was trained with (its ``medvlm.json``, or the published id's), else the clean one."""
+        if self.model is not None:
+            return self.model.prompt_style
+        return model_prompt_style(self.config.model)[0]
+
+    def default_max_pixels(self) -> int | None:
+        return self.model.max_pixels if self.model is not None else None
