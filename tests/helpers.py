@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 SECRETS = ("SECRETNAME", "Doe^Jane", "PID-SECRET-4711", "SECRET Institution of Radiology", "19450203")
 """The identity written into :func:`identified_ct`: none of it may appear anywhere the app writes."""
 
-LAYOUT_ONLY = ("dicom_controls", "custom_window", "review_panel")
-"""Outputs that are layout blocks (a Row, a Column): gradio_client returns no value for them."""
+NOT_RETURNED = ("dicom_controls", "custom_window", "review_panel", "submit_next", "ask_button")
+"""Outputs gradio_client returns no value for: layout blocks (a Row, a Column) and buttons."""
 
 
 def free_port() -> int:
@@ -80,7 +80,7 @@ def generation_threads() -> list[threading.Thread]:
 
 def named(result: tuple, event: type[tuple]) -> dict:
     """An API result as {field: value}, by the handler's NamedTuple (the same one the layout wires)."""
-    fields = [name for name in event._fields if name not in LAYOUT_ONLY]
+    fields = [name for name in event._fields if name not in NOT_RETURNED]
     return dict(zip(fields, result, strict=True))
 
 

@@ -160,7 +160,7 @@ def test_an_example_case_loads_and_can_be_asked(app) -> None:
     example = named(user.predict(api_name="/load_example_0"), ExampleShown)
     assert (
         example["upload_error"] == ""
-        and example["window"] == "brain"
+        and example["window"]["value"] == "brain"
         and example["correct"]["value"] == "A"
         and "CT" in example["image_info"]
     )

@@ -187,10 +187,17 @@ def test_multiframe_dicom_steps_frames_numbered_from_one(workbench: Workbench) -
     )
 
 
-def test_clearing_the_upload_forgets_it(workbench: Workbench, sample_png: Path) -> None:
+def test_a_refused_upload_after_a_good_one_leaves_no_case_on_screen(
+    workbench: Workbench, sample_png: Path, tmp_path: Path
+) -> None:
+    """Nothing may be mistaken for the refused file: the earlier image and its answer go too."""
     session = uploaded(workbench, sample_png)
-    shown = workbench.clear_file(session)
-    assert shown.viewer is None and shown.image_info == "" and session.file_bytes is None and session.image is None
+    ask(workbench, session)
+    (tmp_path / "scan.png").write_text("not an image")
+    shown = workbench.load_file(session, str(tmp_path / "scan.png"))
+    assert NOT_AN_IMAGE in shown.upload_error and shown.upload is None
+    assert shown.viewer is None and shown.image_info == "" and session.image is None and session.last_output is None
+    assert shown.review_panel["visible"] is False and shown.output_id == ""
 
 
 @pytest.mark.parametrize(
@@ -854,7 +861,6 @@ ELEM_IDS = {
 }
 API_NAMES = {
     "load_file",
-    "clear_file",
     "render_image",
     "view",
     "load_example_0",

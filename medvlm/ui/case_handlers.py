@@ -51,35 +51,26 @@ class CaseHandlers:
 
     # -- an upload -------------------------------------------------------------------------------
 
-    def load_file(
-        self, session: Session, upload: str | None, window: str | None = None, center: Any = None, width: Any = None
-    ) -> CaseShown:
-        """An upload, rendered as the model will see it (DICOM window applied, middle frame).
+    def load_file(self, session: Session, upload: str | None) -> CaseShown:
+        """An upload, rendered as the model will see it: the file's own window, the middle frame.
 
-        A refused file empties the upload box (it was not accepted) and says why right under it.
-        Gradio's copy of the file is deleted once read.
+        A refused file is not kept anywhere (the upload control holds nothing) and the reason is
+        said right under it; the case on screen before is gone either way, so nothing can be
+        mistaken for the new file. Gradio's copy of the file is deleted once read.
         """
         if not upload:
             _forget_case(session)
-            return CaseShown(upload=gr.skip(), upload_error="", **self._image(session), **empty_answer_fields(session))
+            return CaseShown(upload=None, upload_error="", **self._image(session), **empty_answer_fields(session))
         try:
-            chosen = window_from(window, center, width)
-        except ImageLoadError:  # an unfinished custom window: the file's own, until one is typed
-            chosen, window = Window(), FILE_DEFAULT
-        try:
-            error = _open(session, upload, chosen)
+            error = _open(session, upload, Window())
         finally:
             discard_upload(upload)
         return CaseShown(
-            upload=None if error else gr.skip(),
+            upload=None,
             upload_error=render.error_markdown(error),
-            **self._image(session, window),
+            **self._image(session),
             **empty_answer_fields(session),
         )
-
-    def clear_file(self, session: Session) -> CaseShown:
-        """The upload was removed: forget its bytes, its image and the answer about it."""
-        return self.load_file(session, None)
 
     # -- the window and the frame ----------------------------------------------------------------
 

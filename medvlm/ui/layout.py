@@ -93,7 +93,29 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
     page: dict[str, Any] = {}
     with gr.Row(equal_height=False, elem_id="ask-row"):
         # The case: the image as the model sees it, its display controls, where it comes from.
-        with gr.Column(scale=5, min_width=320, elem_id="case-panel"):
+        with gr.Column(scale=6, min_width=320, elem_id="case-panel"):
+            with gr.Row(elem_id="case-sources"):
+                page["upload"] = gr.UploadButton(
+                    "Open an image or DICOM",
+                    file_types=None,
+                    type="filepath",
+                    size="sm",
+                    variant="primary",
+                    scale=0,
+                    min_width=150,
+                    elem_id="upload",
+                )
+                example_buttons = [
+                    gr.Button(
+                        example.label,
+                        size="sm",
+                        scale=0,
+                        min_width=60,
+                        elem_id=f"example-{index}",
+                    )
+                    for index, example in enumerate(workbench.examples)
+                ]
+            page["upload_error"] = gr.Markdown(elem_id="upload-error")
             page["viewer"] = viewer(elem_id="viewer")
             page["image_info"] = gr.Markdown(elem_id="image-info")
             with gr.Row(visible=False, elem_id="dicom-controls") as page["dicom_controls"]:
@@ -122,26 +144,6 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
                 elem_id="frame",
             )
             page["window_error"] = gr.Markdown(elem_id="window-error")
-            page["upload"] = gr.File(
-                label="Image or DICOM (PNG, JPEG, TIFF, BMP, WebP, .dcm or no extension)",
-                file_types=None,
-                type="filepath",
-                height=110,
-                elem_id="upload",
-            )
-            page["upload_error"] = gr.Markdown(elem_id="upload-error")
-            example_buttons = []
-            if workbench.examples:
-                with gr.Row(elem_id="examples"):
-                    gr.Markdown("Examples:", elem_id="examples-label")
-                    example_buttons = [
-                        gr.Button(
-                            example.label,
-                            size="sm",
-                            elem_id=f"example-{index}",
-                        )
-                        for index, example in enumerate(workbench.examples)
-                    ]
             with gr.Accordion(
                 "Review an evaluation run (samples.jsonl from train.evaluate)",
                 open=False,
@@ -165,7 +167,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
                 page["evaluation_error"] = gr.Markdown(elem_id="evaluation-error")
 
         # The question.
-        with gr.Column(scale=4, min_width=300, elem_id="question-panel"):
+        with gr.Column(scale=4, min_width=260, elem_id="question-panel"):
             page["question"] = gr.Textbox(
                 label="Question",
                 lines=2,
@@ -200,7 +202,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
             page["ask_error"] = gr.Markdown(elem_id="ask-error")
 
         # The model's answer, and its review once it is finished.
-        with gr.Column(scale=5, min_width=320, elem_id="output-panel"):
+        with gr.Column(scale=6, min_width=320, elem_id="output-panel"):
             page["answer"] = gr.HTML(
                 render.options_html([]),
                 css_template=render.OPTIONS_CSS,
@@ -281,18 +283,19 @@ def _settings(page: dict[str, Any], workbench: Workbench) -> None:
 
 def _review_panel(page: dict[str, Any], config: Any) -> None:
     """Appears with a finished answer of the case on screen, and names it."""
+    # The id of the answer on screen: every save names it, and a save for another is refused. (Outside the
+    # panel: a hidden field inside a column that is shown again would be shown with it.)
+    page["output_id"] = gr.Textbox(
+        "",
+        visible="hidden",
+        interactive=False,
+        elem_id="shown-output-id",
+    )
     with gr.Column(visible=False, elem_id="review-panel") as page["review_panel"]:
         gr.Markdown("### Review this answer")
         page["review_target"] = gr.Markdown(
             render.review_target(None, None),
             elem_id="review-target",
-        )
-        # The id of the answer on screen: every save names it, and a save for another is refused.
-        page["output_id"] = gr.Textbox(
-            "",
-            visible="hidden",
-            interactive=False,
-            elem_id="shown-output-id",
         )
         page["reviewer_name"] = gr.Textbox(
             label="Your name",
@@ -343,12 +346,6 @@ def _wire_case(
         outputs_of(CaseShown, page),
         api_name="load_file",
     )
-    page["upload"].clear(
-        cases.clear_file,
-        [session],
-        outputs_of(CaseShown, page),
-        api_name="clear_file",
-    )
     gr.on(
         [
             page["window"].input,
@@ -363,6 +360,7 @@ def _wire_case(
         outputs_of(ImageRendered, page),
         api_name="render_image",
         trigger_mode="always_last",
+        show_progress="hidden",
     )
     page["viewer"].input(
         cases.view,

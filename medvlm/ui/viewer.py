@@ -51,8 +51,9 @@ TEMPLATE = """
 """
 
 CSS = """
-.viewer { position: relative; height: var(--viewer-height, 430px); overflow: hidden; background: #000;
+.viewer { position: relative; height: var(--viewer-height, 380px); overflow: hidden; background: #000;
           border-radius: var(--radius-lg); outline: none; touch-action: none; user-select: none; }
+@media (max-width: 640px) { .viewer { height: 300px; } }
 .viewer:focus-visible { box-shadow: 0 0 0 3px var(--color-accent); }
 .viewer .picture { position: absolute; left: 0; top: 0; transform-origin: 0 0; image-rendering: auto;
                    max-width: none; max-height: none; cursor: grab; }
@@ -61,8 +62,8 @@ CSS = """
                        padding: 1em; text-align: center; }
 .viewer .readout { position: absolute; left: 8px; bottom: 6px; color: #fff; font: 12px/1.4 monospace;
                    text-shadow: 0 0 3px #000; pointer-events: none; }
-.viewer .hint { position: absolute; right: 8px; bottom: 6px; color: #ddd; font-size: 11px;
-                text-shadow: 0 0 3px #000; pointer-events: none; max-width: 55%; text-align: right; }
+.viewer .hint { position: absolute; left: 8px; top: 6px; color: #ddd; font-size: 11px;
+                text-shadow: 0 0 3px #000; pointer-events: none; max-width: 60%; }
 .viewer .tools { position: absolute; right: 6px; top: 6px; display: flex; gap: 4px; }
 .viewer .tools button { background: rgba(0,0,0,0.6); color: #fff; border: 1px solid #666; border-radius: 4px;
                         min-width: 28px; padding: 1px 6px; font-size: 13px; cursor: pointer; }
