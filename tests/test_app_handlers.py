@@ -1002,3 +1002,42 @@ def test_generation_for_a_case_no_longer_shown_is_dropped(random_workbench: Work
     assert all(value == gr.skip() for name, value in rest[0]._asdict().items() if name != "ask_button")
     wait_for_no_generation_thread()
     assert session.last_output is None and not session.generating
+
+
+def test_submit_and_next_saves_then_shows_the_next_sample_with_a_fresh_form(
+    workbench: Workbench, tmp_path: Path
+) -> None:
+    image = tmp_path / "scan.png"
+    Image.radial_gradient("L").resize((64, 64)).save(image)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "image": image.name,
+                    "question": f"Question {i}?",
+                    "options": ["CT", "MRI"],
+                    "completion": "<think>Dense bone.</think><answer>A</answer>",
+                    "letter": "A",
+                    "format_ok": True,
+                    "model": {"model": "some/model"},
+                }
+            )
+            + "\n"
+            for i in range(2)
+        )
+    )
+    session = Session()
+    first = workbench.load_evaluation(session, [str(samples), str(image)])
+    assert first.submit_next["visible"] is True and "Evaluation sample 1 of 2" in first.review_target
+    refused = workbench.submit_and_next(session, ["superficial"], "", None, "Dr Next", "not-the-shown-id")
+    assert "no longer on screen" in refused.review_status and refused.question == gr.skip()  # stays on sample 1
+    shown_id = first.output_id
+    moved = workbench.submit_and_next(session, ["superficial"], "too short", None, "Dr Next", shown_id)
+    assert moved.review_status.startswith("Saved your review (#") and "This is the next sample." in moved.review_status
+    assert moved.question == "Question 1?" and moved.evaluation_sample == 2
+    assert moved.flags == [] and moved.comment == "" and moved.output_id not in ("", shown_id)
+    assert "Evaluation sample 2 of 2" in moved.review_target and moved.submit_next["visible"] is False  # the last
+    (stored,) = workbench.store.query(reviewer="Dr Next")
+    assert stored.output_id == shown_id and stored.question == "Question 0?"

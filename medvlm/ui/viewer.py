@@ -72,6 +72,29 @@ CSS = """
 SCRIPT = """
 const view = {scale: 1, x: 0, y: 0, fitted: true, case: null};
 let drag = null, sent = 0, timer = null;
+// While a window drag waits for the server, the picture is remapped in the browser: a linear SVG
+// filter turns the grey of the window shown into the grey of the window asked for (exact inside the
+// old window; what it had clipped stays clipped until the server's rendering arrives).
+const filterId = 'medvlm-window-' + Math.random().toString(36).slice(2);
+const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+svg.setAttribute('width', '0'); svg.setAttribute('height', '0'); svg.style.position = 'absolute';
+svg.innerHTML = `<filter id="${filterId}" color-interpolation-filters="sRGB"><feComponentTransfer>` +
+  ['R', 'G', 'B'].map((c) => `<feFunc${c} type="linear" slope="1" intercept="0"/>`).join('') +
+  '</feComponentTransfer></filter>';
+document.body.appendChild(svg);
+const shown = {src: null, center: null, width: null};  // what the picture on screen was rendered with
+let asked = null;  // the window dragged to, while its rendering is awaited
+function preview() {
+  const img = picture(), readout = element.querySelector('.readout');
+  if (!img || !asked || !shown.width) return;
+  const slope = shown.width / asked.width;
+  const intercept = (shown.center - asked.center) / asked.width + (asked.width - shown.width) / (2 * asked.width);
+  svg.querySelectorAll('feFuncR, feFuncG, feFuncB').forEach((f) => {
+    f.setAttribute('slope', slope); f.setAttribute('intercept', intercept);
+  });
+  img.style.filter = `url(#${filterId})`;
+  if (readout) readout.textContent = `W ${asked.width} / C ${asked.center} (rendering...)`;
+}
 const box = () => element.querySelector('.viewer');
 const picture = () => element.querySelector('.picture');
 const current = () => props.value || {};
@@ -117,8 +140,13 @@ function stepFrame(delta) {
   return true;
 }
 function arrived() {
-  const img = picture();
+  const img = picture(), value = current();
   if (!img) { view.case = null; return; }
+  if (value.src !== shown.src) {  // a new rendering (not our own request re-drawing the old one)
+    Object.assign(shown, {src: value.src, center: value.center, width: value.width});
+    asked = null;
+  }
+  preview();
   const again = () => {
     if (view.case !== current().case || view.fitted) { view.case = current().case; fit(); } else place();
   };
@@ -146,8 +174,8 @@ element.addEventListener('pointermove', (event) => {
   if (drag.windowing) {
     const width = Math.max(1, Math.round(drag.width + dx * drag.step));
     const center = Math.round(drag.center - dy * drag.step);
-    const readout = element.querySelector('.readout');
-    if (readout) readout.textContent = `W ${width} / C ${center} (rendering...)`;
+    asked = {center, width};
+    preview();
     throttled({center, width});
   } else {
     view.x = drag.vx + dx; view.y = drag.vy + dy; view.fitted = false; place();
