@@ -88,7 +88,7 @@ def worker(variant: str, tokens: int) -> dict:
     started = time.perf_counter()
     loaded = load_variant(variant)
     load_s = time.perf_counter() - started
-    loaded_rss = rss_mib()
+    loaded_rss, load_peak = rss_mib(), peak_rss_mib()  # nothing but the load has run: its peak
     inputs = prepare_inputs(loaded, [ct_head_image(512)], [QUESTION], [OPTIONS])
     clock = TokenClock()
     with torch.inference_mode():
@@ -103,6 +103,7 @@ def worker(variant: str, tokens: int) -> dict:
         "threads": torch.get_num_threads(),
         "load_s": round(load_s, 1),
         "loaded_rss_mib": round(loaded_rss),
+        "load_peak_rss_mib": round(load_peak),
         "peak_rss_mib": round(peak_rss_mib()),
         "quantization": f"torchao {torchao_version()}"
         if variant.startswith("torchao")
@@ -143,6 +144,7 @@ def main() -> None:
             f"{median(rate[variant]):.2f} ({min(rate[variant]):.2f}-{max(rate[variant]):.2f})",
             f"{paired_ratio(rate[variant], rate[baseline[variant]]):.2f}x vs {baseline[variant]}",
             f"{median([run['prefill_s'] for run in runs]):.1f}",
+            f"{median([run['load_peak_rss_mib'] for run in runs]) / 1e3 * 1.048576:.2f}",
             f"{median([run['loaded_rss_mib'] for run in runs]) / 1024:.2f}",
             f"{median([run['peak_rss_mib'] for run in runs]) / 1024:.2f}",
             runs[0]["threads"],
@@ -159,8 +161,9 @@ def main() -> None:
             "tokens/s median (min-max)",
             "ratio (paired rounds)",
             "time to first token s",
+            "peak RSS while loading GB",
             "RSS loaded GiB",
-            "peak RSS GiB",
+            "peak RSS with generation GiB",
             "threads",
             "quantization",
         ],

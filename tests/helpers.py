@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import socket
 import threading
 import types
@@ -225,3 +226,25 @@ def error_of(outputs) -> str:
         if name in outputs._fields and isinstance(getattr(outputs, name), str) and getattr(outputs, name):
             return getattr(outputs, name)
     return ""
+
+
+def samples_file(folder: Path, images: list[str], *, questions: list[str] | None = None, **extra) -> Path:
+    """An evaluation run's ``samples.jsonl`` (as ``train.evaluate`` writes it), one sample per image named."""
+    path = folder / "samples.jsonl"
+    lines = [
+        {
+            "id": f"q{i}",
+            "image": image,
+            "question": questions[i] if questions else "Which modality?",
+            "options": ["CT", "MRI"],
+            "completion": "<think>Dense bone.</think><answer>A</answer>",
+            "reasoning": "Dense bone.",
+            "letter": "A",
+            "format_ok": True,
+            "model": {"model": "some/model"},
+            **extra,
+        }
+        for i, image in enumerate(images)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path

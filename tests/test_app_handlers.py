@@ -1,6 +1,6 @@
 """The app's handlers called directly, as the page calls them: upload, ask, stream, stop, review, browse.
 
-No server and no browser: each handler is an ordinary function of the Workbench, so every
+No server and no browser: each handler is an ordinary method of its tab's handlers over a workbench, so every
 message a reader can see is checked here (``tests/test_app_client.py`` drives the launched app).
 """
 
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from helpers import Page, dicom_without_pixels, error_of
+from helpers import Page, dicom_without_pixels, error_of, samples_file
 from medvlm import fast_cpu
 from medvlm.annotations import AnnotationStore
 from medvlm.errors import ImageLoadError, QuestionError
@@ -1009,25 +1009,7 @@ def test_submit_and_next_saves_then_shows_the_next_sample_with_a_fresh_form(
 ) -> None:
     image = tmp_path / "scan.png"
     Image.radial_gradient("L").resize((64, 64)).save(image)
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"q{i}",
-                    "image": image.name,
-                    "question": f"Question {i}?",
-                    "options": ["CT", "MRI"],
-                    "completion": "<think>Dense bone.</think><answer>A</answer>",
-                    "letter": "A",
-                    "format_ok": True,
-                    "model": {"model": "some/model"},
-                }
-            )
-            + "\n"
-            for i in range(2)
-        )
-    )
+    samples = samples_file(tmp_path, [image.name] * 2, questions=["Question 0?", "Question 1?"])
     session = Session()
     first = workbench.load_evaluation(session, [str(samples), str(image)])
     assert first.submit_next["visible"] is True and "Evaluation sample 1 of 2" in first.review_target

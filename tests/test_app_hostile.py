@@ -19,7 +19,20 @@ from gradio.utils import get_upload_folder
 from gradio_client import handle_file
 from PIL import Image, PngImagePlugin
 
-from helpers import REPO, SECRETS, Page, answered, ask, client, identified_ct, named, review, running_app, upload
+from helpers import (
+    REPO,
+    SECRETS,
+    Page,
+    answered,
+    ask,
+    client,
+    identified_ct,
+    named,
+    review,
+    running_app,
+    samples_file,
+    upload,
+)
 from medvlm.ui import AppConfig, Workbench
 from medvlm.ui.events import ExampleShown, ImageRendered, SampleShown
 
@@ -196,27 +209,6 @@ def test_one_person_is_one_reviewer_in_name_mode(app, sample_png: Path) -> None:
 
 
 # -- the evaluation import never opens a server path --------------------------------------------------
-
-
-def samples_file(folder: Path, images: list[str], **extra) -> Path:
-    path = folder / "samples.jsonl"
-    lines = [
-        {
-            "id": f"q{i}",
-            "image": image,
-            "question": "Which modality?",
-            "options": ["CT", "MRI"],
-            "completion": "<think>Dense bone.</think><answer>A</answer>",
-            "reasoning": "Dense bone.",
-            "letter": "A",
-            "format_ok": True,
-            "model": {"model": "some/model"},
-            **extra,
-        }
-        for i, image in enumerate(images)
-    ]
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
 
 
 def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_png: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, samples_file
 
 pytestmark = pytest.mark.slow
 
@@ -459,3 +459,72 @@ def test_without_a_model_ask_is_disabled_and_the_notice_says_so_once(browser, tm
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_small_image_fills_the_viewer_and_the_wheel_zooms(browser, app_url: str) -> None:
+    from playwright.sync_api import expect
+    from pydicom.data import get_testdata_file
+
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(app_url)
+    page.locator("#case-sources input[type=file]").set_input_files(get_testdata_file("CT_small.dcm"))  # 128 px
+    picture = page.locator("#viewer img.picture")
+    expect(picture).to_be_visible(timeout=60_000)
+    panel = page.locator("#viewer .viewer").bounding_box()
+    page.wait_for_function("() => document.querySelector('#viewer img.picture').style.transform.includes('scale')")
+    fitted = picture.bounding_box()
+    assert fitted["height"] > 0.95 * panel["height"] and fitted["width"] > 3 * 128, (panel, fitted)
+    page.mouse.move(panel["x"] + panel["width"] / 2, panel["y"] + panel["height"] / 2)
+    page.mouse.wheel(0, -400)  # one image: the wheel zooms
+    page.wait_for_timeout(300)
+    assert picture.bounding_box()["width"] > 1.5 * fitted["width"]
+    page.locator("#viewer .viewer").dblclick()  # fit again
+    page.wait_for_timeout(300)
+    assert abs(picture.bounding_box()["width"] - fitted["width"]) < 2
+    page.close()
+
+
+def test_reviews_tab_reads_as_a_reviewer_expects(browser, app_url: str) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Reviews").click()
+    table = page.locator("#reviews-table")
+    expect(table).to_contain_text("Model's answer", timeout=60_000)
+    headers = [text.strip() for text in table.locator("th").all_inner_texts() if text.strip()]
+    assert headers[:5] == ["Question", "Model's answer", "Flags", "Comment", "Reviewer"], headers
+    assert page.locator("#review-id input").first.input_value() == ""  # no "0" in an empty id box
+    page.locator("#review-id input").first.fill("999999")
+    page.locator("button#review-open").click()
+    detail = page.locator("#review-detail")
+    expect(detail).to_contain_text("There is no annotation with id 999999", timeout=30_000)
+    assert "**" not in detail.inner_text()  # a sentence, not raw Markdown
+    expect(page.locator("#agreement-note")).to_contain_text("reviewed by two or more people", timeout=30_000)
+    page.close()
+
+
+def test_submit_and_next_steps_through_an_evaluation_run(
+    browser, app_url: str, tmp_path: Path, data_dir: Path
+) -> None:
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scan.png"
+    Image.radial_gradient("L").resize((64, 64)).save(image)
+    samples = samples_file(tmp_path, [image.name] * 2, questions=["Browser sample 0?", "Browser sample 1?"])
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(app_url)
+    page.locator("#evaluation").get_by_text("Review an evaluation run").click()
+    page.locator("#evaluation-file input[type=file]").set_input_files([str(samples), str(image)])
+    expect(page.locator("#review-target")).to_contain_text("Evaluation sample 1 of 2", timeout=60_000)
+    page.locator("#reviewer-name textarea, #reviewer-name input").first.fill("Dr Next Browser")
+    page.locator("#review-flags").get_by_label("Superficial reasoning").check()
+    page.locator("button#review-submit-next").click()
+    expect(page.locator("#review-target")).to_contain_text("Evaluation sample 2 of 2", timeout=60_000)
+    expect(page.locator("#review-status")).to_contain_text("Saved your review")
+    expect(page.locator("#question textarea")).to_have_value("Browser sample 1?")
+    expect(page.locator("#review-flags").get_by_label("Superficial reasoning")).not_to_be_checked()  # a fresh form
+    expect(page.locator("button#review-submit-next")).to_be_hidden()  # the last sample
+    assert reviews_in(data_dir, "Dr Next Browser") == 1
+    page.close()

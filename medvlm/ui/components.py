@@ -4,7 +4,7 @@
 anything they reject (0 new tokens typed in the browser, ``"abc"`` or ``2**70`` from an API
 client) becomes Gradio's generic "Error" badge or "upstream app raised an exception". These are
 the same components (``is_template``: the browser renders the parent) with that step left to the
-handlers, which check each value with a sentence naming the field (``handlers.as_number``).
+handlers, which check each value with a sentence naming the field (``medvlm.ui.inputs.as_number``).
 
 Gradio writes a ``components.pyi`` stub beside this file the first time the classes are created
 (as for any component subclass; a read-only install only skips it); it is a build artefact,

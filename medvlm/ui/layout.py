@@ -107,7 +107,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
                 )
                 example_buttons = [
                     gr.Button(
-                        example.label,
+                        example.label.replace(" ", "\u00a0"),  # one line each: the row has room
                         size="sm",
                         scale=0,
                         min_width=60,
@@ -191,12 +191,14 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
                 page["ask_button"] = gr.Button(
                     "Ask",
                     variant="primary",
+                    min_width=100,
                     interactive=workbench.model is not None,
                     elem_id="ask",
                 )
                 stop_button = gr.Button(
                     "Stop",
                     variant="stop",
+                    min_width=100,
                     elem_id="stop",
                 )
             page["ask_error"] = gr.Markdown(elem_id="ask-error")
@@ -454,27 +456,14 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
             label="Flag",
             elem_id="reviews-flag",
         )
-        page["modality_filter"] = gr.Dropdown(
-            [ANY],
-            value=ANY,
-            label="Modality",
-            allow_custom_value=True,
-            elem_id="reviews-modality",
-        )
-        page["reviewer_filter"] = gr.Dropdown(
-            [ANY],
-            value=ANY,
-            label="Reviewer",
-            allow_custom_value=True,
-            elem_id="reviews-reviewer",
-        )
-        page["model_filter"] = gr.Dropdown(
-            [ANY],
-            value=ANY,
-            label="Model",
-            allow_custom_value=True,
-            elem_id="reviews-model",
-        )
+        for name, label in (("modality", "Modality"), ("reviewer", "Reviewer"), ("model", "Model")):
+            page[f"{name}_filter"] = gr.Dropdown(  # its choices come from the store when the tab opens
+                [ANY],
+                value=ANY,
+                label=label,
+                allow_custom_value=True,
+                elem_id=f"reviews-{name}",
+            )
         refresh = gr.Button(
             "Refresh",
             size="sm",
@@ -524,25 +513,18 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
             x_label_angle=-30,
             elem_id="plot-flags",
         )
-        by_modality = gr.BarPlot(
-            x="modality",
-            y="rate",
-            color="label",
-            title="Flags per review, by modality",
-            x_title="Modality",
-            y_title="Share of that modality's reviews, stacked by flag",
-            color_title="Flag",
-            elem_id="plot-modality",
-        )
-        by_model = gr.BarPlot(
-            x="model_id",
-            y="rate",
-            color="label",
-            title="Flags per review, by model",
-            x_title="Model",
-            y_title="Share of that model's reviews, stacked by flag",
-            color_title="Flag",
-            elem_id="plot-model",
+        by_modality, by_model = (
+            gr.BarPlot(
+                x=column,
+                y="rate",
+                color="label",
+                title=f"Flags per review, by {what}",
+                x_title=what.capitalize(),
+                y_title=f"Share of that {what}'s reviews, stacked by flag",
+                color_title="Flag",
+                elem_id=f"plot-{what}",
+            )
+            for column, what in (("modality", "modality"), ("model_id", "model"))
         )
     agreement_note = gr.Markdown(elem_id="agreement-note")
     agreement = gr.Dataframe(
