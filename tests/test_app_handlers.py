@@ -796,7 +796,7 @@ ELEM_IDS = {
     "tab-ask",
     "tab-reviews",
     "upload",
-    "examples",
+    "case-sources",
     "example-0",
     "viewer",
     "image-info",

@@ -473,7 +473,7 @@ def test_a_small_image_fills_the_viewer_and_the_wheel_zooms(browser, app_url: st
     panel = page.locator("#viewer .viewer").bounding_box()
     page.wait_for_function("() => document.querySelector('#viewer img.picture').style.transform.includes('scale')")
     fitted = picture.bounding_box()
-    assert fitted["height"] > 0.95 * panel["height"] and fitted["width"] > 3 * 128, (panel, fitted)
+    assert fitted["height"] > 0.95 * panel["height"] and fitted["width"] > 2.5 * 128, (panel, fitted)
     page.mouse.move(panel["x"] + panel["width"] / 2, panel["y"] + panel["height"] / 2)
     page.mouse.wheel(0, -400)  # one image: the wheel zooms
     page.wait_for_timeout(300)
@@ -494,8 +494,8 @@ def test_reviews_tab_reads_as_a_reviewer_expects(browser, app_url: str) -> None:
     expect(table).to_contain_text("Model's answer", timeout=60_000)
     headers = [text.strip() for text in table.locator("th").all_inner_texts() if text.strip()]
     assert headers[:5] == ["Question", "Model's answer", "Flags", "Comment", "Reviewer"], headers
-    assert page.locator("#review-id input").first.input_value() == ""  # no "0" in an empty id box
-    page.locator("#review-id input").first.fill("999999")
+    assert page.locator("#review-id textarea, #review-id input").first.input_value() == ""  # no "0" while empty
+    page.locator("#review-id textarea, #review-id input").first.fill("999999")
     page.locator("button#review-open").click()
     detail = page.locator("#review-detail")
     expect(detail).to_contain_text("There is no annotation with id 999999", timeout=30_000)

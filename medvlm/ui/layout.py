@@ -477,10 +477,9 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         elem_id="reviews-table",
     )
     with gr.Row():
-        page["review_id"] = NumberField(
-            value=None,
+        page["review_id"] = gr.Textbox(  # a number box would show "0" while empty; the handler reads the number
             label="Review id (or click a row)",
-            precision=0,
+            placeholder="the last column of the table",
             elem_id="review-id",
         )
         open_button = gr.Button(
