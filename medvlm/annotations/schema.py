@@ -98,6 +98,47 @@ def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
+    """Review campaigns: a fixed set of outputs, k reviews wanted of each, handed out by lease."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE campaigns (
+            id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+            name               TEXT NOT NULL UNIQUE CHECK (name <> ''),
+            guidelines         TEXT NOT NULL,
+            reviews_per_output INTEGER NOT NULL CHECK (reviews_per_output >= 1),
+            blind              INTEGER NOT NULL CHECK (blind IN (0, 1)),
+            created_by         TEXT NOT NULL,
+            created_at         TEXT NOT NULL
+        );
+        CREATE TABLE campaign_outputs (
+            campaign_id    INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            output_id      TEXT NOT NULL REFERENCES outputs (output_id),
+            position       INTEGER NOT NULL,
+            correct_answer TEXT,
+            PRIMARY KEY (campaign_id, output_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE campaign_claims (
+            campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            reviewer_key TEXT NOT NULL,
+            output_id    TEXT NOT NULL,
+            expires_at   REAL NOT NULL,
+            PRIMARY KEY (campaign_id, reviewer_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX campaign_claims_output ON campaign_claims (campaign_id, output_id);
+        CREATE TABLE campaign_skips (
+            campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            output_id    TEXT NOT NULL,
+            reviewer_key TEXT NOT NULL,
+            reason       TEXT NOT NULL,
+            skipped_at   TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, output_id, reviewer_key)
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -114,7 +155,11 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
         raise ValueError(f"Incomplete SQL statement in a migration: {statement.strip()[:60]}")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_schema_v1, _add_review_versions_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_schema_v1,
+    _add_review_versions_v2,
+    _add_campaigns_v3,
+)
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 
 To change the schema, append a function; never edit a released one. All pending steps and the

@@ -12,7 +12,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, nullcontext
 from datetime import datetime, timezone
 from io import BytesIO
@@ -107,7 +107,9 @@ class AnnotationStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def add(self, output: ModelOutput, review: Review) -> tuple[Annotation, bool]:
+    def add(
+        self, output: ModelOutput, review: Review, *, within: Callable[[sqlite3.Connection], None] | None = None
+    ) -> tuple[Annotation, bool]:
         """Store a review of an output; ``(annotation, True)`` when new.
 
         The same (``output_id``, reviewer) again (a changed mind, or in name mode someone else
@@ -118,19 +120,18 @@ class AnnotationStore:
         as the "alice" already in the store. An ``output_id`` already stored with different
         content raises :class:`AnnotationError`: attaching a review to a completion the reviewer
         did not see would corrupt the data.
+
+        ``within(conn)`` runs first inside the same transaction (a review campaign checks there
+        that the reviewer still holds the output): if it raises, nothing is written.
         """
         row = _output_row(output)
         correct_answer = _correct_answer(output)
         self._save_image(output.image, row["image_sha256"])
         now = _now()
         with self._connection(write=True) as conn:
-            inserted = conn.execute(
-                f"INSERT INTO outputs ({', '.join(OUTPUT_COLUMNS)}) VALUES ({', '.join('?' * len(OUTPUT_COLUMNS))})"
-                " ON CONFLICT (output_id) DO NOTHING",
-                [row[column] for column in OUTPUT_COLUMNS],
-            ).rowcount
-            if not inserted:
-                _check_same_output(conn, row)
+            if within is not None:
+                within(conn)
+            _insert_output(conn, row)
             reviewer = _known_spelling(conn, review.reviewer)
             existing = conn.execute(
                 "SELECT id FROM annotations WHERE output_id = ? AND reviewer = ?", (row["output_id"], reviewer)
@@ -178,6 +179,33 @@ class AnnotationStore:
                 )
             annotation = self._fetch_one(conn, annotation_id)
         return annotation, existing is None
+
+    def add_outputs(self, outputs: Sequence[ModelOutput], conn: sqlite3.Connection) -> None:
+        """Store outputs without any review (a campaign's set), inside the caller's transaction ``conn``.
+
+        The images are written first, as :meth:`add` does; an output id already stored must hold
+        the same output.
+        """
+        rows = [_output_row(output) for output in outputs]
+        for output, row in zip(outputs, rows, strict=True):
+            self._save_image(output.image, row["image_sha256"])
+        for row in rows:
+            _insert_output(conn, row)
+
+    def output(self, output_id: str) -> ModelOutput:
+        """A stored output, with its image, as it was when it was stored (no correct answer: that is a review's)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(OUTPUT_COLUMNS)} FROM outputs WHERE output_id = ?", (output_id,)
+            ).fetchone()
+        if row is None:
+            raise AnnotationError(f"There is no stored model output with id {output_id}.")
+        fields = _output_fields(row)
+        with Image.open(self.data_dir / image_relpath(fields.pop("image_sha256"))) as image:
+            picture = image.convert("RGB")
+        fields.pop("modality")
+        fields.pop("model_id")
+        return ModelOutput(image=picture, correct_answer=None, **fields)
 
     def _save_image(self, image: Image.Image, sha256: str) -> None:
         """Write ``images/<sha>.png`` once, from the pixels alone (no metadata chunk can follow)."""
@@ -337,10 +365,7 @@ class AnnotationStore:
             revision,
             *rest,
         ) = row
-        output = dict(zip(OUTPUT_COLUMNS, rest, strict=True))
-        for column in JSON_COLUMNS:
-            output[column] = json.loads(output[column]) if output[column] is not None else None
-        output["format_ok"] = bool(output["format_ok"])
+        output = _output_fields(rest)
         return Annotation(
             id=annotation_id,
             reviewer=reviewer,
@@ -416,6 +441,26 @@ def _write_flags(conn: sqlite3.Connection, annotation_id: int, flags: Sequence[s
     conn.executemany(
         "INSERT INTO annotation_flags (annotation_id, flag) VALUES (?, ?)", [(annotation_id, flag) for flag in flags]
     )
+
+
+def _output_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """An ``outputs`` row as Python values (JSON columns decoded)."""
+    output = dict(zip(OUTPUT_COLUMNS, row, strict=True))
+    for column in JSON_COLUMNS:
+        output[column] = json.loads(output[column]) if output[column] is not None else None
+    output["format_ok"] = bool(output["format_ok"])
+    return output
+
+
+def _insert_output(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """The output's row, once: an id already stored must hold the same output."""
+    inserted = conn.execute(
+        f"INSERT INTO outputs ({', '.join(OUTPUT_COLUMNS)}) VALUES ({', '.join('?' * len(OUTPUT_COLUMNS))})"
+        " ON CONFLICT (output_id) DO NOTHING",
+        [row[column] for column in OUTPUT_COLUMNS],
+    ).rowcount
+    if not inserted:
+        _check_same_output(conn, row)
 
 
 def _check_same_output(conn: sqlite3.Connection, row: dict[str, Any]) -> None:

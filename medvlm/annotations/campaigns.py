@@ -1,0 +1,349 @@
+"""Review campaigns: many reviewers, one fixed set of model outputs, every output reviewed k times.
+
+A campaign is a name, guidelines, the number of reviews wanted per output (k), a blind switch
+(hide the model and the correct answer from reviewers) and an ordered set of stored outputs, for
+instance a ``train.evaluate`` run's samples, so every reviewer sees the same completion.
+
+**Who reviews what.** :meth:`Campaigns.next_output` hands a reviewer an output they have neither
+reviewed nor skipped and that is *taken* fewer than k times, least-taken first, then in the
+campaign's order. *Taken* counts the output's reviews plus the live claims of other reviewers: a
+claim is a lease of :data:`LEASE_S` seconds, renewed each time the reviewer asks again, so a
+reviewer who walks away frees their output after the lease, and two reviewers working at once
+never hold the same output when it has one review left to give. A reviewer holds at most one
+claim per campaign. Both the choice and the claim happen in one ``BEGIN IMMEDIATE`` transaction,
+so concurrent reviewers (threads or processes) are served one after the other.
+
+**Submitting.** :meth:`Campaigns.submit` stores the review through
+:meth:`~medvlm.annotations.store.AnnotationStore.add`, whose transaction first checks the claim
+(``within``): the review counts only while the output is still the reviewer's, or while it has
+room left (a lease that ran out but was not taken over). So no output ever gets more than k
+reviews, and a review once submitted is durable like every other one. A reviewer editing their
+own earlier review of an output is always allowed (it adds no review).
+
+Reviews are the store's: an output that is in two campaigns, or was also reviewed outside one,
+counts every review of it once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from medvlm.annotations.records import Annotation, AnnotationError, ModelOutput, Review
+from medvlm.annotations.store import AnnotationStore
+from medvlm.user_text import name_key, normalize_name
+
+LEASE_S = 30 * 60
+"""How long a handed-out output stays the reviewer's without their asking again."""
+MAX_REVIEWS_PER_OUTPUT = 50
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign's settings (its outputs are listed by :meth:`Campaigns.output_ids`)."""
+
+    id: int
+    name: str
+    guidelines: str
+    reviews_per_output: int
+    blind: bool
+    created_by: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An output handed to a reviewer: what to show, and where it stands."""
+
+    campaign: Campaign
+    output: ModelOutput
+    """The output with the campaign's correct answer (hide both it and the model when ``campaign.blind``)."""
+    position: int
+    """Its place in the campaign, from 1."""
+    reviews: int
+    """Reviews it has so far (not counting this reviewer's, which it has none of)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a campaign is, overall and per reviewer."""
+
+    outputs: int
+    complete: int
+    """Outputs with k reviews."""
+    reviews: int
+    """Reviews counted towards k (at most k per output)."""
+    wanted: int
+    """outputs x k."""
+    by_reviewer: dict[str, int]
+    """Reviews per reviewer in this campaign."""
+    skipped: int
+
+
+class Campaigns:
+    """The campaigns of one data folder, over its :class:`AnnotationStore`."""
+
+    def __init__(self, store: AnnotationStore) -> None:
+        self.store = store
+
+    # -- setting up --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        outputs: Sequence[ModelOutput],
+        *,
+        reviews_per_output: int,
+        guidelines: str = "",
+        blind: bool = False,
+        created_by: str,
+    ) -> Campaign:
+        """A new campaign over ``outputs`` (stored once; their correct answers are kept per campaign)."""
+        name = " ".join(str(name).split())
+        if not name:
+            raise AnnotationError("Give the campaign a name.")
+        if not isinstance(reviews_per_output, int) or not 1 <= reviews_per_output <= MAX_REVIEWS_PER_OUTPUT:
+            raise AnnotationError(
+                f"The reviews wanted per output must be a whole number from 1 to {MAX_REVIEWS_PER_OUTPUT} "
+                f"(got {reviews_per_output!r})."
+            )
+        if not outputs:
+            raise AnnotationError("A campaign needs at least one model output to review.")
+        ids = [output.output_id for output in outputs]
+        if len(set(ids)) != len(ids):
+            raise AnnotationError("The same model output appears twice in the campaign's set.")
+        with self.store._connection(write=True) as conn:
+            if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
+                raise AnnotationError(f"There is already a campaign called {name!r}.")
+            self.store.add_outputs(outputs, conn)
+            campaign_id = conn.execute(
+                "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, guidelines, reviews_per_output, int(blind), created_by, _now()),
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO campaign_outputs (campaign_id, output_id, position, correct_answer) VALUES (?, ?, ?, ?)",
+                [
+                    (campaign_id, output.output_id, position, output.correct_answer or None)
+                    for position, output in enumerate(outputs, start=1)
+                ],
+            )
+        return self.get(name)
+
+    def get(self, name: str) -> Campaign:
+        with self.store._connection() as conn:
+            row = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise AnnotationError(f"There is no campaign called {name!r}.")
+        return _campaign(row)
+
+    def all(self) -> list[Campaign]:
+        """Every campaign, newest first."""
+        with self.store._connection() as conn:
+            rows = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id DESC").fetchall()
+        return [_campaign(row) for row in rows]
+
+    def set_guidelines(self, name: str, guidelines: str) -> Campaign:
+        with self.store._connection(write=True) as conn:
+            changed = conn.execute("UPDATE campaigns SET guidelines = ? WHERE name = ?", (guidelines, name)).rowcount
+        if not changed:
+            raise AnnotationError(f"There is no campaign called {name!r}.")
+        return self.get(name)
+
+    def output_ids(self, name: str) -> list[str]:
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            rows = conn.execute(
+                "SELECT output_id FROM campaign_outputs WHERE campaign_id = ? ORDER BY position", (campaign.id,)
+            ).fetchall()
+        return [output_id for (output_id,) in rows]
+
+    # -- the reviewer's loop -----------------------------------------------------------------------
+
+    def next_output(self, name: str, reviewer: str, *, now: float | None = None) -> Assignment | None:
+        """Claim (or keep) an output for ``reviewer``; None when nothing is left for them to review."""
+        campaign = self.get(name)
+        key = _reviewer_key(reviewer)
+        now = time.time() if now is None else now
+        with self.store._connection(write=True) as conn:
+            _with_name_key(conn)
+            conn.execute("DELETE FROM campaign_claims WHERE campaign_id = ? AND expires_at <= ?", (campaign.id, now))
+            held = conn.execute(
+                "SELECT output_id FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ?",
+                (campaign.id, key),
+            ).fetchone()
+            if held is not None and _reviewed_by(conn, held[0], key):
+                conn.execute(  # reviewed outside the loop since: the claim is spent
+                    "DELETE FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ?", (campaign.id, key)
+                )
+                held = None
+            if held is None:
+                chosen = conn.execute(
+                    f"""SELECT co.output_id FROM campaign_outputs co
+                        WHERE co.campaign_id = :campaign
+                          AND NOT EXISTS (SELECT 1 FROM annotations a
+                                          WHERE a.output_id = co.output_id AND name_key(a.reviewer) = :key)
+                          AND NOT EXISTS (SELECT 1 FROM campaign_skips s WHERE s.campaign_id = co.campaign_id
+                                          AND s.output_id = co.output_id AND s.reviewer_key = :key)
+                          AND {_TAKEN} < :wanted
+                        ORDER BY {_TAKEN}, co.position LIMIT 1""",
+                    {"campaign": campaign.id, "key": key, "now": now, "wanted": campaign.reviews_per_output},
+                ).fetchone()
+                if chosen is None:
+                    return None
+                output_id = chosen[0]
+            else:
+                output_id = held[0]
+            conn.execute(
+                "INSERT INTO campaign_claims (campaign_id, reviewer_key, output_id, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (campaign_id, reviewer_key) DO UPDATE SET output_id = excluded.output_id,"
+                " expires_at = excluded.expires_at",
+                (campaign.id, key, output_id, now + LEASE_S),
+            )
+            position, correct, reviews = conn.execute(
+                "SELECT co.position, co.correct_answer,"
+                " (SELECT count(*) FROM annotations a WHERE a.output_id = co.output_id)"
+                " FROM campaign_outputs co WHERE co.campaign_id = ? AND co.output_id = ?",
+                (campaign.id, output_id),
+            ).fetchone()
+        output = replace(self.store.output(output_id), correct_answer=correct)
+        return Assignment(campaign=campaign, output=output, position=position, reviews=reviews)
+
+    def submit(
+        self, name: str, reviewer: str, output_id: str, review: Review, *, now: float | None = None
+    ) -> Annotation:
+        """Store ``review`` of ``output_id`` for the campaign, if the output is still the reviewer's to review.
+
+        Refused (:class:`AnnotationError`, nothing stored) when the output is not in the campaign,
+        or when the reviewer's claim ran out and the output has since been given its k reviews.
+        """
+        campaign = self.get(name)
+        key = _reviewer_key(reviewer)
+        now = time.time() if now is None else now
+        if _reviewer_key(review.reviewer) != key:
+            raise AnnotationError("A review in a campaign is saved by the reviewer it was handed to.")
+
+        with self.store._connection() as conn:
+            in_campaign = conn.execute(
+                "SELECT correct_answer FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?",
+                (campaign.id, output_id),
+            ).fetchone()
+        if in_campaign is None:
+            raise AnnotationError(f"That model output is not part of the campaign {campaign.name!r}.")
+
+        def still_theirs(conn: sqlite3.Connection) -> None:
+            _with_name_key(conn)
+            held = conn.execute(
+                "SELECT 1 FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ? AND output_id = ?"
+                " AND expires_at > ?",
+                (campaign.id, key, output_id, now),
+            ).fetchone()
+            if held is None and not _reviewed_by(conn, output_id, key):
+                taken = conn.execute(
+                    f"SELECT {_TAKEN} FROM campaign_outputs co WHERE co.campaign_id = :campaign"
+                    " AND co.output_id = :output",
+                    {"campaign": campaign.id, "output": output_id, "key": key, "now": now},
+                ).fetchone()[0]
+                if taken >= campaign.reviews_per_output:
+                    raise AnnotationError(
+                        "This review was not saved: your hold on this output ran out and it has since received "
+                        f"its {campaign.reviews_per_output} review(s). Ask for the next output."
+                    )
+            conn.execute("DELETE FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ?", (campaign.id, key))
+
+        output = replace(self.store.output(output_id), correct_answer=in_campaign[0])  # the run's, not the reader's
+        annotation, _ = self.store.add(output, review, within=still_theirs)
+        return annotation
+
+    def skip(self, name: str, reviewer: str, output_id: str, reason: str) -> None:
+        """The reviewer passes on this output (with a reason): it is not offered to them again."""
+        campaign = self.get(name)
+        key = _reviewer_key(reviewer)
+        reason = " ".join(str(reason or "").split())
+        if not reason:
+            raise AnnotationError("Say why you skip this output (for instance: image unreadable).")
+        with self.store._connection(write=True) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?", (campaign.id, output_id)
+            ).fetchone():
+                raise AnnotationError(f"That model output is not part of the campaign {campaign.name!r}.")
+            conn.execute(
+                "INSERT INTO campaign_skips (campaign_id, output_id, reviewer_key, reason, skipped_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
+                (campaign.id, output_id, key, reason, _now()),
+            )
+            conn.execute(
+                "DELETE FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ? AND output_id = ?",
+                (campaign.id, key, output_id),
+            )
+
+    # -- progress ----------------------------------------------------------------------------------
+
+    def progress(self, name: str) -> Progress:
+        campaign = self.get(name)
+        wanted = campaign.reviews_per_output
+        with self.store._connection() as conn:
+            counts = [
+                count
+                for (count,) in conn.execute(
+                    "SELECT (SELECT count(*) FROM annotations a WHERE a.output_id = co.output_id)"
+                    " FROM campaign_outputs co WHERE co.campaign_id = ?",
+                    (campaign.id,),
+                )
+            ]
+            by_reviewer = dict(
+                conn.execute(
+                    "SELECT a.reviewer, count(*) FROM annotations a JOIN campaign_outputs co"
+                    " ON co.output_id = a.output_id WHERE co.campaign_id = ? GROUP BY a.reviewer ORDER BY a.reviewer",
+                    (campaign.id,),
+                ).fetchall()
+            )
+            skipped = conn.execute(
+                "SELECT count(*) FROM campaign_skips WHERE campaign_id = ?", (campaign.id,)
+            ).fetchone()[0]
+        return Progress(
+            outputs=len(counts),
+            complete=sum(count >= wanted for count in counts),
+            reviews=sum(min(count, wanted) for count in counts),
+            wanted=len(counts) * wanted,
+            by_reviewer=by_reviewer,
+            skipped=skipped,
+        )
+
+
+_CAMPAIGN_COLUMNS = "id, name, guidelines, reviews_per_output, blind, created_by, created_at"
+
+_TAKEN = """((SELECT count(*) FROM annotations a WHERE a.output_id = co.output_id)
+           + (SELECT count(*) FROM campaign_claims c WHERE c.campaign_id = co.campaign_id
+              AND c.output_id = co.output_id AND c.reviewer_key <> :key AND c.expires_at > :now))"""
+"""How many of its k an output has given away: its reviews, plus the live claims of other reviewers."""
+
+
+def _campaign(row: Sequence) -> Campaign:
+    campaign_id, name, guidelines, reviews, blind, created_by, created_at = row
+    return Campaign(campaign_id, name, guidelines, reviews, bool(blind), created_by, created_at)
+
+
+def _reviewer_key(reviewer: str) -> str:
+    return name_key(normalize_name(reviewer))
+
+
+def _with_name_key(conn: sqlite3.Connection) -> None:
+    """``name_key(reviewer)`` in SQL: the store compares reviewer names case-blind, so must a campaign."""
+    conn.create_function("name_key", 1, name_key, deterministic=True)
+
+
+def _reviewed_by(conn: sqlite3.Connection, output_id: str, key: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM annotations WHERE output_id = ? AND name_key(reviewer) = ?", (output_id, key)
+        ).fetchone()
+        is not None
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

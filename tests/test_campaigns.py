@@ -1,0 +1,159 @@
+"""Review campaigns in the store: every output reviewed exactly k times, by k different people, under concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from helpers import model_output
+from medvlm.annotations import AnnotationError, AnnotationStore, Review
+from medvlm.annotations.campaigns import LEASE_S, Campaigns
+from medvlm.annotations.schema import SCHEMA_VERSION
+
+
+def outputs(count: int) -> list:
+    return [model_output(index, correct_answer="B" if index % 2 else "A") for index in range(count)]
+
+
+def work_through(campaigns: Campaigns, name: str, reviewer: str, *, flags=("sound",)) -> list[str]:
+    """A reviewer's loop: next, submit, until nothing is left for them; the outputs they reviewed."""
+    done = []
+    while (assignment := campaigns.next_output(name, reviewer)) is not None:
+        campaigns.submit(name, reviewer, assignment.output.output_id, Review(reviewer, flags))
+        done.append(assignment.output.output_id)
+    return done
+
+
+def reviews_per_output(store: AnnotationStore, ids: list[str]) -> dict[str, list[str]]:
+    with sqlite3.connect(store.db_path) as conn:
+        rows = conn.execute("SELECT output_id, reviewer FROM annotations").fetchall()
+    return {output_id: sorted(reviewer for found, reviewer in rows if found == output_id) for output_id in ids}
+
+
+def test_every_output_gets_exactly_k_reviews_from_different_reviewers(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    campaigns = Campaigns(store)
+    campaign = campaigns.create(
+        "chest CT round 1", outputs(5), reviews_per_output=2, guidelines="Flag **any** invented finding.",
+        created_by="admin",
+    )  # fmt: skip
+    assert (campaign.reviews_per_output, campaign.blind, campaign.guidelines) == (
+        2,
+        False,
+        "Flag **any** invented finding.",
+    )
+    first = campaigns.next_output(campaign.name, "Dr A")
+    assert first.position == 1 and first.reviews == 0 and first.output.correct_answer == "A"
+    assert campaigns.next_output(campaign.name, "dr a").output.output_id == first.output.output_id  # kept, case-blind
+    active = ["Dr A", "Dr B", "Dr C"]
+    while active:  # taking turns, as people working side by side do
+        for reviewer in list(active):
+            assignment = campaigns.next_output(campaign.name, reviewer)
+            if assignment is None:
+                active.remove(reviewer)
+            else:
+                campaigns.submit(campaign.name, reviewer, assignment.output.output_id, Review(reviewer, ("sound",)))
+    ids = campaigns.output_ids(campaign.name)
+    counts = reviews_per_output(store, ids)
+    assert all(len(reviewers) == 2 == len(set(reviewers)) for reviewers in counts.values()), counts
+    progress = campaigns.progress(campaign.name)
+    assert (progress.outputs, progress.complete, progress.reviews, progress.wanted) == (5, 5, 10, 10)
+    assert sum(progress.by_reviewer.values()) == 10 and set(progress.by_reviewer) == {"Dr A", "Dr B", "Dr C"}
+    # The campaign's correct answer is the one stored with each review, not a reader's guess.
+    stored = {annotation.output_id: annotation.correct_answer for annotation in store.query()}
+    assert stored == {output.output_id: output.correct_answer for output in outputs(5)}
+    assert campaigns.next_output(campaign.name, "Dr D") is None  # all done
+
+
+def test_least_reviewed_first_and_a_walked_away_claim_returns_after_its_lease(tmp_path: Path) -> None:
+    campaigns = Campaigns(AnnotationStore(tmp_path))
+    campaigns.create("leases", outputs(2), reviews_per_output=1, created_by="admin")
+    start = 1_000_000.0
+    held = campaigns.next_output("leases", "Dr Away", now=start)
+    other = campaigns.next_output("leases", "Dr Here", now=start)
+    assert other.output.output_id != held.output.output_id  # a claimed output is not handed out again
+    assert campaigns.next_output("leases", "Dr Third", now=start + 10) is None  # both outputs taken
+    later = start + LEASE_S + 1
+    given = campaigns.next_output("leases", "Dr Third", now=later)
+    assert given.output.output_id == held.output.output_id  # the lease ran out: it goes to someone else
+    campaigns.submit("leases", "Dr Third", given.output.output_id, Review("Dr Third", ("sound",)), now=later)
+    with pytest.raises(AnnotationError, match="your hold on this output ran out"):
+        campaigns.submit("leases", "Dr Away", held.output.output_id, Review("Dr Away", ("sound",)), now=later)
+    # A late submit is still welcome while the output has room.
+    campaigns.submit("leases", "Dr Here", other.output.output_id, Review("Dr Here", ("sound",)), now=later)
+    assert campaigns.progress("leases").complete == 2
+
+
+def test_skipped_outputs_are_not_offered_again_and_bad_requests_are_refused(tmp_path: Path) -> None:
+    campaigns = Campaigns(AnnotationStore(tmp_path))
+    campaigns.create("skips", outputs(2), reviews_per_output=1, created_by="admin")
+    first = campaigns.next_output("skips", "Dr Skip")
+    with pytest.raises(AnnotationError, match="Say why you skip"):
+        campaigns.skip("skips", "Dr Skip", first.output.output_id, "  ")
+    campaigns.skip("skips", "Dr Skip", first.output.output_id, "image unreadable")
+    second = campaigns.next_output("skips", "Dr Skip")
+    assert second.output.output_id != first.output.output_id
+    campaigns.submit("skips", "Dr Skip", second.output.output_id, Review("Dr Skip", ("sound",)))
+    assert campaigns.next_output("skips", "Dr Skip") is None
+    assert campaigns.next_output("skips", "Dr Other").output.output_id == first.output.output_id  # still wanted
+    assert campaigns.progress("skips").skipped == 1
+
+    with pytest.raises(AnnotationError, match="not part of the campaign"):
+        campaigns.submit("skips", "Dr Skip", model_output(99).output_id, Review("Dr Skip", ("sound",)))
+    with pytest.raises(AnnotationError, match="saved by the reviewer it was handed to"):
+        campaigns.submit("skips", "Dr Other", first.output.output_id, Review("Dr Skip", ("sound",)))
+    with pytest.raises(AnnotationError, match="already a campaign called 'skips'"):
+        campaigns.create("skips", outputs(1), reviews_per_output=1, created_by="admin")
+    with pytest.raises(AnnotationError, match="from 1 to 50"):
+        campaigns.create("zero", outputs(1), reviews_per_output=0, created_by="admin")
+    with pytest.raises(AnnotationError, match="no campaign called 'nope'"):
+        campaigns.next_output("nope", "Dr Skip")
+    assert campaigns.set_guidelines("skips", "New rules.").guidelines == "New rules."
+
+
+def _reviewer_process(folder: str, reviewer: str, queue) -> None:
+    campaigns = Campaigns(AnnotationStore(folder))
+    queue.put((reviewer, work_through(campaigns, "shared", reviewer)))
+
+
+@pytest.mark.slow
+def test_eight_reviewers_in_eight_processes_leave_every_output_with_exactly_k(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    campaigns = Campaigns(store)
+    campaigns.create("shared", outputs(24), reviews_per_output=3, created_by="admin")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_reviewer_process, args=(str(tmp_path), f"Reviewer {index}", queue))
+        for index in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    done = dict(queue.get(timeout=300) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    counts = reviews_per_output(store, campaigns.output_ids("shared"))
+    assert all(len(reviewers) == 3 == len(set(reviewers)) for reviewers in counts.values()), counts
+    assert sum(len(reviewed) for reviewed in done.values()) == 24 * 3
+    assert all(len(set(reviewed)) == len(reviewed) for reviewed in done.values())  # nobody reviewed one twice
+    assert campaigns.progress("shared").complete == 24
+
+
+def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    annotation, _ = store.add(model_output(0), Review("Dr Old", ("superficial",), "before campaigns"))
+    with sqlite3.connect(store.db_path) as conn:  # what schema 2 (medvlm before campaigns) left on disk
+        for table in ("campaign_skips", "campaign_claims", "campaign_outputs", "campaigns"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 2")
+    reopened = AnnotationStore(tmp_path)
+    with sqlite3.connect(reopened.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    (kept,) = reopened.query()
+    assert (kept.id, kept.flags, kept.comment) == (annotation.id, ("superficial",), "before campaigns")
+    Campaigns(reopened).create("after", [model_output(0), model_output(1)], reviews_per_output=2, created_by="a")
+    assert Campaigns(reopened).progress("after").reviews == 1  # the old review of output 0 counts
