@@ -3,6 +3,7 @@
     medvlm ask --image scan.dcm --question "Which organ is shown?" \\
         --option Liver --option Brain --option Knee --option Lung [--window lung] [--model DIR]
     medvlm tiny-model ./tiny-model        # write the offline test checkpoint (random weights)
+    medvlm campaign create NAME --samples run/samples.jsonl --reviews-per-output 3   # see medvlm.campaign_cli
 
 The input is checked (file readable, question and options valid) before the model is loaded, so
 a typo costs a second, not a 4 GB load. Problems print one line on stderr, ``error: ...``, and
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from medvlm import campaign_cli
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import MedVLMError
 from medvlm.images import load_image
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny-model", help="write the tiny offline test checkpoint (random weights, random output)"
     )
     tiny.add_argument("arguments", nargs=argparse.REMAINDER, help="DIRECTORY [--seed N] [--format-warm-start]")
+    campaign_cli.add_parser(commands)
     return parser
 
 
@@ -151,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tiny-model":
             return tiny_model_main(args.arguments)
+        if args.command == "campaign":
+            return campaign_cli.run(args, out=sys.stdout)
         return ask(args, out=sys.stdout, err=sys.stderr)
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from helpers import model_output
+from helpers import model_output, samples_file
 from medvlm.annotations import AnnotationError, AnnotationStore, Review
 from medvlm.annotations.campaigns import LEASE_S, Campaigns
 from medvlm.annotations.schema import SCHEMA_VERSION
+from medvlm.cli import main
 
 
 def outputs(count: int) -> list:
@@ -157,3 +162,63 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
     assert (kept.id, kept.flags, kept.comment) == (annotation.id, ("superficial",), "before campaigns")
     Campaigns(reopened).create("after", [model_output(0), model_output(1)], reviews_per_output=2, created_by="a")
     assert Campaigns(reopened).progress("after").reviews == 1  # the old review of output 0 counts
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_a_campaign_is_made_from_a_run_on_the_command_line_and_followed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = tmp_path / "dataset" / "images"
+    images.mkdir(parents=True)
+    Image.radial_gradient("L").resize((64, 64)).save(images / "scan.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    samples = samples_file(run, ["images/scan.png", "images/scan.png"], questions=["First?", "Second?"])
+    (tmp_path / "guidelines.md").write_text("Flag **any** finding the image does not show.")
+    status, out, err = run_cli(
+        "campaign", "create", "Round 1", "--samples", str(samples), "--images", str(tmp_path / "dataset"),
+        "--reviews-per-output", "2", "--guidelines", str(tmp_path / "guidelines.md"), "--blind",
+        "--data-dir", str(data),
+    )  # fmt: skip
+    assert status == 0, err
+    assert "Created campaign 'Round 1': 2 outputs, 2 review(s) wanted of each, blind" in out
+    campaigns = Campaigns(AnnotationStore(data))
+    assert campaigns.get("Round 1").guidelines.startswith("Flag **any**") and campaigns.get("Round 1").blind
+    assignment = campaigns.next_output("Round 1", "Dr CLI")
+    assert assignment.output.question == "First?" and assignment.output.completion.endswith("<answer>A</answer>")
+    campaigns.submit("Round 1", "Dr CLI", assignment.output.output_id, Review("Dr CLI", ("sound",)))
+
+    status, out, _ = run_cli("campaign", "progress", "Round 1", "--json", "--data-dir", str(data))
+    assert status == 0 and json.loads(out) == {
+        "by_reviewer": {"Dr CLI": 1}, "complete": 0, "outputs": 2, "reviews": 1, "skipped": 0, "wanted": 4,
+    }  # fmt: skip
+    status, out, _ = run_cli("campaign", "list", "--data-dir", str(data))
+    assert out.strip() == "Round 1: 0/2 outputs complete, 1/4 reviews, 1 reviewer(s), 0 skip(s)"
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ("missing.png", "Sample 1: its image 'missing.png' is not a file inside"),
+        ("../outside.png", "Sample 1: its image '../outside.png' is not a file inside"),
+    ],
+)
+def test_a_run_whose_images_cannot_be_found_is_refused_in_one_line(tmp_path: Path, images: str, message: str) -> None:
+    (tmp_path / "run").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.png")
+    samples = samples_file(tmp_path / "run", [images])
+    status, out, err = run_cli(
+        "campaign", "create", "Bad", "--samples", str(samples), "--reviews-per-output", "1",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert status == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    status, _, err = run_cli("campaign", "progress", "Bad", "--data-dir", str(tmp_path / "data"))
+    assert status == 2 and "There is no campaign called 'Bad'." in err

@@ -19,10 +19,11 @@ import gradio as gr
 from medvlm.annotations import ModelOutput
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError
+from medvlm.evaluation_runs import read_evaluation_samples
 from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
 from medvlm.prompt import LETTERS, validate_question
 from medvlm.ui import render
-from medvlm.ui.cases import discard_upload, file_name, read_evaluation_samples
+from medvlm.ui.cases import discard_upload, file_name
 from medvlm.ui.events import (
     ANSWER_FIELDS,
     IMAGE_FIELDS,

@@ -1,5 +1,5 @@
-"""Where cases come from besides an upload: the bundled examples and an evaluation run's samples,
-and the disposal of Gradio's copies of uploaded files.
+"""Where cases come from besides an upload: the bundled examples, and the disposal of Gradio's copies
+of uploaded files. (An evaluation run's samples are read by :mod:`medvlm.evaluation_runs`.)
 """
 
 from __future__ import annotations
@@ -8,11 +8,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gradio.utils import get_upload_folder as gradio_upload_folder
-
-from medvlm.errors import MedVLMError
 
 logger = logging.getLogger(__name__)
 
@@ -67,36 +64,6 @@ def load_examples(path: Path) -> list[Example]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         logger.warning("Could not read the examples in %s (%s); no examples are shown.", path, error)
         return []
-
-
-#: Fields every line of an evaluation run's ``samples.jsonl`` must have to be reviewed.
-EVALUATION_FIELDS = ("image", "question", "options", "completion")
-
-
-def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
-    """The samples of a ``train.evaluate`` run, checked line by line with a message naming the line."""
-    samples = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError:
-                raise MedVLMError(
-                    f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by "
-                    "train.evaluate."
-                ) from None
-            missing = [key for key in EVALUATION_FIELDS if not isinstance(sample, dict) or key not in sample]
-            if missing:
-                raise MedVLMError(
-                    f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl "
-                    "written by train.evaluate."
-                )
-            samples.append(sample)
-    if not samples:
-        raise MedVLMError("The evaluation file holds no samples.")
-    return samples
 
 
 def discard_upload(path: str | Path) -> None:

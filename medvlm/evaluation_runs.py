@@ -1,0 +1,72 @@
+"""An evaluation run written by ``train.evaluate`` (its ``samples.jsonl``), read back as model outputs.
+
+The app imports a run to review it (:mod:`medvlm.ui.case_handlers`, images uploaded with it) and
+a review campaign is made from one (``medvlm campaign create``, images from a folder on the
+operator's machine): both read the lines here, each checked with a message naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medvlm.annotations import ModelOutput
+from medvlm.errors import ImageLoadError, MedVLMError
+from medvlm.images import load_image, read_input
+from medvlm.prompt import validate_question
+
+#: Fields every line of an evaluation run's ``samples.jsonl`` must have to be reviewed.
+EVALUATION_FIELDS = ("image", "question", "options", "completion")
+
+
+def read_evaluation_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The samples of a ``train.evaluate`` run, checked line by line with a message naming the line."""
+    samples = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError:
+                raise MedVLMError(
+                    f"Line {number} of the evaluation file is not JSON: choose the samples.jsonl written by "
+                    "train.evaluate."
+                ) from None
+            missing = [key for key in EVALUATION_FIELDS if not isinstance(sample, dict) or key not in sample]
+            if missing:
+                raise MedVLMError(
+                    f"Line {number} of the evaluation file lacks {', '.join(missing)}: choose the samples.jsonl "
+                    "written by train.evaluate."
+                )
+            samples.append(sample)
+    if not samples:
+        raise MedVLMError("The evaluation file holds no samples.")
+    return samples
+
+
+def run_outputs(samples_path: str | Path, images_root: str | Path) -> list[ModelOutput]:
+    """Every sample of a run as the :class:`ModelOutput` it records, images read from ``images_root``.
+
+    Image paths in the file are taken relative to ``images_root`` (the run's ``--data_root``) and
+    must stay inside it once resolved; a sample whose image is missing or unreadable stops the
+    whole read with its line number, since a campaign with holes would not be the run.
+    """
+    root = Path(images_root).resolve()
+    outputs = []
+    for index, sample in enumerate(read_evaluation_samples(samples_path)):
+        named = sample["image"]
+        candidate = (root / str(named)).resolve()
+        if not isinstance(named, str) or root not in candidate.parents or not candidate.is_file():
+            raise MedVLMError(
+                f"Sample {index + 1}: its image {str(named)[:80]!r} is not a file inside {root}. "
+                "Pass the folder the run's image paths are relative to (its --data_root) as --images."
+            )
+        try:
+            image = load_image(read_input(candidate))
+            question, options = validate_question(sample["question"], sample["options"])
+        except (ImageLoadError, MedVLMError) as error:
+            raise MedVLMError(f"Sample {index + 1}: {error}") from None
+        outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
+    return outputs
