@@ -367,7 +367,7 @@ class AnswerHandlers:
         workbench = self.workbench
         try:
             review = Review(
-                reviewer=self._reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or ""
+                reviewer=workbench.reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or ""
             )
             annotation, created = workbench.store.add(replace(output, correct_answer=correct or None), review)
         except MedVLMError as error:
@@ -385,19 +385,6 @@ class AnswerHandlers:
                 logger.warning("Hub sync of annotation %s failed: %s", annotation.id, error)
                 message += " It is stored locally; copying it to the Hub dataset failed and was logged."
         return True, message
-
-    def _reviewer(self, name: str | None, profile: gr.OAuthProfile | None, request: gr.Request | None) -> str:
-        mode = self.workbench.config.reviewer_mode
-        if mode == "oauth":
-            if profile is None:
-                raise MedVLMError("Please sign in with Hugging Face (the button above) to save a review.")
-            return profile.username
-        if mode == "password":
-            username = getattr(request, "username", None)
-            if not username:
-                raise MedVLMError("Please sign in to save a review.")
-            return username
-        return name or ""
 
 
 def _ready() -> dict[str, Any]:

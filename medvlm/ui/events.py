@@ -75,6 +75,26 @@ Stopped = _event(
     "Stop pressed: the answer area says so (nothing changes when nothing was running), and Ask is ready again.",
 )
 
+CAMPAIGN_FIELDS = (
+    "campaign_guidelines",
+    "campaign_progress",
+    "campaign_viewer",
+    "campaign_case",
+    "campaign_answer",
+    "campaign_reasoning",
+    "campaign_hints",
+    "campaign_flags",
+    "campaign_comment",
+    "campaign_skip_reason",
+    "campaign_output_id",
+    "campaign_status",
+)
+CampaignShown = _event(
+    "CampaignShown",
+    CAMPAIGN_FIELDS,
+    "The Campaigns tab: the output handed to this reviewer (or that there is none left), with a fresh form.",
+)
+
 
 def skips(fields: Sequence[str]) -> dict[str, Any]:
     """Leave these components as they are."""

@@ -1,6 +1,6 @@
 """The page, top to bottom: one notice saying which model answers, then the Ask tab (the case, the
-question, the answer and its review, side by side) and the Reviews tab (filters, table, one
-review, summary, exports).
+question, the answer and its review, side by side), the Campaigns tab (a shared review campaign,
+one handed-out output at a time) and the Reviews tab (filters, table, one review, summary, exports).
 
 Each tab is one function; its event wiring sits under its components. Handlers live per tab
 (:mod:`~medvlm.ui.case_handlers`, :mod:`~medvlm.ui.answer_handlers`,
@@ -22,10 +22,12 @@ from medvlm.prompt import PromptStyle
 from medvlm.streaming import MAX_NEW_TOKENS_LIMIT
 from medvlm.ui import render
 from medvlm.ui.answer_handlers import AnswerHandlers
+from medvlm.ui.campaign_handlers import CampaignHandlers
 from medvlm.ui.case_handlers import CaseHandlers
 from medvlm.ui.components import NumberField, SliderField
 from medvlm.ui.events import (
     AskUpdate,
+    CampaignShown,
     CaseShown,
     ExampleShown,
     ImageRendered,
@@ -70,6 +72,8 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Ask", id="ask", elem_id="tab-ask"):
                 _ask_tab(demo, workbench, session)
+            with gr.Tab("Campaigns", id="campaigns", elem_id="tab-campaigns") as campaigns_tab:
+                _campaigns_tab(workbench, session, campaigns_tab)
             with gr.Tab("Reviews", id="reviews", elem_id="tab-reviews") as reviews_tab:
                 _reviews_tab(workbench, reviews_tab)
     return demo.queue(default_concurrency_limit=workbench.config.concurrency)
@@ -444,6 +448,115 @@ def _wire_answer(
     )
     if config.reviewer_mode == "password":
         demo.load(answers.whoami, None, [page["identity"]], api_visibility="private")
+
+
+def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Tab) -> None:
+    """A shared review campaign, one handed-out output at a time (created with ``medvlm campaign create``)."""
+    handlers = CampaignHandlers(workbench)
+    config = workbench.config
+    page: dict[str, Any] = {}
+    with gr.Row(equal_height=True):
+        names = [campaign.name for campaign in handlers.campaigns.all()]
+        page["campaign"] = gr.Dropdown(
+            names,
+            value=names[0] if names else None,
+            allow_custom_value=True,  # one created since the page was built (the list refreshes on opening the tab)
+            label="Campaign",
+            scale=3,
+            elem_id="campaign-choice",
+        )
+        page["campaign_reviewer"] = gr.Textbox(
+            label="Your name",
+            max_length=MAX_NAME_CHARS,
+            visible=config.reviewer_mode == "name",
+            scale=2,
+            elem_id="campaign-reviewer",
+        )
+        start = gr.Button(
+            "Start",
+            variant="primary",
+            scale=1,
+            elem_id="campaign-start",
+        )
+    page["campaign_progress"] = gr.Markdown(elem_id="campaign-progress")
+    with gr.Accordion("Guidelines", open=True, elem_id="campaign-guidelines-box"):
+        page["campaign_guidelines"] = gr.Markdown(elem_id="campaign-guidelines")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=320):
+            page["campaign_viewer"] = viewer(elem_id="campaign-viewer")
+        with gr.Column(scale=6, min_width=320):
+            page["campaign_case"] = gr.Markdown(elem_id="campaign-case")
+            page["campaign_answer"] = gr.HTML(
+                css_template=render.OPTIONS_CSS,
+                js_on_load=None,
+                elem_id="campaign-answer",
+            )
+            page["campaign_reasoning"] = gr.Textbox(
+                label="Reasoning",
+                lines=6,
+                max_lines=14,
+                interactive=False,
+                elem_id="campaign-reasoning",
+            )
+            page["campaign_hints"] = gr.Markdown(elem_id="campaign-hints")
+            page["campaign_output_id"] = gr.Textbox(
+                "",
+                visible="hidden",
+                interactive=False,
+                elem_id="campaign-output-id",
+            )
+            page["campaign_flags"] = gr.CheckboxGroup(
+                [(label, key) for key, label in FLAGS.items()],
+                label="Flags",
+                elem_id="campaign-flags",
+            )
+            page["campaign_comment"] = gr.Textbox(
+                label="Comment",
+                lines=2,
+                max_length=MAX_COMMENT_CHARS,
+                elem_id="campaign-comment",
+            )
+            with gr.Row():
+                submit = gr.Button(
+                    "Submit & next",
+                    variant="primary",
+                    elem_id="campaign-submit",
+                )
+                page["campaign_skip_reason"] = gr.Textbox(
+                    label="Skip reason",
+                    placeholder="e.g. image unreadable",
+                    elem_id="campaign-skip-reason",
+                )
+                skip = gr.Button(
+                    "Skip",
+                    elem_id="campaign-skip",
+                )
+            page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
+
+    campaigns_tab.select(
+        handlers.campaign_choices,
+        None,
+        [page["campaign"]],
+        api_name="campaign_choices",
+    )
+    start.click(
+        handlers.start,
+        inputs_of(handlers.start, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_start",
+    )
+    submit.click(
+        handlers.submit_and_next,
+        inputs_of(handlers.submit_and_next, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_submit",
+    )
+    skip.click(
+        handlers.skip,
+        inputs_of(handlers.skip, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_skip",
+    )
 
 
 def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:

@@ -38,6 +38,9 @@ class Session:
     """Counts the cases shown in this tab; an answer generated for an earlier one is never kept."""
     evaluation_index: int | None = None
     """The evaluation sample on screen (from 0), when one is."""
+    campaign: str | None = None
+    """The review campaign this tab works on (its Campaigns tab), and the output it was handed."""
+    campaign_output_id: str | None = None
 
     @property
     def generating(self) -> bool:

@@ -157,6 +157,20 @@ class Workbench:
             self.model, self.config.model, self.load_error, fidelity=fidelity, notices=self.notices
         )
 
+    def reviewer(self, name: str | None, profile: Any = None, request: Any = None) -> str:
+        """Who is saving a review: the Hugging Face account, the signed-in user, or the typed name (name mode)."""
+        mode = self.config.reviewer_mode
+        if mode == "oauth":
+            if profile is None:
+                raise MedVLMError("Please sign in with Hugging Face (the button above) to save a review.")
+            return profile.username
+        if mode == "password":
+            username = getattr(request, "username", None)
+            if not username:
+                raise MedVLMError("Please sign in to save a review.")
+            return username
+        return name or ""
+
     def default_style(self) -> PromptStyle:
         """The wording the model was trained with (its ``medvlm.json``, or the published id's), else the clean one."""
         if self.model is not None:

@@ -1,0 +1,182 @@
+"""The Campaigns tab: a reviewer works through a shared review campaign, one handed-out output at a time.
+
+The store decides who gets which output (:mod:`medvlm.annotations.campaigns`): this tab asks it
+for the next one, shows it with the pre-check hints (:mod:`medvlm.hints`, suggestions only),
+and submits or skips it. The output on screen is named by its id in the page, as on the Ask tab,
+so a submit from a stale page is checked by the store like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from medvlm.annotations import FLAGS, Review
+from medvlm.annotations.campaigns import Assignment, Campaigns
+from medvlm.errors import MedVLMError
+from medvlm.hints import reasoning_hints
+from medvlm.ui import render
+from medvlm.ui.events import CampaignShown, skips
+from medvlm.ui.session import Session
+from medvlm.ui.viewer import viewer_value
+from medvlm.ui.workbench import Workbench
+from medvlm.user_text import escape_markdown
+
+
+class CampaignHandlers:
+    """Choose a campaign, take the next output, submit and go on, or skip with a reason."""
+
+    def __init__(self, workbench: Workbench) -> None:
+        self.workbench = workbench
+        self.campaigns = Campaigns(workbench.store)
+
+    def campaign_choices(self):
+        """The campaigns to choose from (refreshed whenever the tab opens)."""
+        names = [campaign.name for campaign in self.campaigns.all()]
+        return gr.update(choices=names, value=names[0] if names else None)
+
+    def start(
+        self,
+        session: Session,
+        campaign: str | None,
+        campaign_reviewer: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> CampaignShown:
+        """Work on ``campaign``: its guidelines, and the output handed to this reviewer."""
+        if not campaign:
+            return _message("Choose a campaign first (an administrator creates them: medvlm campaign create).")
+        try:
+            reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            assignment = self.campaigns.next_output(campaign, reviewer)
+        except MedVLMError as error:
+            return _message(str(error))
+        session.campaign = campaign
+        return self._show(session, reviewer, assignment, status="")
+
+    def submit_and_next(
+        self,
+        session: Session,
+        campaign_flags: list[str] | None,
+        campaign_comment: str | None = None,
+        campaign_reviewer: str | None = None,
+        campaign_output_id: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> CampaignShown:
+        """Save the review of the output on screen, then show the next one (the form kept if the save fails)."""
+        if not session.campaign or not campaign_output_id:
+            return _message("There is nothing to review yet: choose a campaign and press Start.")
+        try:
+            reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            review = Review(reviewer, tuple(campaign_flags or ()), campaign_comment or "")
+            annotation = self.campaigns.submit(session.campaign, reviewer, campaign_output_id, review)
+            assignment = self.campaigns.next_output(session.campaign, reviewer)
+        except MedVLMError as error:
+            return _message(str(error))
+        return self._show(session, reviewer, assignment, status=f"Saved your review (#{annotation.id}).")
+
+    def skip(
+        self,
+        session: Session,
+        campaign_skip_reason: str | None,
+        campaign_reviewer: str | None = None,
+        campaign_output_id: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> CampaignShown:
+        """Pass on the output on screen, with a reason; it is not offered to this reviewer again."""
+        if not session.campaign or not campaign_output_id:
+            return _message("There is nothing to skip: choose a campaign and press Start.")
+        try:
+            reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            self.campaigns.skip(session.campaign, reviewer, campaign_output_id, campaign_skip_reason or "")
+            assignment = self.campaigns.next_output(session.campaign, reviewer)
+        except MedVLMError as error:
+            return _message(str(error))
+        return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
+
+    def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
+        campaign = self.campaigns.get(session.campaign)
+        progress = self.campaigns.progress(campaign.name)
+        mine = next(
+            (count for name, count in progress.by_reviewer.items() if name.casefold() == reviewer.casefold()), 0
+        )
+        overall = (
+            f"**{progress.complete} of {progress.outputs}** outputs have their {campaign.reviews_per_output} "
+            f"review(s) ({progress.reviews} of {progress.wanted} reviews); you have reviewed **{mine}**."
+        )
+        if assignment is None:
+            session.campaign_output_id = None
+            return CampaignShown(
+                campaign_guidelines=campaign.guidelines or "No guidelines were written for this campaign.",
+                campaign_progress=overall,
+                campaign_viewer=None,
+                campaign_case="Nothing is left for you in this campaign: every output has its reviews, or you "
+                "have reviewed or skipped the rest. Thank you.",
+                campaign_answer="",
+                campaign_reasoning="",
+                campaign_hints="",
+                campaign_flags=[],
+                campaign_comment="",
+                campaign_skip_reason="",
+                campaign_output_id="",
+                campaign_status=status,
+            )
+        output = assignment.output
+        session.campaign_output_id = output.output_id
+        shown_correct = None if campaign.blind else output.correct_answer
+        model = "hidden (blind campaign)" if campaign.blind else output.model.get("model", "unknown")
+        hints = reasoning_hints(output.completion, output.question, output.options)
+        return CampaignShown(
+            campaign_guidelines=campaign.guidelines or "No guidelines were written for this campaign.",
+            campaign_progress=overall,
+            campaign_viewer=viewer_value(_loaded(output), case=int(output.output_id[:8], 16)),
+            campaign_case=(
+                f"Output {assignment.position} of {progress.outputs} (reviews so far: {assignment.reviews}; model: "
+                f"{escape_markdown(model)}). **{escape_markdown(output.question)}**"
+            ),
+            campaign_answer=render.output_html(output, shown_correct),
+            campaign_reasoning=output.reasoning or output.completion,
+            campaign_hints=_hints_markdown(hints),
+            campaign_flags=[],
+            campaign_comment="",
+            campaign_skip_reason="",
+            campaign_output_id=output.output_id,
+            campaign_status=status,
+        )
+
+
+def _loaded(output: Any):
+    """The stored output's picture and its safe metadata, as the viewer takes them."""
+    from medvlm.images import LoadedImage
+    from medvlm.pixels import SafeMetadata
+
+    known = SafeMetadata.__dataclass_fields__
+    fields = {key: value for key, value in (output.image_metadata or {}).items() if key in known}
+    fields.update(
+        source_format=fields.get("source_format") or "PNG",
+        width=output.image.width,
+        height=output.image.height,
+        window_name=None,  # the stored picture is all there is: no file to render another window from
+        frame_count=1,
+        frame_index=0,
+    )
+    return LoadedImage(output.image, SafeMetadata(**fields))
+
+
+def _hints_markdown(hints) -> str:
+    """The hints as a short list: each names the flag it suggests; the reviewer decides."""
+    if not hints:
+        return "Pre-check: nothing to point out."
+    lines = [
+        f"- Possible **{escape_markdown(FLAGS[hint.flag].lower())}**: {escape_markdown(hint.message)}"
+        for hint in hints
+    ]
+    return "Pre-check hints (suggestions, not flags):\n" + "\n".join(lines)
+
+
+def _message(text: str) -> CampaignShown:
+    """Nothing on the page changes but the status line."""
+    return CampaignShown(**{**skips(CampaignShown._fields), "campaign_status": render.error_markdown(text)})

@@ -1,0 +1,147 @@
+"""Review campaigns through the launched app (``gradio_client``), as a team of reviewers works one."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, client, free_port, model_output, named, running_app
+from medvlm.annotations import AnnotationStore
+from medvlm.annotations.campaigns import Campaigns
+from medvlm.ui import AppConfig
+from medvlm.ui.events import CampaignShown
+
+pytestmark = pytest.mark.slow
+
+CONTRADICTING = "<think>The scan shows lobes full of air: this is the brain.</think><answer>B</answer>"
+
+
+def campaign_outputs(count: int) -> list:
+    return [
+        model_output(index, completion=CONTRADICTING if index == 0 else model_output(index).completion)
+        for index in range(count)
+    ]
+
+
+def review_until_done(url: str, reviewer: str, flags=("sound",)) -> list[str]:
+    """One reviewer's loop through the API: Start, then Submit & next until nothing is left."""
+    user = client(url)
+    shown = named(user.predict("Team round", reviewer, api_name="/campaign_start"), CampaignShown)
+    reviewed = []
+    while shown["campaign_output_id"]:
+        reviewed.append(shown["campaign_output_id"])
+        shown = named(
+            user.predict(list(flags), "", reviewer, shown["campaign_output_id"], api_name="/campaign_submit"),
+            CampaignShown,
+        )
+        assert "Saved your review" in shown["campaign_status"], shown["campaign_status"]
+    assert "Nothing is left for you" in shown["campaign_case"]
+    return reviewed
+
+
+def per_output(db: Path) -> dict[str, list[str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT output_id, reviewer FROM annotations").fetchall()
+    found: dict[str, list[str]] = {}
+    for output_id, reviewer in rows:
+        found.setdefault(output_id, []).append(reviewer)
+    return found
+
+
+def test_eight_reviewers_at_once_leave_every_output_with_exactly_k(formatted_model_dir: Path, tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    Campaigns(store).create("Team round", campaign_outputs(12), reviews_per_output=3, created_by="admin")
+    with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path, concurrency=4)) as app:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            done = list(pool.map(lambda index: review_until_done(app.url, f"Reviewer {index}"), range(8)))
+    counts = per_output(store.db_path)
+    assert len(counts) == 12 and all(len(names) == 3 == len(set(names)) for names in counts.values()), counts
+    assert sum(map(len, done)) == 36 and all(len(set(ids)) == len(ids) for ids in done)
+
+
+def test_the_hint_the_blind_switch_and_a_skip_reach_the_reviewer(formatted_model_dir: Path, tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    Campaigns(store).create("Team round", campaign_outputs(2), reviews_per_output=1, blind=True, created_by="admin")
+    with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path)) as app:
+        user = client(app.url)
+        assert (
+            "no campaign called"
+            in named(user.predict("Nope", "Dr H", api_name="/campaign_start"), CampaignShown)["campaign_status"]
+        )
+        shown = named(user.predict("Team round", "Dr H", api_name="/campaign_start"), CampaignShown)
+        assert "Possible **reasoning contradicts the answer**" in shown["campaign_hints"]
+        assert "hidden (blind campaign)" in shown["campaign_case"] and "JZPeterPan" not in repr(shown)
+        assert "Correct answer" not in shown["campaign_answer"]  # blind: the correct answer is not shown
+        refused = named(
+            user.predict("  ", "Dr H", shown["campaign_output_id"], api_name="/campaign_skip"), CampaignShown
+        )
+        assert "Say why you skip" in refused["campaign_status"]
+        skipped = named(
+            user.predict("image unreadable", "Dr H", shown["campaign_output_id"], api_name="/campaign_skip"),
+            CampaignShown,
+        )
+        assert (
+            skipped["campaign_output_id"] not in ("", shown["campaign_output_id"])
+            and "Skipped" in skipped["campaign_status"]
+        )
+
+
+def launch_app(model: Path, data: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--model", str(model), "--data-dir", str(data), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return process
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, "app.py did not start"
+            time.sleep(0.5)
+
+
+def test_a_killed_app_loses_no_submitted_review_and_the_campaign_resumes(
+    formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    store = AnnotationStore(tmp_path)
+    Campaigns(store).create("Team round", campaign_outputs(4), reviews_per_output=2, created_by="admin")
+    port = free_port()
+    process = launch_app(formatted_model_dir, tmp_path, port)
+    url = f"http://127.0.0.1:{port}/"
+    user = client(url)
+    shown = named(user.predict("Team round", "Dr Before", api_name="/campaign_start"), CampaignShown)
+    for _ in range(3):
+        shown = named(
+            user.predict(["sound"], "", "Dr Before", shown["campaign_output_id"], api_name="/campaign_submit"),
+            CampaignShown,
+        )
+    before = per_output(store.db_path)
+    os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush: what a crash or an OOM kill does
+    process.wait(timeout=30)
+    assert sum(map(len, before.values())) == 3
+
+    port = free_port()
+    process = launch_app(formatted_model_dir, tmp_path, port)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        review_until_done(url, "Dr Before")  # the one output they still held comes back to them
+        review_until_done(url, "Dr After")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    after = per_output(store.db_path)
+    assert all(set(before[output]) <= set(after[output]) for output in before)  # nothing submitted was lost
+    assert len(after) == 4 and all(sorted(names) == ["Dr After", "Dr Before"] for names in after.values()), after
