@@ -528,3 +528,45 @@ def test_submit_and_next_steps_through_an_evaluation_run(
     expect(page.locator("button#review-submit-next")).to_be_hidden()  # the last sample
     assert reviews_in(data_dir, "Dr Next Browser") == 1
     page.close()
+
+
+def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
+    browser, app_url: str, data_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from helpers import model_output
+    from medvlm.annotations import AnnotationStore
+    from medvlm.annotations.campaigns import Campaigns
+
+    contradicting = "<think>Air-filled lobes on both sides: this is the brain.</think><answer>B</answer>"
+    outputs = [model_output(500 + index, completion=contradicting) for index in range(2)]
+    Campaigns(AnnotationStore(data_dir)).create(
+        "Browser round", outputs, reviews_per_output=1, guidelines="Mark **contradictions**.", created_by="admin"
+    )
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Campaigns").click()
+    page.locator("#campaign-choice input").first.click()
+    page.get_by_role("option", name="Browser round").click()
+    page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill("Dr Campaign")
+    page.locator("button#campaign-start").click()
+    expect(page.locator("#campaign-guidelines")).to_contain_text("Mark contradictions", timeout=60_000)
+    expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 2", timeout=30_000)
+    expect(page.locator("#campaign-viewer img.picture")).to_be_visible()
+    expect(page.locator("#campaign-hints")).to_contain_text("reasoning contradicts the answer")
+    page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer").check()
+    page.locator("button#campaign-submit").click()
+    expect(page.locator("#campaign-status")).to_contain_text("Saved your review", timeout=30_000)
+    expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2")
+    expect(page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer")).not_to_be_checked()
+    expect(page.locator("#campaign-progress")).to_contain_text("1 of 2")
+    page.locator("button#campaign-submit").click()  # no flag and no comment: refused, the output stays
+    expect(page.locator("#campaign-status")).not_to_contain_text("Saved your review", timeout=30_000)
+    expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2")
+    page.locator("#campaign-flags").get_by_label("Sound reasoning").check()
+    page.locator("button#campaign-submit").click()
+    expect(page.locator("#campaign-case")).to_contain_text("Nothing is left for you", timeout=30_000)
+    expect(page.locator("#campaign-progress")).to_contain_text("2 of 2")
+    assert reviews_in(data_dir, "Dr Campaign") == 2
+    page.close()
