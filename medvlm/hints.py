@@ -145,6 +145,23 @@ def _superficial(reasoning: str, offset: int, question: str, options: Sequence[s
     return []
 
 
+def reasoning_sentences(completion: str) -> list[tuple[int, int, str]]:
+    """The sentences of the completion's reasoning as ``(start, end, text)``, offsets into the completion.
+
+    What a reviewer ticks to mark a passage (:class:`medvlm.annotations.Span` keeps the offsets).
+
+    >>> reasoning_sentences("<think>Air in the lobes. No mass.</think><answer>B</answer>")
+    [(7, 24, 'Air in the lobes.'), (25, 33, 'No mass.')]
+    """
+    reasoning = parse_completion(completion, len(LETTERS), final=True).reasoning  # the options do not matter here
+    offset = completion.find(reasoning) if reasoning else -1
+    if offset < 0:
+        return []
+    return [
+        (offset + start, offset + start + len(text), text) for start, text in _sentences(reasoning) if text.strip()
+    ]
+
+
 def _mentions(text: str, option: str) -> bool:
     """Whether ``text`` names ``option`` as a word or phrase (case-blind; "CT" is not found in "act")."""
     option = option.strip()

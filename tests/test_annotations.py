@@ -119,7 +119,7 @@ def test_default_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatc
     [
         ("  ", ("sound",), "", "enter your name"),
         ("Dr Grey", ("brilliant",), "", "Unknown flag 'brilliant'"),
-        ("Dr Grey", (), "  ", "Choose at least one flag or write a comment."),
+        ("Dr Grey", (), "  ", "Choose at least one flag, mark a passage or write a comment."),
         ("Dr Grey", ("sound", "hallucination"), "", "cannot be combined with 'Hallucinated finding'"),
     ],
 )

@@ -556,8 +556,15 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     expect(page.locator("#campaign-viewer img.picture")).to_be_visible()
     expect(page.locator("#campaign-hints")).to_contain_text("reasoning contradicts the answer")
     page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer").check()
+    page.locator("#campaign-marking").get_by_text("Mark passages of the reasoning").click()
+    page.locator("#campaign-sentences").get_by_label("Air-filled lobes on both sides: this is the brain.").check()
+    page.locator("#campaign-span-label").get_by_label("Contradicts the answer").check()
     page.locator("button#campaign-submit").click()
     expect(page.locator("#campaign-status")).to_contain_text("Saved your review", timeout=30_000)
+    (marked,) = [a for a in AnnotationStore(data_dir).query(reviewer="Dr Campaign")]
+    assert [(marked.completion[span.start : span.end], span.label) for span in marked.spans] == [
+        ("Air-filled lobes on both sides: this is the brain.", "contradiction")
+    ]
     expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2")
     expect(page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer")).not_to_be_checked()
     expect(page.locator("#campaign-progress")).to_contain_text("1 of 2")

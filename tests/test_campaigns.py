@@ -13,9 +13,18 @@ import pytest
 from PIL import Image
 
 from helpers import model_output, samples_file
-from medvlm.annotations import AnnotationError, AnnotationStore, Review
+from medvlm.annotations import (
+    FLAGS,
+    OUTPUT_COLUMNS,
+    AnnotationError,
+    AnnotationStore,
+    Review,
+    Span,
+    image_relpath,
+)
+from medvlm.annotations import store as store_module
 from medvlm.annotations.campaigns import LEASE_S, Campaigns
-from medvlm.annotations.schema import SCHEMA_VERSION
+from medvlm.annotations.schema import MIGRATIONS, SCHEMA_VERSION
 from medvlm.cli import main
 
 
@@ -149,19 +158,58 @@ def test_eight_reviewers_in_eight_processes_leave_every_output_with_exactly_k(tm
 
 
 def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path) -> None:
-    store = AnnotationStore(tmp_path)
-    annotation, _ = store.add(model_output(0), Review("Dr Old", ("superficial",), "before campaigns"))
-    with sqlite3.connect(store.db_path) as conn:  # what schema 2 (medvlm before campaigns) left on disk
-        for table in ("campaign_skips", "campaign_claims", "campaign_outputs", "campaigns"):
-            conn.execute(f"DROP TABLE {table}")
+    """A data folder as medvlm wrote it before campaigns (schema 2), built by its own migrations and rows."""
+    output = model_output(0)
+    row = store_module._output_row(output)
+    with sqlite3.connect(tmp_path / "annotations.sqlite3", isolation_level=None) as conn:
+        conn.execute("BEGIN")
+        for step in MIGRATIONS[:2]:
+            step(conn)
         conn.execute("PRAGMA user_version = 2")
+        conn.executemany("INSERT INTO flags VALUES (?, ?)", FLAGS.items())
+        conn.execute(
+            f"INSERT INTO outputs ({', '.join(OUTPUT_COLUMNS)}) VALUES ({', '.join('?' * len(OUTPUT_COLUMNS))})",
+            [row[column] for column in OUTPUT_COLUMNS],
+        )
+        conn.execute(
+            "INSERT INTO annotations VALUES (1, ?, 'Dr Old', 'before campaigns', 'B', '0.1', ?, ?)",
+            (output.output_id, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00"),
+        )
+        conn.execute("INSERT INTO annotation_flags VALUES (1, 'superficial')")
+        conn.execute(
+            "INSERT INTO annotation_versions VALUES (1, 1, ?, 'before campaigns', 'B', '0.1', ?)",
+            ('["superficial"]', "2026-01-01T00:00:00+00:00"),
+        )
+        conn.execute("COMMIT")
+    (tmp_path / "images").mkdir()
+    output.image.save(tmp_path / image_relpath(row["image_sha256"]))
+
     reopened = AnnotationStore(tmp_path)
     with sqlite3.connect(reopened.db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     (kept,) = reopened.query()
-    assert (kept.id, kept.flags, kept.comment) == (annotation.id, ("superficial",), "before campaigns")
-    Campaigns(reopened).create("after", [model_output(0), model_output(1)], reviews_per_output=2, created_by="a")
+    assert (kept.id, kept.flags, kept.comment, kept.spans) == (1, ("superficial",), "before campaigns", ())
+    assert [version.comment for version in reopened.history(1)] == ["before campaigns"]
+    Campaigns(reopened).create("after", [output, model_output(1)], reviews_per_output=2, created_by="a")
     assert Campaigns(reopened).progress("after").reviews == 1  # the old review of output 0 counts
+
+
+def test_marked_passages_are_stored_versioned_and_exported(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    output = model_output(0)  # "<think>Air-filled lobes.</think><answer>B</answer>"
+    start = output.completion.index("Air-filled")
+    span = Span(start, start + len("Air-filled lobes."), "unsupported")
+    annotation, _ = store.add(output, Review("Dr Span", (), "", spans=(span, span)))  # a span alone is a review
+    assert annotation.spans == (span,) and output.completion[span.start : span.end] == "Air-filled lobes."
+    updated, _ = store.add(output, Review("Dr Span", ("hallucination",), "", spans=()))
+    assert updated.spans == () and updated.revision == 2
+    with pytest.raises(AnnotationError, match="runs past the end of the completion"):
+        store.add(output, Review("Dr Span", (), "", spans=(Span(0, 10_000, "irrelevant"),)))
+    with pytest.raises(AnnotationError, match="Unknown label"):
+        Span(0, 3, "silly")
+    store.add(output, Review("Dr Span", (), "", spans=(span,)))
+    record = store.get(annotation.id).to_record()
+    assert record["spans"] == [{"start": span.start, "end": span.end, "label": "unsupported"}]
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -222,3 +270,16 @@ def test_a_run_whose_images_cannot_be_found_is_refused_in_one_line(tmp_path: Pat
     assert status == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     status, _, err = run_cli("campaign", "progress", "Bad", "--data-dir", str(tmp_path / "data"))
     assert status == 2 and "There is no campaign called 'Bad'." in err
+
+
+def test_a_reopened_review_quotes_its_marked_passages(tmp_path: Path) -> None:
+    from medvlm.ui import render
+
+    store = AnnotationStore(tmp_path)
+    output = model_output(0)
+    start = output.completion.index("Air-filled")
+    annotation, _ = store.add(
+        output, Review("Dr Span", ("hallucination",), "", spans=(Span(start, start + 10, "hallucination"),))
+    )
+    html = render.annotation_html(store.get(annotation.id))
+    assert "<b>Marked passages:</b>" in html and "<q>Air-filled</q>: Hallucinated finding" in html

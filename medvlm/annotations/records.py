@@ -174,6 +174,39 @@ def _letters(count: int) -> str:
 REASONING_FAULTS = ("superficial", "contradiction", "hallucination")
 
 
+SPAN_LABELS: dict[str, str] = {
+    "hallucination": "Hallucinated finding",
+    "contradiction": "Contradicts the answer",
+    "unsupported": "Not supported by the image",
+    "irrelevant": "Irrelevant",
+}
+"""Label key -> text of a marked passage of the reasoning (a span)."""
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A passage of the raw completion a reviewer marked: character offsets ``[start, end)`` and a label."""
+
+    start: int
+    end: int
+    label: str
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in (self.start, self.end)):
+            raise AnnotationError("A marked passage needs whole-number character offsets.")
+        if not 0 <= self.start < self.end:
+            raise AnnotationError(f"A marked passage must run forwards from offset 0 (got {self.start}-{self.end}).")
+        if self.label not in SPAN_LABELS:
+            raise AnnotationError(
+                f"Unknown label {self.label!r} for a marked passage; choose from: {', '.join(SPAN_LABELS)}."
+            )
+
+    @classmethod
+    def from_json(cls, value: Any) -> Span:
+        start, end, label = value
+        return cls(int(start), int(end), str(label))
+
+
 @dataclass(frozen=True)
 class Review:
     """What a reviewer said about one output. Validated and normalised on creation.
@@ -187,6 +220,8 @@ class Review:
     reviewer: str
     flags: tuple[str, ...]
     comment: str = ""
+    spans: tuple[Span, ...] = ()
+    """Marked passages of the completion (offsets into the raw completion), sorted, none twice."""
 
     def __post_init__(self) -> None:
         reviewer = normalize_name(self.reviewer or "", error=AnnotationError)
@@ -196,8 +231,8 @@ class Review:
         comment = check_text(
             (self.comment or "").strip(), what="Your comment", limit=MAX_COMMENT_CHARS, error=AnnotationError
         )
-        if not given and not comment:
-            raise AnnotationError("Choose at least one flag or write a comment.")
+        if not given and not comment and not self.spans:
+            raise AnnotationError("Choose at least one flag, mark a passage or write a comment.")
         clashing = [FLAGS[flag] for flag in REASONING_FAULTS if flag in given]
         if "sound" in given and clashing:
             raise AnnotationError(
@@ -207,6 +242,8 @@ class Review:
         object.__setattr__(self, "reviewer", reviewer)
         object.__setattr__(self, "flags", tuple(flag for flag in FLAGS if flag in given))
         object.__setattr__(self, "comment", comment)
+        spans = tuple(sorted(set(span if isinstance(span, Span) else Span.from_json(span) for span in self.spans)))
+        object.__setattr__(self, "spans", spans)
 
 
 @dataclass(frozen=True)
@@ -247,6 +284,8 @@ class Annotation:
     """``letter == correct_answer`` when the reviewer gave the correct answer, else None."""
     revision: int = 1
     """How many versions this review has had (1: never edited); :meth:`AnnotationStore.history` lists them."""
+    spans: tuple[Span, ...] = ()
+    """The passages of the completion the reviewer marked (offsets into ``completion``)."""
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for exports and the Hub sync.
@@ -262,10 +301,11 @@ class Annotation:
             "flags": list(self.flags),
             **{f"flag_{key}": key in self.flags for key in FLAGS},
             "comment": self.comment,
+            "spans": [{"start": span.start, "end": span.end, "label": span.label} for span in self.spans],
             "image": image_relpath(self.image_sha256),
         }
         for field in dataclasses.fields(self):
-            if field.name not in record and field.name not in ("image_path", "flags"):
+            if field.name not in record and field.name not in ("image_path", "flags", "spans"):
                 record[field.name] = getattr(self, field.name)
         return record
 

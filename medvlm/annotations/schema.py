@@ -99,7 +99,8 @@ def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
 
 
 def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
-    """Review campaigns: a fixed set of outputs, k reviews wanted of each, handed out by lease."""
+    """Review campaigns (a fixed set of outputs, k reviews wanted of each, handed out by lease) and marked
+    passages of a completion (spans), kept with every version of a review."""
     _execute_script(
         conn,
         """
@@ -127,6 +128,14 @@ def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (campaign_id, reviewer_key)
         ) WITHOUT ROWID;
         CREATE INDEX campaign_claims_output ON campaign_claims (campaign_id, output_id);
+        CREATE TABLE annotation_spans (
+            annotation_id INTEGER NOT NULL REFERENCES annotations (id) ON DELETE CASCADE,
+            start         INTEGER NOT NULL CHECK (start >= 0),
+            "end"         INTEGER NOT NULL CHECK ("end" > start),
+            label         TEXT NOT NULL,
+            PRIMARY KEY (annotation_id, start, "end", label)
+        ) WITHOUT ROWID;
+        ALTER TABLE annotation_versions ADD COLUMN spans TEXT NOT NULL DEFAULT '[]';
         CREATE TABLE campaign_skips (
             campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
             output_id    TEXT NOT NULL,

@@ -32,6 +32,7 @@ from medvlm.annotations.records import (
     ModelOutput,
     Review,
     ReviewVersion,
+    Span,
     check_flag,
     filter_metadata,
     image_relpath,
@@ -61,6 +62,8 @@ _SELECT_ANNOTATIONS = f"""
     SELECT a.id, a.reviewer, a.comment, a.correct_answer, a.app_version, a.created_at, a.updated_at,
            (SELECT group_concat(f.flag) FROM annotation_flags f WHERE f.annotation_id = a.id) AS flags,
            (SELECT max(v.version) FROM annotation_versions v WHERE v.annotation_id = a.id) AS revision,
+           (SELECT json_group_array(json_array(s.start, s."end", s.label))
+              FROM annotation_spans s WHERE s.annotation_id = a.id) AS spans,
            {", ".join(f"o.{column}" for column in OUTPUT_COLUMNS)}
     FROM annotations a JOIN outputs o ON o.output_id = a.output_id
 """
@@ -126,6 +129,13 @@ class AnnotationStore:
         """
         row = _output_row(output)
         correct_answer = _correct_answer(output)
+        beyond = [span for span in review.spans if span.end > len(output.completion)]
+        if beyond:
+            raise AnnotationError(
+                f"A marked passage ({beyond[0].start}-{beyond[0].end}) runs past the end of the completion "
+                f"({len(output.completion)} characters)."
+            )
+        spans = to_json([[span.start, span.end, span.label] for span in review.spans])
         self._save_image(output.image, row["image_sha256"])
         now = _now()
         with self._connection(write=True) as conn:
@@ -147,14 +157,15 @@ class AnnotationStore:
             else:
                 annotation_id = existing[0]
                 latest = conn.execute(
-                    "SELECT version, flags, comment, correct_answer FROM annotation_versions WHERE annotation_id = ?"
-                    " ORDER BY version DESC LIMIT 1",
+                    "SELECT version, flags, comment, correct_answer, spans FROM annotation_versions"
+                    " WHERE annotation_id = ? ORDER BY version DESC LIMIT 1",
                     (annotation_id,),
                 ).fetchone()
                 unchanged = latest is not None and tuple(latest[1:]) == (
                     to_json(list(review.flags)),
                     review.comment,
                     correct_answer,
+                    spans,
                 )
                 version = None if unchanged else (latest[0] if latest else 0) + 1
                 if version is not None:
@@ -165,8 +176,14 @@ class AnnotationStore:
                     )
             if version is not None:
                 _write_flags(conn, annotation_id, review.flags)
+                conn.execute("DELETE FROM annotation_spans WHERE annotation_id = ?", (annotation_id,))
+                conn.executemany(
+                    'INSERT INTO annotation_spans (annotation_id, start, "end", label) VALUES (?, ?, ?, ?)',
+                    [(annotation_id, span.start, span.end, span.label) for span in review.spans],
+                )
                 conn.execute(
-                    "INSERT INTO annotation_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO annotation_versions (annotation_id, version, flags, comment, correct_answer,"
+                    " app_version, saved_at, spans) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         annotation_id,
                         version,
@@ -175,6 +192,7 @@ class AnnotationStore:
                         correct_answer,
                         medvlm.__version__,
                         now,
+                        spans,
                     ),
                 )
             annotation = self._fetch_one(conn, annotation_id)
@@ -363,6 +381,7 @@ class AnnotationStore:
             updated_at,
             flags,
             revision,
+            spans,
             *rest,
         ) = row
         output = _output_fields(rest)
@@ -378,6 +397,7 @@ class AnnotationStore:
             updated_at=updated_at,
             is_correct=None if correct_answer is None else output["letter"] == correct_answer,
             revision=revision or 1,
+            spans=tuple(sorted(Span.from_json(span) for span in json.loads(spans or "[]"))),
             **output,
         )
 

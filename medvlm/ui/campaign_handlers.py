@@ -12,10 +12,10 @@ from typing import Any
 
 import gradio as gr
 
-from medvlm.annotations import FLAGS, Review
+from medvlm.annotations import FLAGS, Review, Span
 from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
-from medvlm.hints import reasoning_hints
+from medvlm.hints import reasoning_hints, reasoning_sentences
 from medvlm.ui import render
 from medvlm.ui.events import CampaignShown, skips
 from medvlm.ui.session import Session
@@ -62,15 +62,22 @@ class CampaignHandlers:
         campaign_comment: str | None = None,
         campaign_reviewer: str | None = None,
         campaign_output_id: str | None = None,
+        campaign_sentences: list[str] | None = None,
+        campaign_span_label: str | None = None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
     ) -> CampaignShown:
-        """Save the review of the output on screen, then show the next one (the form kept if the save fails)."""
+        """Save the review of the output on screen, then show the next one (the form kept if the save fails).
+
+        ``campaign_sentences`` are the ticked sentences of the reasoning ("start:end" offsets into
+        the completion), stored as passages marked with ``campaign_span_label``.
+        """
         if not session.campaign or not campaign_output_id:
             return _message("There is nothing to review yet: choose a campaign and press Start.")
         try:
             reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
-            review = Review(reviewer, tuple(campaign_flags or ()), campaign_comment or "")
+            spans = tuple(_span(value, campaign_span_label) for value in campaign_sentences or ())
+            review = Review(reviewer, tuple(campaign_flags or ()), campaign_comment or "", spans=spans)
             annotation = self.campaigns.submit(session.campaign, reviewer, campaign_output_id, review)
             assignment = self.campaigns.next_output(session.campaign, reviewer)
         except MedVLMError as error:
@@ -118,6 +125,7 @@ class CampaignHandlers:
                 campaign_answer="",
                 campaign_reasoning="",
                 campaign_hints="",
+                campaign_sentences=gr.update(choices=[], value=[]),
                 campaign_flags=[],
                 campaign_comment="",
                 campaign_skip_reason="",
@@ -140,12 +148,25 @@ class CampaignHandlers:
             campaign_answer=render.output_html(output, shown_correct),
             campaign_reasoning=output.reasoning or output.completion,
             campaign_hints=_hints_markdown(hints),
+            campaign_sentences=gr.update(
+                choices=[(text, f"{start}:{end}") for start, end, text in reasoning_sentences(output.completion)],
+                value=[],
+            ),
             campaign_flags=[],
             campaign_comment="",
             campaign_skip_reason="",
             campaign_output_id=output.output_id,
             campaign_status=status,
         )
+
+
+def _span(value: str, label: str | None) -> Span:
+    """A ticked sentence ("start:end") as a marked passage with the chosen label."""
+    try:
+        start, end = (int(part) for part in str(value).split(":"))
+    except ValueError:
+        raise MedVLMError(f"A marked sentence must be given by its offsets, 'start:end' (got {value!r}).") from None
+    return Span(start, end, label or "")
 
 
 def _loaded(output: Any):

@@ -83,6 +83,7 @@ CAMPAIGN_FIELDS = (
     "campaign_answer",
     "campaign_reasoning",
     "campaign_hints",
+    "campaign_sentences",
     "campaign_flags",
     "campaign_comment",
     "campaign_skip_reason",

@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from medvlm.annotations import FLAGS
+from medvlm.annotations import FLAGS, SPAN_LABELS
 from medvlm.prompt import PromptStyle
 from medvlm.streaming import MAX_NEW_TOKENS_LIMIT
 from medvlm.ui import render
@@ -499,6 +499,18 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-reasoning",
             )
             page["campaign_hints"] = gr.Markdown(elem_id="campaign-hints")
+            with gr.Accordion("Mark passages of the reasoning", open=False, elem_id="campaign-marking"):
+                page["campaign_sentences"] = gr.CheckboxGroup(
+                    [],
+                    label="Tick the sentences that are wrong",
+                    elem_id="campaign-sentences",
+                )
+                page["campaign_span_label"] = gr.Radio(
+                    [(label, key) for key, label in SPAN_LABELS.items()],
+                    value="hallucination",
+                    label="What is wrong with them",
+                    elem_id="campaign-span-label",
+                )
             page["campaign_output_id"] = gr.Textbox(
                 "",
                 visible="hidden",

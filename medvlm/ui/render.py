@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from medvlm.annotations import FLAGS, Annotation, ModelOutput, ReviewVersion
+from medvlm.annotations import FLAGS, SPAN_LABELS, Annotation, ModelOutput, ReviewVersion
 from medvlm.images import SafeMetadata
 from medvlm.model import LoadedModel
 from medvlm.processor import RECIPE_MAX_PIXELS, image_tokens
@@ -369,10 +369,22 @@ def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = (
             '<div class="reasoning"><b>Reasoning:</b><pre style="white-space: '
             f'pre-wrap">{_escape(annotation.reasoning or annotation.completion)}</pre></div>',
             f'<div class="flags"><b>Flags:</b> {_escape(flags)}</div>',
+            *_marked_passages(annotation),
             f'<div class="comment"><b>Comment:</b> {_escape(annotation.comment) or "none"}</div>',
             *_earlier_versions(history),
         ]
     )
+
+
+def _marked_passages(annotation: Annotation) -> list[str]:
+    """The passages of the completion the reviewer marked, quoted with their labels."""
+    if not annotation.spans:
+        return []
+    items = "".join(
+        f"<li><q>{_escape(annotation.completion[span.start : span.end])}</q>: {_escape(SPAN_LABELS[span.label])}</li>"
+        for span in annotation.spans
+    )
+    return [f'<div class="spans"><b>Marked passages:</b><ul>{items}</ul></div>']
 
 
 def _earlier_versions(history: Sequence[ReviewVersion]) -> list[str]:
