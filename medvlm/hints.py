@@ -22,6 +22,12 @@ from dataclasses import dataclass
 from medvlm.parsing import parse_completion
 from medvlm.prompt import LETTERS
 
+HINT_FLAGS: dict[str, str] = {
+    "contradiction": "contradiction",
+    "superficial": "superficial",
+    "not_an_option": "wrong_answer",
+}
+"""Each hint kind and the review flag it suggests."""
 MIN_REASONING_WORDS = 12
 """Reasoning shorter than this many words is a superficial candidate."""
 MIN_NEW_WORDS = 4
@@ -73,7 +79,7 @@ def reasoning_hints(completion: str, question: str, options: Sequence[str]) -> l
         hints.append(
             Hint(
                 "not_an_option",
-                "wrong_answer",
+                HINT_FLAGS["not_an_option"],
                 f"The answer ({parsed.answer_text[:60]!r}) is none of the offered options.",
                 *(_span(start, parsed.answer_text)),
             )

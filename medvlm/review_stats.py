@@ -147,3 +147,41 @@ def _fleiss(counts: Sequence[tuple[int, int]]) -> tuple[float, float]:
 
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%"
+
+
+HINT_COLUMNS: tuple[str, ...] = ("hint", "suggests", "reviews", "fired", "flagged", "both", "precision", "recall")
+
+
+def hint_accuracy(annotations: Sequence[Annotation]) -> pd.DataFrame:
+    """How well the pre-check hints (:func:`medvlm.hints.reasoning_hints`) foresee the reviewers' flags.
+
+    Per hint kind, over the annotations given (one reviewer's review of one output each): how often
+    the hint fired, how often reviewers set the flag it suggests, how often both, and so precision
+    (of the reviews where it fired, the share flagged) and recall (of the flagged ones, the share it
+    fired on); NaN where there is nothing to divide by.
+    """
+    from medvlm.hints import HINT_FLAGS, reasoning_hints
+
+    fired_by_kind: dict[str, list[bool]] = {kind: [] for kind in HINT_FLAGS}
+    for annotation in annotations:
+        kinds = {hint.kind for hint in reasoning_hints(annotation.completion, annotation.question, annotation.options)}
+        for kind in HINT_FLAGS:
+            fired_by_kind[kind].append(kind in kinds)
+    rows = []
+    for kind, flag in HINT_FLAGS.items():
+        fired = fired_by_kind[kind]
+        flagged = [flag in annotation.flags for annotation in annotations]
+        both = sum(a and b for a, b in zip(fired, flagged, strict=True))
+        rows.append(
+            {
+                "hint": kind,
+                "suggests": FLAGS[flag],
+                "reviews": len(annotations),
+                "fired": sum(fired),
+                "flagged": sum(flagged),
+                "both": both,
+                "precision": both / sum(fired) if sum(fired) else float("nan"),
+                "recall": both / sum(flagged) if sum(flagged) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(HINT_COLUMNS))

@@ -145,3 +145,19 @@ def test_a_killed_app_loses_no_submitted_review_and_the_campaign_resumes(
     after = per_output(store.db_path)
     assert all(set(before[output]) <= set(after[output]) for output in before)  # nothing submitted was lost
     assert len(after) == 4 and all(sorted(names) == ["Dr After", "Dr Before"] for names in after.values()), after
+
+
+def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
+    formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    store = AnnotationStore(tmp_path)
+    Campaigns(store).create("Team round", campaign_outputs(2), reviews_per_output=2, created_by="admin")
+    with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path)) as app:
+        review_until_done(app.url, "Dr One", flags=("contradiction",))
+        review_until_done(app.url, "Dr Two", flags=("sound",))
+        summary, agreement, hints = client(app.url).predict("Team round", api_name="/campaign_report")
+    assert "2 of 2 outputs complete, 4 of 4 reviews" in summary and "Dr One 2" in summary and "Dr Two 2" in summary
+    rows = {row[0]: dict(zip(agreement["headers"], row, strict=True)) for row in agreement["data"]}
+    assert rows["contradiction"]["outputs"] == 2 and rows["contradiction"]["observed_agreement"] == "0.00"
+    hint_rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
+    assert hint_rows["contradiction"]["fired"] == 2 and hint_rows["contradiction"]["precision"] == "0.50"

@@ -144,3 +144,26 @@ def test_summary_text(two_reviewers: list[Annotation]) -> None:
     assert "Superficial reasoning 3" in text and "Contradicts" not in text
     assert summary_text([]) == "No annotations yet."
     assert "no correct answers given yet" in summary_text(two_reviewers)
+
+
+def test_hints_are_measured_against_the_reviewers_flags() -> None:
+    import tempfile
+
+    from helpers import model_output
+    from medvlm.annotations import AnnotationStore, Review
+    from medvlm.review_stats import hint_accuracy
+
+    store = AnnotationStore(tempfile.mkdtemp())
+    contradicting = "<think>Air-filled lobes on both sides: this is the brain.</think><answer>B</answer>"
+    sound = (
+        "<think>Both hemithoraces show aerated lobes with branching vessels and no mass, the picture of the "
+        "lung.</think><answer>B</answer>"
+    )
+    store.add(model_output(0, completion=contradicting), Review("Dr A", ("contradiction",)))  # hint right
+    store.add(model_output(0, completion=contradicting), Review("Dr B", ("sound",)))  # hint fired, not flagged
+    store.add(model_output(1, completion=sound), Review("Dr A", ("contradiction",)))  # flagged, hint silent
+    table = hint_accuracy(store.query()).set_index("hint")
+    row = table.loc["contradiction"]
+    assert (row["reviews"], row["fired"], row["flagged"], row["both"]) == (3, 2, 2, 1)
+    assert (row["precision"], row["recall"]) == (0.5, 0.5)
+    assert table.loc["not_an_option", "fired"] == 0 and pd.isna(table.loc["not_an_option", "precision"])

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from medvlm.annotations import FLAGS, Review, Span
 from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints, reasoning_sentences
+from medvlm.review_stats import hint_accuracy, reviewer_agreement
 from medvlm.ui import render
 from medvlm.ui.events import CampaignShown, skips
 from medvlm.ui.session import Session
@@ -103,6 +105,30 @@ class CampaignHandlers:
         except MedVLMError as error:
             return _message(str(error))
         return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
+
+    def report(self, campaign: str | None):
+        """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags.
+
+        Returns (summary, agreement table, hint table).
+        """
+        if not campaign:
+            return render.error_markdown("Choose a campaign first."), None, None
+        try:
+            progress = self.campaigns.progress(campaign)
+            annotations = self.campaigns.annotations(campaign)
+        except MedVLMError as error:
+            return render.error_markdown(str(error)), None, None
+        reviewers = ", ".join(f"{escape_markdown(name)} {count}" for name, count in progress.by_reviewer.items())
+        summary = (
+            f"{progress.complete} of {progress.outputs} outputs complete, {progress.reviews} of {progress.wanted} "
+            f"reviews, {progress.skipped} skip(s). Reviews per reviewer: {reviewers or 'none yet'}."
+        )
+        agreement = reviewer_agreement(annotations)
+        hints = hint_accuracy(annotations)
+        for frame, columns in ((agreement, ("observed_agreement", "fleiss_kappa")), (hints, ("precision", "recall"))):
+            for column in columns:
+                frame[column] = ["n/a" if pd.isna(value) else f"{value:.2f}" for value in frame[column]]
+        return summary, agreement, hints
 
     def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
         campaign = self.campaigns.get(session.campaign)

@@ -545,6 +545,29 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 )
             page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
 
+    with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box"):
+        report_button = gr.Button(
+            "Refresh the report",
+            size="sm",
+            elem_id="campaign-report-refresh",
+        )
+        report_summary = gr.Markdown(elem_id="campaign-report")
+        report_agreement = gr.Dataframe(
+            label="Agreement between reviewers, per flag (outputs reviewed by two or more)",
+            interactive=False,
+            elem_id="campaign-agreement",
+        )
+        report_hints = gr.Dataframe(
+            label="Pre-check hints against the reviewers' flags",
+            interactive=False,
+            elem_id="campaign-hint-accuracy",
+        )
+    report_button.click(
+        handlers.report,
+        [page["campaign"]],
+        [report_summary, report_agreement, report_hints],
+        api_name="campaign_report",
+    )
     campaigns_tab.select(
         handlers.campaign_choices,
         None,
