@@ -2,6 +2,7 @@
 
     medvlm campaign create "Chest CT round 1" --samples run/samples.jsonl --images data/ \\
         --reviews-per-output 3 [--guidelines guidelines.md] [--blind] [--data-dir DIR] [--by NAME]
+    medvlm campaign export "Chest CT round 1" --to exports/round1 [--push-to-hub me/round1]
     medvlm campaign list [--data-dir DIR]
     medvlm campaign progress "Chest CT round 1" [--json] [--data-dir DIR]
 
@@ -40,11 +41,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--blind", action="store_true", help="hide the model and the correct answer from reviewers")
     create.add_argument("--by", default="admin", help="who created it (recorded; default: %(default)s)")
 
+    export = actions.add_parser("export", help="write a campaign as a datasets dataset with a card (and push it)")
+    export.add_argument("name")
+    export.add_argument("--to", required=True, type=Path, help="the folder to write (Parquet plus README.md)")
+    export.add_argument(
+        "--push-to-hub", metavar="REPO", help="also upload it to this private Hub dataset (needs HF_TOKEN)"
+    )
     listing = actions.add_parser("list", help="the campaigns in the data folder, with their progress")
     progress = actions.add_parser("progress", help="how far one campaign is, overall and per reviewer")
     progress.add_argument("name")
     progress.add_argument("--json", action="store_true", help="print it as one JSON object")
-    for sub in (create, listing, progress):
+    for sub in (create, export, listing, progress):
         sub.add_argument("--data-dir", type=Path, help="the data folder (default: $MEDVLM_DATA_DIR or ./medvlm-data)")
 
 
@@ -79,6 +86,17 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
             f"wanted of each{', blind' if campaign.blind else ''}, in {campaigns.store.data_dir}.",
             file=out,
         )
+        return 0
+    if args.action == "export":
+        from medvlm.annotations.campaign_export import export_campaign, push_to_hub
+
+        folder = export_campaign(campaigns, args.name, args.to)
+        print(
+            f"Wrote campaign {args.name!r} to {folder} (load it with datasets.load_dataset({str(folder)!r})).",
+            file=out,
+        )
+        if args.push_to_hub:
+            print(f"Pushed to {push_to_hub(folder, args.push_to_hub)}.", file=out)
         return 0
     if args.action == "list":
         for campaign in campaigns.all():

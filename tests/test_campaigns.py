@@ -283,3 +283,54 @@ def test_a_reopened_review_quotes_its_marked_passages(tmp_path: Path) -> None:
     )
     html = render.annotation_html(store.get(annotation.id))
     assert "<b>Marked passages:</b>" in html and "<q>Air-filled</q>: Hallucinated finding" in html
+
+
+def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_read(tmp_path: Path) -> None:
+    import datasets
+
+    from medvlm.annotations.campaign_export import push_to_hub
+    from train.data import load_records
+
+    store = AnnotationStore(tmp_path / "data")
+    campaigns = Campaigns(store)
+    campaigns.create(
+        "Export round", outputs(2), reviews_per_output=2, guidelines="Mark **contradictions**.", created_by="admin"
+    )
+    for reviewer, flags in (("Dr A", ("contradiction",)), ("Dr B", ("contradiction", "superficial"))):
+        while (assignment := campaigns.next_output("Export round", reviewer)) is not None:
+            output = assignment.output
+            start = output.completion.index("Air-filled")
+            review = Review(reviewer, flags, "", spans=(Span(start, start + 10, "hallucination"),))
+            campaigns.submit("Export round", reviewer, output.output_id, review)
+    status, out, err = run_cli(
+        "campaign", "export", "Export round", "--to", str(tmp_path / "export"), "--data-dir", str(tmp_path / "data")
+    )
+    assert status == 0, err
+    rows = datasets.load_dataset(str(tmp_path / "export"), split="train")
+    assert len(rows) == 2 and rows.features["image"].__class__.__name__ == "Image"
+    row = rows[0]
+    assert row["flags"] == ["superficial", "contradiction"] or row["flags"] == ["contradiction", "superficial"]
+    assert row["flag_contradiction"] == 1.0 and row["flag_superficial"] == 0.5 and row["flag_sound"] == 0.0
+    assert sorted(review["reviewer"] for review in row["reviews"]) == ["Dr A", "Dr B"]
+    assert row["reviews"][0]["spans"] == [{"start": 7, "end": 17, "label": "hallucination"}]
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "# Review campaign: Export round" in card and "Mark **contradictions**." in card
+    assert "| Reasoning contradicts the answer | 2 | 1.00 |" in card
+    records, _ = load_records(tmp_path / "export" / "data")
+    assert len(records) == 2 and {record.answer for record in records} == {"A", "B"}
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs["repo_type"], kwargs["private"]))
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).rglob("*") if p.is_file())))
+
+    url = push_to_hub(tmp_path / "export", "me/round", api=FakeApi())
+    assert url == "https://huggingface.co/datasets/me/round"
+    assert calls == [
+        ("create", "me/round", "dataset", True),
+        ("upload", "me/round", ["README.md", "train-00000-of-00001.parquet"]),
+    ]
