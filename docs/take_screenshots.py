@@ -1,9 +1,12 @@
-"""The README's screenshots of the Ask page, taken in headless Chromium at three screen sizes.
+"""The README's screenshots, taken in headless Chromium: the Ask page at three screen sizes, and a
+review campaign.
 
-    python docs/take_screenshots.py            # writes docs/screenshots/ask-<width>x<height>.png
+    python docs/take_screenshots.py    # writes docs/screenshots/ask-<width>x<height>.png and campaign.png
 
 The app runs with the format-warm-started tiny test model (its answers are random text, which the
-banner says); the page shows example "ct head" after Ask, with the review form open.
+banner says); the Ask page shows example "ct head" after Ask, with the review form open. The
+campaign is made of three outputs about the example DICOMs, one of whose reasoning contradicts its
+answer, so the pre-check hint shows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="medvlm-screenshots-"))
     warm_start_format(build_tiny_checkpoint(folder / "model"))
+    make_campaign(folder / "data")
     port = 7871
     app = subprocess.Popen(
         [sys.executable, "app.py", "--model", str(folder / "model"), "--data-dir", str(folder / "data"),
@@ -61,9 +65,68 @@ def main() -> None:
                 page.screenshot(path=str(path), full_page=width < 600)
                 print(path.relative_to(REPO))
                 page.close()
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.get_by_role("tab", name="Campaigns").click()
+            page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill("Dr Reader")
+            page.locator("button#campaign-start").click()
+            page.wait_for_selector("#campaign-viewer img.picture", timeout=60_000)
+            page.locator("#campaign-marking").get_by_text("Mark passages of the reasoning").click()
+            time.sleep(1)
+            path = REPO / "docs" / "screenshots" / "campaign.png"
+            page.screenshot(path=str(path), full_page=True)
+            print(path.relative_to(REPO))
             browser.close()
     finally:
         app.terminate()
+
+
+def make_campaign(data: Path) -> None:
+    """A three-output campaign about the example DICOMs, k = 2, with guidelines."""
+    from medvlm.annotations import AnnotationStore, ModelOutput
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.images import load_image
+
+    completions = [
+        "<think>Bone is bright and air is dark, with soft-tissue contrast between: a cross-sectional X-ray "
+        "reconstruction. This is an MRI.</think><answer>A</answer>",
+        "<think>Signal intensities vary with tissue water; no bone artefact, fluid bright on this sequence, typical "
+        "of magnetic resonance.</think><answer>B</answer>",
+        "<think>It is a CT.</think><answer>A</answer>",
+    ]
+    outputs = []
+    for index, (name, completion) in enumerate(zip(("ct_head", "mr_abdomen", "ct_chest"), completions, strict=True)):
+        image = load_image(REPO / "assets" / f"{name}.dcm")
+        outputs.append(
+            ModelOutput(
+                output_id=f"screenshot-{index}",
+                image=image.image,
+                image_metadata=image.metadata.to_dict(),
+                question="Which imaging modality was used to acquire this image?",
+                options=["CT", "MRI", "X-Ray", "Ultrasound"],
+                correct_answer="B" if name.startswith("mr") else "A",
+                completion=completion,
+                reasoning=completion.split("<think>")[1].split("</think>")[0],
+                answer_text=completion.split("<answer>")[1].split("</answer>")[0],
+                letter=completion.split("<answer>")[1][0],
+                format_ok=True,
+                problem=None,
+                stop_reason="eos",
+                model={"model": "JZPeterPan/MedVLM-R1"},
+                settings={},
+                prompt_style="medvlm-exact",
+                timing=None,
+                generated_at="2026-12-01T00:00:00+00:00",
+            )
+        )
+    Campaigns(AnnotationStore(data)).create(
+        "Modality round 1",
+        outputs,
+        reviews_per_output=2,
+        guidelines="Flag reasoning that **contradicts** its answer or says nothing about the image. Mark the "
+        "sentence at fault.",
+        created_by="admin",
+    )
 
 
 if __name__ == "__main__":

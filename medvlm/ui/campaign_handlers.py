@@ -8,6 +8,7 @@ so a submit from a stale page is checked by the store like any other.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import gradio as gr
@@ -166,7 +167,7 @@ class CampaignHandlers:
         return CampaignShown(
             campaign_guidelines=campaign.guidelines or "No guidelines were written for this campaign.",
             campaign_progress=overall,
-            campaign_viewer=viewer_value(_loaded(output), case=int(output.output_id[:8], 16)),
+            campaign_viewer=viewer_value(_loaded(output), case=zlib.crc32(output.output_id.encode())),
             campaign_case=(
                 f"Output {assignment.position} of {progress.outputs} (reviews so far: {assignment.reviews}; model: "
                 f"{escape_markdown(model)}). **{escape_markdown(output.question)}**"

@@ -455,7 +455,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     handlers = CampaignHandlers(workbench)
     config = workbench.config
     page: dict[str, Any] = {}
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         names = [campaign.name for campaign in handlers.campaigns.all()]
         page["campaign"] = gr.Dropdown(
             names,
