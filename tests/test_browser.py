@@ -571,9 +571,19 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     page.locator("button#campaign-submit").click()  # no flag and no comment: refused, the output stays
     expect(page.locator("#campaign-status")).not_to_contain_text("Saved your review", timeout=30_000)
     expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2")
-    page.locator("#campaign-flags").get_by_label("Sound reasoning").check()
-    page.locator("button#campaign-submit").click()
+    page.locator("#campaign-case").click()  # off the text boxes: the keys drive the form
+    page.keyboard.press("5")  # the fifth flag, "Sound reasoning"
+    expect(page.locator("#campaign-flags").get_by_label("Sound reasoning")).to_be_checked()
+    page.keyboard.press("Control+Enter")  # Submit & next
     expect(page.locator("#campaign-case")).to_contain_text("Nothing is left for you", timeout=30_000)
     expect(page.locator("#campaign-progress")).to_contain_text("2 of 2")
     assert reviews_in(data_dir, "Dr Campaign") == 2
+
+    # Back: the last review, filled in, to change.
+    page.locator("button#campaign-back").click()
+    expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2", timeout=30_000)
+    expect(page.locator("#campaign-flags").get_by_label("Sound reasoning")).to_be_checked()
+    page.locator("button#campaign-back").click()
+    expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 2", timeout=30_000)
+    expect(page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer")).to_be_checked()
     page.close()

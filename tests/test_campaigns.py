@@ -334,3 +334,23 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
         ("create", "me/round", "dataset", True),
         ("upload", "me/round", ["README.md", "train-00000-of-00001.parquet"]),
     ]
+
+
+def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: Path) -> None:
+    campaigns = Campaigns(AnnotationStore(tmp_path))
+    campaigns.create("back", outputs(3), reviews_per_output=1, created_by="admin")
+    assert campaigns.previous("back", "Dr Back") is None
+    first = campaigns.next_output("back", "Dr Back")
+    campaigns.submit("back", "Dr Back", first.output.output_id, Review("Dr Back", ("superficial",), "first"))
+    second = campaigns.next_output("back", "Dr Back")
+    campaigns.submit("back", "Dr Back", second.output.output_id, Review("Dr Back", ("sound",)))
+    held = campaigns.next_output("back", "Dr Back")  # the third, now held
+    assignment, annotation = campaigns.previous("back", "Dr Back", before=held.output.output_id)
+    assert assignment.output.output_id == second.output.output_id and annotation.flags == ("sound",)
+    assignment, annotation = campaigns.previous("back", "Dr Back", before=second.output.output_id)
+    assert assignment.output.output_id == first.output.output_id and annotation.comment == "first"
+    assert campaigns.previous("back", "Dr Back", before=first.output.output_id) is None
+    # Changing an earlier review adds no review and keeps the held output.
+    campaigns.submit("back", "Dr Back", first.output.output_id, Review("Dr Back", ("hallucination",)))
+    assert campaigns.progress("back").reviews == 2
+    assert campaigns.next_output("back", "Dr Back").output.output_id == held.output.output_id

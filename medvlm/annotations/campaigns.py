@@ -212,6 +212,32 @@ class Campaigns:
         output = replace(self.store.output(output_id), correct_answer=correct)
         return Assignment(campaign=campaign, output=output, position=position, reviews=reviews)
 
+    def previous(self, name: str, reviewer: str, before: str | None = None) -> tuple[Assignment, Annotation] | None:
+        """The output this reviewer reviewed last in the campaign before ``before`` (to look at or change).
+
+        Going back claims nothing: the output is already theirs to edit (an edit adds no review),
+        and the output they were handed stays held for them.
+        """
+        campaign = self.get(name)
+        key = _reviewer_key(reviewer)
+        mine = [annotation for annotation in self.annotations(name) if name_key(annotation.reviewer) == key]
+        mine.sort(key=lambda annotation: (annotation.updated_at, annotation.id))
+        if before is not None and any(annotation.output_id == before for annotation in mine):
+            mine = mine[: [annotation.output_id for annotation in mine].index(before)]
+        if not mine:
+            return None
+        last = mine[-1]
+        with self.store._connection() as conn:
+            position, correct = conn.execute(
+                "SELECT position, correct_answer FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?",
+                (campaign.id, last.output_id),
+            ).fetchone()
+            reviews = conn.execute(
+                "SELECT count(*) FROM annotations WHERE output_id = ?", (last.output_id,)
+            ).fetchone()
+        output = replace(self.store.output(last.output_id), correct_answer=correct)
+        return Assignment(campaign=campaign, output=output, position=position, reviews=reviews[0] - 1), last
+
     def submit(
         self, name: str, reviewer: str, output_id: str, review: Review, *, now: float | None = None
     ) -> Annotation:

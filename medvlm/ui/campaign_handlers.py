@@ -107,6 +107,33 @@ class CampaignHandlers:
             return _message(str(error))
         return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
 
+    def back(
+        self,
+        session: Session,
+        campaign_reviewer: str | None = None,
+        campaign_output_id: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> CampaignShown:
+        """Back: the output this reviewer reviewed before the one on screen, with their review filled in to change."""
+        if not session.campaign:
+            return _message("Choose a campaign and press Start first.")
+        try:
+            reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            found = self.campaigns.previous(session.campaign, reviewer, before=campaign_output_id or None)
+        except MedVLMError as error:
+            return _message(str(error))
+        if found is None:
+            return _message("There is no earlier review of yours in this campaign.")
+        assignment, annotation = found
+        shown = self._show(session, reviewer, assignment, status="Your earlier review: change it and Submit & next.")
+        ticked = [f"{span.start}:{span.end}" for span in annotation.spans]
+        return shown._replace(
+            campaign_flags=list(annotation.flags),
+            campaign_comment=annotation.comment,
+            campaign_sentences=gr.update(choices=shown.campaign_sentences["choices"], value=ticked),
+        )
+
     def report(self, campaign: str | None):
         """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags.
 

@@ -55,6 +55,25 @@ NAME_MODE_NOTE = (
     "with Hugging Face sign-in, to know who reviewed."
 )
 
+CAMPAIGN_KEYS = """
+document.addEventListener('keydown', (event) => {
+  const tab = document.querySelector('#tab-campaigns');
+  if (!tab || tab.offsetParent === null) return;  // only while the Campaigns tab is on screen
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    document.querySelector('#campaign-submit')?.click();
+    return;
+  }
+  const typing = event.target && (event.target.tagName === 'TEXTAREA' || event.target.tagName === 'INPUT'
+    && !['checkbox', 'radio'].includes(event.target.type));
+  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  const flags = document.querySelectorAll('#campaign-flags input[type=checkbox]');
+  const index = Number(event.key) - 1;
+  if (Number.isInteger(index) && index >= 0 && index < flags.length) { event.preventDefault(); flags[index].click(); }
+});
+"""
+"""Keyboard shortcuts of the Campaigns tab: the digits tick the flags, Ctrl+Enter is Submit & next."""
+
 UPLOADS_KEPT_S = 3600
 """Gradio's copies of uploads and exports are deleted after an hour (they may be DICOMs with patient tags)."""
 
@@ -529,6 +548,12 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-comment",
             )
             with gr.Row():
+                back = gr.Button(
+                    "Back",
+                    scale=0,
+                    min_width=80,
+                    elem_id="campaign-back",
+                )
                 submit = gr.Button(
                     "Submit & next",
                     variant="primary",
@@ -544,6 +569,12 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     elem_id="campaign-skip",
                 )
             page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
+            gr.HTML(
+                "Keys: <kbd>1</kbd>-<kbd>5</kbd> tick the flags in order, <kbd>Ctrl</kbd>+<kbd>Enter</kbd> submits "
+                "and goes to the next output.",
+                js_on_load=CAMPAIGN_KEYS,
+                elem_id="campaign-keys",
+            )
 
     with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box"):
         report_button = gr.Button(
@@ -585,6 +616,12 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         inputs_of(handlers.submit_and_next, page, session=session),
         outputs_of(CampaignShown, page),
         api_name="campaign_submit",
+    )
+    back.click(
+        handlers.back,
+        inputs_of(handlers.back, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_back",
     )
     skip.click(
         handlers.skip,
