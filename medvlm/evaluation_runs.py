@@ -70,3 +70,23 @@ def run_outputs(samples_path: str | Path, images_root: str | Path) -> list[Model
             raise MedVLMError(f"Sample {index + 1}: {error}") from None
         outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
     return outputs
+
+
+def uploaded_outputs(samples: list[dict[str, Any]], images: dict[str, bytes]) -> list[ModelOutput]:
+    """Every sample as a :class:`ModelOutput`, its image among the uploaded files (matched by file name)."""
+    outputs = []
+    for index, sample in enumerate(samples):
+        named = sample["image"]
+        name = str(named).replace("\\", "/").rsplit("/", 1)[-1] if isinstance(named, str) else ""
+        if name not in images:
+            raise MedVLMError(
+                f"Sample {index + 1}: its image ({name or 'no file name'}) was not uploaded with the samples. "
+                "Upload samples.jsonl together with the image files it names."
+            )
+        try:
+            image = load_image(images[name])
+            question, options = validate_question(sample["question"], sample["options"])
+        except (ImageLoadError, MedVLMError) as error:
+            raise MedVLMError(f"Sample {index + 1}: {error}") from None
+        outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
+    return outputs

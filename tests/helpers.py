@@ -51,7 +51,8 @@ def launch(workbench: Workbench):
     from medvlm.ui import build_demo
 
     demo = build_demo(workbench)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    auth = workbench.config.launch_kwargs()["auth"]  # the login page, as app.py sets it up
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, auth=auth)
     return demo, url
 
 

@@ -161,3 +161,31 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
     assert rows["contradiction"]["outputs"] == 2 and rows["contradiction"]["observed_agreement"] == "0.00"
     hint_rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
     assert hint_rows["contradiction"]["fired"] == 2 and hint_rows["contradiction"]["precision"] == "0.50"
+
+
+def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guidelines(
+    formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from helpers import samples_file
+
+    Image.radial_gradient("L").resize((64, 64)).save(tmp_path / "scan.png")
+    samples = samples_file(tmp_path, ["images/scan.png"] * 2, questions=["First?", "Second?"])
+    upload = [handle_file(str(samples)), handle_file(str(tmp_path / "scan.png"))]
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", users=(("alice", "pw"),))
+    with running_app(config) as app:
+        admin = client(app.url, auth=("alice", "pw"))
+        choices, status = admin.predict(
+            upload, "Round from the UI", 2, "Be **strict**.", True, api_name="/campaign_create"
+        )
+        assert "Created campaign Round from the UI: 2 outputs, 2 review(s) each." in status
+        campaign = Campaigns(AnnotationStore(tmp_path / "data")).get("Round from the UI")
+        assert (campaign.reviews_per_output, campaign.blind, campaign.created_by) == (2, True, "alice")
+        guidelines, status = admin.predict("Round from the UI", "Be **kind**.", api_name="/campaign_guidelines")
+        assert guidelines == "Be **kind**." and status == "Guidelines saved."
+    with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data")) as app:  # name mode
+        _, status = client(app.url).predict(upload, "Sneaky", 1, "", False, api_name="/campaign_create")
+        assert "Only an administrator can create a campaign here" in status
+    assert [known.name for known in Campaigns(AnnotationStore(tmp_path / "data")).all()] == ["Round from the UI"]

@@ -17,10 +17,14 @@ import pandas as pd
 from medvlm.annotations import FLAGS, Review, Span
 from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
+from medvlm.evaluation_runs import uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
 from medvlm.review_stats import hint_accuracy, reviewer_agreement
 from medvlm.ui import render
+from medvlm.ui.case_handlers import read_run_uploads
+from medvlm.ui.cases import discard_upload
 from medvlm.ui.events import CampaignShown, skips
+from medvlm.ui.inputs import as_number
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer_value
 from medvlm.ui.workbench import Workbench
@@ -133,6 +137,70 @@ class CampaignHandlers:
             campaign_comment=annotation.comment,
             campaign_sentences=gr.update(choices=shown.campaign_sentences["choices"], value=ticked),
         )
+
+    def create_campaign(
+        self,
+        new_campaign_files: list[str] | None,
+        new_campaign_name: str | None,
+        new_campaign_k: Any = 3,
+        new_campaign_guidelines: str | None = "",
+        new_campaign_blind: bool = False,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ):
+        """An administrator's new campaign from an uploaded run (samples.jsonl and its images).
+
+        Returns (campaign choices, status). Gradio's copies of the uploads are deleted once read.
+        """
+        paths = list(new_campaign_files or [])
+        try:
+            if not self.workbench.is_admin(profile, request):
+                raise MedVLMError(
+                    "Only an administrator can create a campaign here (a user of --auth, or the Space's owner). "
+                    "On the server: medvlm campaign create."
+                )
+            if not paths:
+                raise MedVLMError("Upload the run's samples.jsonl together with the image files it names.")
+            samples, images = read_run_uploads(paths)
+            outputs = uploaded_outputs(samples, images)
+            reviews = as_number(new_campaign_k, "The reviews wanted per output", whole=True)
+            creator = getattr(request, "username", None) or getattr(profile, "username", None) or "admin"
+            campaign = self.campaigns.create(
+                new_campaign_name or "",
+                outputs,
+                reviews_per_output=reviews if reviews is not None else 0,
+                guidelines=new_campaign_guidelines or "",
+                blind=bool(new_campaign_blind),
+                created_by=creator,
+            )
+        except MedVLMError as error:
+            return gr.skip(), render.error_markdown(str(error))
+        finally:
+            for path in paths:
+                discard_upload(path)
+        names = [known.name for known in self.campaigns.all()]
+        status = (
+            f"Created campaign {escape_markdown(campaign.name)}: {len(outputs)} outputs, {reviews} review(s) each."
+        )
+        return gr.update(choices=names, value=campaign.name), status
+
+    def save_guidelines(
+        self,
+        campaign: str | None,
+        guidelines_edit: str | None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ):
+        """An administrator changes the selected campaign's guidelines. Returns (guidelines, status)."""
+        try:
+            if not self.workbench.is_admin(profile, request):
+                raise MedVLMError("Only an administrator can change the guidelines (a user of --auth, or the owner).")
+            if not campaign:
+                raise MedVLMError("Choose a campaign first.")
+            updated = self.campaigns.set_guidelines(campaign, guidelines_edit or "")
+        except MedVLMError as error:
+            return gr.skip(), render.error_markdown(str(error))
+        return updated.guidelines or "No guidelines were written for this campaign.", "Guidelines saved."
 
     def report(self, campaign: str | None):
         """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags.

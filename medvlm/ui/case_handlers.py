@@ -176,7 +176,7 @@ class CaseHandlers:
         try:
             if not paths:
                 return _no_sample("", slider=gr.update(visible=False))
-            samples, images = _read_run(paths)
+            samples, images = read_run_uploads(paths)
         except MedVLMError as error:
             return _no_sample(str(error), slider=gr.update(visible=False))
         finally:
@@ -332,7 +332,7 @@ def _open(session: Session, source: str | Path, window: Window | None) -> str:
     return ""
 
 
-def _read_run(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+def read_run_uploads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """The samples of the one ``.jsonl`` among the uploads, and the other uploads (images) by file name."""
     jsonl = [path for path in paths if file_name(path).lower().endswith(".jsonl")]
     if len(jsonl) != 1:

@@ -576,6 +576,61 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-keys",
             )
 
+    with gr.Accordion("Set up campaigns (administrators)", open=False, elem_id="campaign-admin"):
+        gr.Markdown(
+            "A campaign is made from a `train.evaluate` run: upload its samples.jsonl with the image files it "
+            "names. Administrators are the users of `--auth`, or the Space's owner with Hugging Face sign-in."
+        )
+        with gr.Row(equal_height=False):
+            new_files = gr.File(
+                label="samples.jsonl and its images (select them all)",
+                file_count="multiple",
+                type="filepath",
+                elem_id="new-campaign-files",
+            )
+            with gr.Column():
+                new_name = gr.Textbox(
+                    label="Name",
+                    elem_id="new-campaign-name",
+                )
+                new_k = NumberField(
+                    value=3,
+                    precision=0,
+                    label="Reviews wanted per output (k)",
+                    elem_id="new-campaign-k",
+                )
+                new_blind = gr.Checkbox(
+                    label="Blind: hide the model and the correct answer from reviewers",
+                    elem_id="new-campaign-blind",
+                )
+        new_guidelines = gr.Textbox(
+            label="Guidelines (Markdown)",
+            lines=4,
+            elem_id="new-campaign-guidelines",
+        )
+        with gr.Row():
+            create = gr.Button(
+                "Create the campaign",
+                variant="primary",
+                elem_id="new-campaign-create",
+            )
+            save_guidelines = gr.Button(
+                "Save these guidelines for the chosen campaign",
+                elem_id="campaign-save-guidelines",
+            )
+        admin_status = gr.Markdown(elem_id="campaign-admin-status")
+    create.click(
+        handlers.create_campaign,
+        [new_files, new_name, new_k, new_guidelines, new_blind],
+        [page["campaign"], admin_status],
+        api_name="campaign_create",
+    )
+    save_guidelines.click(
+        handlers.save_guidelines,
+        [page["campaign"], new_guidelines],
+        [page["campaign_guidelines"], admin_status],
+        api_name="campaign_guidelines",
+    )
     with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box"):
         report_button = gr.Button(
             "Refresh the report",

@@ -9,6 +9,7 @@ per-user (that is :class:`~medvlm.ui.session.Session`).
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -170,6 +171,21 @@ class Workbench:
                 raise MedVLMError("Please sign in to save a review.")
             return username
         return name or ""
+
+    def is_admin(self, profile: Any = None, request: Any = None) -> bool:
+        """Who may create campaigns and edit their guidelines in the browser.
+
+        With ``--auth`` every configured user (they were given a password); with Hugging Face
+        sign-in the Space's owner (``SPACE_AUTHOR_NAME``, which Spaces set). In name mode nobody:
+        anyone can type any name there (use ``medvlm campaign create`` on the server instead).
+        """
+        mode = self.config.reviewer_mode
+        if mode == "password":
+            return bool(getattr(request, "username", None))
+        if mode == "oauth":
+            owner = os.environ.get("SPACE_AUTHOR_NAME", "").strip()
+            return profile is not None and bool(owner) and profile.username == owner
+        return False
 
     def default_style(self) -> PromptStyle:
         """The wording the model was trained with (its ``medvlm.json``, or the published id's), else the clean one."""
