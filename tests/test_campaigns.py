@@ -306,7 +306,7 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
         "campaign", "export", "Export round", "--to", str(tmp_path / "export"), "--data-dir", str(tmp_path / "data")
     )
     assert status == 0, err
-    rows = datasets.load_dataset(str(tmp_path / "export"), split="train")
+    rows = datasets.load_dataset(str(tmp_path / "export"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(rows) == 2 and rows.features["image"].__class__.__name__ == "Image"
     row = rows[0]
     assert row["flags"] == ["superficial", "contradiction"] or row["flags"] == ["contradiction", "superficial"]
@@ -316,8 +316,6 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
     card = (tmp_path / "export" / "README.md").read_text()
     assert "# Review campaign: Export round" in card and "Mark **contradictions**." in card
     assert "| Reasoning contradicts the answer | 2 | 1.00 |" in card
-    records, _ = load_records(tmp_path / "export" / "data")
-    assert len(records) == 2 and {record.answer for record in records} == {"A", "B"}
 
     calls = []
 
@@ -334,6 +332,8 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
         ("create", "me/round", "dataset", True),
         ("upload", "me/round", ["README.md", "train-00000-of-00001.parquet"]),
     ]
+    records, _ = load_records(tmp_path / "export" / "data")  # (it writes the images beside the Parquet file)
+    assert len(records) == 2 and {record.answer for record in records} == {"A", "B"}
 
 
 def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: Path) -> None:

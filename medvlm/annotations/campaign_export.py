@@ -62,7 +62,7 @@ def _row(reviews: list[Annotation], wanted: int) -> dict[str, Any]:
     shares = {flag: sum(flag in review.flags for review in reviews) / len(reviews) for flag in FLAGS}
     return {
         "output_id": first.output_id,
-        "image": str(first.image_path),
+        "image": {"bytes": first.image_path.read_bytes(), "path": f"{first.image_sha256}.png"},  # self-contained
         "question": first.question,
         "options": list(first.options),
         "correct_answer": first.correct_answer,
