@@ -185,3 +185,46 @@ def hint_accuracy(annotations: Sequence[Annotation]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(HINT_COLUMNS))
+
+
+MIN_INTERVAL_OUTPUTS = 10
+"""Fewer outputs reviewed by two or more people than this: no interval, "too few outputs" instead."""
+
+
+def agreement_intervals(
+    annotations: Sequence[Annotation],
+    *,
+    minimum: int = MIN_INTERVAL_OUTPUTS,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Fleiss' kappa per flag with a bootstrap confidence interval over the outputs reviewed twice or more.
+
+    Resampling outputs (not single reviews) keeps each output's reviewers together, as the kappa
+    does. Below ``minimum`` such outputs the interval is not computed and ``note`` says so; a
+    resample where kappa is undefined (every rating the same) is left out of the interval.
+    """
+    import numpy as np
+
+    outputs = _double_reviewed(annotations)
+    rows = []
+    rng = np.random.default_rng(seed)
+    for flag, label in FLAGS.items():
+        counts = [(len(reviews), sum(flag in review.flags for review in reviews)) for reviews in outputs]
+        kappa = _fleiss(counts)[1] if counts else float("nan")
+        low = high = float("nan")
+        note = ""
+        if len(counts) < minimum:
+            note = f"too few outputs (fewer than {minimum} reviewed by two or more people)"
+        else:
+            picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
+            kappas = np.array([_fleiss([counts[index] for index in pick])[1] for pick in picks])
+            kappas = kappas[~np.isnan(kappas)]
+            if kappas.size:
+                low, high = (float(value) for value in np.quantile(kappas, [(1 - level) / 2, (1 + level) / 2]))
+            else:
+                note = "undefined: every rating is the same"
+        rows.append({"flag": flag, "label": label, "outputs": len(counts), "kappa": kappa, "low": low, "high": high,
+                     "note": note})  # fmt: skip
+    return pd.DataFrame(rows, columns=["flag", "label", "outputs", "kappa", "low", "high", "note"])

@@ -155,12 +155,15 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
     with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path)) as app:
         review_until_done(app.url, "Dr One", flags=("contradiction",))
         review_until_done(app.url, "Dr Two", flags=("sound",))
-        summary, agreement, hints = client(app.url).predict("Team round", api_name="/campaign_report")
+        summary, agreement, hints, split = client(app.url).predict("Team round", api_name="/campaign_report")
     assert "2 of 2 outputs complete, 4 of 4 reviews" in summary and "Dr One 2" in summary and "Dr Two 2" in summary
     rows = {row[0]: dict(zip(agreement["headers"], row, strict=True)) for row in agreement["data"]}
     assert rows["contradiction"]["outputs"] == 2 and rows["contradiction"]["observed_agreement"] == "0.00"
+    assert "too few outputs" in rows["contradiction"]["95% interval of kappa"]  # 2 outputs: no interval
     hint_rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
     assert hint_rows["contradiction"]["fired"] == 2 and hint_rows["contradiction"]["precision"] == "0.50"
+    disagreed = [dict(zip(split["headers"], row, strict=True)) for row in split["data"]]
+    assert [row["output"] for row in disagreed] == [1, 2] and "Sound reasoning 1/2" in disagreed[0]["split votes"]
 
 
 def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guidelines(
@@ -185,7 +188,14 @@ def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guid
         assert (campaign.reviews_per_output, campaign.blind, campaign.created_by) == (2, True, "alice")
         guidelines, status = admin.predict("Round from the UI", "Be **kind**.", api_name="/campaign_guidelines")
         assert guidelines == "Be **kind**." and status == "Guidelines saved."
+        status = admin.predict("Round from the UI", 2, ["superficial"], "short", api_name="/campaign_adjudicate")
+        assert status.startswith("Adjudicated output 2")
+        assert "1 to 2" in admin.predict("Round from the UI", 9, ["sound"], "", api_name="/campaign_adjudicate")
+        decided = Campaigns(AnnotationStore(tmp_path / "data")).adjudications("Round from the UI")
+        assert list(decided.values()) == [("superficial",)]
     with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data")) as app:  # name mode
         _, status = client(app.url).predict(upload, "Sneaky", 1, "", False, api_name="/campaign_create")
         assert "Only an administrator can create a campaign here" in status
+        refused = client(app.url).predict("Round from the UI", 1, ["sound"], "", api_name="/campaign_adjudicate")
+        assert "Only an administrator can adjudicate" in refused
     assert [known.name for known in Campaigns(AnnotationStore(tmp_path / "data")).all()] == ["Round from the UI"]

@@ -354,3 +354,68 @@ def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: P
     campaigns.submit("back", "Dr Back", first.output.output_id, Review("Dr Back", ("hallucination",)))
     assert campaigns.progress("back").reviews == 2
     assert campaigns.next_output("back", "Dr Back").output.output_id == held.output.output_id
+
+
+def test_disagreements_are_listed_and_adjudicated_beside_the_reviews(tmp_path: Path) -> None:
+    import datasets
+
+    from medvlm.annotations.campaign_export import export_campaign
+
+    campaigns = Campaigns(AnnotationStore(tmp_path / "data"))
+    campaigns.create("adjudicate", outputs(3), reviews_per_output=2, created_by="admin")
+    verdicts = {
+        "Dr A": [("contradiction",), ("sound",), ("sound",)],
+        "Dr B": [("sound",), ("sound",), ("superficial",)],
+    }
+    for reviewer, flags in verdicts.items():
+        for position, chosen in enumerate(flags):
+            output_id = campaigns.output_ids("adjudicate")[position]
+            campaigns.next_output("adjudicate", reviewer)  # (any claim: a submit with room left is accepted)
+            campaigns.submit("adjudicate", reviewer, output_id, Review(reviewer, chosen))
+    found = campaigns.disagreements("adjudicate")
+    assert [(item.position, item.votes, item.adjudicated) for item in found] == [
+        (1, {"contradiction": 1, "sound": 1}, None),
+        (3, {"superficial": 1, "sound": 1}, None),
+    ]
+    campaigns.adjudicate("adjudicate", found[0].output_id, ["contradiction"], "Dr Chief", "it names the brain")
+    assert campaigns.disagreements("adjudicate")[0].adjudicated == ("contradiction",)
+    with pytest.raises(AnnotationError, match="not part of the campaign"):
+        campaigns.adjudicate("adjudicate", "elsewhere", ["sound"], "Dr Chief")
+    stored = {annotation.reviewer: annotation.flags for annotation in campaigns.annotations("adjudicate")[:2]}
+    assert stored == {"Dr A": ("contradiction",), "Dr B": ("sound",)}  # the individual reviews stay as they were
+    export_campaign(campaigns, "adjudicate", tmp_path / "export")
+    rows = datasets.load_dataset(str(tmp_path / "export"), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert [row["adjudicated_flags"] for row in rows] == [["contradiction"], [], []]
+
+
+def test_kappa_comes_with_an_interval_or_says_there_are_too_few_outputs() -> None:
+    from medvlm.review_stats import agreement_intervals
+
+    def reviews(count: int, agreeing: int) -> list:
+        made = []
+        for index in range(count):
+            output = model_output(index)
+            flags = [("superficial",), ("superficial",)] if index < agreeing else [("superficial",), ("sound",)]
+            for reviewer, chosen in zip(("Dr A", "Dr B"), flags, strict=True):
+                made.append(_annotation(output, reviewer, chosen))
+        return made
+
+    few = agreement_intervals(reviews(4, 3)).set_index("flag")
+    assert few.loc["superficial", "outputs"] == 4 and "too few outputs" in few.loc["superficial", "note"]
+    many = agreement_intervals(reviews(30, 20), resamples=300).set_index("flag")
+    row = many.loc["superficial"]
+    assert row["note"] == "" and row["low"] <= row["kappa"] <= row["high"] and row["high"] - row["low"] > 0
+
+
+def _annotation(output, reviewer: str, flags: tuple[str, ...]):
+    """An Annotation as the store returns one (only the fields agreement reads matter)."""
+    from medvlm.annotations import Annotation
+
+    return Annotation(
+        id=0, output_id=output.output_id, reviewer=reviewer, flags=flags, comment="", image_sha256="0" * 64,
+        image_path=Path("x.png"), image_metadata={}, modality="CT", question=output.question,
+        options=output.options, correct_answer=None, completion=output.completion, reasoning=output.reasoning,
+        answer_text=output.answer_text, letter=output.letter, format_ok=True, problem=None, stop_reason="eos",
+        model_id="m", model={}, settings={}, prompt_style="medvlm", timing=None, app_version="0",
+        generated_at="", created_at="", updated_at="", is_correct=None,
+    )  # fmt: skip

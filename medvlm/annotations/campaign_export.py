@@ -37,7 +37,11 @@ def export_campaign(campaigns: Campaigns, name: str, folder: str | Path) -> Path
     by_output: dict[str, list[Annotation]] = {}
     for annotation in annotations:
         by_output.setdefault(annotation.output_id, []).append(annotation)
-    rows = [_row(reviews, campaign.reviews_per_output) for reviews in by_output.values()]
+    decided = campaigns.adjudications(name)
+    rows = [
+        {**_row(reviews, campaign.reviews_per_output), "adjudicated_flags": list(decided.get(output_id, ()))}
+        for output_id, reviews in by_output.items()
+    ]
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     dataset = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
@@ -113,8 +117,9 @@ def _card(campaign, rows: list[dict[str, Any]], annotations: list[Annotation]) -
         "",
         "Each row is one output: the image, question, options, correct answer and completion, every "
         "reviewer's flags, comment and marked passages (`reviews`; `spans` are character offsets into "
-        "`completion`), the share of reviewers who set each flag (`flag_<key>`) and the flags at least half "
-        "of them set (`flags`).",
+        "`completion`), the share of reviewers who set each flag (`flag_<key>`), the flags at least half "
+        "of them set (`flags`) and, where reviewers disagreed and an adjudicator decided, the decision "
+        "(`adjudicated_flags`).",
         "",
         "## Guidelines given to the reviewers",
         "",

@@ -26,13 +26,14 @@ counts every review of it once.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from medvlm.annotations.records import Annotation, AnnotationError, ModelOutput, Review
+from medvlm.annotations.records import FLAGS, Annotation, AnnotationError, ModelOutput, Review
 from medvlm.annotations.store import AnnotationStore
 from medvlm.user_text import name_key, normalize_name
 
@@ -65,6 +66,20 @@ class Assignment:
     """Its place in the campaign, from 1."""
     reviews: int
     """Reviews it has so far (not counting this reviewer's, which it has none of)."""
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An output whose reviewers did not all set the same flags: one to adjudicate."""
+
+    output_id: str
+    position: int
+    question: str
+    reviews: int
+    votes: dict[str, int]
+    """Flag -> how many of the output's reviewers set it (only the flags some, but not all, set)."""
+    adjudicated: tuple[str, ...] | None
+    """The flags an adjudicator decided, once one has."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +320,66 @@ class Campaigns:
                 "DELETE FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ? AND output_id = ?",
                 (campaign.id, key, output_id),
             )
+
+    # -- adjudication ------------------------------------------------------------------------------
+
+    def disagreements(self, name: str) -> list[Disagreement]:
+        """The outputs reviewed by two or more people who did not all set the same flags, in campaign order."""
+        campaign = self.get(name)
+        decided = self.adjudications(name)
+        with self.store._connection() as conn:
+            positions = dict(
+                conn.execute(
+                    "SELECT output_id, position FROM campaign_outputs WHERE campaign_id = ?", (campaign.id,)
+                ).fetchall()
+            )
+        by_output: dict[str, list[Annotation]] = {}
+        for annotation in self.annotations(name):
+            by_output.setdefault(annotation.output_id, []).append(annotation)
+        found = []
+        for output_id, reviews in by_output.items():
+            if len(reviews) < 2:
+                continue
+            votes = {flag: sum(flag in review.flags for review in reviews) for flag in FLAGS}
+            split = {flag: count for flag, count in votes.items() if 0 < count < len(reviews)}
+            if split:
+                found.append(
+                    Disagreement(
+                        output_id,
+                        positions[output_id],
+                        reviews[0].question,
+                        len(reviews),
+                        split,
+                        decided.get(output_id),
+                    )
+                )
+        return sorted(found, key=lambda disagreement: disagreement.position)
+
+    def adjudicate(self, name: str, output_id: str, flags: Sequence[str], adjudicator: str, note: str = "") -> None:
+        """Store the adjudicated flags of an output beside its individual reviews (which stay as they are)."""
+        campaign = self.get(name)
+        chosen = Review(adjudicator, tuple(flags), note or "").flags or ()  # the same checks as a review's flags
+        adjudicator = normalize_name(adjudicator, error=AnnotationError)
+        with self.store._connection(write=True) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?", (campaign.id, output_id)
+            ).fetchone():
+                raise AnnotationError(f"That model output is not part of the campaign {campaign.name!r}.")
+            conn.execute(
+                "INSERT INTO campaign_adjudications (campaign_id, output_id, flags, note, adjudicator, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, output_id) DO UPDATE SET flags = excluded.flags,"
+                " note = excluded.note, adjudicator = excluded.adjudicator, decided_at = excluded.decided_at",
+                (campaign.id, output_id, json.dumps(list(chosen)), note or "", adjudicator, _now()),
+            )
+
+    def adjudications(self, name: str) -> dict[str, tuple[str, ...]]:
+        """Output id -> the flags its adjudicator decided."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            rows = conn.execute(
+                "SELECT output_id, flags FROM campaign_adjudications WHERE campaign_id = ?", (campaign.id,)
+            ).fetchall()
+        return {output_id: tuple(json.loads(flags)) for output_id, flags in rows}
 
     # -- progress ----------------------------------------------------------------------------------
 

@@ -136,6 +136,15 @@ def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (annotation_id, start, "end", label)
         ) WITHOUT ROWID;
         ALTER TABLE annotation_versions ADD COLUMN spans TEXT NOT NULL DEFAULT '[]';
+        CREATE TABLE campaign_adjudications (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            output_id   TEXT NOT NULL,
+            flags       TEXT NOT NULL,
+            note        TEXT NOT NULL,
+            adjudicator TEXT NOT NULL,
+            decided_at  TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, output_id)
+        ) WITHOUT ROWID;
         CREATE TABLE campaign_skips (
             campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
             output_id    TEXT NOT NULL,

@@ -19,7 +19,7 @@ from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
-from medvlm.review_stats import hint_accuracy, reviewer_agreement
+from medvlm.review_stats import agreement_intervals, hint_accuracy, reviewer_agreement
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload
@@ -205,26 +205,74 @@ class CampaignHandlers:
     def report(self, campaign: str | None):
         """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags.
 
-        Returns (summary, agreement table, hint table).
+        Returns (summary, agreement table, hint table, disagreements to adjudicate).
         """
         if not campaign:
-            return render.error_markdown("Choose a campaign first."), None, None
+            return render.error_markdown("Choose a campaign first."), None, None, None
         try:
             progress = self.campaigns.progress(campaign)
             annotations = self.campaigns.annotations(campaign)
+            disagreements = self.campaigns.disagreements(campaign)
         except MedVLMError as error:
-            return render.error_markdown(str(error)), None, None
+            return render.error_markdown(str(error)), None, None, None
         reviewers = ", ".join(f"{escape_markdown(name)} {count}" for name, count in progress.by_reviewer.items())
         summary = (
             f"{progress.complete} of {progress.outputs} outputs complete, {progress.reviews} of {progress.wanted} "
             f"reviews, {progress.skipped} skip(s). Reviews per reviewer: {reviewers or 'none yet'}."
         )
         agreement = reviewer_agreement(annotations)
+        intervals = agreement_intervals(annotations).set_index("flag")
+        agreement["95% interval of kappa"] = [
+            intervals.loc[flag, "note"] or f"{intervals.loc[flag, 'low']:.2f} to {intervals.loc[flag, 'high']:.2f}"
+            for flag in agreement["flag"]
+        ]
         hints = hint_accuracy(annotations)
         for frame, columns in ((agreement, ("observed_agreement", "fleiss_kappa")), (hints, ("precision", "recall"))):
             for column in columns:
                 frame[column] = ["n/a" if pd.isna(value) else f"{value:.2f}" for value in frame[column]]
-        return summary, agreement, hints
+        split = pd.DataFrame(
+            [
+                {
+                    "output": item.position,
+                    "question": item.question,
+                    "reviews": item.reviews,
+                    "split votes": "; ".join(
+                        f"{FLAGS[flag]} {count}/{item.reviews}" for flag, count in item.votes.items()
+                    ),
+                    "adjudicated": "; ".join(FLAGS[flag] for flag in item.adjudicated) if item.adjudicated else "",
+                }
+                for item in disagreements
+            ],
+            columns=["output", "question", "reviews", "split votes", "adjudicated"],
+        )
+        return summary, agreement, hints, split
+
+    def adjudicate(
+        self,
+        campaign: str | None,
+        adjudicate_output: Any,
+        adjudicate_flags: list[str] | None,
+        adjudicate_note: str | None = "",
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> str:
+        """An administrator decides the flags of a disagreed output (by its number in the campaign)."""
+        try:
+            if not self.workbench.is_admin(profile, request):
+                raise MedVLMError("Only an administrator can adjudicate (a user of --auth, or the Space's owner).")
+            if not campaign:
+                raise MedVLMError("Choose a campaign first.")
+            number = as_number(adjudicate_output, "The output number", whole=True)
+            ids = self.campaigns.output_ids(campaign)
+            if number is None or not 1 <= number <= len(ids):
+                raise MedVLMError(f"Give the number of an output of the campaign, 1 to {len(ids)}.")
+            adjudicator = getattr(request, "username", None) or getattr(profile, "username", None) or "admin"
+            self.campaigns.adjudicate(
+                campaign, ids[number - 1], adjudicate_flags or [], adjudicator, adjudicate_note or ""
+            )
+        except MedVLMError as error:
+            return render.error_markdown(str(error))
+        return f"Adjudicated output {number}; the individual reviews are kept as they were."
 
     def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
         campaign = self.campaigns.get(session.campaign)

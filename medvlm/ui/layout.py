@@ -648,11 +648,42 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             interactive=False,
             elem_id="campaign-hint-accuracy",
         )
+        report_disagreements = gr.Dataframe(
+            label="Disagreements to adjudicate (outputs whose reviewers set different flags)",
+            interactive=False,
+            elem_id="campaign-disagreements",
+        )
+        with gr.Row(equal_height=False):
+            adjudicate_output = NumberField(
+                label="Output number",
+                precision=0,
+                elem_id="adjudicate-output",
+            )
+            adjudicate_flags = gr.CheckboxGroup(
+                [(label, key) for key, label in FLAGS.items()],
+                label="Adjudicated flags",
+                elem_id="adjudicate-flags",
+            )
+            adjudicate_note = gr.Textbox(
+                label="Note",
+                elem_id="adjudicate-note",
+            )
+        adjudicate = gr.Button(
+            "Save the adjudication (administrators)",
+            elem_id="adjudicate-save",
+        )
+        adjudicate_status = gr.Markdown(elem_id="adjudicate-status")
     report_button.click(
         handlers.report,
         [page["campaign"]],
-        [report_summary, report_agreement, report_hints],
+        [report_summary, report_agreement, report_hints, report_disagreements],
         api_name="campaign_report",
+    )
+    adjudicate.click(
+        handlers.adjudicate,
+        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note],
+        [adjudicate_status],
+        api_name="campaign_adjudicate",
     )
     campaigns_tab.select(
         handlers.campaign_choices,
