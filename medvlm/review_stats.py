@@ -228,3 +228,16 @@ def agreement_intervals(
         rows.append({"flag": flag, "label": label, "outputs": len(counts), "kappa": kappa, "low": low, "high": high,
                      "note": note})  # fmt: skip
     return pd.DataFrame(rows, columns=["flag", "label", "outputs", "kappa", "low", "high", "note"])
+
+
+def reviews_over_time(annotations: Sequence[Annotation], *, every: str = "h") -> pd.DataFrame:
+    """Cumulative reviews at the end of each period (``every``: a pandas frequency, "h" hourly, "D" daily).
+
+    Columns ``time`` (UTC, naive, the period's start) and ``reviews`` (how many were submitted by its end):
+    a campaign's progress over time, ready for ``gr.LinePlot(x="time", y="reviews")``.
+    """
+    if not annotations:
+        return pd.DataFrame(columns=["time", "reviews"])
+    created = pd.to_datetime([annotation.created_at for annotation in annotations], utc=True).tz_convert(None)
+    per_period = pd.Series(1, index=created).sort_index().resample(every).sum()
+    return pd.DataFrame({"time": per_period.index, "reviews": per_period.cumsum().to_numpy()})

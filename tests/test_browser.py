@@ -579,6 +579,14 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     expect(page.locator("#campaign-progress")).to_contain_text("2 of 2")
     assert reviews_in(data_dir, "Dr Campaign") == 2
 
+    # The campaign's report: progress, agreement (with too few outputs for an interval) and its plots.
+    page.locator("#campaign-report-box").get_by_text("Campaign report").click()
+    page.locator("button#campaign-report-refresh").click()
+    expect(page.locator("#campaign-report")).to_contain_text("2 of 2 outputs complete", timeout=30_000)
+    expect(page.locator("#campaign-report")).to_contain_text("Dr Campaign 2")
+    expect(page.locator("#campaign-agreement")).to_contain_text("95% interval of kappa")
+    expect(page.locator("#campaign-progress-plot")).to_contain_text("Reviews submitted so far")
+
     # Back: the last review, filled in, to change.
     page.locator("button#campaign-back").click()
     expect(page.locator("#campaign-case")).to_contain_text("Output 2 of 2", timeout=30_000)

@@ -19,7 +19,13 @@ from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
-from medvlm.review_stats import agreement_intervals, hint_accuracy, reviewer_agreement
+from medvlm.review_stats import (
+    agreement_intervals,
+    flag_rates,
+    hint_accuracy,
+    reviewer_agreement,
+    reviews_over_time,
+)
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload
@@ -246,6 +252,30 @@ class CampaignHandlers:
             columns=["output", "question", "reviews", "split votes", "adjudicated"],
         )
         return summary, agreement, hints, split
+
+    def dashboard(self, campaign: str | None):
+        """The campaign's progress over time and its flag rates by modality and by model.
+
+        Returns (reviews over time, flag rates by modality, flag rates by model, reviews per reviewer).
+        """
+        empty = pd.DataFrame()
+        if not campaign:
+            return empty, empty, empty, empty
+        try:
+            annotations = self.campaigns.annotations(campaign)
+            progress = self.campaigns.progress(campaign)
+        except MedVLMError:
+            return empty, empty, empty, empty
+        per_reviewer = pd.DataFrame(
+            [{"reviewer": name, "reviews": count} for name, count in progress.by_reviewer.items()],
+            columns=["reviewer", "reviews"],
+        )
+        return (
+            reviews_over_time(annotations),
+            flag_rates(annotations, by="modality"),
+            flag_rates(annotations, by="model_id"),
+            per_reviewer,
+        )
 
     def adjudicate(
         self,

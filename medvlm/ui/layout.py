@@ -648,6 +648,37 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             interactive=False,
             elem_id="campaign-hint-accuracy",
         )
+        with gr.Row():
+            progress_plot = gr.LinePlot(
+                x="time",
+                y="reviews",
+                title="Reviews submitted so far",
+                x_title="Time (UTC)",
+                y_title="Reviews, cumulative",
+                elem_id="campaign-progress-plot",
+            )
+            per_reviewer = gr.BarPlot(
+                x="reviewer",
+                y="reviews",
+                title="Reviews per reviewer",
+                x_title="Reviewer",
+                y_title="Reviews",
+                elem_id="campaign-per-reviewer",
+            )
+        with gr.Row():
+            campaign_by_modality, campaign_by_model = (
+                gr.BarPlot(
+                    x=column,
+                    y="rate",
+                    color="label",
+                    title=f"Flags per review in this campaign, by {what}",
+                    x_title=what.capitalize(),
+                    y_title=f"Share of that {what}'s reviews, stacked by flag",
+                    color_title="Flag",
+                    elem_id=f"campaign-plot-{what}",
+                )
+                for column, what in (("modality", "modality"), ("model_id", "model"))
+            )
         report_disagreements = gr.Dataframe(
             label="Disagreements to adjudicate (outputs whose reviewers set different flags)",
             interactive=False,
@@ -678,6 +709,12 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         [page["campaign"]],
         [report_summary, report_agreement, report_hints, report_disagreements],
         api_name="campaign_report",
+    )
+    report_button.click(
+        handlers.dashboard,
+        [page["campaign"]],
+        [progress_plot, campaign_by_modality, campaign_by_model, per_reviewer],
+        api_name="campaign_dashboard",
     )
     adjudicate.click(
         handlers.adjudicate,
