@@ -1,7 +1,7 @@
 """The README's screenshots, taken in headless Chromium: the Ask page at three screen sizes, and a
 review campaign.
 
-    python docs/take_screenshots.py    # writes docs/screenshots/ask-<width>x<height>.png and campaign.png
+    python docs/take_screenshots.py    # docs/screenshots/ask-<width>x<height>.png, campaign.png, campaign-report.png
 
 The app runs with the format-warm-started tiny test model (its answers are random text, which the
 banner says); the Ask page shows example "ct head" after Ask, with the review form open. The
@@ -76,6 +76,13 @@ def main() -> None:
             path = REPO / "docs" / "screenshots" / "campaign.png"
             page.screenshot(path=str(path), full_page=True)
             print(path.relative_to(REPO))
+            page.locator("#campaign-report-box").get_by_text("Campaign report").click()
+            page.locator("button#campaign-report-refresh").click()
+            page.locator("#campaign-report").get_by_text("outputs complete").wait_for(timeout=60_000)
+            time.sleep(2)
+            path = REPO / "docs" / "screenshots" / "campaign-report.png"
+            page.locator("#campaign-report-box").screenshot(path=str(path))
+            print(path.relative_to(REPO))
             browser.close()
     finally:
         app.terminate()
@@ -83,7 +90,7 @@ def main() -> None:
 
 def make_campaign(data: Path) -> None:
     """A three-output campaign about the example DICOMs, k = 2, with guidelines."""
-    from medvlm.annotations import AnnotationStore, ModelOutput
+    from medvlm.annotations import AnnotationStore, ModelOutput, Review
     from medvlm.annotations.campaigns import Campaigns
     from medvlm.images import load_image
 
@@ -119,7 +126,8 @@ def make_campaign(data: Path) -> None:
                 generated_at="2026-12-01T00:00:00+00:00",
             )
         )
-    Campaigns(AnnotationStore(data)).create(
+    campaigns = Campaigns(AnnotationStore(data))
+    campaigns.create(
         "Modality round 1",
         outputs,
         reviews_per_output=2,
@@ -127,6 +135,11 @@ def make_campaign(data: Path) -> None:
         "sentence at fault.",
         created_by="admin",
     )
+    verdicts = {"Dr A": [("contradiction",), ("sound",), ("superficial",)], "Dr B": [("sound",), ("sound",)]}
+    for reviewer, flags in verdicts.items():  # two colleagues went first: the report has something to show
+        for chosen in flags:
+            given = campaigns.next_output("Modality round 1", reviewer)
+            campaigns.submit("Modality round 1", reviewer, given.output.output_id, Review(reviewer, chosen))
 
 
 if __name__ == "__main__":

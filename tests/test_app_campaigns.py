@@ -161,12 +161,14 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
         )
     assert "2 of 2 outputs complete, 4 of 4 reviews" in summary and "Dr One 2" in summary and "Dr Two 2" in summary
     rows = {row[0]: dict(zip(agreement["headers"], row, strict=True)) for row in agreement["data"]}
-    assert rows["contradiction"]["outputs"] == 2 and rows["contradiction"]["observed_agreement"] == "0.00"
-    assert "too few outputs" in rows["contradiction"]["95% interval of kappa"]  # 2 outputs: no interval
+    row = rows["Reasoning contradicts the answer"]
+    assert row["Outputs reviewed by 2+ people"] == 2 and row["Observed agreement"] == "0.00"
+    assert "too few outputs" in row["95% interval of kappa"]  # 2 outputs: no interval
     hint_rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
     assert hint_rows["contradiction"]["fired"] == 2 and hint_rows["contradiction"]["precision"] == "0.50"
     assert over_time["columns"] == ["time", "reviews"] and over_time["data"][-1][-1] == 4  # cumulative
-    assert {row[0]: row[1] for row in per_reviewer["data"]} == {"Dr One": 2, "Dr Two": 2}
+    plotted = per_reviewer.get("value", per_reviewer)  # (an update: its axis starts at 0)
+    assert {row[0]: row[1] for row in plotted["data"]} == {"Dr One": 2, "Dr Two": 2}
     disagreed = [dict(zip(split["headers"], row, strict=True)) for row in split["data"]]
     assert [row["output"] for row in disagreed] == [1, 2] and "Sound reasoning 1/2" in disagreed[0]["split votes"]
 

@@ -158,7 +158,8 @@ def test_eight_reviewers_in_eight_processes_leave_every_output_with_exactly_k(tm
 
 
 def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path) -> None:
-    """A data folder as medvlm wrote it before campaigns (schema 2), built by its own migrations and rows."""
+    """A data folder as medvlm wrote it before campaigns (schema 2), built by its own migrations and rows,
+    opens at the newest schema with every row (schemas 3 to 5 add campaigns, marked passages, adjudications)."""
     output = model_output(0)
     row = store_module._output_row(output)
     with sqlite3.connect(tmp_path / "annotations.sqlite3", isolation_level=None) as conn:
@@ -186,7 +187,7 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
 
     reopened = AnnotationStore(tmp_path)
     with sqlite3.connect(reopened.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     (kept,) = reopened.query()
     assert (kept.id, kept.flags, kept.comment, kept.spans) == (1, ("superficial",), "before campaigns", ())
     assert [version.comment for version in reopened.history(1)] == ["before campaigns"]

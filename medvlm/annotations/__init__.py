@@ -26,6 +26,12 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
 * ``annotation_versions(annotation_id, version)`` (schema 2): every save of a review (flags as a
   JSON list, comment, correct answer, app version, time). ``annotations`` holds the latest; a
   later click, or in name mode another person typing the same name, never erases an earlier one.
+* ``campaigns``, ``campaign_outputs``, ``campaign_claims``, ``campaign_skips`` (schema 3): review
+  campaigns and who holds which output (:mod:`medvlm.annotations.campaigns`).
+* ``annotation_spans(annotation_id, start, end, label)`` (schema 4): passages of the completion a
+  reviewer marked; each version of a review keeps its spans too.
+* ``campaign_adjudications(campaign_id, output_id)`` (schema 5): an adjudicator's flags for an
+  output its reviewers disagreed on, beside (never instead of) their reviews.
 
 Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
 case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.

@@ -99,8 +99,7 @@ def _add_review_versions_v2(conn: sqlite3.Connection) -> None:
 
 
 def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
-    """Review campaigns (a fixed set of outputs, k reviews wanted of each, handed out by lease) and marked
-    passages of a completion (spans), kept with every version of a review."""
+    """Review campaigns: a fixed set of outputs, k reviews wanted of each, handed out by lease."""
     _execute_script(
         conn,
         """
@@ -128,6 +127,23 @@ def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (campaign_id, reviewer_key)
         ) WITHOUT ROWID;
         CREATE INDEX campaign_claims_output ON campaign_claims (campaign_id, output_id);
+        CREATE TABLE campaign_skips (
+            campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            output_id    TEXT NOT NULL,
+            reviewer_key TEXT NOT NULL,
+            reason       TEXT NOT NULL,
+            skipped_at   TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, output_id, reviewer_key)
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
+def _add_marked_passages_v4(conn: sqlite3.Connection) -> None:
+    """Passages of a completion a reviewer marked (spans), kept with every version of a review."""
+    _execute_script(
+        conn,
+        """
         CREATE TABLE annotation_spans (
             annotation_id INTEGER NOT NULL REFERENCES annotations (id) ON DELETE CASCADE,
             start         INTEGER NOT NULL CHECK (start >= 0),
@@ -136,6 +152,15 @@ def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (annotation_id, start, "end", label)
         ) WITHOUT ROWID;
         ALTER TABLE annotation_versions ADD COLUMN spans TEXT NOT NULL DEFAULT '[]';
+        """,
+    )
+
+
+def _add_adjudications_v5(conn: sqlite3.Connection) -> None:
+    """An adjudicator's decision on an output whose campaign reviewers disagreed, beside their reviews."""
+    _execute_script(
+        conn,
+        """
         CREATE TABLE campaign_adjudications (
             campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
             output_id   TEXT NOT NULL,
@@ -144,14 +169,6 @@ def _add_campaigns_v3(conn: sqlite3.Connection) -> None:
             adjudicator TEXT NOT NULL,
             decided_at  TEXT NOT NULL,
             PRIMARY KEY (campaign_id, output_id)
-        ) WITHOUT ROWID;
-        CREATE TABLE campaign_skips (
-            campaign_id  INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
-            output_id    TEXT NOT NULL,
-            reviewer_key TEXT NOT NULL,
-            reason       TEXT NOT NULL,
-            skipped_at   TEXT NOT NULL,
-            PRIMARY KEY (campaign_id, output_id, reviewer_key)
         ) WITHOUT ROWID;
         """,
     )
@@ -177,6 +194,8 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_schema_v1,
     _add_review_versions_v2,
     _add_campaigns_v3,
+    _add_marked_passages_v4,
+    _add_adjudications_v5,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

@@ -31,6 +31,7 @@ from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload
 from medvlm.ui.events import CampaignShown, skips
 from medvlm.ui.inputs import as_number
+from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer_value
 from medvlm.ui.workbench import Workbench
@@ -251,7 +252,14 @@ class CampaignHandlers:
             ],
             columns=["output", "question", "reviews", "split votes", "adjudicated"],
         )
-        return summary, agreement, hints, split
+        table = agreement.drop(columns=["flag"]).rename(
+            columns={
+                **AGREEMENT_HEADERS,
+                "ratings": "Reviews of them",
+                "95% interval of kappa": "95% interval of kappa",
+            }
+        )
+        return summary, table, hints, split
 
     def dashboard(self, campaign: str | None):
         """The campaign's progress over time and its flag rates by modality and by model.
@@ -270,11 +278,12 @@ class CampaignHandlers:
             [{"reviewer": name, "reviews": count} for name, count in progress.by_reviewer.items()],
             columns=["reviewer", "reviews"],
         )
+        most = int(per_reviewer["reviews"].max()) if len(per_reviewer) else 1
         return (
             reviews_over_time(annotations),
             flag_rates(annotations, by="modality"),
             flag_rates(annotations, by="model_id"),
-            per_reviewer,
+            gr.update(value=per_reviewer, y_lim=[0, most]),  # from 0: an axis from the smallest count hides its bar
         )
 
     def adjudicate(

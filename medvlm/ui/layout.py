@@ -685,9 +685,8 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             elem_id="campaign-disagreements",
         )
         with gr.Row(equal_height=False):
-            adjudicate_output = NumberField(
-                label="Output number",
-                precision=0,
+            adjudicate_output = gr.Textbox(  # a number box would show "0" while empty
+                label="Output number (the first column above)",
                 elem_id="adjudicate-output",
             )
             adjudicate_flags = gr.CheckboxGroup(
