@@ -234,10 +234,13 @@ def reviews_over_time(annotations: Sequence[Annotation], *, every: str = "h") ->
     """Cumulative reviews at the end of each period (``every``: a pandas frequency, "h" hourly, "D" daily).
 
     Columns ``time`` (UTC, naive, the period's start) and ``reviews`` (how many were submitted by its end):
-    a campaign's progress over time, ready for ``gr.LinePlot(x="time", y="reviews")``.
+    a campaign's progress over time, ready for ``gr.LinePlot(x="time", y="reviews")``. It starts with
+    the period before the first review, at 0, so that a campaign done within one period still draws a line.
     """
     if not annotations:
         return pd.DataFrame(columns=["time", "reviews"])
     created = pd.to_datetime([annotation.created_at for annotation in annotations], utc=True).tz_convert(None)
     per_period = pd.Series(1, index=created).sort_index().resample(every).sum()
-    return pd.DataFrame({"time": per_period.index, "reviews": per_period.cumsum().to_numpy()})
+    start = per_period.index[0] - pd.tseries.frequencies.to_offset(every)
+    cumulative = pd.concat([pd.Series([0], index=[start]), per_period.cumsum()])
+    return pd.DataFrame({"time": cumulative.index, "reviews": cumulative.to_numpy()})

@@ -189,5 +189,6 @@ def test_reviews_over_time_are_cumulative_per_period() -> None:
         )
     ]
     frame = reviews_over_time(stamped)
-    assert frame["reviews"].tolist() == [2, 2, 3] and str(frame["time"].iloc[0]) == "2026-12-01 09:00:00"
+    assert frame["reviews"].tolist() == [0, 2, 2, 3] and str(frame["time"].iloc[1]) == "2026-12-01 09:00:00"
+    assert str(frame["time"].iloc[0]) == "2026-12-01 08:00:00"  # the hour before: a line even for one hour
     assert reviews_over_time([]).empty
