@@ -66,9 +66,9 @@ def run_outputs(samples_path: str | Path, images_root: str | Path) -> list[Model
         try:
             image = load_image(read_input(candidate))
             question, options = validate_question(sample["question"], sample["options"])
+            outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
         except (ImageLoadError, MedVLMError) as error:
             raise MedVLMError(f"Sample {index + 1}: {error}") from None
-        outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
     return outputs
 
 
@@ -86,7 +86,7 @@ def uploaded_outputs(samples: list[dict[str, Any]], images: dict[str, bytes]) ->
         try:
             image = load_image(images[name])
             question, options = validate_question(sample["question"], sample["options"])
+            outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
         except (ImageLoadError, MedVLMError) as error:
             raise MedVLMError(f"Sample {index + 1}: {error}") from None
-        outputs.append(ModelOutput.from_sample(sample, image, index=index, question=question, options=options))
     return outputs

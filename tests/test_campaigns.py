@@ -420,3 +420,14 @@ def _annotation(output, reviewer: str, flags: tuple[str, ...]):
         model_id="m", model={}, settings={}, prompt_style="medvlm", timing=None, app_version="0",
         generated_at="", created_at="", updated_at="", is_correct=None,
     )  # fmt: skip
+
+
+def test_a_run_whose_samples_name_no_model_is_refused_with_the_line(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "run" / "scan.png")
+    samples = samples_file(tmp_path / "run", ["scan.png"], model={})
+    status, _, err = run_cli(
+        "campaign", "create", "No model", "--samples", str(samples), "--reviews-per-output", "1",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert status == 2 and "error: Sample 1: it does not name the model that wrote it" in err

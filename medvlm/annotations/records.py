@@ -117,6 +117,11 @@ class ModelOutput:
         reviews the very same stored output.
         """
         model = sample.get("model") if isinstance(sample.get("model"), dict) else {}
+        if not model.get("model"):
+            raise AnnotationError(
+                "it does not name the model that wrote it (no 'model' entry); use the samples.jsonl that "
+                "train.evaluate writes."
+            )
         identity = json.dumps([model.get("model"), sample.get("id", index), sample["completion"]], sort_keys=True)
         correct = sample.get("correct_answer") or sample.get("solution")
         return cls(

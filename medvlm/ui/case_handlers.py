@@ -209,9 +209,9 @@ class CaseHandlers:
         try:
             image = self._evaluation_image(session, index)
             question, options = validate_question(sample["question"], sample["options"])
+            output = ModelOutput.from_sample(sample, image, index=index, question=question, options=options)
         except MedVLMError as error:
             return _no_sample(f"Sample {index + 1}: {error}")
-        output = ModelOutput.from_sample(sample, image, index=index, question=question, options=options)
         session.new_case()
         session.file_bytes, session.image, session.options, session.last_output = None, image, options, output
         session.evaluation_index = index
