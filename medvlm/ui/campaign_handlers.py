@@ -19,6 +19,7 @@ from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
+from medvlm.pixels import LoadedImage, SafeMetadata
 from medvlm.review_stats import (
     agreement_intervals,
     flag_rates,
@@ -380,9 +381,6 @@ def _span(value: str, label: str | None) -> Span:
 
 def _loaded(output: Any):
     """The stored output's picture and its safe metadata, as the viewer takes them."""
-    from medvlm.images import LoadedImage
-    from medvlm.pixels import SafeMetadata
-
     known = SafeMetadata.__dataclass_fields__
     fields = {key: value for key, value in (output.image_metadata or {}).items() if key in known}
     fields.update(
