@@ -26,7 +26,7 @@ MODALITY_QUESTIONS = ((QUESTION, tuple(OPTIONS)), ("Which organ is shown?", ("Li
 
 def synthetic_records(count: int, directory: Path) -> list:
     """``count`` questions about gradient images of varied sizes, saved as PNGs in ``directory``."""
-    from train.data import VQARecord
+    from medvlm.vqa_records import VQARecord
 
     records = []
     for index in range(count):

@@ -33,7 +33,7 @@ from PIL import Image
 from medvlm.model import load_model
 from medvlm.streaming import GenerationSettings
 from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
-from train.data import load_records
+from medvlm.vqa_records import load_records
 from train.evaluate import evaluate
 from train.grpo import main as grpo_main
 from train.grpo import parse_args

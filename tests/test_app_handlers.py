@@ -919,7 +919,7 @@ def test_hub_sync_that_cannot_start_is_shown_and_reviews_stay_local(
 
 def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench, tmp_path: Path) -> None:
     """``train.evaluate``'s samples.jsonl, imported: each sample shows highlighted and saves one review."""
-    from train.data import load_records
+    from medvlm.vqa_records import load_records
     from train.evaluate import evaluate, write_outputs
 
     image = tmp_path / "scan.png"

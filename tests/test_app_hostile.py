@@ -298,7 +298,7 @@ def test_evaluation_samples_written_by_train_evaluate_carry_their_time(
     tmp_path: Path, formatted_model_dir: Path
 ) -> None:
     from medvlm.model import load_model
-    from train.data import load_records
+    from medvlm.vqa_records import load_records
     from train.evaluate import evaluate, write_outputs
 
     image = tmp_path / "scan.png"

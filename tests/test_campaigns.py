@@ -290,7 +290,7 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
     import datasets
 
     from medvlm.annotations.campaign_export import push_to_hub
-    from train.data import load_records
+    from medvlm.vqa_records import load_records
 
     store = AnnotationStore(tmp_path / "data")
     campaigns = Campaigns(store)

@@ -14,7 +14,7 @@ from medvlm.model import LoadedModel, load_model
 from medvlm.parsing import NO_ANSWER_TAG
 from medvlm.prompt import LETTERS
 from medvlm.streaming import GenerationSettings
-from train.data import VQARecord, load_records
+from medvlm.vqa_records import VQARecord, load_records
 from train.evaluate import EvaluationResult, evaluate, main, write_outputs
 
 SUBSETS = [

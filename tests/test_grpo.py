@@ -2,7 +2,7 @@
 
 The end-to-end runs train the format-warm-started tiny checkpoint (``formatted_model_dir``), whose
 answers parse, so the format reward and the logged metrics mean something, on a few synthetic
-questions written in MedVLM-R1's published evaluation format and read through ``train.data``.
+questions written in MedVLM-R1's published evaluation format and read through ``medvlm.vqa_records``.
 """
 
 from __future__ import annotations

@@ -99,4 +99,4 @@ def test_no_import_cycles_and_the_library_never_imports_train() -> None:
         for dep in deps
         if dep.startswith("train")
     ]
-    assert "train.data" not in graph["train.rewards"]  # rewards need the parser, not the data loaders
+    assert not {"train.data", "medvlm.vqa_records"} & set(graph["train.rewards"])  # the parser, not the loaders

@@ -15,18 +15,17 @@ from PIL import Image
 from helpers import model_output
 from medvlm.parsing import solution_letter
 from medvlm.prompt import build_messages
-from train.data import (
+from medvlm.vqa_records import (
     CANONICAL_MODALITIES,
     DatasetError,
     LoadReport,
     VQARecord,
     detect_format,
-    image_overlap,
     load_records,
     normalize_modality,
     split_inline_options,
-    to_grpo_dataset,
 )
+from train.data import image_overlap, to_grpo_dataset
 
 
 def _png(path: Path, shade: int = 128, size: tuple[int, int] = (40, 32)) -> Path:
@@ -649,7 +648,7 @@ def test_the_report_shows_examples_of_every_reason_with_what_is_at_fault(tmp_pat
 
 
 def test_no_question_left_says_where_images_were_looked_for(tmp_path: Path) -> None:
-    from train.data import no_records_message
+    from medvlm.vqa_records import no_records_message
 
     (tmp_path / "rows.jsonl").write_text(
         json.dumps({"id": "q", "image": "brain001.png", "question": "Q?", "options": ["A", "B"], "answer": "A"}) + "\n"

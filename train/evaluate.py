@@ -44,7 +44,7 @@ from medvlm.errors import MedVLMError
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
-from train.data import FORMATS, LoadReport, VQARecord, load_records, no_records_message
+from medvlm.vqa_records import FORMATS, LoadReport, VQARecord, load_records, no_records_message
 
 if TYPE_CHECKING:  # torch and the model code load when evaluating, not for --help
     from medvlm.model import LoadedModel

@@ -1,7 +1,7 @@
 """GRPO fine-tuning of a vision-language model on multiple-choice medical VQA (MedVLM-R1).
 
 The RL loop is TRL's ``GRPOTrainer``; this script only wires the project's pieces into it: the
-prompt (``medvlm.prompt``), the data loaders (``train.data``), the rewards (``train.rewards``,
+prompt (``medvlm.prompt``), the data loaders (``medvlm.vqa_records``, ``train.data``), the rewards (``train.rewards``,
 picked by name) and a torchvision-free processor (``medvlm.processor``). The output directory
 loads unchanged in the app, the CLI and ``medvlm.model.load_model``: the weights (or a LoRA
 adapter), the processor and ``medvlm.json`` with the recipe, the data and the final metrics.
@@ -57,7 +57,8 @@ from medvlm.metadata import read_metadata, write_metadata
 from medvlm.pixels import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS
 from medvlm.prompt import PromptStyle
 from medvlm.published import looks_like_local_path
-from train.data import LoadReport, load_records, no_records_message, to_grpo_dataset
+from medvlm.vqa_records import LoadReport, load_records, no_records_message
+from train.data import to_grpo_dataset
 from train.rewards import REWARDS, get_rewards
 
 if TYPE_CHECKING:  # torch, transformers and TRL load when training starts, so --help answers at once
@@ -82,7 +83,7 @@ class GRPOScriptArguments:
         }
     )
     dataset_format: str = field(
-        default="auto", metadata={"help": "Record layout understood by train.data.load_records ('auto' detects it)."}
+        default="auto", metadata={"help": "Record layout load_records reads ('auto' detects it)."}
     )
     data_root: str | None = field(
         default=None,

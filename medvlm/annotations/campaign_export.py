@@ -5,7 +5,7 @@
         README.md                           the dataset card: guidelines, k, reviewers, agreement, how to load
 
 ``datasets.load_dataset(str(folder))`` loads it (the card names the Parquet file), and so does
-``train.data.load_records(folder / "data")``: a row carries ``correct_answer``, ``completion`` and
+``medvlm.vqa_records.load_records(folder / "data")``: a row carries ``correct_answer``, ``completion`` and
 the aggregated ``flags``, the fields of the app's ``annotations`` format. With a repository id
 and a token it is pushed to the Hub as a private dataset (:func:`push_to_hub`).
 
@@ -144,7 +144,7 @@ def _card(campaign, rows: list[dict[str, Any]], annotations: list[Annotation]) -
         'rows = datasets.load_dataset("path/or/hub-id", split="train")',
         "```",
         "",
-        "`train.data.load_records` reads the Parquet file as this project's `annotations` format.",
+        "`medvlm.vqa_records.load_records` reads the Parquet file as this project's `annotations` format.",
         "",
     ]
     return "\n".join(lines)
