@@ -29,7 +29,7 @@ from medvlm.model import LoadedModel
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.pixels import MAX_RENDER_PIXELS
 from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
-from medvlm.prompt import PromptStyle, build_messages, validate_question
+from medvlm.prompt import PromptStyle, as_style, build_messages, validate_question
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -192,6 +192,64 @@ def prepare_inputs(
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
     return dict(inputs)
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One row's answer from :func:`answer_batch`, parsed."""
+
+    completion: str
+    parsed: ParsedCompletion
+    stop_reason: str
+    """``"eos"`` (the model ended its turn) or ``"max_new_tokens"`` (cut off)."""
+    new_tokens: int
+
+
+def answer_batch(
+    loaded: LoadedModel,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    options: Sequence[Sequence[str]],
+    settings: GenerationSettings,
+    *,
+    style: PromptStyle | str = PromptStyle.MEDVLM,
+) -> list[BatchAnswer]:
+    """Answer a batch of questions at once, without streaming: evaluation runs and generated campaigns.
+
+    The answers are read with ``final=True`` (the completion is finished), so a campaign's outputs
+    and an evaluation's samples are parsed exactly as the ``accuracy`` reward parses them.
+    """
+    style = as_style(style)
+    inputs = prepare_inputs(loaded, images, questions, options, style=style, max_pixels=settings.max_pixels)
+    tokenizer = loaded.processor.tokenizer
+    with torch.inference_mode():
+        output = loaded.model.generate(**inputs, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+    # Left padding: every row's prompt ends at the same column, and its new tokens follow it.
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    eos_ids = _eos_ids(loaded)
+    require_think = style is not PromptStyle.NO_THINK
+    answers = []
+    for text, row, opts in zip(texts, new_tokens.tolist(), options, strict=True):
+        reason, count = _stop(row, eos_ids)
+        parsed = parse_completion(text, list(opts), require_think=require_think, final=True)
+        answers.append(BatchAnswer(text, parsed, reason, count))
+    return answers
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    eos = loaded.model.generation_config.eos_token_id
+    if eos is None:
+        eos = loaded.processor.tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+
+def _stop(tokens: list[int], eos_ids: set[int]) -> tuple[str, int]:
+    """Why a row stopped and how many tokens it generated (up to and including its end token)."""
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            return "eos", index + 1
+    return "max_new_tokens", len(tokens)
 
 
 def stream_completion(

@@ -41,7 +41,7 @@ from transformers import HfArgumentParser
 
 from medvlm.annotations import ModelOutput
 from medvlm.errors import MedVLMError
-from medvlm.parsing import ParsedCompletion, parse_completion
+from medvlm.parsing import ParsedCompletion
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
 from medvlm.vqa_records import FORMATS, LoadReport, VQARecord, load_records, no_records_message
@@ -256,10 +256,8 @@ def evaluate(
 def _answer_batch(
     loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle
 ) -> list[SampleResult]:
-    import torch
-
     from medvlm.images import load_image
-    from medvlm.streaming import prepare_inputs
+    from medvlm.streaming import answer_batch
 
     images = []
     for record in batch:
@@ -269,48 +267,13 @@ def _answer_batch(
             raise MedVLMError(
                 f"Question {record.id}: the image {record.image_path} could not be read: {error}"
             ) from error
-    inputs = prepare_inputs(
-        loaded,
-        images,
-        [r.question for r in batch],
-        [list(r.options) for r in batch],
-        style=style,
-        max_pixels=settings.max_pixels,
+    answers = answer_batch(
+        loaded, images, [r.question for r in batch], [list(r.options) for r in batch], settings, style=style
     )
-    tokenizer = loaded.processor.tokenizer
-    with torch.inference_mode():
-        output = loaded.model.generate(**inputs, **settings.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
-    # Left padding: every row's prompt ends at the same column, and its new tokens follow it.
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    eos_ids = _eos_ids(loaded)
-    stops = [_stop(row, eos_ids) for row in new_tokens.tolist()]
-    require_think = style is not PromptStyle.NO_THINK
     return [
-        SampleResult(
-            record=record,
-            completion=text,
-            parsed=parse_completion(text, list(record.options), require_think=require_think, final=True),
-            stop_reason=reason,
-            new_tokens=count,
-        )
-        for record, text, (reason, count) in zip(batch, texts, stops, strict=True)
+        SampleResult(record, answer.completion, answer.parsed, answer.stop_reason, answer.new_tokens)
+        for record, answer in zip(batch, answers, strict=True)
     ]
-
-
-def _eos_ids(loaded: LoadedModel) -> set[int]:
-    eos = loaded.model.generation_config.eos_token_id
-    if eos is None:
-        eos = loaded.processor.tokenizer.eos_token_id
-    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
-
-
-def _stop(tokens: list[int], eos_ids: set[int]) -> tuple[str, int]:
-    """Why a row stopped and how many tokens it generated (up to and including its end token)."""
-    for index, token in enumerate(tokens):
-        if token in eos_ids:
-            return "eos", index + 1
-    return "max_new_tokens", len(tokens)
 
 
 # -- outputs ---------------------------------------------------------------------------------------
