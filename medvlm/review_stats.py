@@ -30,7 +30,7 @@ import pandas as pd
 from medvlm.annotations import FLAGS, Annotation, AnnotationError
 from medvlm.user_text import escape_markdown
 
-GROUPS: tuple[str, ...] = ("modality", "model_id", "reviewer")
+GROUPS: tuple[str, ...] = ("modality", "question_type", "model_id", "reviewer")
 """The columns :func:`flag_rates` can group by."""
 
 UNKNOWN_GROUP = "unknown"
@@ -42,7 +42,7 @@ AGREEMENT_COLUMNS: tuple[str, ...] = ("flag", "label", "outputs", "ratings", "ob
 def flag_rates(annotations: Sequence[Annotation], by: str | None = None) -> pd.DataFrame:
     """How often each flag was set: ``flag, label, count, rate`` (rate: share of annotations).
 
-    With ``by`` ("modality", "model_id" or "reviewer") the frame is long, one row per group and
+    With ``by`` ("modality", "question_type", "model_id" or "reviewer") the frame is long, one row per group and
     flag, rates within the group, ready for ``gr.BarPlot(x="label", y="rate", color=by)``.
     Every flag appears (with count 0) so bars line up across groups. No annotations: an empty
     frame with the same columns.

@@ -159,9 +159,11 @@ def test_eight_reviewers_in_eight_processes_leave_every_output_with_exactly_k(tm
 
 def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path) -> None:
     """A data folder as medvlm wrote it before campaigns (schema 2), built by its own migrations and rows,
-    opens at the newest schema with every row (schemas 3 to 5 add campaigns, marked passages, adjudications)."""
+    opens at the newest schema with every row (schemas 3 to 6 add campaigns, marked passages, adjudications,
+    question types and generated campaigns)."""
     output = model_output(0)
     row = store_module._output_row(output)
+    columns = [column for column in OUTPUT_COLUMNS if column != "question_type"]  # schema 6 added it
     with sqlite3.connect(tmp_path / "annotations.sqlite3", isolation_level=None) as conn:
         conn.execute("BEGIN")
         for step in MIGRATIONS[:2]:
@@ -169,8 +171,8 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
         conn.execute("PRAGMA user_version = 2")
         conn.executemany("INSERT INTO flags VALUES (?, ?)", FLAGS.items())
         conn.execute(
-            f"INSERT INTO outputs ({', '.join(OUTPUT_COLUMNS)}) VALUES ({', '.join('?' * len(OUTPUT_COLUMNS))})",
-            [row[column] for column in OUTPUT_COLUMNS],
+            f"INSERT INTO outputs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [row[column] for column in columns],
         )
         conn.execute(
             "INSERT INTO annotations VALUES (1, ?, 'Dr Old', 'before campaigns', 'B', '0.1', ?, ?)",
@@ -187,9 +189,10 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
 
     reopened = AnnotationStore(tmp_path)
     with sqlite3.connect(reopened.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     (kept,) = reopened.query()
     assert (kept.id, kept.flags, kept.comment, kept.spans) == (1, ("superficial",), "before campaigns", ())
+    assert kept.question_type is None and kept.completion == output.completion
     assert [version.comment for version in reopened.history(1)] == ["before campaigns"]
     Campaigns(reopened).create("after", [output, model_output(1)], reviews_per_output=2, created_by="a")
     assert Campaigns(reopened).progress("after").reviews == 1  # the old review of output 0 counts

@@ -126,7 +126,7 @@ def test_flag_rates_by_group_are_long_and_complete(two_reviewers: list[Annotatio
 
 def test_flag_rates_edge_cases() -> None:
     assert flag_rates([]).empty and list(flag_rates([], by="model_id").columns)[0] == "model_id"
-    with pytest.raises(AnnotationError, match="choose from: modality, model_id, reviewer"):
+    with pytest.raises(AnnotationError, match="choose from: modality, question_type, model_id, reviewer"):
         flag_rates([], by="question")
 
 

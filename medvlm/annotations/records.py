@@ -96,6 +96,9 @@ class ModelOutput:
     timing: dict[str, Any] | None
     generated_at: str
     """ISO-8601 UTC; "" when not recorded (never "now": the same sample must meet the same stored output)."""
+    question_type: str | None = None
+    """The dataset's kind of question ("Disease Diagnosis"...), where the output answers a dataset's row:
+    campaign reports give flag rates per question type. None for a question typed in the app."""
 
     def to_sample(self, *, image: str, **extra: Any) -> dict[str, Any]:
         """This output as one line of an evaluation run's ``samples.jsonl`` (``train.evaluate`` writes them).
@@ -127,7 +130,7 @@ class ModelOutput:
         return cls(
             output_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
             image=image.image,
-            image_metadata=image.metadata.to_dict(),
+            image_metadata=_with_dataset_modality(image.metadata.to_dict(), sample.get("modality")),
             question=question,
             options=options,
             correct_answer=correct if isinstance(correct, str) and correct in _letters(len(options)) else None,
@@ -143,7 +146,22 @@ class ModelOutput:
             prompt_style=str(sample.get("prompt_style") or ""),
             timing=None,
             generated_at=str(sample.get("generated_at") or ""),
+            question_type=_text_or_none(sample.get("question_type")),
         )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _with_dataset_modality(metadata: dict[str, Any], modality: Any) -> dict[str, Any]:
+    """The image's metadata, with the dataset's modality where the image itself names none (a PNG).
+
+    A DICOM's own Modality tag wins: it is what the scanner wrote.
+    """
+    if metadata.get("modality") or _text_or_none(modality) is None:
+        return metadata
+    return {**metadata, "modality": _text_or_none(modality)}
 
 
 SAMPLE_FIELDS: tuple[str, ...] = tuple(
@@ -291,6 +309,8 @@ class Annotation:
     """How many versions this review has had (1: never edited); :meth:`AnnotationStore.history` lists them."""
     spans: tuple[Span, ...] = ()
     """The passages of the completion the reviewer marked (offsets into ``completion``)."""
+    question_type: str | None = None
+    """:attr:`ModelOutput.question_type` of the reviewed output."""
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for exports and the Hub sync.

@@ -174,6 +174,41 @@ def _add_adjudications_v5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_generated_campaigns_v6(conn: sqlite3.Connection) -> None:
+    """Question types on outputs; campaigns whose answers are generated in medvlm from a dataset.
+
+    ``campaign_questions`` holds a generated campaign's questions (their images are stored like
+    an output's) from the start, so generation resumes from the store alone after an interruption;
+    a question is answered once ``campaign_outputs`` has a row at its position.
+    ``campaign_generation`` says which model and settings answer them.
+    """
+    _execute_script(
+        conn,
+        """
+        ALTER TABLE outputs ADD COLUMN question_type TEXT;
+        CREATE TABLE campaign_questions (
+            campaign_id    INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            position       INTEGER NOT NULL CHECK (position >= 1),
+            source_id      TEXT NOT NULL,
+            question       TEXT NOT NULL,
+            options        TEXT NOT NULL,
+            correct_answer TEXT,
+            image_sha256   TEXT NOT NULL,
+            image_metadata TEXT NOT NULL,
+            question_type  TEXT,
+            PRIMARY KEY (campaign_id, position)
+        ) WITHOUT ROWID;
+        CREATE TABLE campaign_generation (
+            campaign_id  INTEGER PRIMARY KEY REFERENCES campaigns (id) ON DELETE CASCADE,
+            model        TEXT NOT NULL,
+            settings     TEXT NOT NULL,
+            prompt_style TEXT NOT NULL,
+            batch_size   INTEGER NOT NULL CHECK (batch_size >= 1)
+        );
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -196,6 +231,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_campaigns_v3,
     _add_marked_passages_v4,
     _add_adjudications_v5,
+    _add_generated_campaigns_v6,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 
