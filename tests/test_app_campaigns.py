@@ -27,7 +27,11 @@ CONTRADICTING = "<think>The scan shows lobes full of air: this is the brain.</th
 
 def campaign_outputs(count: int) -> list:
     return [
-        model_output(index, completion=CONTRADICTING if index == 0 else model_output(index).completion)
+        model_output(
+            index,
+            completion=CONTRADICTING if index == 0 else model_output(index).completion,
+            question_type=("Disease Diagnosis", "Anatomy Identification")[index % 2],
+        )
         for index in range(count)
     ]
 
@@ -156,7 +160,7 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
         review_until_done(app.url, "Dr One", flags=("contradiction",))
         review_until_done(app.url, "Dr Two", flags=("sound",))
         summary, agreement, hints, split = client(app.url).predict("Team round", api_name="/campaign_report")
-        over_time, by_modality, by_model, per_reviewer = client(app.url).predict(
+        over_time, by_modality, by_question_type, by_model, per_reviewer = client(app.url).predict(
             "Team round", api_name="/campaign_dashboard"
         )
     assert "2 of 2 outputs complete, 4 of 4 reviews" in summary and "Dr One 2" in summary and "Dr Two 2" in summary
@@ -167,6 +171,9 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
     hint_rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
     assert hint_rows["contradiction"]["fired"] == 2 and hint_rows["contradiction"]["precision"] == "0.50"
     assert over_time["columns"] == ["time", "reviews"] and over_time["data"][-1][-1] == 4  # cumulative
+    rates = {(row[0], row[1]): row[-1] for row in by_question_type["data"]}  # (type, flag) -> share of reviews
+    assert by_question_type["columns"][:2] == ["question_type", "flag"]
+    assert rates[("Disease Diagnosis", "contradiction")] == 0.5 and rates[("Anatomy Identification", "sound")] == 0.5
     plotted = per_reviewer.get("value", per_reviewer)  # (an update: its axis starts at 0)
     assert {row[0]: row[1] for row in plotted["data"]} == {"Dr One": 2, "Dr Two": 2}
     disagreed = [dict(zip(split["headers"], row, strict=True)) for row in split["data"]]

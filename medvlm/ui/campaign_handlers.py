@@ -263,18 +263,18 @@ class CampaignHandlers:
         return summary, table, hints, split
 
     def dashboard(self, campaign: str | None):
-        """The campaign's progress over time and its flag rates by modality and by model.
+        """The campaign's progress over time and its flag rates by modality, question type and model.
 
-        Returns (reviews over time, flag rates by modality, flag rates by model, reviews per reviewer).
+        Returns (reviews over time, flag rates by modality, by question type, by model, reviews per reviewer).
         """
         empty = pd.DataFrame()
         if not campaign:
-            return empty, empty, empty, empty
+            return empty, empty, empty, empty, empty
         try:
             annotations = self.campaigns.annotations(campaign)
             progress = self.campaigns.progress(campaign)
         except MedVLMError:
-            return empty, empty, empty, empty
+            return empty, empty, empty, empty, empty
         per_reviewer = pd.DataFrame(
             [{"reviewer": name, "reviews": count} for name, count in progress.by_reviewer.items()],
             columns=["reviewer", "reviews"],
@@ -283,6 +283,7 @@ class CampaignHandlers:
         return (
             reviews_over_time(annotations),
             flag_rates(annotations, by="modality"),
+            flag_rates(annotations, by="question_type"),
             flag_rates(annotations, by="model_id"),
             gr.update(value=per_reviewer, y_lim=[0, most]),  # from 0: an axis from the smallest count hides its bar
         )

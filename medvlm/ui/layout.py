@@ -469,6 +469,10 @@ def _wire_answer(
         demo.load(answers.whoami, None, [page["identity"]], api_visibility="private")
 
 
+GROUPED_PLOTS = (("modality", "modality"), ("question_type", "question type"), ("model_id", "model"))
+"""The campaign report's flag-rate plots: the column grouped by, and its name on the plot."""
+
+
 def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Tab) -> None:
     """A shared review campaign, one handed-out output at a time (created with ``medvlm campaign create``)."""
     handlers = CampaignHandlers(workbench)
@@ -666,7 +670,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-per-reviewer",
             )
         with gr.Row():
-            campaign_by_modality, campaign_by_model = (
+            campaign_by_modality, campaign_by_question_type, campaign_by_model = (
                 gr.BarPlot(
                     x=column,
                     y="rate",
@@ -675,9 +679,9 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     x_title=what.capitalize(),
                     y_title=f"Share of that {what}'s reviews, stacked by flag",
                     color_title="Flag",
-                    elem_id=f"campaign-plot-{what}",
+                    elem_id=f"campaign-plot-{column}",
                 )
-                for column, what in (("modality", "modality"), ("model_id", "model"))
+                for column, what in GROUPED_PLOTS
             )
         report_disagreements = gr.Dataframe(
             label="Disagreements to adjudicate (outputs whose reviewers set different flags)",
@@ -712,7 +716,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     report_button.click(
         handlers.dashboard,
         [page["campaign"]],
-        [progress_plot, campaign_by_modality, campaign_by_model, per_reviewer],
+        [progress_plot, campaign_by_modality, campaign_by_question_type, campaign_by_model, per_reviewer],
         api_name="campaign_dashboard",
     )
     adjudicate.click(
