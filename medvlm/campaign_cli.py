@@ -2,12 +2,17 @@
 
     medvlm campaign create "Chest CT round 1" --samples run/samples.jsonl --images data/ \\
         --reviews-per-output 3 [--guidelines guidelines.md] [--blind] [--data-dir DIR] [--by NAME]
+    medvlm campaign create "Chest CT round 2" --data MRI_CT_XRAY_300each_dataset.json --data-root MedVLM-R1/ \\
+        --model JZPeterPan/MedVLM-R1 --reviews-per-output 3 [--batch-size 8] [--max-new-tokens 512 ...]
+    medvlm campaign generate "Chest CT round 2"      # continue an interrupted generation
     medvlm campaign export "Chest CT round 1" --to exports/round1 [--push-to-hub me/round1]
     medvlm campaign list [--data-dir DIR]
     medvlm campaign progress "Chest CT round 1" [--json] [--data-dir DIR]
 
-A campaign is made from a ``train.evaluate`` run, so every reviewer sees the same completions;
-its outputs and images go into the data folder the app serves (``--data-dir``, default
+A campaign is made from a ``train.evaluate`` run (``--samples``), or from a dataset in any format
+:mod:`medvlm.vqa_records` reads (``--data``) whose answers the model generates now, with a progress
+bar, resumable (:mod:`medvlm.campaign_generation`): either way every reviewer sees the same
+completions. Outputs and images go into the data folder the app serves (``--data-dir``, default
 ``$MEDVLM_DATA_DIR`` or ``./medvlm-data``). See :mod:`medvlm.annotations.campaigns` for how
 outputs are handed out.
 """
@@ -16,11 +21,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from medvlm.cli_options import (
+    add_device_options,
+    add_generation_options,
+    add_model_options,
+    load_model_from,
+    settings_from,
+)
 from medvlm.errors import MedVLMError
+from medvlm.vqa_records import FORMATS
+
+if TYPE_CHECKING:
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.model import LoadedModel
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -28,18 +47,39 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     campaign = commands.add_parser("campaign", help="set up and follow review campaigns (many reviewers, k each)")
     actions = campaign.add_subparsers(dest="action", required=True)
 
-    create = actions.add_parser("create", help="a campaign over the outputs of a train.evaluate run")
+    create = actions.add_parser(
+        "create", help="a campaign over a train.evaluate run's outputs, or a dataset answered now by a model"
+    )
     create.add_argument("name", help="the campaign's name, as reviewers will see it")
-    create.add_argument("--samples", required=True, type=Path, help="the run's samples.jsonl")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", type=Path, help="a train.evaluate run's samples.jsonl")
+    source.add_argument(
+        "--data", help="a dataset (file, folder or Hub id, in a format medvlm.vqa_records reads) to answer now"
+    )
     create.add_argument(
         "--images", type=Path, help="folder the samples' image paths are relative to (default: the samples' folder)"
     )
+    dataset = create.add_argument_group("with --data")
+    dataset.add_argument("--data-root", type=Path, help="folder the dataset's image paths are relative to")
+    dataset.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="the dataset's layout")
+    dataset.add_argument("--split", default="test", help="split of a Hub dataset (default: %(default)s)")
+    dataset.add_argument("--limit", type=int, help="answer only the first N questions")
+    dataset.add_argument("--batch-size", type=int, default=8, help="questions answered at once (default: %(default)s)")
+    add_model_options(dataset)
+    add_generation_options(create)
     create.add_argument(
         "--reviews-per-output", type=int, required=True, help="k: how many reviewers should review each output"
     )
     create.add_argument("--guidelines", type=Path, help="a Markdown file of guidelines shown to reviewers")
     create.add_argument("--blind", action="store_true", help="hide the model and the correct answer from reviewers")
     create.add_argument("--by", default="admin", help="who created it (recorded; default: %(default)s)")
+
+    generate = actions.add_parser(
+        "generate", help="continue generating a campaign's answers after an interruption (same model, settings)"
+    )
+    generate.add_argument("name")
+    generate.add_argument("--revision", help="Hub revision of the campaign's model")
+    add_device_options(generate)  # the decoding settings are the campaign's
 
     export = actions.add_parser("export", help="write a campaign as a datasets dataset with a card (and push it)")
     export.add_argument("name")
@@ -51,7 +91,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     progress = actions.add_parser("progress", help="how far one campaign is, overall and per reviewer")
     progress.add_argument("name")
     progress.add_argument("--json", action="store_true", help="print it as one JSON object")
-    for sub in (create, export, listing, progress):
+    for sub in (create, generate, export, listing, progress):
         sub.add_argument("--data-dir", type=Path, help="the data folder (default: $MEDVLM_DATA_DIR or ./medvlm-data)")
 
 
@@ -61,17 +101,20 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
     from medvlm.annotations.campaigns import Campaigns
 
     campaigns = Campaigns(AnnotationStore(args.data_dir))
+    if args.action == "create" and args.data is not None:
+        return _create_generated(campaigns, args, out=out)
+    if args.action == "generate":
+        campaign = campaigns.get(args.name)
+        plan = campaigns.generation(campaign.name)
+        if plan is None:
+            raise MedVLMError(f"The campaign {campaign.name!r} was made from an evaluation run: nothing to generate.")
+        return _generate(campaigns, campaign.name, load_model_from(args, plan.model), out=out)
     if args.action == "create":
         from medvlm.evaluation_runs import run_outputs
 
         if not args.samples.is_file():
             raise MedVLMError(f"There is no samples file at {args.samples}.")
-        guidelines = ""
-        if args.guidelines is not None:
-            try:
-                guidelines = args.guidelines.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise MedVLMError(f"The guidelines file {args.guidelines} could not be read ({error}).") from None
+        guidelines = _guidelines(args)
         outputs = run_outputs(args.samples, args.images or args.samples.parent)
         campaign = campaigns.create(
             args.name,
@@ -109,6 +152,79 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
         print(f"{args.name}: {_line(progress)}", file=out)
         for reviewer, count in progress.by_reviewer.items():
             print(f"  {reviewer}: {count}", file=out)
+    return 0
+
+
+def _guidelines(args: argparse.Namespace) -> str:
+    if args.guidelines is None:
+        return ""
+    try:
+        return args.guidelines.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MedVLMError(f"The guidelines file {args.guidelines} could not be read ({error}).") from None
+
+
+def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: TextIO) -> int:
+    """``create --data``: read the dataset, store its questions, then generate the answers."""
+    from medvlm.campaign_generation import plan_campaign
+    from medvlm.vqa_records import load_records, no_records_message
+
+    guidelines = _guidelines(args)
+    settings = settings_from(args)
+    records, report = load_records(
+        args.data, format=args.format, data_root=args.data_root, limit=args.limit, split=args.split
+    )
+    if not records:
+        raise MedVLMError(no_records_message(args.data, args.data_root, report, purpose="review"))
+    if report.skipped:
+        print(f"Skipped while reading the dataset: {report.summary()}", file=out)
+    loaded = load_model_from(args)
+    campaign = plan_campaign(
+        campaigns,
+        args.name,
+        records,
+        loaded=loaded,
+        settings=settings,
+        style=args.style,
+        batch_size=args.batch_size,
+        reviews_per_output=args.reviews_per_output,
+        guidelines=guidelines,
+        blind=args.blind,
+        created_by=args.by,
+    )
+    print(
+        f"Created campaign {campaign.name!r}: {len(records)} questions, {campaign.reviews_per_output} review(s) "
+        f"wanted of each{', blind' if campaign.blind else ''}, in {campaigns.store.data_dir}; "
+        f"{loaded.describe()['model']} answers them now.",
+        file=out,
+    )
+    return _generate(campaigns, campaign.name, loaded, out=out)
+
+
+def _generate(campaigns: Campaigns, name: str, loaded: LoadedModel, *, out: TextIO) -> int:
+    """Answer what is left, with a progress bar; an interruption says how to continue."""
+    from tqdm.auto import tqdm
+
+    from medvlm.campaign_generation import generate_answers
+
+    with tqdm(desc="Answering", unit="question", file=sys.stderr) as bar:
+
+        def progress(answered: int, planned: int) -> None:
+            bar.total = planned
+            bar.n = answered
+            bar.refresh()
+
+        try:
+            plan = generate_answers(campaigns, name, loaded, progress=progress)
+        except KeyboardInterrupt:
+            plan = campaigns.generation(name)
+            print(
+                f"Interrupted: {plan.answered} of {plan.planned} answers are stored. "
+                f"Continue with: medvlm campaign generate {shlex.quote(name)}",
+                file=out,
+            )
+            return 130
+    print(f"{name}: all {plan.planned} answers stored; reviewers can start.", file=out)
     return 0
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from medvlm import campaign_cli
+from medvlm.cli_options import add_generation_options, add_model_options, load_model_from, settings_from
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import MedVLMError
 from medvlm.images import load_image
-from medvlm.prompt import LETTERS, PromptStyle, validate_question
-from medvlm.published import DEFAULT_MODEL_ID
+from medvlm.prompt import LETTERS, validate_question
 
 if TYPE_CHECKING:  # torch and transformers load when a model is needed, so --help answers at once
     from medvlm.streaming import StreamUpdate
@@ -50,18 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="options",
         help="an answer option; repeat 2 to 10 times (lettered A, B, C... in order)",
     )
-    ask.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_ID,
-        help=f"Hub id, checkpoint directory or LoRA adapter directory (default: {DEFAULT_MODEL_ID})",
-    )
-    ask.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
-    ask.add_argument(
-        "--style",
-        choices=[style.value for style in PromptStyle],
-        help="prompt wording (default: the model's own: what its medvlm.json records, medvlm-exact for "
-        "JZPeterPan/MedVLM-R1, else medvlm)",
-    )
+    add_model_options(ask)
     dicom = ask.add_argument_group("DICOM display")
     dicom.add_argument(
         "--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)"
@@ -71,39 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     dicom.add_argument(
         "--frame", type=int, help="frame of a multi-frame DICOM, numbered from 1 (default: the middle one)"
     )
-    generation = ask.add_argument_group("generation")
-    generation.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=512,
-        help="most tokens the model may write (default: %(default)s, as the paper)",
-    )
-    generation.add_argument(
-        "--sample", action="store_true", help="sample instead of greedy decoding (the paper decodes greedily)"
-    )
-    generation.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature, with --sample (default: %(default)s)"
-    )
-    generation.add_argument(
-        "--top-p",
-        type=float,
-        default=1.0,
-        help="nucleus sampling: keep the smallest set of tokens with this total probability, with --sample (default: "
-        "%(default)s)",
-    )
-    generation.add_argument(
-        "--seed", type=int, help="random seed, 0 to 4294967295, so a sampled answer can be reproduced"
-    )
-    generation.add_argument(
-        "--max-pixels", type=int, help="image-token budget in pixels (recipe: 401408 = 512 tokens)"
-    )
-    generation.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: automatic)")
-    generation.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    generation.add_argument(
-        "--no-fast-cpu",
-        action="store_true",
-        help="on CPU, keep plain fp32 weights and the checkpoint's image budget (no int8 fast path)",
-    )
+    add_generation_options(ask)
     ask.add_argument(
         "--json", action="store_true", help="print the final result as one JSON object instead of the summary"
     )
@@ -167,30 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     """Run the ``ask`` command: check inputs, load the model, stream, print the parsed result."""
-    from medvlm.model import load_model
-    from medvlm.streaming import GenerationSettings, stream_completion
+    from medvlm.streaming import stream_completion
 
     question, options = validate_question(args.question, args.options)
     window = Window(preset=args.window, center=args.window_center, width=args.window_width)
     loaded_image = load_image(args.image, window=window, frame=None if args.frame is None else args.frame - 1)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        max_pixels=args.max_pixels,
-    ).validate()
+    settings = settings_from(args)
 
     _quiet_libraries()
     print(f"Loading {args.model} ...", file=err, flush=True)
-    loaded = load_model(
-        args.model,
-        revision=args.revision,
-        device=args.device,
-        dtype=args.dtype,
-        fast_cpu=False if args.no_fast_cpu else None,
-    )
+    loaded = load_model_from(args)
     if loaded.is_test_model:
         print(
             "Note: this is the tiny random test model; its output is random text, not medical reasoning.",

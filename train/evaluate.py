@@ -77,26 +77,22 @@ class SampleResult:
         self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = ""
     ) -> dict[str, Any]:
         """One ``samples.jsonl`` line: :meth:`medvlm.annotations.ModelOutput.to_sample` owns the format."""
-        record, parsed = self.record, self.parsed
-        output = ModelOutput(
+        record = self.record
+        output = ModelOutput.answered(
+            self.parsed,
             output_id="",
             image=None,
             image_metadata={},
             question=record.question,
             options=list(record.options),
             correct_answer=record.answer,
-            completion=self.completion,
-            reasoning=parsed.reasoning,
-            answer_text=parsed.answer_text,
-            letter=parsed.letter,
-            format_ok=parsed.format_ok,
-            problem=parsed.problem,
             stop_reason=self.stop_reason,
             model=model,
             settings=settings,
             prompt_style=prompt_style,
             timing=None,
             generated_at=generated_at,
+            question_type=record.question_type,
         )
         return output.to_sample(
             image=str(record.image_path),
@@ -104,7 +100,6 @@ class SampleResult:
             solution=record.answer,
             correct=self.correct,
             modality=record.modality,
-            question_type=record.question_type,
             new_tokens=self.new_tokens,
         )
 

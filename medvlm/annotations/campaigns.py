@@ -32,8 +32,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
-from medvlm.annotations.records import FLAGS, Annotation, AnnotationError, ModelOutput, Review
+from PIL import Image
+
+from medvlm.annotations.records import (
+    FLAGS,
+    Annotation,
+    AnnotationError,
+    ModelOutput,
+    Review,
+    filter_metadata,
+    image_relpath,
+    image_sha256,
+)
 from medvlm.annotations.store import AnnotationStore
 from medvlm.user_text import name_key, normalize_name
 
@@ -98,6 +110,42 @@ class Progress:
     skipped: int
 
 
+@dataclass(frozen=True)
+class PlannedQuestion:
+    """A dataset's question in a campaign whose answers medvlm generates (:meth:`Campaigns.plan`)."""
+
+    source_id: str
+    """The dataset row's id (kept in the export, so a row can be traced back)."""
+    image: Image.Image
+    """The rendered, de-identified image, as the model will see it."""
+    image_metadata: dict[str, Any]
+    """``SafeMetadata.to_dict()`` (the dataset's modality where the image names none)."""
+    question: str
+    options: list[str]
+    correct_answer: str | None
+    question_type: str | None = None
+    position: int = 0
+    """Its place in the campaign, from 1 (set when read back; ignored by :meth:`Campaigns.plan`)."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Who answers a generated campaign's questions, with what settings, and how far they are."""
+
+    model: str
+    """The model's ``describe()["model"]``: only that model continues the campaign."""
+    settings: dict[str, Any]
+    """``GenerationSettings.to_dict()``."""
+    prompt_style: str
+    batch_size: int
+    planned: int
+    answered: int
+
+    @property
+    def done(self) -> bool:
+        return self.answered >= self.planned
+
+
 class Campaigns:
     """The campaigns of one data folder, over its :class:`AnnotationStore`."""
 
@@ -117,28 +165,15 @@ class Campaigns:
         created_by: str,
     ) -> Campaign:
         """A new campaign over ``outputs`` (stored once; their correct answers are kept per campaign)."""
-        name = " ".join(str(name).split())
-        if not name:
-            raise AnnotationError("Give the campaign a name.")
-        if not isinstance(reviews_per_output, int) or not 1 <= reviews_per_output <= MAX_REVIEWS_PER_OUTPUT:
-            raise AnnotationError(
-                f"The reviews wanted per output must be a whole number from 1 to {MAX_REVIEWS_PER_OUTPUT} "
-                f"(got {reviews_per_output!r})."
-            )
+        name = _checked_name(name, reviews_per_output)
         if not outputs:
             raise AnnotationError("A campaign needs at least one model output to review.")
         ids = [output.output_id for output in outputs]
         if len(set(ids)) != len(ids):
             raise AnnotationError("The same model output appears twice in the campaign's set.")
         with self.store._connection(write=True) as conn:
-            if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
-                raise AnnotationError(f"There is already a campaign called {name!r}.")
             self.store.add_outputs(outputs, conn)
-            campaign_id = conn.execute(
-                "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (name, guidelines, reviews_per_output, int(blind), created_by, _now()),
-            ).lastrowid
+            campaign_id = _insert_campaign(conn, name, guidelines, reviews_per_output, blind, created_by)
             conn.executemany(
                 "INSERT INTO campaign_outputs (campaign_id, output_id, position, correct_answer) VALUES (?, ?, ?, ?)",
                 [
@@ -147,6 +182,136 @@ class Campaigns:
                 ],
             )
         return self.get(name)
+
+    def plan(
+        self,
+        name: str,
+        questions: Sequence[PlannedQuestion],
+        *,
+        model: str,
+        settings: dict[str, Any],
+        prompt_style: str,
+        batch_size: int,
+        reviews_per_output: int,
+        guidelines: str = "",
+        blind: bool = False,
+        created_by: str,
+    ) -> Campaign:
+        """A new campaign over a dataset's questions, whose answers ``model`` will generate.
+
+        The questions and their images are stored now, in one transaction, so that generating
+        the answers (:func:`medvlm.campaign_generation.generate_answers`, which adds them with
+        :meth:`add_answers`) can stop at any point and resume from the store alone. Reviewers are
+        handed nothing until every question has its answer: the set they review is fixed.
+        """
+        name = _checked_name(name, reviews_per_output)
+        if not questions:
+            raise AnnotationError("A campaign needs at least one question to answer and review.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise AnnotationError(f"The batch size must be a whole number of at least 1 (got {batch_size!r}).")
+        rows = []
+        for position, question in enumerate(questions, start=1):
+            sha = image_sha256(question.image)
+            self.store._save_image(question.image, sha)
+            rows.append(
+                (
+                    position,
+                    str(question.source_id),
+                    question.question,
+                    json.dumps(list(question.options), ensure_ascii=False),
+                    question.correct_answer or None,
+                    sha,
+                    json.dumps(filter_metadata(question.image_metadata), sort_keys=True),
+                    question.question_type,
+                )
+            )
+        with self.store._connection(write=True) as conn:
+            campaign_id = _insert_campaign(conn, name, guidelines, reviews_per_output, blind, created_by)
+            conn.executemany(
+                "INSERT INTO campaign_questions (campaign_id, position, source_id, question, options, correct_answer,"
+                " image_sha256, image_metadata, question_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(campaign_id, *row) for row in rows],
+            )
+            conn.execute(
+                "INSERT INTO campaign_generation (campaign_id, model, settings, prompt_style, batch_size)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (campaign_id, model, json.dumps(settings, sort_keys=True), prompt_style, batch_size),
+            )
+        return self.get(name)
+
+    def generation(self, name: str) -> Generation | None:
+        """How a generated campaign's answers are made and how many exist; None for a campaign made from a run."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            row = conn.execute(
+                "SELECT g.model, g.settings, g.prompt_style, g.batch_size,"
+                " (SELECT count(*) FROM campaign_questions q WHERE q.campaign_id = g.campaign_id),"
+                " (SELECT count(*) FROM campaign_outputs co WHERE co.campaign_id = g.campaign_id)"
+                " FROM campaign_generation g WHERE g.campaign_id = ?",
+                (campaign.id,),
+            ).fetchone()
+        if row is None:
+            return None
+        model, settings, prompt_style, batch_size, planned, answered = row
+        return Generation(model, json.loads(settings), prompt_style, batch_size, planned, answered)
+
+    def pending_questions(self, name: str) -> list[PlannedQuestion]:
+        """The questions of a generated campaign that have no answer yet, in the campaign's order."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            rows = conn.execute(
+                "SELECT q.position, q.source_id, q.question, q.options, q.correct_answer, q.image_sha256,"
+                " q.image_metadata, q.question_type FROM campaign_questions q WHERE q.campaign_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM campaign_outputs co WHERE co.campaign_id = q.campaign_id"
+                " AND co.position = q.position) ORDER BY q.position",
+                (campaign.id,),
+            ).fetchall()
+        pending = []
+        for position, source_id, question, options, correct, sha, metadata, question_type in rows:
+            with Image.open(self.store.data_dir / image_relpath(sha)) as image:
+                picture = image.convert("RGB")
+            pending.append(
+                PlannedQuestion(
+                    source_id,
+                    picture,
+                    json.loads(metadata),
+                    question,
+                    json.loads(options),
+                    correct,
+                    question_type,
+                    position,
+                )
+            )
+        return pending
+
+    def add_answers(self, name: str, answers: Sequence[tuple[int, ModelOutput]]) -> None:
+        """Store generated outputs as the answers to the questions at these positions, in one transaction.
+
+        A position already answered is refused (nothing is stored): two generators working on
+        one campaign at once would otherwise give a question two answers.
+        """
+        campaign = self.get(name)
+        with self.store._connection(write=True) as conn:
+            for position, output in answers:
+                planned = conn.execute(
+                    "SELECT correct_answer FROM campaign_questions WHERE campaign_id = ? AND position = ?",
+                    (campaign.id, position),
+                ).fetchone()
+                if planned is None:
+                    raise AnnotationError(f"The campaign {campaign.name!r} has no question {position} to answer.")
+                if conn.execute(
+                    "SELECT 1 FROM campaign_outputs WHERE campaign_id = ? AND position = ?", (campaign.id, position)
+                ).fetchone():
+                    raise AnnotationError(
+                        f"Question {position} of {campaign.name!r} is already answered (is another generation "
+                        "of this campaign running?)."
+                    )
+                self.store.add_outputs([output], conn)
+                conn.execute(
+                    "INSERT INTO campaign_outputs (campaign_id, output_id, position, correct_answer)"
+                    " VALUES (?, ?, ?, ?)",
+                    (campaign.id, output.output_id, position, planned[0]),
+                )
 
     def get(self, name: str) -> Campaign:
         with self.store._connection() as conn:
@@ -179,8 +344,18 @@ class Campaigns:
     # -- the reviewer's loop -----------------------------------------------------------------------
 
     def next_output(self, name: str, reviewer: str, *, now: float | None = None) -> Assignment | None:
-        """Claim (or keep) an output for ``reviewer``; None when nothing is left for them to review."""
+        """Claim (or keep) an output for ``reviewer``; None when nothing is left for them to review.
+
+        Refused while a generated campaign still has questions without an answer.
+        """
         campaign = self.get(name)
+        generation = self.generation(name)
+        if generation is not None and not generation.done:
+            raise AnnotationError(
+                f"The campaign {campaign.name!r} is not ready: its answers are still being generated "
+                f"({generation.answered} of {generation.planned} so far). An administrator continues the "
+                f"generation (medvlm campaign generate {campaign.name!r}, or the set-up panel)."
+            )
         key = _reviewer_key(reviewer)
         now = time.time() if now is None else now
         with self.store._connection(write=True) as conn:
@@ -434,6 +609,31 @@ _TAKEN = """((SELECT count(*) FROM annotations a WHERE a.output_id = co.output_i
            + (SELECT count(*) FROM campaign_claims c WHERE c.campaign_id = co.campaign_id
               AND c.output_id = co.output_id AND c.reviewer_key <> :key AND c.expires_at > :now))"""
 """How many of its k an output has given away: its reviews, plus the live claims of other reviewers."""
+
+
+def _checked_name(name: str, reviews_per_output: int) -> str:
+    """The campaign's name, spaces collapsed, after checking it and k."""
+    name = " ".join(str(name).split())
+    if not name:
+        raise AnnotationError("Give the campaign a name.")
+    if not isinstance(reviews_per_output, int) or not 1 <= reviews_per_output <= MAX_REVIEWS_PER_OUTPUT:
+        raise AnnotationError(
+            f"The reviews wanted per output must be a whole number from 1 to {MAX_REVIEWS_PER_OUTPUT} "
+            f"(got {reviews_per_output!r})."
+        )
+    return name
+
+
+def _insert_campaign(
+    conn: sqlite3.Connection, name: str, guidelines: str, reviews_per_output: int, blind: bool, created_by: str
+) -> int:
+    if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
+        raise AnnotationError(f"There is already a campaign called {name!r}.")
+    return conn.execute(
+        "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (name, guidelines, reviews_per_output, int(blind), created_by, _now()),
+    ).lastrowid
 
 
 def _campaign(row: Sequence) -> Campaign:

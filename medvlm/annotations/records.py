@@ -26,6 +26,7 @@ from medvlm.pixels import SafeMetadata
 from medvlm.user_text import MAX_COMMENT_CHARS, check_text, normalize_name
 
 if TYPE_CHECKING:
+    from medvlm.parsing import ParsedCompletion
     from medvlm.pixels import LoadedImage
 
 FLAGS: dict[str, str] = {
@@ -100,6 +101,23 @@ class ModelOutput:
     """The dataset's kind of question ("Disease Diagnosis"...), where the output answers a dataset's row:
     campaign reports give flag rates per question type. None for a question typed in the app."""
 
+    @classmethod
+    def answered(cls, parsed: ParsedCompletion, **fields: Any) -> ModelOutput:
+        """The output whose completion ``parsed`` read; ``fields`` give the rest (image, question, model...).
+
+        The app, ``train.evaluate`` and generated campaigns all build their outputs here, so the
+        stored reasoning, answer and format verdict are always the parser's.
+        """
+        return cls(
+            completion=parsed.raw,
+            reasoning=parsed.reasoning,
+            answer_text=parsed.answer_text,
+            letter=parsed.letter,
+            format_ok=parsed.format_ok,
+            problem=parsed.problem,
+            **fields,
+        )
+
     def to_sample(self, *, image: str, **extra: Any) -> dict[str, Any]:
         """This output as one line of an evaluation run's ``samples.jsonl`` (``train.evaluate`` writes them).
 
@@ -130,7 +148,7 @@ class ModelOutput:
         return cls(
             output_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
             image=image.image,
-            image_metadata=_with_dataset_modality(image.metadata.to_dict(), sample.get("modality")),
+            image_metadata=with_dataset_modality(image.metadata.to_dict(), sample.get("modality")),
             question=question,
             options=options,
             correct_answer=correct if isinstance(correct, str) and correct in _letters(len(options)) else None,
@@ -154,7 +172,7 @@ def _text_or_none(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _with_dataset_modality(metadata: dict[str, Any], modality: Any) -> dict[str, Any]:
+def with_dataset_modality(metadata: dict[str, Any], modality: Any) -> dict[str, Any]:
     """The image's metadata, with the dataset's modality where the image itself names none (a PNG).
 
     A DICOM's own Modality tag wins: it is what the scanner wrote.

@@ -268,22 +268,16 @@ class AnswerHandlers:
         )
 
     def _model_output(self, request: _Request, final: StreamUpdate) -> ModelOutput:
-        parsed = final.parsed
         workbench = self.workbench
         fidelity = {"fidelity": workbench.fidelity.status()} if workbench.fidelity else {}
-        return ModelOutput(
+        return ModelOutput.answered(
+            final.parsed,
             output_id=uuid.uuid4().hex,
             image=request.image.image,
             image_metadata=request.image.metadata.to_dict(),
             question=request.question,
             options=request.options,
             correct_answer=request.correct,
-            completion=final.text,
-            reasoning=parsed.reasoning,
-            answer_text=parsed.answer_text,
-            letter=parsed.letter,
-            format_ok=parsed.format_ok,
-            problem=parsed.problem,
             stop_reason=final.stop_reason,
             model={**workbench.model.describe(), **fidelity},
             settings=request.settings.to_dict(),

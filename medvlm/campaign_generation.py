@@ -1,0 +1,186 @@
+"""A review campaign made from a dataset and a model: the answers generated once, up front, resumably.
+
+Two steps, so that an interruption (a killed process, a Space restarting, Ctrl+C) loses at most
+the batch being answered:
+
+1. :func:`plan_campaign` stores the dataset's questions and their rendered, de-identified images
+   in the data folder, with the model and the decoding settings that will answer them
+   (:meth:`medvlm.annotations.campaigns.Campaigns.plan`).
+2. :func:`generate_answers` answers the questions that have no answer yet, a batch at a time, and
+   stores each batch's outputs in one transaction. Run it again, from the command line
+   (``medvlm campaign generate``) or the app's set-up panel, and it continues where it stopped.
+
+Reviewers are handed outputs once every question is answered, so all of them review one fixed set.
+The answers are generated as ``train.evaluate`` generates them (:func:`medvlm.streaming.answer_batch`:
+the paper's greedy decoding by default, read with the same parser), and each batch is seeded from
+the settings' seed and its first position, so a resumed campaign gets the answers an uninterrupted
+one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from medvlm.annotations import ModelOutput
+from medvlm.annotations.campaigns import Campaign, Campaigns, Generation, PlannedQuestion
+from medvlm.annotations.records import with_dataset_modality
+from medvlm.errors import ImageLoadError, MedVLMError
+from medvlm.images import load_image
+from medvlm.model import LoadedModel
+from medvlm.prompt import PromptStyle, as_style
+from medvlm.streaming import BatchAnswer, GenerationSettings, answer_batch
+from medvlm.vqa_records import VQARecord
+
+AnswerBatch = Callable[..., list[BatchAnswer]]
+""":func:`medvlm.streaming.answer_batch`'s signature (the app wraps it for ZeroGPU)."""
+
+
+def plan_campaign(
+    campaigns: Campaigns,
+    name: str,
+    records: Sequence[VQARecord],
+    *,
+    loaded: LoadedModel,
+    settings: GenerationSettings | None = None,
+    style: PromptStyle | str | None = None,
+    batch_size: int = 8,
+    reviews_per_output: int,
+    guidelines: str = "",
+    blind: bool = False,
+    created_by: str,
+    image_files: Mapping[str, str | Path] | None = None,
+) -> Campaign:
+    """Store a campaign of ``records``' questions, to be answered by ``loaded`` with ``settings``.
+
+    Images are read from each record's path, or, with ``image_files`` (file name -> uploaded
+    file, as the app receives them), from the uploaded file of the same name. Any question whose
+    image is missing or unreadable stops the plan with its id: a campaign with holes is not the dataset.
+    """
+    if not records:
+        raise MedVLMError("The dataset holds no question to answer.")
+    settings = (settings or GenerationSettings()).validate()
+    style = loaded.prompt_style if style is None else as_style(style)
+    questions = []
+    for record in records:
+        path = record.image_path if image_files is None else image_files.get(record.image_path.name)
+        if path is None:
+            raise MedVLMError(
+                f"Question {record.id}: its image ({record.image_path.name}) was not uploaded with the dataset. "
+                "Upload the dataset file together with every image file it names."
+            )
+        try:
+            image = load_image(path)
+        except (ImageLoadError, OSError) as error:
+            raise MedVLMError(f"Question {record.id}, image {Path(path).name}: {error}") from None
+        questions.append(
+            PlannedQuestion(
+                source_id=record.id,
+                image=image.image,
+                image_metadata=with_dataset_modality(image.metadata.to_dict(), record.modality),
+                question=record.question,
+                options=list(record.options),
+                correct_answer=record.answer,
+                question_type=record.question_type,
+            )
+        )
+    return campaigns.plan(
+        name,
+        questions,
+        model=str(loaded.describe()["model"]),
+        settings=settings.to_dict(),
+        prompt_style=style.value,
+        batch_size=batch_size,
+        reviews_per_output=reviews_per_output,
+        guidelines=guidelines,
+        blind=blind,
+        created_by=created_by,
+    )
+
+
+def generate_answers(
+    campaigns: Campaigns,
+    name: str,
+    loaded: LoadedModel,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    answer: AnswerBatch = answer_batch,
+) -> Generation:
+    """Answer the campaign's questions that have none yet; return where the generation stands.
+
+    ``progress(answered, planned)`` is called before the first batch and after each one (a tqdm
+    bar, Gradio's progress). Only the model the campaign was planned with may answer it: answers
+    from two models in one campaign would make its failure rates meaningless.
+    """
+    plan = campaigns.generation(name)
+    if plan is None:
+        raise MedVLMError(
+            f"The campaign {name!r} was made from an evaluation run: its answers are that run's, "
+            "there is nothing to generate."
+        )
+    described = loaded.describe()
+    if described["model"] != plan.model:
+        raise MedVLMError(
+            f"The campaign {name!r} is answered by {plan.model}, but the model loaded is {described['model']}. "
+            f"Load {plan.model} to continue it."
+        )
+    settings = GenerationSettings(**plan.settings).validate()
+    style = as_style(plan.prompt_style)
+    pending = campaigns.pending_questions(name)
+    answered = plan.answered
+    if progress is not None:
+        progress(answered, plan.planned)
+    campaign_id = campaigns.get(name).id
+    for start in range(0, len(pending), plan.batch_size):
+        batch = pending[start : start + plan.batch_size]
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed + batch[0].position)
+        answers = answer(
+            loaded,
+            [question.image for question in batch],
+            [question.question for question in batch],
+            [question.options for question in batch],
+            settings,
+            style=style,
+        )
+        generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        campaigns.add_answers(
+            name,
+            [
+                (
+                    question.position,
+                    ModelOutput.answered(
+                        reply.parsed,
+                        output_id=_output_id(campaign_id, question.position, plan.model, reply.completion),
+                        image=question.image,
+                        image_metadata=question.image_metadata,
+                        question=question.question,
+                        options=question.options,
+                        correct_answer=question.correct_answer,
+                        stop_reason=reply.stop_reason,
+                        model=described,
+                        settings=settings.to_dict(),
+                        prompt_style=style.value,
+                        timing=None,
+                        generated_at=generated_at,
+                        question_type=question.question_type,
+                    ),
+                )
+                for question, reply in zip(batch, answers, strict=True)
+            ],
+        )
+        answered += len(batch)
+        if progress is not None:
+            progress(answered, plan.planned)
+    return campaigns.generation(name)
+
+
+def _output_id(campaign_id: int, position: int, model: str, completion: str) -> str:
+    """Derived, not random: the same answer to the same campaign question is the same stored output."""
+    identity = json.dumps(["campaign", campaign_id, position, model, completion])
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
