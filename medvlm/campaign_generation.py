@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
@@ -54,13 +53,11 @@ def plan_campaign(
     guidelines: str = "",
     blind: bool = False,
     created_by: str,
-    image_files: Mapping[str, str | Path] | None = None,
 ) -> Campaign:
     """Store a campaign of ``records``' questions, to be answered by ``loaded`` with ``settings``.
 
-    Images are read from each record's path, or, with ``image_files`` (file name -> uploaded
-    file, as the app receives them), from the uploaded file of the same name. Any question whose
-    image is missing or unreadable stops the plan with its id: a campaign with holes is not the dataset.
+    Any question whose image cannot be read stops the plan with its id: a campaign with holes is
+    not the dataset.
     """
     if not records:
         raise MedVLMError("The dataset holds no question to answer.")
@@ -68,16 +65,10 @@ def plan_campaign(
     style = loaded.prompt_style if style is None else as_style(style)
     questions = []
     for record in records:
-        path = record.image_path if image_files is None else image_files.get(record.image_path.name)
-        if path is None:
-            raise MedVLMError(
-                f"Question {record.id}: its image ({record.image_path.name}) was not uploaded with the dataset. "
-                "Upload the dataset file together with every image file it names."
-            )
         try:
-            image = load_image(path)
+            image = load_image(record.image_path)
         except (ImageLoadError, OSError) as error:
-            raise MedVLMError(f"Question {record.id}, image {Path(path).name}: {error}") from None
+            raise MedVLMError(f"Question {record.id}, image {record.image_path.name}: {error}") from None
         questions.append(
             PlannedQuestion(
                 source_id=record.id,

@@ -625,6 +625,7 @@ def load_records(
     limit: int | None = None,
     split: str = "test",
     check_images: bool = True,
+    image_files: Mapping[str, str | Path] | None = None,
 ) -> tuple[list[VQARecord], LoadReport]:
     """Read multiple-choice VQA rows from a file, a folder of files, or a Hub dataset.
 
@@ -638,7 +639,9 @@ def load_records(
     ``limit`` stops after that many valid records (MedVLM-R1 trained on the first 500 MRI rows).
     ``check_images`` decodes every image up front (with :func:`medvlm.images.load_image`), so that
     an unreadable file is a counted skip now rather than a crash mid-run; a missing file is
-    always a skip.
+    always a skip. ``image_files`` (file name -> path) are images uploaded with the data file, as
+    the app receives them: a row's image is then the uploaded file of the same name, and a row
+    whose image was not uploaded is skipped as ``"image not uploaded"``.
 
     Bad rows are skipped and counted in the returned :class:`LoadReport`; a source that cannot
     be read at all raises :class:`DatasetError`.
@@ -646,7 +649,7 @@ def load_records(
     Args:
         source: a data file, a folder of them, or a Hub dataset id.
         format: "auto" (detected per file from its first row) or one of :data:`FORMATS`.
-        data_root, subset, modality, limit, split, check_images: as described above.
+        data_root, subset, modality, limit, split, check_images, image_files: as described above.
 
     Returns:
         The usable records, in file order, and the report of what was loaded and skipped.
@@ -679,7 +682,7 @@ def load_records(
             ):
                 report.not_selected += 1
                 continue
-            records.append(_validated(row_id, parsed, origin, row_format, check_images))
+            records.append(_validated(row_id, parsed, origin, row_format, check_images, image_files))
         except _Skip as skip:
             report.skip(row_id, skip.reason, skip.detail)
     report.loaded = len(records)
@@ -709,7 +712,14 @@ def _tagged_rows(
             yield row_id, origin, row_format, row
 
 
-def _validated(row_id: str, row: _Row, origin: _Origin, row_format: str, check_images: bool) -> VQARecord:
+def _validated(
+    row_id: str,
+    row: _Row,
+    origin: _Origin,
+    row_format: str,
+    check_images: bool,
+    image_files: Mapping[str, str | Path] | None,
+) -> VQARecord:
     """The record for a parsed row, or ``_Skip``: question and options, then answer, then image."""
     try:
         question, options = validate_question(row.question, row.options)
@@ -722,6 +732,10 @@ def _validated(row_id: str, row: _Row, origin: _Origin, row_format: str, check_i
             f"answer {str(row.answer)[:60]!r}, options {', '.join(LETTERS[: len(options)])}",
         )
     image_path = _image_path(row.image, origin)
+    if image_files is not None:
+        if image_path.name not in image_files:
+            raise _Skip("image not uploaded", image_path.name)
+        image_path = Path(image_files[image_path.name])
     if problem := _image_problem(image_path, check_images):
         raise _Skip(problem, str(image_path))
     return VQARecord(

@@ -213,3 +213,66 @@ def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guid
         refused = client(app.url).predict("Round from the UI", 1, ["sound"], "", api_name="/campaign_adjudicate")
         assert "Only an administrator can adjudicate" in refused
     assert [known.name for known in Campaigns(AnnotationStore(tmp_path / "data")).all()] == ["Round from the UI"]
+
+
+def test_administrators_create_a_campaign_from_a_dataset_the_served_model_answers(
+    formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    """Upload a dataset and its images: the app's model answers every question, and an interrupted
+    generation is continued from the set-up panel with only the store left."""
+    import json
+
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from medvlm.campaign_generation import plan_campaign
+    from medvlm.model import load_model
+    from medvlm.streaming import GenerationSettings, answer_batch
+    from medvlm.vqa_records import load_records
+
+    rows = []
+    for index in range(3):
+        Image.new("L", (40 + 8 * index, 40), 60 * index).save(tmp_path / f"scan{index}.png")
+        rows.append(
+            {"id": f"r{index}", "image": f"images/scan{index}.png", "question": f"Finding {index}?",
+             "options": ["Effusion", "Normal"], "answer": "AB"[index % 2], "question_type": "Disease Diagnosis"}
+        )  # fmt: skip
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    upload = [handle_file(str(data)), *(handle_file(str(tmp_path / f"scan{index}.png")) for index in range(3))]
+    store = tmp_path / "data"
+    config = AppConfig(model=str(formatted_model_dir), data_dir=store, users=(("alice", "pw"),))
+    with running_app(config) as app:
+        admin = client(app.url, auth=("alice", "pw"))
+        choices, status = admin.predict(upload, "Answered here", 1, "", False, "dataset", api_name="/campaign_create")
+        assert "Created campaign Answered here: all 3 questions answered by" in status, status
+        campaigns = Campaigns(AnnotationStore(store))
+        generation = campaigns.generation("Answered here")
+        assert generation.done and generation.settings["max_new_tokens"] == 512  # the paper's settings
+        loaded = load_model(formatted_model_dir)
+        images = [Image.open(tmp_path / f"scan{index}.png").convert("RGB") for index in range(3)]
+        expected = answer_batch(
+            loaded, images, [row["question"] for row in rows], [row["options"] for row in rows], GenerationSettings()
+        )
+        stored = [campaigns.store.output(output_id) for output_id in campaigns.output_ids("Answered here")]
+        assert [output.completion for output in stored] == [answer.completion for answer in expected]
+        assert {output.question_type for output in stored} == {"Disease Diagnosis"}
+
+        # An interrupted generation (its questions stored, no answer yet): the set-up panel continues it.
+        uploaded = {f"scan{index}.png": tmp_path / f"scan{index}.png" for index in range(3)}
+        records, _ = load_records(data, image_files=uploaded)
+        plan_campaign(
+            campaigns, "Cut short", records, loaded=loaded, settings=GenerationSettings(max_new_tokens=16),
+            reviews_per_output=1, created_by="alice",
+        )  # fmt: skip
+        shown = named(admin.predict("Cut short", "", api_name="/campaign_start"), CampaignShown)
+        assert "still being generated (0 of 3 so far)" in shown["campaign_status"]
+        status = admin.predict("Cut short", api_name="/campaign_continue_generation")
+        assert "Cut short: all 3 questions answered" in status
+        shown = named(admin.predict("Cut short", "", api_name="/campaign_start"), CampaignShown)
+        assert shown["campaign_output_id"] in Campaigns(AnnotationStore(store)).output_ids("Cut short")
+
+        _, refused = admin.predict([handle_file(str(data))], "No images", 1, "", False, "dataset",
+                                   api_name="/campaign_create")  # fmt: skip
+        assert "3 question(s) name an image that was not uploaded (scan0.png, scan1.png, scan2.png)" in refused
+    assert [known.name for known in Campaigns(AnnotationStore(store)).all()] == ["Cut short", "Answered here"]

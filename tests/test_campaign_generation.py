@@ -158,20 +158,23 @@ def test_only_the_planned_model_continues_a_campaign(tmp_path: Path, formatted: 
         generate_answers(campaigns, "From a run", formatted)
 
 
-def test_uploaded_datasets_need_every_image_and_refuse_unreadable_ones(tmp_path: Path, formatted) -> None:
-    rows = records(tmp_path / "data", 2)
+def test_uploaded_images_stand_in_for_the_datasets_paths_and_unreadable_ones_stop_the_plan(
+    tmp_path: Path, formatted: LoadedModel
+) -> None:
+    data = dataset(tmp_path / "data", 2)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "scan0.png").write_bytes((tmp_path / "data" / "scan0.png").read_bytes())
+    rows, report = load_records(data, image_files={"scan0.png": uploads / "scan0.png"})
+    assert [row.image_path for row in rows] == [uploads / "scan0.png"]
+    assert report.skipped["image not uploaded"] == 1 and report.first_example("image not uploaded") == "scan1.png"
+
+    (uploads / "scan1.png").write_text("not an image")  # a text file renamed .png
+    rows, _ = load_records(data, image_files={name: uploads / name for name in ("scan0.png", "scan1.png")},
+                           check_images=False)  # fmt: skip
     campaigns = Campaigns(AnnotationStore(tmp_path / "store"))
-    with pytest.raises(MedVLMError, match=r"Question row-1: its image \(scan1.png\) was not uploaded"):
-        plan(campaigns, "Upload", rows, formatted, image_files={"scan0.png": rows[0].image_path})
-    (tmp_path / "fake.png").write_text("not an image")
-    with pytest.raises(MedVLMError, match="Question row-1, image fake.png: "):
-        plan(
-            campaigns,
-            "Upload",
-            rows,
-            formatted,
-            image_files={"scan0.png": rows[0].image_path, "scan1.png": tmp_path / "fake.png"},
-        )
+    with pytest.raises(MedVLMError, match="Question row-1, image scan1.png: "):
+        plan(campaigns, "Upload", rows, formatted)
     assert campaigns.all() == []  # nothing half-made
 
 

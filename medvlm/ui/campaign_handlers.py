@@ -15,10 +15,12 @@ import gradio as gr
 import pandas as pd
 
 from medvlm.annotations import FLAGS, Review, Span
-from medvlm.annotations.campaigns import Assignment, Campaigns
+from medvlm.annotations.campaigns import Assignment, Campaign, Campaigns
+from medvlm.campaign_generation import generate_answers, plan_campaign
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
+from medvlm.model import LoadedModel
 from medvlm.pixels import LoadedImage, SafeMetadata
 from medvlm.review_stats import (
     agreement_intervals,
@@ -29,7 +31,7 @@ from medvlm.review_stats import (
 )
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
-from medvlm.ui.cases import discard_upload
+from medvlm.ui.cases import discard_upload, file_name
 from medvlm.ui.events import CampaignShown, skips
 from medvlm.ui.inputs import as_number
 from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
@@ -37,6 +39,12 @@ from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer_value
 from medvlm.ui.workbench import Workbench
 from medvlm.user_text import escape_markdown
+from medvlm.vqa_records import load_records
+
+NOT_UPLOADED = "image not uploaded"
+"""The reason :func:`load_records` gives a row whose image is not among the uploads."""
+DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
+"""The dataset files an administrator may upload (the formats :func:`load_records` reads)."""
 
 
 class CampaignHandlers:
@@ -153,44 +161,119 @@ class CampaignHandlers:
         new_campaign_k: Any = 3,
         new_campaign_guidelines: str | None = "",
         new_campaign_blind: bool = False,
+        new_campaign_source: str | None = "run",
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
     ):
-        """An administrator's new campaign from an uploaded run (samples.jsonl and its images).
+        """An administrator's new campaign, from an uploaded run or from a dataset the served model answers now.
 
+        ``new_campaign_source`` is ``"run"`` (samples.jsonl and its images: the run's answers) or
+        ``"dataset"`` (a dataset file and its images: the questions are stored, then answered with
+        a progress bar; an interruption is continued with :meth:`continue_generation`).
         Returns (campaign choices, status). Gradio's copies of the uploads are deleted once read.
         """
         paths = list(new_campaign_files or [])
         try:
-            if not self.workbench.is_admin(profile, request):
-                raise MedVLMError(
-                    "Only an administrator can create a campaign here (a user of --auth, or the Space's owner). "
-                    "On the server: medvlm campaign create."
-                )
-            if not paths:
-                raise MedVLMError("Upload the run's samples.jsonl together with the image files it names.")
-            samples, images = read_run_uploads(paths)
-            outputs = uploaded_outputs(samples, images)
+            self._check_admin(profile, request, "create a campaign")
             reviews = as_number(new_campaign_k, "The reviews wanted per output", whole=True)
-            creator = getattr(request, "username", None) or getattr(profile, "username", None) or "admin"
-            campaign = self.campaigns.create(
-                new_campaign_name or "",
-                outputs,
-                reviews_per_output=reviews if reviews is not None else 0,
-                guidelines=new_campaign_guidelines or "",
-                blind=bool(new_campaign_blind),
-                created_by=creator,
-            )
+            settings = {
+                "reviews_per_output": reviews if reviews is not None else 0,
+                "guidelines": new_campaign_guidelines or "",
+                "blind": bool(new_campaign_blind),
+                "created_by": getattr(request, "username", None) or getattr(profile, "username", None) or "admin",
+            }
+            if new_campaign_source == "dataset":
+                campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
+            else:
+                if not paths:
+                    raise MedVLMError("Upload the run's samples.jsonl together with the image files it names.")
+                samples, images = read_run_uploads(paths)
+                outputs = uploaded_outputs(samples, images)
+                campaign = self.campaigns.create(new_campaign_name or "", outputs, **settings)
         except MedVLMError as error:
             return gr.skip(), render.error_markdown(str(error))
         finally:
             for path in paths:
                 discard_upload(path)
         names = [known.name for known in self.campaigns.all()]
-        status = (
-            f"Created campaign {escape_markdown(campaign.name)}: {len(outputs)} outputs, {reviews} review(s) each."
-        )
+        status = f"Created campaign {escape_markdown(campaign.name)}"
+        if new_campaign_source == "dataset":
+            status += ": " + self._generate(campaign.name, progress)
+        else:
+            status += f": {len(self.campaigns.output_ids(campaign.name))} outputs, {reviews} review(s) each."
         return gr.update(choices=names, value=campaign.name), status
+
+    def continue_generation(
+        self,
+        campaign: str | None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> str:
+        """Answer the questions of a generated campaign that have none yet (after an interruption)."""
+        try:
+            self._check_admin(profile, request, "generate a campaign's answers")
+            if not campaign:
+                raise MedVLMError("Choose the campaign to continue.")
+            if self.campaigns.generation(campaign) is None:
+                raise MedVLMError(f"{campaign} was made from an evaluation run: its answers are fixed.")
+        except MedVLMError as error:
+            return render.error_markdown(str(error))
+        return f"{escape_markdown(campaign)}: " + self._generate(campaign, progress)
+
+    def _check_admin(self, profile: gr.OAuthProfile | None, request: gr.Request | None, action: str) -> None:
+        if not self.workbench.is_admin(profile, request):
+            raise MedVLMError(
+                f"Only an administrator can {action} here (a user of --auth, or the Space's owner). "
+                "On the server: medvlm campaign create."
+            )
+
+    def _plan_from_upload(self, paths: list[str], name: str, settings: dict[str, Any]) -> Campaign:
+        """Store an uploaded dataset's questions and images as a campaign the served model will answer."""
+        loaded = self._served_model()
+        tables = [path for path in paths if file_name(path).lower().endswith(DATASET_SUFFIXES)]
+        if len(tables) != 1:
+            raise MedVLMError(
+                "Choose one dataset file (.json, .jsonl or .parquet, in a published format), together with "
+                "the image files it names."
+            )
+        images = {file_name(path): path for path in paths if path != tables[0]}
+        try:
+            records, report = load_records(tables[0], image_files=images)
+        except (OSError, UnicodeDecodeError):
+            raise MedVLMError("The dataset file could not be read.") from None
+        if missing := report.skipped.get(NOT_UPLOADED):
+            names = ", ".join(detail for _, detail in report.examples[NOT_UPLOADED]) + (", ..." if missing > 3 else "")
+            raise MedVLMError(
+                f"{missing} question(s) name an image that was not uploaded ({names}). "
+                "Upload the dataset file together with every image file it names."
+            )
+        if not records:
+            raise MedVLMError(f"No question in the dataset could be used. {report.summary()}")
+        return plan_campaign(self.campaigns, name, records, loaded=loaded, **settings)
+
+    def _served_model(self) -> LoadedModel:
+        if self.workbench.model is None:
+            raise MedVLMError(
+                "No model is loaded, so nothing can answer the dataset's questions; the banner says why. "
+                "Upload an evaluation run's samples.jsonl instead."
+            )
+        return self.workbench.model
+
+    def _generate(self, campaign: str, progress: gr.Progress) -> str:
+        """Generate what is left, with Gradio's progress bar; the outcome as a sentence."""
+
+        def advance(answered: int, planned: int) -> None:
+            progress((answered, planned), desc="Answering the questions", unit="questions")
+
+        try:
+            plan = generate_answers(
+                self.campaigns, campaign, self._served_model(), progress=advance, answer=self.workbench.answer_batch
+            )
+        except MedVLMError as error:
+            return render.error_markdown(str(error))
+        return f"all {plan.planned} questions answered by {escape_markdown(plan.model)}; reviewers can start."
 
     def save_guidelines(
         self,

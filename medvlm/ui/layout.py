@@ -582,12 +582,23 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
 
     with gr.Accordion("Set up campaigns (administrators)", open=False, elem_id="campaign-admin"):
         gr.Markdown(
-            "A campaign is made from a `train.evaluate` run: upload its samples.jsonl with the image files it "
-            "names. Administrators are the users of `--auth`, or the Space's owner with Hugging Face sign-in."
+            "A campaign is made from a `train.evaluate` run (its samples.jsonl and the image files it names), or "
+            "from a dataset file and its images, answered now by the model this app serves: the questions are "
+            "stored first, so an interrupted generation continues where it stopped. Administrators are the users "
+            "of `--auth`, or the Space's owner with Hugging Face sign-in."
+        )
+        new_source = gr.Radio(
+            [
+                ("An evaluation run: samples.jsonl and its images", "run"),
+                ("A dataset and its images, answered now by the served model", "dataset"),
+            ],
+            value="run",
+            label="Made from",
+            elem_id="new-campaign-source",
         )
         with gr.Row(equal_height=False):
             new_files = gr.File(
-                label="samples.jsonl and its images (select them all)",
+                label="The samples.jsonl or dataset file, and its images (select them all)",
                 file_count="multiple",
                 type="filepath",
                 elem_id="new-campaign-files",
@@ -622,12 +633,22 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 "Save these guidelines for the chosen campaign",
                 elem_id="campaign-save-guidelines",
             )
+            continue_generation = gr.Button(
+                "Continue generating the chosen campaign's answers",
+                elem_id="campaign-continue-generation",
+            )
         admin_status = gr.Markdown(elem_id="campaign-admin-status")
     create.click(
         handlers.create_campaign,
-        [new_files, new_name, new_k, new_guidelines, new_blind],
+        [new_files, new_name, new_k, new_guidelines, new_blind, new_source],
         [page["campaign"], admin_status],
         api_name="campaign_create",
+    )
+    continue_generation.click(
+        handlers.continue_generation,
+        [page["campaign"]],
+        [admin_status],
+        api_name="campaign_continue_generation",
     )
     save_guidelines.click(
         handlers.save_guidelines,

@@ -25,7 +25,7 @@ from medvlm.hub_sync import HubSync, hub_sync_from_env
 from medvlm.model import LoadedModel, load_model
 from medvlm.prompt import PromptStyle
 from medvlm.published import model_prompt_style
-from medvlm.streaming import GenerationSettings, StreamUpdate, stream_completion
+from medvlm.streaming import GenerationSettings, StreamUpdate, answer_batch, stream_completion
 from medvlm.ui import render
 from medvlm.ui.cases import Example, load_examples
 from medvlm.ui.config import AppConfig
@@ -85,6 +85,8 @@ class Workbench:
         self.notices = list(notices)
         """Start-up problems a maintainer should see (shown in the banner), e.g. a failed Hub sync."""
         self.generate = on_zero_gpu(generate)
+        self.answer_batch = on_zero_gpu(answer_batch)
+        """Non-streamed batches (a campaign's answers); on ZeroGPU each batch holds a GPU while it runs."""
         self.fidelity: FidelityGuard | None = None
         """The background check of the CPU fast path (None when it does not apply)."""
         self._model_lock = threading.Lock()
