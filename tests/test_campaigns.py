@@ -29,7 +29,10 @@ from medvlm.cli import main
 
 
 def outputs(count: int) -> list:
-    return [model_output(index, correct_answer="B" if index % 2 else "A") for index in range(count)]
+    return [
+        model_output(index, correct_answer="B" if index % 2 else "A", question_type="Anatomy Identification")
+        for index in range(count)
+    ]
 
 
 def work_through(campaigns: Campaigns, name: str, reviewer: str, *, flags=("sound",)) -> list[str]:
@@ -233,7 +236,9 @@ def test_a_campaign_is_made_from_a_run_on_the_command_line_and_followed(tmp_path
     Image.radial_gradient("L").resize((64, 64)).save(images / "scan.png")
     run = tmp_path / "run"
     run.mkdir()
-    samples = samples_file(run, ["images/scan.png", "images/scan.png"], questions=["First?", "Second?"])
+    samples = samples_file(
+        run, ["images/scan.png"] * 2, questions=["First?", "Second?"], modality="MR", question_type="Lesion Grading"
+    )
     (tmp_path / "guidelines.md").write_text("Flag **any** finding the image does not show.")
     status, out, err = run_cli(
         "campaign", "create", "Round 1", "--samples", str(samples), "--images", str(tmp_path / "dataset"),
@@ -246,6 +251,8 @@ def test_a_campaign_is_made_from_a_run_on_the_command_line_and_followed(tmp_path
     assert campaigns.get("Round 1").guidelines.startswith("Flag **any**") and campaigns.get("Round 1").blind
     assignment = campaigns.next_output("Round 1", "Dr CLI")
     assert assignment.output.question == "First?" and assignment.output.completion.endswith("<answer>A</answer>")
+    # The run's labels travel: a PNG names no modality, so the dataset's stands in; the question type is kept.
+    assert assignment.output.image_metadata["modality"] == "MR" and assignment.output.question_type == "Lesion Grading"
     campaigns.submit("Round 1", "Dr CLI", assignment.output.output_id, Review("Dr CLI", ("sound",)))
 
     status, out, _ = run_cli("campaign", "progress", "Round 1", "--json", "--data-dir", str(data))
@@ -315,6 +322,7 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
     row = rows[0]
     assert row["flags"] == ["superficial", "contradiction"] or row["flags"] == ["contradiction", "superficial"]
     assert row["flag_contradiction"] == 1.0 and row["flag_superficial"] == 0.5 and row["flag_sound"] == 0.0
+    assert (row["modality"], row["question_type"]) == ("CT", "Anatomy Identification")
     assert sorted(review["reviewer"] for review in row["reviews"]) == ["Dr A", "Dr B"]
     assert row["reviews"][0]["spans"] == [{"start": 7, "end": 17, "label": "hallucination"}]
     card = (tmp_path / "export" / "README.md").read_text()

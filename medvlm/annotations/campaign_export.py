@@ -71,6 +71,7 @@ def _row(reviews: list[Annotation], wanted: int) -> dict[str, Any]:
         "options": list(first.options),
         "correct_answer": first.correct_answer,
         "modality": first.modality,
+        "question_type": first.question_type,
         "model_id": first.model_id,
         "completion": first.completion,
         "reasoning": first.reasoning,
