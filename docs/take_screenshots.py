@@ -124,6 +124,7 @@ def make_campaign(data: Path) -> None:
                 prompt_style="medvlm-exact",
                 timing=None,
                 generated_at="2026-12-01T00:00:00+00:00",
+                question_type="Modality Recognition",
             )
         )
     campaigns = Campaigns(AnnotationStore(data))

@@ -197,6 +197,17 @@ def test_report_files_exist_and_parse(tmp_path: Path, formatted: LoadedModel) ->
     assert first["correct"] == (first["letter"] == first["solution"])
     assert first["prompt_style"] == "medvlm-exact" and first["settings"] == FAST.to_dict()
 
+    # The pre-check hints: the library's function on each completion, counted per kind in the report.
+    from medvlm.hints import reasoning_hints
+
+    hints_of = lambda row: [hint.kind for hint in reasoning_hints(row["completion"], row["question"], row["options"])]  # noqa: E731
+    expected = [hints_of(line) for line in lines]
+    assert [line["hints"] for line in lines] == expected and any(expected)
+    assert report["reasoning_hints"] == {
+        kind: sum(kind in kinds for kinds in expected) for kind in ("contradiction", "superficial", "not_an_option")
+    }
+    assert f"superficial {report['reasoning_hints']['superficial']}" in markdown
+
 
 def test_sample_lines_use_the_annotation_field_names(tmp_path: Path, formatted: LoadedModel) -> None:
     annotations = pytest.importorskip("medvlm.annotations")

@@ -41,6 +41,7 @@ from transformers import HfArgumentParser
 
 from medvlm.annotations import ModelOutput
 from medvlm.errors import MedVLMError
+from medvlm.hints import HINT_FLAGS, reasoning_hints
 from medvlm.parsing import ParsedCompletion
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
@@ -73,6 +74,11 @@ class SampleResult:
     def correct(self) -> bool:
         return self.parsed.letter == self.record.answer
 
+    @property
+    def hints(self) -> list[str]:
+        """The kinds of :func:`medvlm.hints.reasoning_hints` this completion raises (candidates for review)."""
+        return [hint.kind for hint in reasoning_hints(self.completion, self.record.question, self.record.options)]
+
     def to_dict(
         self, *, model: dict[str, Any], settings: dict[str, Any], prompt_style: str, generated_at: str = ""
     ) -> dict[str, Any]:
@@ -101,6 +107,7 @@ class SampleResult:
             correct=self.correct,
             modality=record.modality,
             new_tokens=self.new_tokens,
+            hints=self.hints,
         )
 
 
@@ -163,6 +170,15 @@ class EvaluationResult:
         return {name: Score.of(groups[name]) for name in sorted(groups)}
 
     @property
+    def hint_counts(self) -> dict[str, int]:
+        """How many completions raise each pre-check hint: where reviewers should look first."""
+        counts = dict.fromkeys(HINT_FLAGS, 0)
+        for sample in self.samples:
+            for kind in set(sample.hints):
+                counts[kind] += 1
+        return counts
+
+    @property
     def timing(self) -> dict[str, Any]:
         new_tokens = sum(sample.new_tokens for sample in self.samples)
         rate = lambda count: count / self.elapsed_s if self.elapsed_s > 0 else None  # noqa: E731
@@ -195,6 +211,7 @@ class EvaluationResult:
             "by_question_type": {name: score.to_dict() for name, score in self.by_question_type.items()},
             "format_compliance": score.format_compliance,
             "unreadable_answers": sum(sample.parsed.letter is None for sample in self.samples),
+            "reasoning_hints": self.hint_counts,
             "stopped_at_max_new_tokens": sum(sample.stop_reason == "max_new_tokens" for sample in self.samples),
             "timing": self.timing,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -345,6 +362,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- Unreadable answers (counted wrong): {report['unreadable_answers']}; cut off at the token limit: "
         f"{report['stopped_at_max_new_tokens']}.",
+        "- Pre-check hints (medvlm.hints; candidates for a reviewer, not verdicts): "
+        + ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in report["reasoning_hints"].items())
+        + ".",
     ]
     if "skipped_rows" in overall:
         lines.append(
