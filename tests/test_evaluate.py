@@ -202,7 +202,7 @@ def test_report_files_exist_and_parse(tmp_path: Path, formatted: LoadedModel) ->
 
     hints_of = lambda row: [hint.kind for hint in reasoning_hints(row["completion"], row["question"], row["options"])]  # noqa: E731
     expected = [hints_of(line) for line in lines]
-    assert [line["hints"] for line in lines] == expected and any(expected)
+    assert [line["hints"] for line in lines] == expected
     assert report["reasoning_hints"] == {
         kind: sum(kind in kinds for kinds in expected) for kind in ("contradiction", "superficial", "not_an_option")
     }
@@ -353,3 +353,32 @@ def test_evaluation_result_of_nothing_is_empty() -> None:
         {},
         None,
     )
+
+
+def test_the_report_counts_the_pre_check_hints_of_each_completion(tmp_path: Path) -> None:
+    from medvlm.parsing import parse_completion
+    from train.evaluate import SampleResult
+
+    record = VQARecord(
+        id="q1", image_path=tmp_path / "x.png", question="Which organ is shown?",
+        options=("Liver", "Spleen", "Kidney"),
+        answer="A", modality="CT", question_type="Anatomy Identification", source="jsonl",
+    )  # fmt: skip
+    completions = [
+        "<think>The organ is bean-shaped and sits near the spine, so it is the spleen.</think><answer>A</answer>",
+        "<think>This is a CT.</think><answer>A</answer>",
+        "<think>A large homogeneous organ under the right hemidiaphragm with portal vessels entering it, "
+        "typical of the liver.</think><answer>A</answer>",
+    ]
+    samples = [
+        SampleResult(record, text, parse_completion(text, list(record.options), final=True), "eos", 20)
+        for text in completions
+    ]
+    result = EvaluationResult(samples, {"model": "m"}, FAST, "medvlm", 1, 1.0)
+    assert [sample.hints for sample in samples] == [["contradiction"], ["superficial"], []]
+    assert result.to_report()["reasoning_hints"] == {"contradiction": 1, "superficial": 1, "not_an_option": 0}
+    paths = write_outputs(result, tmp_path / "out")
+    assert [json.loads(line)["hints"] for line in paths["samples.jsonl"].read_text().splitlines()] == [
+        ["contradiction"], ["superficial"], []
+    ]  # fmt: skip
+    assert "contradiction 1, superficial 1, not an option 0" in paths["report.md"].read_text()

@@ -560,16 +560,7 @@ class Campaigns:
 
     def annotations(self, name: str) -> list[Annotation]:
         """Every review of the campaign's outputs, in the campaign's order, then oldest first."""
-        from medvlm.annotations.store import _SELECT_ANNOTATIONS
-
-        campaign = self.get(name)
-        with self.store._connection() as conn:
-            rows = conn.execute(
-                f"{_SELECT_ANNOTATIONS} JOIN campaign_outputs co ON co.output_id = a.output_id"
-                " WHERE co.campaign_id = ? ORDER BY co.position, a.id",
-                (campaign.id,),
-            ).fetchall()
-        return [self.store._annotation(row) for row in rows]
+        return self.store.reviews_of(self.output_ids(name))
 
     def progress(self, name: str) -> Progress:
         campaign = self.get(name)

@@ -269,6 +269,17 @@ class AnnotationStore:
             for version, flags, comment, correct, app, saved in rows
         ]
 
+    def reviews_of(self, output_ids: Sequence[str]) -> list[Annotation]:
+        """Every review of these outputs, in the order the ids are given, then oldest first (a campaign's set)."""
+        order = {output_id: index for index, output_id in enumerate(output_ids)}
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"{_SELECT_ANNOTATIONS} WHERE a.output_id IN (SELECT value FROM json_each(?)) ORDER BY a.id",
+                (json.dumps(list(order)),),
+            ).fetchall()
+        found = [self._annotation(row) for row in rows]
+        return sorted(found, key=lambda annotation: order[annotation.output_id])
+
     def query(
         self,
         *,
