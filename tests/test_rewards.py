@@ -9,6 +9,7 @@ from train.rewards import (
     REWARDS,
     accuracy_reward,
     completion_text,
+    consistency_reward,
     format_reward,
     get_rewards,
     medr1_accuracy_reward,
@@ -131,5 +132,46 @@ def test_completion_text_joins_message_contents() -> None:
 def test_get_rewards_by_name() -> None:
     assert get_rewards(["accuracy", "format"]) == [accuracy_reward, format_reward]
     assert get_rewards(["accuracy_paper", "accuracy_medr1"]) == [paper_accuracy_reward, medr1_accuracy_reward]
-    with pytest.raises(MedVLMError, match="'acuracy'.*format, accuracy, accuracy_paper, accuracy_medr1"):
+    assert get_rewards(["consistency"]) == [consistency_reward]
+    with pytest.raises(MedVLMError, match="'acuracy'.*format, accuracy, accuracy_paper, accuracy_medr1, consistency"):
         get_rewards(["format", "acuracy"])
+
+
+# completion -> consistency reward, for OPTIONS (CT, X-Ray, MRI, Ultrasound)
+CONSISTENCY = {
+    "concludes the answer": ("<think>Bright fluid, no bone artefact: an MRI.</think><answer>C</answer>", 1.0),
+    "concludes another option": ("<think>Bright fluid, no bone artefact: an MRI.</think><answer>A</answer>", 0.0),
+    "concludes another option by letter and text": (
+        "<think>Dense bone, Hounsfield units given. So the answer is CT.</think><answer>C</answer>",
+        0.0,
+    ),
+    "weighs options, concludes the answer": (
+        "<think>Not CT: no beam hardening. Not Ultrasound. Fluid is bright, so it is MRI.</think><answer>C</answer>",
+        1.0,
+    ),
+    "names no option at all": ("<think>The knee joint is shown in a sagittal plane.</think><answer>C</answer>", 1.0),
+    "names only another option": ("<think>Typical Ultrasound speckle.</think><answer>B</answer>", 0.0),
+    "no answer": ("<think>Bright fluid: an MRI.</think>", 0.0),
+    "answer not offered": ("<think>Bright fluid: an MRI.</think><answer>PET</answer>", 0.0),
+    "never closes think": ("<think>Bright fluid, so MRI", 0.0),
+}
+
+
+@pytest.mark.parametrize(("completion", "expected"), CONSISTENCY.values(), ids=CONSISTENCY.keys())
+def test_consistency_table(completion: str, expected: float) -> None:
+    assert consistency_reward([completion], options=[OPTIONS]) == [expected]
+    messages = [{"role": "assistant", "content": [{"type": "text", "text": completion}]}]
+    assert consistency_reward([messages], options=[OPTIONS], solution=["C"]) == [expected]  # TRL's keyword arguments
+
+
+def test_consistency_is_the_campaigns_contradiction_hint() -> None:
+    from medvlm.hints import reasoning_hints
+
+    from medvlm.parsing import parse_completion
+
+    for completion, expected in CONSISTENCY.values():
+        if parse_completion(completion, OPTIONS, final=True).letter is not None:  # an answer to agree with
+            hinted = any(hint.kind == "contradiction" for hint in reasoning_hints(completion, "", OPTIONS))
+            assert expected == (0.0 if hinted else 1.0), completion
+    with pytest.raises(MedVLMError, match="needs the dataset's options column"):
+        consistency_reward(["<answer>A</answer>"])

@@ -14,6 +14,9 @@ Three accuracy rules, because reproducing a paper and training well are differen
   ("C) MRI" scores 0.0 because the I of MRI also counts as a letter; "(C)" and "C." score 0.5).
 * ``accuracy_medr1`` (:func:`medr1_accuracy_reward`): Med-R1's (R1-V's) string match exactly.
 
+A fourth reward, ``consistency`` (:func:`consistency_reward`), pays reasoning whose conclusion
+agrees with its own answer (the campaigns' contradiction pre-check).
+
 A rule that cannot judge a sample (its gold answer is not a letter) returns None for it, which TRL
 leaves out of the reward instead of counting it as wrong.
 """
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medvlm.errors import MedVLMError
+from medvlm.hints import reasoning_hints
 from medvlm.parsing import ANSWER_BLOCK, parse_completion, solution_letter
 from medvlm.prompt import LETTERS, MAX_OPTIONS
 
@@ -161,6 +165,47 @@ def medr1_accuracy_reward(completions: Sequence[Any], solution: Sequence[str], *
     ]
 
 
+def consistency_reward(
+    completions: Sequence[Any], options: Sequence[Sequence[str]] | None = None, **kwargs: Any
+) -> list[float]:
+    """1.0 when the reasoning's conclusion agrees with the answer, 0.0 when it argues for another option.
+
+    The judgement is the review campaigns' contradiction pre-check (:func:`medvlm.hints.reasoning_hints`,
+    kind ``"contradiction"``: the reasoning's last sentence names another option and not the
+    answer, or the reasoning names only other options), so what reviewers are told to look at and
+    what training penalises are one definition. A completion with no readable answer has nothing
+    to agree with and scores 0.0 (the accuracy and format rewards already punish it; this one must
+    not pay for it). Add it to a recipe's ``reward_funcs`` beside ``accuracy`` and ``format`` to
+    train away the contradictory reasoning both papers report.
+
+    Args:
+        completions: the group's completions, plain text or conversational.
+        options: each sample's option texts (the dataset's ``options`` column).
+
+    Returns:
+        One reward per completion.
+
+    Example:
+        >>> consistency_reward(
+        ...     ["<think>Bean-shaped, beside the spine: the kidney.</think><answer>C</answer>",
+        ...      "<think>Bean-shaped, beside the spine: the kidney.</think><answer>A</answer>",
+        ...      "<think>Hard to say.</think>"],
+        ...     options=[["Liver", "Spleen", "Kidney"]] * 3)
+        [1.0, 0.0, 0.0]
+    """
+    if options is None:
+        raise MedVLMError("The consistency reward needs the dataset's options column (train.data provides it).")
+    rewards = []
+    for completion, sample_options in zip(completions, options, strict=True):
+        text = completion_text(completion)
+        if parse_completion(text, list(sample_options), final=True).letter is None:
+            rewards.append(0.0)
+            continue
+        hints = reasoning_hints(text, "", list(sample_options))
+        rewards.append(0.0 if any(hint.kind == "contradiction" for hint in hints) else 1.0)
+    return rewards
+
+
 def _tag_or_whole(pattern: re.Pattern[str], text: str) -> str:
     """The stripped contents of the first tag ``pattern`` finds, else the whole text stripped."""
     match = pattern.search(text)
@@ -172,6 +217,7 @@ REWARDS: dict[str, RewardFunction] = {
     "accuracy": accuracy_reward,
     "accuracy_paper": paper_accuracy_reward,
     "accuracy_medr1": medr1_accuracy_reward,
+    "consistency": consistency_reward,
 }
 """Reward functions by the name a recipe uses (``reward_funcs: [accuracy, format]``)."""
 
