@@ -166,7 +166,6 @@ def test_consistency_table(completion: str, expected: float) -> None:
 
 def test_consistency_is_the_campaigns_contradiction_hint() -> None:
     from medvlm.hints import reasoning_hints
-
     from medvlm.parsing import parse_completion
 
     for completion, expected in CONSISTENCY.values():
