@@ -1,0 +1,192 @@
+"""Reviews back into training: preference pairs for TRL's ``DPOTrainer``, sound outputs for ``SFTTrainer``.
+
+    python -m train.preferences --data-dir ./reviews --output-dir exports/prefs [--campaign "Chest CT round 1"]
+
+Reviewers' flags say which answers to a case are good and which are not. An output is **sound**
+when at least half of its reviewers flagged it ``sound`` and no failure flag (superficial,
+contradiction, hallucination, wrong answer) reached half; it **fails** when a failure flag did.
+Within a campaign an adjudicator's decision replaces the reviewers' vote for that output.
+
+* ``dpo/``: every (sound, failing) pair of outputs to the *same case* (the same image, question and
+  options) as one row: ``prompt`` (the question as the model was asked it, :func:`medvlm.prompt.build_messages`
+  in the output's own prompt style, with its image placeholder), ``image``, ``chosen`` and ``rejected``
+  (assistant turns), the format ``DPOTrainer`` reads for vision-language models.
+* ``sft/``: every sound output as ``prompt`` / ``image`` / ``completion`` (prompt-completion,
+  conversational), the format ``SFTTrainer`` reads.
+
+Both are Parquet with the images embedded, loadable with ``datasets.load_dataset(folder)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medvlm.annotations import FLAGS, Annotation
+from medvlm.errors import MedVLMError
+from medvlm.prompt import build_messages
+
+if TYPE_CHECKING:
+    import datasets
+
+FAILURE_FLAGS: tuple[str, ...] = tuple(flag for flag in FLAGS if flag != "sound")
+EXIT_ERROR = 2
+
+
+@dataclass(frozen=True)
+class JudgedOutput:
+    """One reviewed output and what its reviewers (or its adjudicator) made of it."""
+
+    review: Annotation
+    """One of its reviews (the output's fields: image, question, completion...)."""
+    flags: tuple[str, ...]
+    """The flags at least half its reviewers set, or the adjudicated ones."""
+
+    @property
+    def sound(self) -> bool:
+        return "sound" in self.flags and not self.failed
+
+    @property
+    def failed(self) -> bool:
+        return any(flag in self.flags for flag in FAILURE_FLAGS)
+
+    @property
+    def case(self) -> tuple[str, str, tuple[str, ...]]:
+        """What makes two outputs answers to the same case: the image, the question, the options."""
+        return self.review.image_sha256, self.review.question, tuple(self.review.options)
+
+
+def judged_outputs(
+    annotations: Sequence[Annotation], adjudicated: Mapping[str, Sequence[str]] | None = None
+) -> list[JudgedOutput]:
+    """Each reviewed output with its majority flags (or the adjudicated ones), in the order first reviewed."""
+    by_output: dict[str, list[Annotation]] = defaultdict(list)
+    for annotation in annotations:
+        by_output[annotation.output_id].append(annotation)
+    judged = []
+    for output_id, reviews in by_output.items():
+        if adjudicated is not None and output_id in adjudicated:
+            flags = tuple(adjudicated[output_id])
+        else:
+            flags = tuple(
+                flag for flag in FLAGS if 2 * sum(flag in review.flags for review in reviews) >= len(reviews)
+            )
+        judged.append(JudgedOutput(reviews[0], flags))
+    return judged
+
+
+def preference_pairs(judged: Sequence[JudgedOutput]) -> list[tuple[JudgedOutput, JudgedOutput]]:
+    """(chosen, rejected): every sound output against every failing one of the same case."""
+    cases: dict[tuple, list[JudgedOutput]] = defaultdict(list)
+    for output in judged:
+        cases[output.case].append(output)
+    return [
+        (chosen, rejected)
+        for outputs in cases.values()
+        for chosen in outputs
+        if chosen.sound
+        for rejected in outputs
+        if rejected.failed and rejected.review.completion != chosen.review.completion
+    ]
+
+
+def to_dpo_dataset(pairs: Sequence[tuple[JudgedOutput, JudgedOutput]]) -> datasets.Dataset:
+    """The pairs in ``DPOTrainer``'s vision format (conversational prompt, ``image``, ``chosen``, ``rejected``)."""
+    import datasets
+
+    rows = [
+        {
+            **_prompt_and_image(chosen.review),
+            "chosen": _assistant(chosen.review.completion),
+            "rejected": _assistant(rejected.review.completion),
+            "chosen_output_id": chosen.review.output_id,
+            "rejected_output_id": rejected.review.output_id,
+        }
+        for chosen, rejected in pairs
+    ]
+    return datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+
+
+def to_sft_dataset(judged: Sequence[JudgedOutput]) -> datasets.Dataset:
+    """The sound outputs in ``SFTTrainer``'s prompt-completion format, with their images."""
+    import datasets
+
+    rows = [
+        {**_prompt_and_image(output.review), "completion": _assistant(output.review.completion),
+         "output_id": output.review.output_id}
+        for output in judged
+        if output.sound
+    ]  # fmt: skip
+    return datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+
+
+def _prompt_and_image(review: Annotation) -> dict[str, Any]:
+    return {
+        "prompt": build_messages(review.question, review.options, style=review.prompt_style or "medvlm"),
+        "image": {"bytes": review.image_path.read_bytes(), "path": f"{review.image_sha256}.png"},
+    }
+
+
+def _assistant(text: str) -> list[dict[str, Any]]:
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+def export(
+    annotations: Sequence[Annotation], output_dir: str | Path, adjudicated: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, int]:
+    """Write ``dpo/`` and ``sft/`` under ``output_dir``; return how many rows each has."""
+    judged = judged_outputs(annotations, adjudicated)
+    pairs = preference_pairs(judged)
+    sound = [output for output in judged if output.sound]
+    if not pairs and not sound:
+        raise MedVLMError(
+            f"None of the {len(judged)} reviewed outputs is judged sound or paired with a sound answer to the same "
+            "case: there is nothing to train on yet."
+        )
+    folder = Path(output_dir)
+    counts = {}
+    for name, rows in (("dpo", pairs), ("sft", sound)):
+        if rows:
+            dataset = to_dpo_dataset(pairs) if name == "dpo" else to_sft_dataset(judged)
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            dataset.to_parquet(str(folder / name / "train.parquet"))
+        counts[name] = len(rows)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.preferences", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir", type=Path, help="the app's data folder (default: $MEDVLM_DATA_DIR or ./medvlm-data)"
+    )
+    parser.add_argument("--campaign", help="only this campaign's reviews (its adjudications count)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where dpo/ and sft/ are written")
+    args = parser.parse_args(argv)
+    from medvlm.annotations import AnnotationStore
+    from medvlm.annotations.campaigns import Campaigns
+
+    try:
+        store = AnnotationStore(args.data_dir)
+        if args.campaign:
+            campaigns = Campaigns(store)
+            annotations, adjudicated = campaigns.annotations(args.campaign), campaigns.adjudications(args.campaign)
+        else:
+            annotations, adjudicated = store.query(), None
+        counts = export(annotations, args.output_dir, adjudicated)
+    except MedVLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"Wrote {counts['dpo']} preference pair(s) to {args.output_dir / 'dpo'} and {counts['sft']} sound output(s) "
+        f"to {args.output_dir / 'sft'}."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
