@@ -8,6 +8,7 @@ tests are never skipped.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -325,6 +326,8 @@ def test_any_typed_value_gets_the_apps_own_message_and_the_page_keeps_working(br
     page.locator("#window-preset input").first.click()
     page.get_by_role("option", name="Custom").click()
     expect(page.locator("#custom-window")).to_be_visible(timeout=30_000)
+    # Choosing Custom fills in the window shown; wait for it as a person would, or it overwrites the typing.
+    expect(page.locator("#window-width input").first).to_have_value(re.compile(r"^[1-9][0-9.]*$"), timeout=30_000)
     page.locator("#window-width input").first.fill("-5")
     page.locator("#window-width input").first.press("Enter")
     expect(page.locator("#window-error")).to_contain_text("The window width must be greater than 0", timeout=30_000)
