@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -311,6 +312,17 @@ _OPTION_WORDS = tuple(
 )
 
 
+def _format_example(rng: random.Random) -> tuple[Image.Image, str, list[str], str]:
+    """A random question on a flat grey image, answered in the format with a random letter."""
+    from medvlm.prompt import LETTERS
+
+    question, options = _warm_start_case(rng)
+    letter = LETTERS[rng.randrange(len(options))]
+    shade = rng.randrange(256)
+    image = Image.new("RGB", (56, 56), (shade, shade, shade))
+    return image, question, options, f"<think> The image shows a scan. </think>\n<answer>{letter}</answer>"
+
+
 def _warm_start_case(rng: random.Random) -> tuple[str, list[str]]:
     """A random question of 3-10 words and 2-5 distinct options of 1-3 words."""
     question = " ".join(rng.choice(_QUESTION_WORDS) for _ in range(rng.randint(3, 10))).capitalize() + "?"
@@ -323,7 +335,18 @@ def _warm_start_case(rng: random.Random) -> tuple[str, list[str]]:
     return question, options
 
 
-def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0, learning_rate: float = 3e-3) -> Path:
+WarmStartExample = Callable[[random.Random], tuple[Image.Image, str, list[str], str]]
+"""Draws one supervised example: (image, question, options, the completion to teach)."""
+
+
+def warm_start_format(
+    directory: str | Path,
+    *,
+    steps: int = 300,
+    seed: int = 0,
+    learning_rate: float = 3e-3,
+    example: WarmStartExample | None = None,
+) -> Path:
     """Teach a tiny checkpoint the answer *format* by a few supervised steps, and save it in place.
 
     Random weights never close ``</think>`` or give an ``<answer>``, so nothing downstream of the
@@ -333,9 +356,10 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
     new generated question (a fixed few would teach the format for those questions only), and the
     learning rate decays linearly with clipped gradients, so the result does not depend on luck.
     The checkpoint's ``medvlm.json`` records the warm-start; it still counts as a random test model.
+    ``example`` replaces the drawn cases and targets (a benchmark teaching a habit, such as
+    reasoning that contradicts its answer, draws its own).
     """
     from medvlm.model import load_model
-    from medvlm.prompt import LETTERS
     from medvlm.streaming import prepare_inputs
 
     rng = random.Random(seed)
@@ -345,14 +369,9 @@ def warm_start_format(directory: str | Path, *, steps: int = 300, seed: int = 0,
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.train()
     for _ in range(steps):
-        question, options = _warm_start_case(rng)
-        letter = LETTERS[rng.randrange(len(options))]
-        shade = rng.randrange(256)
-        image = Image.new("RGB", (56, 56), (shade, shade, shade))
+        image, question, options, completion = (example or _format_example)(rng)
         inputs = prepare_inputs(loaded, [image], [question], [options])
-        target = tokenizer(
-            f"<think> The image shows a scan. </think>\n<answer>{letter}</answer><|im_end|>", return_tensors="pt"
-        )["input_ids"]
+        target = tokenizer(f"{completion}<|im_end|>", return_tensors="pt")["input_ids"]
         inputs["input_ids"] = torch.cat([inputs["input_ids"], target], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target)], dim=1)

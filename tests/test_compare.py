@@ -116,3 +116,23 @@ def test_runs_on_different_questions_or_without_samples_are_refused(tmp_path: Pa
         )
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--output-dir", str(tmp_path / "c")]) == 2
     assert "share no question id" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_compare_model_writes_both_runs_and_their_comparison(
+    tmp_path: Path, formatted_model_dir: Path, tiny_model_dir: Path
+) -> None:
+    from train.evaluate import main as evaluate_main
+
+    data = dataset(tmp_path / "data", ["B"] * len(MODALITIES))
+    status = evaluate_main(
+        ["--data", str(data), "--model", str(tiny_model_dir), "--compare_model", str(formatted_model_dir),
+         "--max_new_tokens", "24", "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert status == 0
+    report = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    names = [tiny_model_dir.name, formatted_model_dir.name]
+    assert list(report["models"]) == names and report["questions"] == len(MODALITIES)
+    for name in names:
+        run = json.loads((tmp_path / "out" / name / "report.json").read_text())
+        assert run["overall"]["correct"] == report["per_model"][name]["correct"]
+    assert report["per_model"][names[0]]["correct"] == 0  # the random model never answers

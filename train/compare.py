@@ -191,6 +191,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_comparison(report: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
+    """Write ``comparison.json`` and ``comparison.md`` into ``output_dir``; return their paths."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"comparison.json": folder / "comparison.json", "comparison.md": folder / "comparison.md"}
+    paths["comparison.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["comparison.md"].write_text(render_markdown(report), encoding="utf-8")
+    return paths
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("`", "'")
 
@@ -211,15 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "comparison.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (args.output_dir / "comparison.md").write_text(render_markdown(report))
+    paths = write_comparison(report, args.output_dir)
     test = report["mcnemar"]
     print(
         f"{first.name} {report['per_model'][first.name]['accuracy']:.2%} vs {second.name} "
         f"{report['per_model'][second.name]['accuracy']:.2%} on {report['questions']} questions; "
         f"{test['right_to_wrong']} right to wrong, {test['wrong_to_right']} wrong to right (McNemar p = "
-        f"{test['p_value']:.4g}); report in {args.output_dir / 'comparison.md'}"
+        f"{test['p_value']:.4g}); report in {paths['comparison.md']}"
     )
     return 0
 

@@ -447,6 +447,13 @@ class EvaluateArguments:
     output_dir: str = field(
         default="outputs/evaluation", metadata={"help": "Where report.json, report.md and samples.jsonl are written."}
     )
+    compare_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate this model on the same questions, one model in memory at a time: the runs go to "
+            "<output_dir>/<model name>/ and their comparison (train.compare) to <output_dir>/comparison.md."
+        },
+    )
 
     def generation_settings(self) -> GenerationSettings:
         """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
@@ -481,10 +488,43 @@ def run(args: EvaluateArguments) -> EvaluationResult:
     print(load_report.summary(), file=sys.stderr, flush=True)
     if not records:
         raise MedVLMError(no_records_message(args.data, args.data_root, load_report, purpose="evaluate"))
+    data = {
+        "source": args.data,
+        "formats": sorted({record.source for record in records}),
+        "data_root": args.data_root,
+        "subset": args.subset,
+        "modality": args.modality,
+        "split": args.split,
+        "limit": args.limit,
+    }
+    if args.compare_model is None:
+        return _evaluate_model(args, args.model, records, settings, args.output_dir, data, load_report)
+    from train.compare import Run, compare, write_comparison
+
+    names = _run_names(args.model, args.compare_model)
+    results = [
+        _evaluate_model(args, model, records, settings, Path(args.output_dir) / name, data, load_report)
+        for model, name in zip((args.model, args.compare_model), names, strict=True)
+    ]
+    report = compare(*(Run.read(Path(args.output_dir) / name, name) for name in names))
+    print(f"Comparison in {write_comparison(report, args.output_dir)['comparison.md']}", flush=True)
+    return results[0]
+
+
+def _evaluate_model(
+    args: EvaluateArguments,
+    model: str,
+    records: Sequence[VQARecord],
+    settings: GenerationSettings,
+    output_dir: str | Path,
+    data: dict[str, Any],
+    load_report: LoadReport,
+) -> EvaluationResult:
+    """Load one model, answer every record, write its report; the model is let go afterwards."""
     from medvlm.model import load_model
 
     loaded = load_model(
-        args.model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels
+        model, revision=args.revision, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels
     )
     if loaded.is_test_model:
         print("Note: this is the tiny random test model; its answers are random.", file=sys.stderr, flush=True)
@@ -495,16 +535,7 @@ def run(args: EvaluateArguments) -> EvaluationResult:
             flush=True,
         )
     result = evaluate(loaded, records, batch_size=args.batch_size, settings=settings, style=args.style)
-    data = {
-        "source": args.data,
-        "formats": sorted({record.source for record in records}),
-        "data_root": args.data_root,
-        "subset": args.subset,
-        "modality": args.modality,
-        "split": args.split,
-        "limit": args.limit,
-    }
-    paths = write_outputs(result, args.output_dir, data=data, load_report=load_report)
+    paths = write_outputs(result, output_dir, data=data, load_report=load_report)
     overall = result.overall
     print(
         f"Accuracy {overall.accuracy:.2%} ({overall.correct}/{overall.n}), format compliance "
@@ -513,6 +544,14 @@ def run(args: EvaluateArguments) -> EvaluationResult:
         flush=True,
     )
     return result
+
+
+def _run_names(first: str, second: str) -> tuple[str, str]:
+    """Folder names for two models' runs: the last part of each id or path, made distinct."""
+    names = [Path(model.rstrip("/")).name or "model" for model in (first, second)]
+    if names[0] == names[1]:
+        names = [f"{names[0]}-1", f"{names[1]}-2"]
+    return names[0], names[1]
 
 
 def build_parser() -> HfArgumentParser:
