@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench.grpo_learning import OPTIONS, QUESTION, RECIPE, write_task
+from bench.grpo_learning import OPTIONS, QUESTION, grpo_argv, write_task
 from medvlm.hints import reasoning_hints
 from medvlm.model import load_model
 from medvlm.streaming import GenerationSettings
@@ -79,22 +79,10 @@ def main() -> None:
     print(f"warm-started (seed {args.seed}): accuracy {start[0]:.2f}, contradiction rate {start[1]:.2f}")
     for rewards in (["accuracy", "format"], ["accuracy", "format", "consistency"]):
         run_dir = work / "-".join(rewards)
-        argv = [
-            "--config", str(RECIPE),
-            "--model_name_or_path", str(model_dir),
-            "--dataset_name", str(train_questions),
-            "--output_dir", str(run_dir),
-            "--dataset_limit", "200",
-            "--num_generations", "8",
-            "--per_device_train_batch_size", "32",
-            "--max_steps", str(args.steps),
-            "--learning_rate", str(args.learning_rate),
-            "--lr_scheduler_type", "constant_with_warmup",
-            "--warmup_steps", "20",
-            "--save_strategy", "no",
-            "--seed", str(args.seed),
-            "--reward_funcs", *rewards,
-        ]  # fmt: skip
+        argv = grpo_argv(
+            model_dir, train_questions, run_dir, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed
+        )
+        argv += ["--reward_funcs", *rewards]
         started = time.perf_counter()
         grpo_main(*parse_args(argv))
         minutes = (time.perf_counter() - started) / 60

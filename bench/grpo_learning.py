@@ -72,6 +72,27 @@ def write_task(directory: Path, count: int, seed: int) -> Path:
     return path
 
 
+def grpo_argv(
+    model_dir: Path, train_questions: Path, run_dir: Path, *, steps: int, learning_rate: float, seed: int
+) -> list[str]:
+    """The ``train.grpo`` command line of these benchmarks: the smoke recipe, scaled up (see the docstring)."""
+    return [
+        "--config", str(RECIPE),
+        "--model_name_or_path", str(model_dir),
+        "--dataset_name", str(train_questions),
+        "--output_dir", str(run_dir),
+        "--dataset_limit", "200",
+        "--num_generations", "8",
+        "--per_device_train_batch_size", "32",
+        "--max_steps", str(steps),
+        "--learning_rate", str(learning_rate),
+        "--lr_scheduler_type", "constant_with_warmup",
+        "--warmup_steps", "20",
+        "--save_strategy", "no",
+        "--seed", str(seed),
+    ]  # fmt: skip
+
+
 def held_out_accuracy(model_dir: Path, questions: Path) -> float:
     records, _ = load_records(questions)
     loaded = load_model(model_dir, device="cpu", dtype="fp32")
@@ -104,21 +125,9 @@ def main() -> None:
     train_questions = write_task(work / "train", 200, seed=args.seed)
     test_questions = write_task(work / "test", 60, seed=args.seed + 1)
     run_dir = work / "run"
-    argv = [
-        "--config", str(RECIPE),
-        "--model_name_or_path", str(model_dir),
-        "--dataset_name", str(train_questions),
-        "--output_dir", str(run_dir),
-        "--dataset_limit", "200",
-        "--num_generations", "8",
-        "--per_device_train_batch_size", "32",
-        "--max_steps", str(args.steps),
-        "--learning_rate", str(args.learning_rate),
-        "--lr_scheduler_type", "constant_with_warmup",
-        "--warmup_steps", "20",
-        "--save_strategy", "no",
-        "--seed", str(args.seed),
-    ]  # fmt: skip
+    argv = grpo_argv(
+        model_dir, train_questions, run_dir, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed
+    )
 
     before = held_out_accuracy(model_dir, test_questions)
     started = time.perf_counter()
