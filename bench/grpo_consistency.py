@@ -1,7 +1,7 @@
 """What the ``consistency`` reward does to reasoning that contradicts its own answer.
 
     python -m bench.grpo_consistency              # about 6-8 minutes on 2 CPU cores
-    python -m bench.grpo_consistency --seed 1
+    python -m bench.grpo_consistency --seed 1 --consistency-weight 0.25
 
 The task is ``bench/grpo_learning.py``'s ("Is the square bright or dark?", A) Bright, B) Dark), but
 the tiny model is warm-started with a *contradiction habit*: its reasoning says "The square is
@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250, help="GRPO steps per run (each: 4 prompts x 8 completions)")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--consistency-weight", type=float, default=1.0, help="its weight beside accuracy and format (1.0 each)"
+    )
     parser.add_argument("--output-dir", type=Path, default=None, help="keep everything here (default: a temp folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as bench/grpo_learning.py: the tiny model gains nothing from more
@@ -83,13 +86,17 @@ def main() -> None:
             model_dir, train_questions, run_dir, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed
         )
         argv += ["--reward_funcs", *rewards]
+        if "consistency" in rewards:
+            argv += ["--reward_weights", "1.0", "1.0", str(args.consistency_weight)]
         started = time.perf_counter()
         grpo_main(*parse_args(argv))
         minutes = (time.perf_counter() - started) / 60
         accuracy, contradiction = held_out(run_dir, test_questions)
         history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+        weights = f" (consistency weight {args.consistency_weight})" if "consistency" in rewards else ""
         print(
-            f"rewards {' + '.join(rewards)}: {minutes:.1f} min; held-out accuracy {start[0]:.2f} -> {accuracy:.2f}, "
+            f"rewards {' + '.join(rewards)}{weights}: {minutes:.1f} min; "
+            f"held-out accuracy {start[0]:.2f} -> {accuracy:.2f}, "
             f"contradiction rate {start[1]:.2f} -> {contradiction:.2f} ({len(history)} log entries)",
             flush=True,
         )
