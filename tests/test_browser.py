@@ -7,6 +7,7 @@ tests are never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, samples_file
+from medvlm.annotations import AnnotationStore
+from medvlm.annotations.campaigns import Campaigns
 
 pytestmark = pytest.mark.slow
 
@@ -49,23 +52,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.fixture(scope="module")
-def app_url(formatted_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python app.py`` with the format-warm-started tiny model, in its own process."""
+@contextlib.contextmanager
+def serving(arguments: list[str], log: Path) -> Iterator[str]:
+    """``python app.py ARGUMENTS`` in its own process, on a free port, until the block ends; its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("app-log") / "app.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "app.py",
-                "--model",
-                str(formatted_model_dir),
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-            ],
+            [sys.executable, "app.py", *arguments, "--port", str(port)],
             cwd=REPO,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -88,6 +81,14 @@ def app_url(formatted_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(formatted_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python app.py`` with the format-warm-started tiny model, in its own process."""
+    log = tmp_path_factory.mktemp("app-log") / "app.log"
+    with serving(["--model", str(formatted_model_dir), "--data-dir", str(data_dir)], log) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -431,25 +432,8 @@ def test_dragging_sets_the_window_and_the_wheel_and_arrows_step_frames_from_one(
 def test_without_a_model_ask_is_disabled_and_the_notice_says_so_once(browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--model", str(tmp_path / "no-model"), "--data-dir", str(tmp_path / "data"),
-         "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "app.py did not start"
-                time.sleep(0.5)
+    arguments = ["--model", str(tmp_path / "no-model"), "--data-dir", str(tmp_path / "data")]
+    with serving(arguments, tmp_path / "app.log") as url:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(url)
         expect(page.locator("#model-banner")).to_contain_text("No model is loaded", timeout=60_000)
@@ -459,9 +443,6 @@ def test_without_a_model_ask_is_disabled_and_the_notice_says_so_once(browser, tm
         expect(page.locator("#viewer img.picture")).to_be_visible(timeout=60_000)  # cases still open
         expect(page.locator("button#ask")).to_be_disabled()
         page.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_a_small_image_fills_the_viewer_and_the_wheel_zooms(browser, app_url: str) -> None:
@@ -598,3 +579,50 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 2", timeout=30_000)
     expect(page.locator("#campaign-flags").get_by_label("Reasoning contradicts the answer")).to_be_checked()
     page.close()
+
+
+def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
+    browser, formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    """Signed in, the set-up panel takes a dataset and its images; the served model answers them; a review follows."""
+    import json
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    rows = []
+    for index in range(3):
+        Image.new("L", (48, 40 + 4 * index), 70 * index).save(tmp_path / f"scan{index}.png")
+        rows.append({"id": f"r{index}", "image": f"scans/scan{index}.png", "question": f"Finding {index}?",
+                     "options": ["Effusion", "Normal"], "answer": "A", "question_type": "Lesion Grading"})  # fmt: skip
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    arguments = ["--model", str(formatted_model_dir), "--data-dir", str(tmp_path / "data"), "--auth", "alice:pw"]
+    with serving(arguments, tmp_path / "app.log") as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url)
+        page.get_by_label("username").fill("alice")
+        page.get_by_label("password").fill("pw")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Campaigns").click()
+        page.locator("#campaign-admin").get_by_text("Set up campaigns (administrators)").click()
+        page.locator("#new-campaign-source").get_by_label(
+            "A dataset and its images, answered now by the served model"
+        ).check()
+        page.locator("#new-campaign-files input[type=file]").set_input_files(
+            [str(tmp_path / "questions.jsonl"), *(str(tmp_path / f"scan{index}.png") for index in range(3))]
+        )
+        expect(page.locator("#new-campaign-files")).to_contain_text("scan2.png", timeout=30_000)
+        page.locator("#new-campaign-name textarea, #new-campaign-name input").first.fill("Answered in the browser")
+        page.locator("button#new-campaign-create").click()
+        expect(page.locator("#campaign-admin-status")).to_contain_text(
+            "Created campaign Answered in the browser: all 3 questions answered by", timeout=120_000
+        )
+        page.locator("button#campaign-start").click()
+        expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 3", timeout=60_000)
+        expect(page.locator("#campaign-viewer img.picture")).to_be_visible()
+        page.close()
+    campaigns = Campaigns(AnnotationStore(tmp_path / "data"))
+    assert campaigns.generation("Answered in the browser").done
+    stored = [campaigns.store.output(output_id) for output_id in campaigns.output_ids("Answered in the browser")]
+    assert [output.question for output in stored] == ["Finding 0?", "Finding 1?", "Finding 2?"]
+    assert all(output.question_type == "Lesion Grading" and output.completion for output in stored)
