@@ -169,8 +169,7 @@ def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: Te
     from medvlm.campaign_generation import plan_campaign
     from medvlm.vqa_records import load_records, no_records_message
 
-    if any(campaign.name == " ".join(args.name.split()) for campaign in campaigns.all()):  # before a long load
-        raise MedVLMError(f"There is already a campaign called {args.name!r}.")
+    campaigns.check_new(args.name, args.reviews_per_output)  # before the dataset and the model load
     guidelines = _guidelines(args)
     settings = settings_from(args)
     records, report = load_records(

@@ -61,6 +61,7 @@ def plan_campaign(
     """
     if not records:
         raise MedVLMError("The dataset holds no question to answer.")
+    campaigns.check_new(name, reviews_per_output)  # before reading every image
     settings = (settings or GenerationSettings()).validate()
     style = loaded.prompt_style if style is None else as_style(style)
     questions = []

@@ -239,9 +239,22 @@ class Campaigns:
             )
         return self.get(name)
 
+    def check_new(self, name: str, reviews_per_output: int) -> str:
+        """The name a new campaign would get, after checking it, k and that no campaign has it yet.
+
+        For callers about to do something long first (load a model, read a dataset's images):
+        :meth:`create` and :meth:`plan` check again in their own transaction.
+        """
+        name = _checked_name(name, reviews_per_output)
+        with self.store._connection() as conn:
+            _refuse_taken(conn, name)
+        return name
+
     def generation(self, name: str) -> Generation | None:
         """How a generated campaign's answers are made and how many exist; None for a campaign made from a run."""
-        campaign = self.get(name)
+        return self._generation(self.get(name))
+
+    def _generation(self, campaign: Campaign) -> Generation | None:
         with self.store._connection() as conn:
             row = conn.execute(
                 "SELECT g.model, g.settings, g.prompt_style, g.batch_size,"
@@ -349,7 +362,7 @@ class Campaigns:
         Refused while a generated campaign still has questions without an answer.
         """
         campaign = self.get(name)
-        generation = self.generation(name)
+        generation = self._generation(campaign)
         if generation is not None and not generation.done:
             raise AnnotationError(
                 f"The campaign {campaign.name!r} is not ready: its answers are still being generated "
@@ -615,11 +628,15 @@ def _checked_name(name: str, reviews_per_output: int) -> str:
     return name
 
 
+def _refuse_taken(conn: sqlite3.Connection, name: str) -> None:
+    if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
+        raise AnnotationError(f"There is already a campaign called {name!r}.")
+
+
 def _insert_campaign(
     conn: sqlite3.Connection, name: str, guidelines: str, reviews_per_output: int, blind: bool, created_by: str
 ) -> int:
-    if conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone():
-        raise AnnotationError(f"There is already a campaign called {name!r}.")
+    _refuse_taken(conn, name)
     return conn.execute(
         "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
