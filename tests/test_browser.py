@@ -611,7 +611,9 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         page.locator("#new-campaign-files input[type=file]").set_input_files(
             [str(tmp_path / "questions.jsonl"), *(str(tmp_path / f"scan{index}.png") for index in range(3))]
         )
-        expect(page.locator("#new-campaign-files")).to_contain_text("scan2.png", timeout=30_000)
+        # Gradio lays each name out as stem and extension ("scan2 .png"); the row's accessible name is whole.
+        uploaded = page.locator("#new-campaign-files").get_by_role("row", name=re.compile(r"^scan2\.png"))
+        expect(uploaded).to_be_visible(timeout=30_000)
         page.locator("#new-campaign-name textarea, #new-campaign-name input").first.fill("Answered in the browser")
         page.locator("button#new-campaign-create").click()
         expect(page.locator("#campaign-admin-status")).to_contain_text(
