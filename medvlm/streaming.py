@@ -380,3 +380,47 @@ def _timing(started: float, first_token_at: float | None, finished: float, new_t
     return Timing(
         time_to_first_token_s=ttft, total_s=finished - started, new_tokens=new_tokens, tokens_per_second=rate
     )
+
+
+_END = object()
+
+
+def interleave(streams: Sequence[Iterator[Any]], stop: threading.Event) -> Iterator[tuple[int, Any]]:
+    """The items of several streams as they arrive, each with its stream's index: two models answering at once.
+
+    Each stream is drained by its own thread (a :func:`stream_completion` already waits on its own
+    generation thread, so these only pass text along). An exception in either stream is raised
+    here. Ending or closing this iterator sets ``stop`` (the streams' ``cancel`` event) and waits
+    for the threads, so no generation outlives its consumer.
+    """
+    arrived: queue.Queue[tuple[int, Any, BaseException | None]] = queue.Queue()
+
+    def drain(index: int, stream: Iterator[Any]) -> None:
+        try:
+            for item in stream:
+                arrived.put((index, item, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, never lost in the thread
+            arrived.put((index, None, error))
+            return
+        arrived.put((index, _END, None))
+
+    threads = [
+        threading.Thread(target=drain, args=(index, stream), name="medvlm-interleave", daemon=True)
+        for index, stream in enumerate(streams)
+    ]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            index, item, error = arrived.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                running -= 1
+            else:
+                yield index, item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()

@@ -351,7 +351,7 @@ def test_a_known_correct_answer_marks_right_or_wrong_in_words(workbench: Workben
         assert 'class="option correct" data-letter="B"' in final_panel and "Correct answer" in final_panel
     # Changing the correct answer afterwards re-marks the same answer.
     other = "A" if letter != "A" else "C"
-    assert f'class="option chosen wrong" data-letter="{letter}"' in workbench.show_answer(session, other)
+    assert f'class="option chosen wrong" data-letter="{letter}"' in workbench.show_answer(session, other)[0]
 
 
 def test_render_marks_correct_and_wrong_with_text_not_colour_alone() -> None:
@@ -404,8 +404,9 @@ def test_stop_ends_the_generation_thread(random_workbench: Workbench, sample_png
     assert "still being generated" in submit(random_workbench, session, ["superficial"], "", None, "Dr Grey")
     assert "still being generated" in error_of(next(iter(random_workbench.ask(session, QUESTION, OPTIONS))))
 
-    panel, timing, button = random_workbench.stop(session)
-    assert "Stopped" in panel and timing == "Stopped by you." and button["interactive"] is True
+    stopped = random_workbench.stop(session)
+    assert "Stopped" in stopped.answer and stopped.timing == "Stopped by you." and stopped.ask_button["interactive"]
+    assert stopped.second_answer == gr.skip()  # no comparison: the hidden second answer is left alone
     rest = list(stream)  # an API client that only pressed Stop still gets the end of the stream
     final_panel, _, _, final_timing, *_ = rest[-1]
     assert render.STOPPED in final_panel and "stopped by you" in final_timing
@@ -439,10 +440,11 @@ def test_closing_a_tab_stops_its_generation(random_workbench: Workbench, sample_
 
 
 def test_options_preview_letters_them_and_follows_the_correct_answer(workbench: Workbench) -> None:
-    panel, dropdown = workbench.preview_options(Session(), "CT\n\n MRI \nX-Ray", "C")
+    panel, dropdown, second = workbench.preview_options(Session(), "CT\n\n MRI \nX-Ray", "C")
     assert 'data-letter="B"><span class="letter">B)</span><span class="text">MRI</span>' in panel
     assert dropdown["choices"] == [("Not known", ""), ("A) CT", "A"), ("B) MRI", "B"), ("C) X-Ray", "C")]
     assert dropdown["value"] == "C"
+    assert second == panel  # the second answer of a comparison shows the same lettered options
     assert workbench.preview_options(Session(), "CT\nMRI", "C")[1]["value"] == ""
 
 
@@ -953,7 +955,7 @@ def test_evaluation_samples_are_reviewed_like_fresh_answers(workbench: Workbench
     if letter is not None:
         assert 'class="option chosen' in panel and f'data-letter="{letter}"' in panel
     # The options box changing (as it does when the sample is shown) keeps the highlight.
-    assert workbench.preview_options(session, options, "B")[0] == workbench.show_answer(session, "B")
+    assert workbench.preview_options(session, options, "B")[0] == workbench.show_answer(session, "B")[0]
 
     before = workbench.store.count()
     assert "Saved" in submit(workbench, session, ["superficial"], "", "B", "Dr Eval")

@@ -162,8 +162,8 @@ def test_eight_reviewers_in_eight_processes_leave_every_output_with_exactly_k(tm
 
 def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path) -> None:
     """A data folder as medvlm wrote it before campaigns (schema 2), built by its own migrations and rows,
-    opens at the newest schema with every row (schemas 3 to 6 add campaigns, marked passages, adjudications,
-    question types and generated campaigns)."""
+    opens at the newest schema with every row (schemas 3 to 7 add campaigns, marked passages, adjudications,
+    question types, generated campaigns and pairwise verdicts)."""
     output = model_output(0)
     row = store_module._output_row(output)
     columns = [column for column in OUTPUT_COLUMNS if column != "question_type"]  # schema 6 added it
@@ -192,7 +192,8 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
 
     reopened = AnnotationStore(tmp_path)
     with sqlite3.connect(reopened.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert reopened.verdicts() == []
     (kept,) = reopened.query()
     assert (kept.id, kept.flags, kept.comment, kept.spans) == (1, ("superficial",), "before campaigns", ())
     assert kept.question_type is None and kept.completion == output.completion

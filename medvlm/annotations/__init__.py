@@ -32,6 +32,10 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
   reviewer marked; each version of a review keeps its spans too.
 * ``campaign_adjudications(campaign_id, output_id)`` (schema 5): an adjudicator's flags for an
   output its reviewers disagreed on, beside (never instead of) their reviews.
+* ``campaign_questions``, ``campaign_generation`` (schema 6): campaigns answered by medvlm from a
+  dataset; ``outputs.question_type``.
+* ``verdicts`` (schema 7): pairwise verdicts on two outputs for the same case (which reasoning is
+  better, a tie, or both poor), one per (pair, reviewer), in terms of outputs, never of sides.
 
 Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
 case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.
@@ -64,12 +68,14 @@ from medvlm.annotations.records import (
     SAFE_METADATA_KEYS,
     SAMPLE_FIELDS,
     SPAN_LABELS,
+    VERDICT_CHOICES,
     Annotation,
     AnnotationError,
     ModelOutput,
     Review,
     ReviewVersion,
     Span,
+    Verdict,
     filter_metadata,
     image_relpath,
     image_sha256,
@@ -99,6 +105,7 @@ __all__ = [
     "SAMPLE_FIELDS",
     "SCHEMA_VERSION",
     "SPAN_LABELS",
+    "VERDICT_CHOICES",
     "Annotation",
     "AnnotationError",
     "AnnotationStore",
@@ -106,6 +113,7 @@ __all__ = [
     "Review",
     "ReviewVersion",
     "Span",
+    "Verdict",
     "copy_image",
     "default_data_dir",
     "export_jsonl",

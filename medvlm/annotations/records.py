@@ -370,6 +370,67 @@ class ReviewVersion:
     saved_at: str
 
 
+VERDICT_CHOICES: dict[str, str] = {
+    "first": "Answer 1 is better",
+    "second": "Answer 2 is better",
+    "tie": "Tie: equally good",
+    "both_poor": "Both poor",
+}
+"""A pairwise verdict as the reviewer gives it, in terms of the sides on screen -> its label."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One reviewer's judgement of two answers to the same case: which reasoning is better.
+
+    Kept in terms of outputs, never of sides: the pair is unordered (``output_a < output_b``),
+    ``preferred`` names the better output (None for a tie or both poor) and ``shown_first`` the
+    output that was on the left, so shuffled sides can be audited and never misread.
+    """
+
+    output_a: str
+    output_b: str
+    shown_first: str
+    outcome: str
+    """``"preferred"``, ``"tie"`` or ``"both_poor"``."""
+    preferred: str | None
+    blind: bool
+    reviewer: str
+    decided_at: str = ""
+    id: int | None = None
+
+    @classmethod
+    def from_sides(cls, first: str, second: str, choice: str, *, reviewer: str, blind: bool) -> Verdict:
+        """The verdict ``choice`` (a key of :data:`VERDICT_CHOICES`) on ``first`` shown left, ``second`` right."""
+        if choice not in VERDICT_CHOICES:
+            raise AnnotationError(f"Choose one of: {'; '.join(VERDICT_CHOICES.values())}.")
+        if not first or not second or first == second:
+            raise AnnotationError("A verdict compares two different answers.")
+        preferred = {"first": first, "second": second}.get(choice)
+        return cls(
+            output_a=min(first, second),
+            output_b=max(first, second),
+            shown_first=first,
+            outcome="preferred" if preferred else choice,
+            preferred=preferred,
+            blind=bool(blind),
+            reviewer=normalize_name(reviewer or "", error=AnnotationError),
+        )
+
+    @property
+    def rejected(self) -> str | None:
+        """The worse output of a preference (None for a tie or both poor)."""
+        if self.preferred is None:
+            return None
+        return self.output_b if self.preferred == self.output_a else self.output_a
+
+    def choice(self, first: str) -> str:
+        """This verdict in terms of sides, with ``first`` on the left (a key of :data:`VERDICT_CHOICES`)."""
+        if self.preferred is None:
+            return self.outcome
+        return "first" if self.preferred == first else "second"
+
+
 #: Annotation fields holding dictionaries whose keys vary (by model, app version, input type).
 FREE_FORM_FIELDS = ("image_metadata", "model", "settings", "timing")
 

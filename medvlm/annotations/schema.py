@@ -209,6 +209,38 @@ def _add_generated_campaigns_v6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_verdicts_v7(conn: sqlite3.Connection) -> None:
+    """Pairwise verdicts: which of two answers to the same case a reviewer found better.
+
+    A pair is unordered (``output_a < output_b``), so a verdict counts for the pair however the
+    sides were shuffled; ``shown_first`` records which output was on the left. The verdict is
+    kept in terms of outputs (``preferred``), never of sides, so it cannot be misread later.
+    """
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE verdicts (
+            id          INTEGER PRIMARY KEY,
+            output_a    TEXT NOT NULL REFERENCES outputs (output_id),
+            output_b    TEXT NOT NULL REFERENCES outputs (output_id),
+            shown_first TEXT NOT NULL,
+            outcome     TEXT NOT NULL CHECK (outcome IN ('preferred', 'tie', 'both_poor')),
+            preferred   TEXT,
+            blind       INTEGER NOT NULL CHECK (blind IN (0, 1)),
+            reviewer    TEXT NOT NULL,
+            app_version TEXT NOT NULL,
+            decided_at  TEXT NOT NULL,
+            UNIQUE (output_a, output_b, reviewer),
+            CHECK (output_a < output_b),
+            CHECK (shown_first IN (output_a, output_b)),
+            CHECK ((outcome = 'preferred') = (preferred IS NOT NULL)),
+            CHECK (preferred IS NULL OR preferred IN (output_a, output_b))
+        );
+        CREATE INDEX verdicts_output_b ON verdicts (output_b);
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -232,6 +264,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_marked_passages_v4,
     _add_adjudications_v5,
     _add_generated_campaigns_v6,
+    _add_verdicts_v7,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

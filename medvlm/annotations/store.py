@@ -6,6 +6,7 @@ privacy rules; the schema and its migrations are in :mod:`medvlm.annotations.sch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ from medvlm.annotations.records import (
     Review,
     ReviewVersion,
     Span,
+    Verdict,
     check_flag,
     filter_metadata,
     image_relpath,
@@ -209,6 +211,85 @@ class AnnotationStore:
             self._save_image(output.image, row["image_sha256"])
         for row in rows:
             _insert_output(conn, row)
+
+    def add_verdict(
+        self,
+        first: ModelOutput,
+        second: ModelOutput,
+        verdict: Verdict,
+        *,
+        within: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[Verdict, bool]:
+        """Store a pairwise verdict on two answers to the same case, and the two outputs; ``(verdict, True)`` when new.
+
+        ``first`` and ``second`` are the answers as shown (left, right); ``verdict`` names them
+        (:meth:`Verdict.from_sides`). The same reviewer judging the same pair again replaces their
+        verdict (their latest judgement counts; the sides may have been shuffled differently).
+        Two answers to different cases (another image, question or options) are refused: such a
+        verdict would compare nothing. ``within(conn)`` runs first in the same transaction, as in
+        :meth:`add`.
+        """
+        rows = [_output_row(first), _output_row(second)]
+        if {first.output_id, second.output_id} != {verdict.output_a, verdict.output_b}:
+            raise AnnotationError("This verdict is about another pair of answers than the two given.")
+        case = ("image_sha256", "question", "options")
+        if [rows[0][column] for column in case] != [rows[1][column] for column in case]:
+            raise AnnotationError(
+                "A verdict compares two answers to the same case; these two differ in image, question or options."
+            )
+        now = _now()
+        with self._connection(write=True) as conn:
+            if within is not None:
+                within(conn)
+            self.add_outputs([first, second], conn)
+            reviewer = _known_spelling(conn, verdict.reviewer)
+            existing = conn.execute(
+                "SELECT id FROM verdicts WHERE output_a = ? AND output_b = ? AND reviewer = ?",
+                (verdict.output_a, verdict.output_b, reviewer),
+            ).fetchone()
+            values = (verdict.shown_first, verdict.outcome, verdict.preferred, int(verdict.blind), medvlm.__version__)
+            if existing is None:
+                verdict_id = conn.execute(
+                    "INSERT INTO verdicts (output_a, output_b, shown_first, outcome, preferred, blind, app_version,"
+                    " reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (verdict.output_a, verdict.output_b, *values, reviewer, now),
+                ).lastrowid
+            else:
+                verdict_id = existing[0]
+                conn.execute(
+                    "UPDATE verdicts SET shown_first = ?, outcome = ?, preferred = ?, blind = ?, app_version = ?,"
+                    " decided_at = ? WHERE id = ?",
+                    (*values, now, verdict_id),
+                )
+        stored = dataclasses.replace(verdict, reviewer=reviewer, decided_at=now, id=verdict_id)
+        return stored, existing is None
+
+    def verdicts(self, output_ids: Sequence[str] | None = None) -> list[Verdict]:
+        """The stored verdicts, oldest first; with ``output_ids``, those on a pair of which either is one."""
+        sql = (
+            "SELECT id, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at FROM verdicts"
+        )
+        params: tuple[Any, ...] = ()
+        if output_ids is not None:
+            ids = "(SELECT value FROM json_each(?1))"
+            sql += f" WHERE output_a IN {ids} OR output_b IN {ids}"
+            params = (json.dumps(list(output_ids)),)
+        with self._connection() as conn:
+            rows = conn.execute(f"{sql} ORDER BY id", params).fetchall()
+        return [
+            Verdict(
+                id=row[0],
+                output_a=row[1],
+                output_b=row[2],
+                shown_first=row[3],
+                outcome=row[4],
+                preferred=row[5],
+                blind=bool(row[6]),
+                reviewer=row[7],
+                decided_at=row[8],
+            )
+            for row in rows
+        ]
 
     def output(self, output_id: str) -> ModelOutput:
         """A stored output, with its image, as it was when it was stored (no correct answer: that is a review's)."""
@@ -446,7 +527,7 @@ def _known_spelling(conn: sqlite3.Connection, reviewer: str) -> str:
     Runs inside the write transaction, so two first saves of "Alice" and "alice" cannot both win.
     """
     key = name_key(reviewer)
-    for (known,) in conn.execute("SELECT DISTINCT reviewer FROM annotations"):
+    for (known,) in conn.execute("SELECT reviewer FROM annotations UNION SELECT reviewer FROM verdicts"):
         if name_key(known) == key:
             return known
     return reviewer

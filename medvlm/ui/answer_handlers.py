@@ -8,6 +8,7 @@ logs answers or reviews.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,14 +18,15 @@ from typing import Any
 
 import gradio as gr
 
-from medvlm.annotations import ModelOutput, Review
+from medvlm.annotations import VERDICT_CHOICES, ModelOutput, Review, Verdict
 from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionError
 from medvlm.images import LoadedImage
+from medvlm.model import LoadedModel
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
-from medvlm.streaming import GenerationSettings, StreamUpdate
+from medvlm.streaming import GenerationSettings, StreamUpdate, interleave
 from medvlm.ui import render
 from medvlm.ui.case_handlers import CaseHandlers
-from medvlm.ui.events import AskUpdate, SampleShown, Stopped, review_fields, skips
+from medvlm.ui.events import SECOND_ANSWER_FIELDS, AskUpdate, SampleShown, Stopped, VerdictSaved, review_fields, skips
 from medvlm.ui.inputs import as_number, or_default, seed_from, split_options
 from medvlm.ui.session import Session
 from medvlm.ui.workbench import Workbench
@@ -57,23 +59,29 @@ class AnswerHandlers:
         """The options as typed, lettered; the correct-answer choices follow them.
 
         While the options are those of the last answer (an evaluation sample just shown sets
-        them too), that answer stays highlighted. Returns (answer panel, correct-answer dropdown).
+        them too), that answer stays highlighted. Returns (answer panel, correct-answer dropdown,
+        the second answer panel of a comparison).
         """
         parsed = split_options(options)[: len(LETTERS)]
         keep = correct if correct and correct in LETTERS[: len(parsed)] else ""
-        output = session.last_output
-        if output is not None and output.options == parsed and not session.generating:
-            panel = render.output_html(output, keep or None)
-        else:
-            panel = render.options_html(parsed)
-        return panel, gr.update(choices=render.letter_choices(parsed), value=keep)
+
+        def panel(output: ModelOutput | None) -> str:
+            if output is not None and output.options == parsed and not session.generating:
+                return render.output_html(output, keep or None)
+            return render.options_html(parsed)
+
+        choices = gr.update(choices=render.letter_choices(parsed), value=keep)
+        return panel(session.last_output), choices, panel(session.second_output)
 
     def show_answer(self, session: Session, correct: str | None):
-        """The correct answer was changed after the answer came: mark right and wrong again."""
-        output = session.last_output
-        if output is None or session.generating:
-            return gr.skip()
-        return render.output_html(output, correct or None)
+        """The correct answer was changed after the answers came: mark right and wrong again (each, in a pair)."""
+
+        def panel(output: ModelOutput | None) -> Any:
+            if output is None or session.generating:
+                return gr.skip()
+            return render.output_html(output, correct or None)
+
+        return panel(session.last_output), panel(session.second_output)
 
     # -- the generation --------------------------------------------------------------------------
 
@@ -90,6 +98,7 @@ class AnswerHandlers:
         max_new_tokens: Any = 512,
         max_pixels: Any = None,
         style: str | None = None,
+        blind: bool = True,
     ) -> Iterator[AskUpdate]:
         """Stream the model's answer as :class:`~medvlm.ui.events.AskUpdate` s.
 
@@ -100,6 +109,12 @@ class AnswerHandlers:
         generator (Gradio does on Stop, or when the tab goes away) stops the generation thread
         too. If another case is loaded meanwhile, the generation is stopped and its answer never
         shown or kept: the page belongs to the new case.
+
+        With a comparison model (``--compare-model``) both models answer, each in its own column
+        with its own highlight, timing and review form, and the verdict form opens once both are
+        finished. ``blind`` draws which model answers on the left and hides the names until the
+        verdict is saved. On a GPU both stream at once; on a CPU the second starts when the first
+        is finished (each generation already uses every core), and its column says so.
         """
         try:
             request = self._request(
@@ -110,41 +125,45 @@ class AnswerHandlers:
             yield AskUpdate(**{**skips(AskUpdate._fields), "ask_error": render.error_markdown(str(error))})
             return
         cancel = threading.Event()
-        session.cancel, session.options, session.last_output = cancel, request.options, None
+        session.cancel, session.options = cancel, request.options
+        session.last_output = session.second_output = None
+        session.verdict_saved = False
+        models = self._models_in_order(session, blind)
         case = session.case_version
-        stream = self.workbench.generate(
-            self.workbench.model,
-            request.image.image,
-            request.question,
-            request.options,
-            request.settings,
-            request.style,
-            cancel,
-        )
-        final: StreamUpdate | None = None
-        busy = gr.update(interactive=False, value="Answering...")
-        try:
-            yield AskUpdate(
-                answer=render.streaming_html(request.options, None),
-                reasoning="",
-                raw_output="",
-                timing="Generating...",
-                **{**review_fields(session), "review_target": render.review_target(None, None, generating=True)},
-                ask_error="",
-                ask_button=busy,
+        streams = [
+            self.workbench.generate(
+                loaded,
+                request.image.image,
+                request.question,
+                request.options,
+                request.settings,
+                request.style,
+                cancel,
             )
-            for update in stream:
+            for loaded in models
+        ]
+        at_once = len(streams) > 1 and self.workbench.answers_at_once
+        updates = interleave(streams, cancel) if at_once else _one_after_another(streams)
+        finals: list[StreamUpdate | None] = [None] * len(models)
+        try:
+            yield self._started(session, request, pair=len(models) > 1, at_once=at_once)
+            for column, update in updates:
                 if session.case_version != case:  # another case was loaded: this answer belongs to nothing on screen
                     yield AskUpdate(**{**skips(AskUpdate._fields), "ask_button": _ready()})
                     return
-                if update.done:
-                    final = update
-                else:
+                if not update.done:
                     streamed = {
                         "answer": render.streaming_html(request.options, update),
                         "reasoning": render.shown_reasoning(update),
                     }
-                    yield AskUpdate(**{**skips(AskUpdate._fields), **streamed})
+                    yield AskUpdate(**{**skips(AskUpdate._fields), **_in_column(column, streamed)})
+                    continue
+                finals[column] = update
+                if None in finals:  # the other model still answers: show this one finished meanwhile
+                    finished = _in_column(column, _finished_fields(request, update, None))
+                    if not at_once:
+                        finished["second_timing"] = "Generating..."
+                    yield AskUpdate(**{**skips(AskUpdate._fields), **finished})
         except MedVLMError as error:
             yield self._failed(session, request, str(error))
             return
@@ -157,42 +176,61 @@ class AnswerHandlers:
             )
             return
         finally:
-            stream.close()
+            updates.close()
+            for stream in streams:
+                stream.close()
             if session.cancel is cancel:
                 session.cancel = None
         if session.case_version != case:
             yield AskUpdate(**{**skips(AskUpdate._fields), "ask_button": _ready()})
             return
-        assert final is not None, "stream_completion always ends with a done update"
-        if final.stop_reason != "cancelled":
-            session.last_output = self._model_output(request, final)
-        output = session.last_output
-        yield AskUpdate(
-            answer=render.output_html(output, request.correct)
-            if output
-            else render.answer_html(
-                request.options,
-                letter=None,
-                correct=request.correct,
-                format_ok=False,
-                problem=None,
-                stop_reason=final.stop_reason,
-            ),  # fmt: skip
-            reasoning=render.shown_reasoning(final),
-            raw_output=final.text,
-            timing=render.timing_markdown(final.timing, final.stop_reason),
-            **review_fields(session),
+        assert None not in finals, "stream_completion always ends with a done update"
+        kept = [
+            self._model_output(request, final, loaded) if final.stop_reason != "cancelled" else None
+            for final, loaded in zip(finals, models, strict=True)
+        ]
+        session.last_output = kept[0]
+        session.second_output = kept[1] if len(kept) > 1 else None
+        fields: dict[str, Any] = skips(SECOND_ANSWER_FIELDS)
+        for column, (final, output) in enumerate(zip(finals, kept, strict=True)):
+            fields.update(_in_column(column, _finished_fields(request, final, output)))
+        yield AskUpdate(**{**fields, **review_fields(session), "ask_error": "", "ask_button": _ready()})
+
+    def _models_in_order(self, session: Session, blind: bool) -> list[LoadedModel]:
+        """The model answering in each column: one, or in a comparison both, drawn at random when ``blind``."""
+        workbench = self.workbench
+        if workbench.compare is None:
+            session.pair_names = None
+            return [workbench.model]
+        pair = [workbench.model, workbench.compare]
+        session.blind = bool(blind)
+        if session.blind and secrets.randbelow(2):
+            pair.reverse()
+        session.pair_names = (workbench.model_name(pair[0]), workbench.model_name(pair[1]))
+        return pair
+
+    @staticmethod
+    def _started(session: Session, request: _Request, *, pair: bool, at_once: bool) -> AskUpdate:
+        """The answer columns emptied and waiting, the review forms closed, Ask disabled."""
+        waiting = {"answer": render.streaming_html(request.options, None), "reasoning": "", "raw_output": ""}
+        second = _in_column(1, {**waiting, "timing": "Generating..." if at_once else render.WAITING_FOR_FIRST})
+        generating = render.review_target(None, None, generating=True)
+        return AskUpdate(
+            **waiting,
+            timing="Generating...",
+            **(second if pair else skips(SECOND_ANSWER_FIELDS)),
+            **{**review_fields(session), "review_target": generating, "second_review_target": generating},
             ask_error="",
-            ask_button=_ready(),
+            ask_button=gr.update(interactive=False, value="Answering..."),
         )
 
     @staticmethod
     def _failed(session: Session, request: _Request, message: str) -> AskUpdate:
+        emptied = {"answer": render.options_html(request.options), "reasoning": gr.skip(), "raw_output": gr.skip()}
         return AskUpdate(
-            answer=render.options_html(request.options),
-            reasoning=gr.skip(),
-            raw_output=gr.skip(),
+            **emptied,
             timing="",
+            **_in_column(1, {**emptied, "timing": ""}),
             **review_fields(session),
             ask_error=render.error_markdown(message),
             ask_button=_ready(),
@@ -207,12 +245,16 @@ class AnswerHandlers:
         (just after an answer finished, say), it changes nothing on the page.
         """
         if session.cancel is None:
-            return Stopped(answer=gr.skip(), timing=gr.skip(), ask_button=_ready())
+            return Stopped(**{**skips(Stopped._fields), "ask_button": _ready()})
         session.cancel.set()
+        stopped = render.options_html(session.options, status="Stopped", warnings=[render.STOPPED])
+        pair = session.pair_names is not None
         return Stopped(
-            answer=render.options_html(session.options, status="Stopped", warnings=[render.STOPPED]),
+            answer=stopped,
             timing="Stopped by you.",
             ask_button=_ready(),  # Gradio closes the streaming handler before its last update
+            second_answer=stopped if pair else gr.skip(),
+            second_timing="Stopped by you." if pair else gr.skip(),
         )
 
     def _request(
@@ -267,9 +309,10 @@ class AnswerHandlers:
             style=prompt_style,
         )
 
-    def _model_output(self, request: _Request, final: StreamUpdate) -> ModelOutput:
+    def _model_output(self, request: _Request, final: StreamUpdate, loaded: LoadedModel) -> ModelOutput:
         workbench = self.workbench
-        fidelity = {"fidelity": workbench.fidelity.status()} if workbench.fidelity else {}
+        checked = workbench.fidelity is not None and loaded is workbench.model
+        fidelity = {"fidelity": workbench.fidelity.status()} if checked else {}
         return ModelOutput.answered(
             final.parsed,
             output_id=uuid.uuid4().hex,
@@ -279,7 +322,7 @@ class AnswerHandlers:
             options=request.options,
             correct_answer=request.correct,
             stop_reason=final.stop_reason,
-            model={**workbench.model.describe(), **fidelity},
+            model={**loaded.describe(), **fidelity},
             settings=request.settings.to_dict(),
             prompt_style=request.style.value,
             timing=final.timing.to_dict() if final.timing else None,
@@ -312,6 +355,72 @@ class AnswerHandlers:
         """
         return self._save(session, flags, comment, correct, reviewer_name, output_id, profile, request)[1]
 
+    def submit_second_review(
+        self,
+        session: Session,
+        second_flags: list[str] | None,
+        second_comment: str | None = None,
+        correct: str | None = None,
+        reviewer_name: str | None = None,
+        second_output_id: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> str:
+        """In a comparison, the review of the answer shown second (named by ``second_output_id``): as
+        :meth:`submit_review`, for the other column."""
+        return self._save(
+            session, second_flags, second_comment, correct, reviewer_name, second_output_id, profile, request,
+            second=True,
+        )[1]  # fmt: skip
+
+    def save_verdict(
+        self,
+        session: Session,
+        verdict: str | None,
+        reviewer_name: str | None = None,
+        output_id: str | None = None,
+        second_output_id: str | None = None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> VerdictSaved:
+        """Save which of the two answers on screen has the better reasoning (or a tie, or both poor).
+
+        The page names both answers by their output ids, shown first and second; a save for any other
+        pair than the one on screen is refused. The verdict is stored in terms of outputs (never of
+        sides), together with which one was on the left, and the model names are revealed above both
+        answers in the reply. Saving again replaces this reviewer's verdict on the pair.
+        """
+        first, second = session.last_output, session.second_output
+        unchanged = {"first_header": gr.skip(), "second_header": gr.skip()}
+        problem = self._unsaveable(session, first, output_id) or self._unsaveable(session, second, second_output_id)
+        if problem:
+            return VerdictSaved(verdict_status=problem, **unchanged)
+        if not verdict:
+            return VerdictSaved(verdict_status=render.error_markdown("Choose a verdict first."), **unchanged)
+        workbench = self.workbench
+        try:
+            judged = Verdict.from_sides(
+                first.output_id,
+                second.output_id,
+                verdict,
+                reviewer=workbench.reviewer(reviewer_name, profile, request),
+                blind=session.blind,
+            )
+            stored, created = workbench.store.add_verdict(
+                replace(first, correct_answer=None), replace(second, correct_answer=None), judged
+            )
+        except MedVLMError as error:
+            return VerdictSaved(verdict_status=render.error_markdown(str(error)), **unchanged)
+        session.verdict_saved = True
+        first_name, second_name = session.shown_names()
+        action = "Saved" if created else "Changed"
+        return VerdictSaved(
+            verdict_status=f"{action} your verdict (#{stored.id}): {VERDICT_CHOICES[verdict].lower()}. "
+            + render.revealed_pair(first_name, second_name),
+            first_header=render.answer_header(1, first_name),
+            second_header=render.answer_header(2, second_name),
+        )
+
     def submit_and_next(
         self,
         session: Session,
@@ -333,6 +442,24 @@ class AnswerHandlers:
         shown = self.cases.show_evaluation_sample(session, session.evaluation_index + 2)
         return shown._replace(review_status=f"{message} This is the next sample.")
 
+    @staticmethod
+    def _unsaveable(session: Session, output: ModelOutput | None, output_id: str | None) -> str | None:
+        """Why nothing can be saved about the answer ``output_id`` now (``output`` is the one on screen), or None."""
+        if session.generating:
+            return render.error_markdown(
+                "The answer is still being generated. Wait for it to finish, then save your review."
+            )
+        if not output_id:
+            return render.error_markdown(
+                "There is no answer to review yet. Ask a question and wait for the answer first."
+            )
+        if output is None or output.output_id != output_id:
+            return render.error_markdown(
+                "This was not saved: the answer it is for is no longer on screen (another case was loaded or "
+                "asked since). Review the answer shown now, or ask again."
+            )
+        return None
+
     def _save(
         self,
         session: Session,
@@ -343,21 +470,13 @@ class AnswerHandlers:
         output_id: str | None,
         profile: gr.OAuthProfile | None,
         request: gr.Request | None,
+        *,
+        second: bool = False,
     ) -> tuple[bool, str]:
-        if session.generating:
-            return False, render.error_markdown(
-                "The answer is still being generated. Wait for it to finish, then save your review."
-            )
-        output = session.last_output
-        if not output_id:
-            return False, render.error_markdown(
-                "There is no answer to review yet. Ask a question and wait for the answer first."
-            )
-        if output is None or output.output_id != output_id:
-            return False, render.error_markdown(
-                "This review was not saved: the answer it is for is no longer on screen (another case was loaded "
-                "since). Review the answer shown now, or ask again."
-            )
+        output = session.second_output if second else session.last_output
+        problem = self._unsaveable(session, output, output_id)
+        if problem:
+            return False, problem
         workbench = self.workbench
         try:
             review = Review(
@@ -379,6 +498,40 @@ class AnswerHandlers:
                 logger.warning("Hub sync of annotation %s failed: %s", annotation.id, error)
                 message += " It is stored locally; copying it to the Hub dataset failed and was logged."
         return True, message
+
+
+def _one_after_another(streams: list[Iterator[StreamUpdate]]) -> Iterator[tuple[int, StreamUpdate]]:
+    """The streams' updates in turn, each with its stream's index (the second starts when the first ends)."""
+    for column, stream in enumerate(streams):
+        for update in stream:
+            yield column, update
+
+
+def _in_column(column: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """Answer-area fields for column 0 (the first answer) or 1 (the second answer of a comparison)."""
+    return fields if column == 0 else {f"second_{name}": value for name, value in fields.items()}
+
+
+def _finished_fields(request: _Request, final: StreamUpdate, output: ModelOutput | None) -> dict[str, Any]:
+    """A finished answer (``output`` None: stopped): its option highlighted, its reasoning, raw text and timing."""
+    answer = (
+        render.output_html(output, request.correct)
+        if output
+        else render.answer_html(  # stopped: nothing chosen
+            request.options,
+            letter=None,
+            correct=request.correct,
+            format_ok=False,
+            problem=None,
+            stop_reason=final.stop_reason,
+        )
+    )
+    return {
+        "answer": answer,
+        "reasoning": render.shown_reasoning(final),
+        "raw_output": final.text,
+        "timing": render.timing_markdown(final.timing, final.stop_reason),
+    }
 
 
 def _ready() -> dict[str, Any]:

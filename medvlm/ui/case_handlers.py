@@ -27,6 +27,7 @@ from medvlm.ui.cases import discard_upload, file_name
 from medvlm.ui.events import (
     ANSWER_FIELDS,
     IMAGE_FIELDS,
+    PAIR_FIELDS,
     QUESTION_FIELDS,
     REVIEW_FIELDS,
     CaseShown,
@@ -34,6 +35,7 @@ from medvlm.ui.events import (
     ImageRendered,
     SampleShown,
     empty_answer_fields,
+    empty_second_answer,
     review_fields,
     skips,
 )
@@ -135,7 +137,7 @@ class CaseHandlers:
             answer = empty_answer_fields(session)
         else:  # the same pixels, shown with another window: the answer about them stays
             session.image = rendered
-            answer = skips(ANSWER_FIELDS + REVIEW_FIELDS)
+            answer = skips(ANSWER_FIELDS + REVIEW_FIELDS + PAIR_FIELDS)
         shown = {
             name: value for name, value in self._image(session).items() if name not in ("window", "dicom_controls")
         }
@@ -226,6 +228,7 @@ class CaseHandlers:
             reasoning=output.reasoning,
             raw_output=output.completion,
             timing=escape_markdown(f"From an evaluation run of {model_name}; review it like a fresh answer."),
+            **empty_second_answer(session),
             **review_fields(session),
             evaluation_sample=index + 1,
             evaluation_error="",
@@ -361,7 +364,7 @@ def read_run_uploads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, 
 
 def _no_sample(error: str, *, slider: Any = None) -> SampleShown:
     """Nothing on the page changes but the message (the case on screen, and its answer, stay)."""
-    unchanged = skips(IMAGE_FIELDS + QUESTION_FIELDS + ANSWER_FIELDS + REVIEW_FIELDS)
+    unchanged = skips(IMAGE_FIELDS + QUESTION_FIELDS + ANSWER_FIELDS + REVIEW_FIELDS + PAIR_FIELDS)
     return SampleShown(
         **unchanged,
         evaluation_sample=gr.skip() if slider is None else slider,

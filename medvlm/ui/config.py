@@ -22,6 +22,7 @@ from medvlm.published import DEFAULT_MODEL_ID
 from medvlm.user_text import normalize_name
 
 MODEL_ENV = "MEDVLM_MODEL"
+COMPARE_MODEL_ENV = "MEDVLM_COMPARE_MODEL"
 USERS_ENV = "MEDVLM_USERS"
 CONCURRENCY_ENV = "MEDVLM_CONCURRENCY"
 FAST_CPU_ENV = "MEDVLM_FAST_CPU"
@@ -45,6 +46,8 @@ class AppConfig:
 
     model: str = DEFAULT_MODEL_ID
     """Hub id, checkpoint directory or LoRA adapter directory."""
+    compare_model: str | None = None
+    """A second model (same kinds of source) answering every question beside the first, for comparison."""
     data_dir: Path | None = None
     """Where annotations are stored (None: ``$MEDVLM_DATA_DIR`` or ``./medvlm-data``)."""
     host: str = "127.0.0.1"
@@ -88,6 +91,7 @@ class AppConfig:
         data_dir = args.data_dir or env.get(DATA_DIR_ENV, "").strip() or None
         return cls(
             model=args.model or env.get(MODEL_ENV, "").strip() or DEFAULT_MODEL_ID,
+            compare_model=args.compare_model or env.get(COMPARE_MODEL_ENV, "").strip() or None,
             data_dir=Path(data_dir).expanduser() if data_dir else None,
             host=args.host
             or env.get("GRADIO_SERVER_NAME", "").strip()
@@ -132,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         help=f"Hub id, checkpoint directory or LoRA adapter directory (env {MODEL_ENV}; default {DEFAULT_MODEL_ID})",
+    )
+    parser.add_argument(
+        "--compare-model",
+        metavar="ID|DIR",
+        help="a second model that answers every question beside the first, side by side, for a pairwise verdict "
+        f"(env {COMPARE_MODEL_ENV}; e.g. the base model against a GRPO-tuned one)",
     )
     parser.add_argument("--data-dir", help=f"where reviews are stored (env {DATA_DIR_ENV}; default ./medvlm-data)")
     parser.add_argument(

@@ -34,6 +34,20 @@ ANSWER_FIELDS = ("answer", "reasoning", "raw_output", "timing")
 REVIEW_FIELDS = ("review_panel", "review_target", "output_id", "flags", "comment", "review_status", "submit_next")
 """The review form, and the id of the answer it is for."""
 QUESTION_FIELDS = ("question", "options", "correct")
+SECOND_ANSWER_FIELDS = ("second_answer", "second_reasoning", "second_raw_output", "second_timing")
+"""In a comparison (``--compare-model``), the answer shown second; hidden otherwise."""
+SECOND_REVIEW_FIELDS = (
+    "second_review_panel",
+    "second_review_target",
+    "second_output_id",
+    "second_flags",
+    "second_comment",
+    "second_review_status",
+)
+VERDICT_FIELDS = ("first_header", "second_header", "verdict_panel", "verdict", "verdict_status")
+"""The two answers' headings (the model names once revealed) and the pairwise verdict form."""
+PAIR_FIELDS = (*SECOND_ANSWER_FIELDS, *SECOND_REVIEW_FIELDS, *VERDICT_FIELDS)
+"""Everything a comparison adds to the answer area: emptied, filled and reset with it."""
 
 
 def _event(name: str, fields: Sequence[str], doc: str) -> type[tuple]:
@@ -44,13 +58,13 @@ def _event(name: str, fields: Sequence[str], doc: str) -> type[tuple]:
 
 CaseShown = _event(
     "CaseShown",
-    ("upload", "upload_error", *IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS),
+    ("upload", "upload_error", *IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, *PAIR_FIELDS),
     "An upload or its removal: the image and its controls, the answer area and the review form emptied. "
     "A refused file leaves the upload box empty, with the reason beside it.",
 )
 ImageRendered = _event(
     "ImageRendered",
-    (*IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS),
+    (*IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, *PAIR_FIELDS),
     "Another window (the answer stays: same pixels, another display) or another frame (a new case).",
 )
 ExampleShown = _event(
@@ -60,19 +74,33 @@ ExampleShown = _event(
 )
 SampleShown = _event(
     "SampleShown",
-    (*IMAGE_FIELDS, *QUESTION_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, "evaluation_sample", "evaluation_error"),
+    (
+        *IMAGE_FIELDS,
+        *QUESTION_FIELDS,
+        *ANSWER_FIELDS,
+        *REVIEW_FIELDS,
+        "evaluation_sample",
+        "evaluation_error",
+        *PAIR_FIELDS,
+    ),
     "A sample of an imported evaluation run, shown as a finished answer ready for review.",
 )
 AskUpdate = _event(
     "AskUpdate",
-    (*ANSWER_FIELDS, *REVIEW_FIELDS, "ask_error", "ask_button"),
-    "One step of a streamed answer; the last one names the answer (``output_id``) and opens the review form.",
+    (*ANSWER_FIELDS, *REVIEW_FIELDS, "ask_error", "ask_button", *PAIR_FIELDS),
+    "One step of a streamed answer (or, in a comparison, of two); the last one names the answer (``output_id``, and "
+    "``second_output_id``) and opens the review forms.",
 )
 
 Stopped = _event(
     "Stopped",
-    ("answer", "timing", "ask_button"),
+    ("answer", "timing", "ask_button", "second_answer", "second_timing"),
     "Stop pressed: the answer area says so (nothing changes when nothing was running), and Ask is ready again.",
+)
+VerdictSaved = _event(
+    "VerdictSaved",
+    ("verdict_status", "first_header", "second_header"),
+    "A pairwise verdict saved (the model names revealed above both answers) or refused, with the reason.",
 )
 
 CAMPAIGN_FIELDS = (
@@ -123,9 +151,14 @@ def inputs_of(handler: Callable[..., Any], page: Mapping[str, Any], *, session: 
 
 
 def review_fields(session: Session) -> dict[str, Any]:
-    """The review form emptied, for the answer now on screen (named by its output id), shown only with one."""
-    output = session.last_output
+    """The review forms emptied, each for its answer now on screen (named by its output id), shown only with one.
+
+    In a comparison, the second answer's form and the verdict too; the verdict form opens once both
+    answers are finished.
+    """
+    output, second = session.last_output, session.second_output
     last_sample = session.evaluation_index is not None and session.evaluation_index + 1 >= len(session.evaluation)
+    first_name, second_name = session.shown_names()
     return {
         "review_panel": gr.update(visible=output is not None),
         "review_target": render.review_target(output, session.source_label),
@@ -134,6 +167,17 @@ def review_fields(session: Session) -> dict[str, Any]:
         "comment": "",
         "review_status": "",
         "submit_next": gr.update(visible=session.evaluation_index is not None and not last_sample),
+        "second_review_panel": gr.update(visible=second is not None),
+        "second_review_target": render.review_target(second, session.source_label),
+        "second_output_id": second.output_id if second else "",
+        "second_flags": [],
+        "second_comment": "",
+        "second_review_status": "",
+        "first_header": render.answer_header(1, first_name),
+        "second_header": render.answer_header(2, second_name),
+        "verdict_panel": gr.update(visible=output is not None and second is not None),
+        "verdict": None,
+        "verdict_status": "",
     }
 
 
@@ -144,5 +188,16 @@ def empty_answer_fields(session: Session) -> dict[str, Any]:
         "reasoning": "",
         "raw_output": "",
         "timing": "",
+        **empty_second_answer(session),
         **review_fields(session),
+    }
+
+
+def empty_second_answer(session: Session) -> dict[str, Any]:
+    """The second answer area of a comparison emptied (a case with one answer, such as an evaluation sample)."""
+    return {
+        "second_answer": render.options_html(session.options),
+        "second_reasoning": "",
+        "second_raw_output": "",
+        "second_timing": "",
     }

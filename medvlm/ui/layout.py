@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from medvlm.annotations import FLAGS, SPAN_LABELS
+from medvlm.annotations import FLAGS, SPAN_LABELS, VERDICT_CHOICES
 from medvlm.prompt import PromptStyle
 from medvlm.streaming import MAX_NEW_TOKENS_LIMIT
 from medvlm.ui import render
@@ -33,6 +33,7 @@ from medvlm.ui.events import (
     ImageRendered,
     SampleShown,
     Stopped,
+    VerdictSaved,
     inputs_of,
     outputs_of,
 )
@@ -113,6 +114,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
     cases = CaseHandlers(workbench)
     answers = AnswerHandlers(workbench, cases)
     config = workbench.config
+    pair = workbench.compare is not None
     page: dict[str, Any] = {}
     with gr.Row(equal_height=False, elem_id="ask-row"):
         # The case: the image as the model sees it, its display controls, where it comes from.
@@ -224,35 +226,25 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
                     min_width=100,
                     elem_id="stop",
                 )
+            page["blind"] = gr.Checkbox(
+                value=True,
+                label="Blind comparison: shuffle the sides and hide the models until your verdict is saved",
+                visible=pair,
+                elem_id="blind",
+            )
             page["ask_error"] = gr.Markdown(elem_id="ask-error")
 
         # The model's answer, and its review once it is finished.
         with gr.Column(scale=6, min_width=320, elem_id="output-panel"):
-            page["answer"] = gr.HTML(
-                render.options_html([]),
-                css_template=render.OPTIONS_CSS,
-                js_on_load=None,
-                elem_id="answer",
-            )
-            page["reasoning"] = gr.Textbox(
-                label="Reasoning",
-                info="The model's <think> text, as it streams",
-                lines=7,
-                max_lines=14,
-                interactive=False,
-                autoscroll=True,
-                elem_id="reasoning",
-            )
-            page["timing"] = gr.Markdown(elem_id="timing")
-            with gr.Accordion("Raw model output", open=False):
-                page["raw_output"] = gr.Textbox(
-                    show_label=False,
-                    lines=6,
-                    interactive=False,
-                    buttons=["copy"],
-                    elem_id="raw-output",
-                )
+            page["first_header"] = gr.Markdown(render.answer_header(1, None), visible=pair, elem_id="first-header")
+            _answer_area(page, "")
             _review_panel(page, config)
+        # With --compare-model, the other model's answer beside it, and its own review.
+        with gr.Column(scale=6, min_width=320, visible=pair, elem_id="second-output-panel"):
+            page["second_header"] = gr.Markdown(render.answer_header(2, None), elem_id="second-header")
+            _answer_area(page, "second_")
+            _review_panel(page, config, second=True)
+    _verdict_panel(page)
 
     _wire_case(demo, page, session, cases, example_buttons)
     _wire_answer(demo, page, session, answers, stop_button, config)
@@ -306,55 +298,114 @@ def _settings(page: dict[str, Any], workbench: Workbench) -> None:
         )
 
 
-def _review_panel(page: dict[str, Any], config: Any) -> None:
-    """Appears with a finished answer of the case on screen, and names it."""
+def _answer_area(page: dict[str, Any], prefix: str) -> None:
+    """One answer: the options with the chosen one highlighted, the streaming reasoning, the timing, the raw text.
+
+    ``prefix`` is ``""`` for the answer shown first, ``"second_"`` for a comparison's other one.
+    """
+    ids = prefix.replace("_", "-")
+    page[f"{prefix}answer"] = gr.HTML(
+        render.options_html([]),
+        css_template=render.OPTIONS_CSS,
+        js_on_load=None,
+        elem_id=f"{ids}answer",
+    )
+    page[f"{prefix}reasoning"] = gr.Textbox(
+        label="Reasoning",
+        info="The model's <think> text, as it streams",
+        lines=7,
+        max_lines=14,
+        interactive=False,
+        autoscroll=True,
+        elem_id=f"{ids}reasoning",
+    )
+    page[f"{prefix}timing"] = gr.Markdown(elem_id=f"{ids}timing")
+    with gr.Accordion("Raw model output", open=False):
+        page[f"{prefix}raw_output"] = gr.Textbox(
+            show_label=False,
+            lines=6,
+            interactive=False,
+            buttons=["copy"],
+            elem_id=f"{ids}raw-output",
+        )
+
+
+def _review_panel(page: dict[str, Any], config: Any, *, second: bool = False) -> None:
+    """Appears with a finished answer of the case on screen, and names it.
+
+    The first answer's panel holds who reviews (the name, or the sign-in); a comparison's second
+    panel and its verdict use the same.
+    """
+    prefix, ids = ("second_", "second-") if second else ("", "")
     # The id of the answer on screen: every save names it, and a save for another is refused. (Outside the
     # panel: a hidden field inside a column that is shown again would be shown with it.)
-    page["output_id"] = gr.Textbox(
+    page[f"{prefix}output_id"] = gr.Textbox(
         "",
         visible="hidden",
         interactive=False,
-        elem_id="shown-output-id",
+        elem_id=f"{ids}shown-output-id",
     )
-    with gr.Column(visible=False, elem_id="review-panel") as page["review_panel"]:
+    with gr.Column(visible=False, elem_id=f"{ids}review-panel") as page[f"{prefix}review_panel"]:
         gr.Markdown("### Review this answer")
-        page["review_target"] = gr.Markdown(
+        page[f"{prefix}review_target"] = gr.Markdown(
             render.review_target(None, None),
-            elem_id="review-target",
+            elem_id=f"{ids}review-target",
         )
-        page["reviewer_name"] = gr.Textbox(
-            label="Your name",
-            info=NAME_MODE_NOTE,
-            max_length=MAX_NAME_CHARS,
-            visible=config.reviewer_mode == "name",
-            elem_id="reviewer-name",
-        )
-        if config.reviewer_mode == "oauth":
-            gr.LoginButton(elem_id="login")
-        page["identity"] = gr.Markdown(elem_id="reviewer-identity")
-        page["flags"] = gr.CheckboxGroup(
+        if not second:
+            page["reviewer_name"] = gr.Textbox(
+                label="Your name",
+                info=NAME_MODE_NOTE,
+                max_length=MAX_NAME_CHARS,
+                visible=config.reviewer_mode == "name",
+                elem_id="reviewer-name",
+            )
+            if config.reviewer_mode == "oauth":
+                gr.LoginButton(elem_id="login")
+            page["identity"] = gr.Markdown(elem_id="reviewer-identity")
+        page[f"{prefix}flags"] = gr.CheckboxGroup(
             [(label, key) for key, label in FLAGS.items()],
             label="Flags",
-            elem_id="review-flags",
+            elem_id=f"{ids}review-flags",
         )
-        page["comment"] = gr.Textbox(
+        page[f"{prefix}comment"] = gr.Textbox(
             label="Comment",
             lines=3,
             max_length=MAX_COMMENT_CHARS,
-            elem_id="review-comment",
+            elem_id=f"{ids}review-comment",
         )
         with gr.Row():
-            page["submit"] = gr.Button(
+            page[f"{prefix}submit"] = gr.Button(
                 "Save review",
                 variant="primary",
-                elem_id="review-submit",
+                elem_id=f"{ids}review-submit",
             )
-            page["submit_next"] = gr.Button(
-                "Submit & next sample",
-                visible=False,
-                elem_id="review-submit-next",
+            if not second:
+                page["submit_next"] = gr.Button(
+                    "Submit & next sample",
+                    visible=False,
+                    elem_id="review-submit-next",
+                )
+        page[f"{prefix}review_status"] = gr.Markdown(elem_id=f"{ids}review-status")
+
+
+def _verdict_panel(page: dict[str, Any]) -> None:
+    """Under the two answers of a comparison, once both are finished: which reasoning is better."""
+    with gr.Column(visible=False, elem_id="verdict-panel") as page["verdict_panel"]:
+        gr.Markdown("### Which answer's reasoning is better?")
+        with gr.Row(equal_height=True):
+            page["verdict"] = gr.Radio(
+                [(label, key) for key, label in VERDICT_CHOICES.items()],
+                show_label=False,
+                scale=4,
+                elem_id="verdict",
             )
-        page["review_status"] = gr.Markdown(elem_id="review-status")
+            page["verdict_submit"] = gr.Button(
+                "Save verdict",
+                variant="primary",
+                scale=1,
+                elem_id="verdict-submit",
+            )
+        page["verdict_status"] = gr.Markdown(elem_id="verdict-status")
 
 
 def _wire_case(
@@ -428,14 +479,14 @@ def _wire_answer(
     page["options"].change(
         answers.preview_options,
         inputs_of(answers.preview_options, page, session=session),
-        [page["answer"], page["correct"]],
+        [page["answer"], page["correct"], page["second_answer"]],
         api_visibility="private",
         queue=False,
     )
     page["correct"].input(
         answers.show_answer,
         inputs_of(answers.show_answer, page, session=session),
-        [page["answer"]],
+        [page["answer"], page["second_answer"]],
         api_visibility="private",
         queue=False,
     )
@@ -458,6 +509,18 @@ def _wire_answer(
         inputs_of(answers.submit_review, page, session=session),
         [page["review_status"]],
         api_name="submit_review",
+    )
+    page["second_submit"].click(
+        answers.submit_second_review,
+        inputs_of(answers.submit_second_review, page, session=session),
+        [page["second_review_status"]],
+        api_name="submit_second_review",
+    )
+    page["verdict_submit"].click(
+        answers.save_verdict,
+        inputs_of(answers.save_verdict, page, session=session),
+        outputs_of(VerdictSaved, page),
+        api_name="save_verdict",
     )
     page["submit_next"].click(
         answers.submit_and_next,

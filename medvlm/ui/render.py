@@ -49,6 +49,7 @@ CUT_OFF_HINT = (
     "The model was cut off at the maximum number of new tokens. Raise it under Generation settings for "
     "longer reasoning."
 )
+WAITING_FOR_FIRST = "Waiting: on a CPU the two models answer one after the other, and this one is second."
 STOPPED = "You stopped the generation before it finished, so there is no answer to review."
 RESEARCH_ONLY = "Research use only: not a medical device, not for diagnosis."
 
@@ -241,8 +242,12 @@ def model_banner(
     *,
     fidelity: str | None = None,
     notices: Sequence[str] = (),
+    compare: str | None = None,
 ) -> str:
     """One short coloured notice: which model answers, whether it is the random test model, or why none does.
+
+    ``compare`` names the second model of a side-by-side comparison (which side is which stays hidden
+    on the Ask page until a blind verdict is saved).
 
     The engineering facts (device, precision, CPU fast path, threads, image budget, prompt
     wording) sit in a "details" disclosure; ``fidelity`` is the state of the fast path's check
@@ -257,6 +262,11 @@ def model_banner(
     description = model.describe()
     revision = f" at revision {description['revision'][:7]}" if description.get("revision") else ""
     headline = f"Model: <b>{_escape(source)}</b>{_escape(revision)}"
+    if compare:
+        headline = (
+            f"Comparing <b>{_escape(source)}</b>{_escape(revision)} with <b>{_escape(compare)}</b>: each question "
+            "gets both answers, side by side"
+        )
     kind = "ok"
     if model.is_test_model:
         kind = "test"
@@ -350,6 +360,19 @@ def review_target(output: ModelOutput | None, case: str | None, *, generating: b
         f"Reviewing the model's answer to **{escape_markdown(output.question)}** on {where} ({answer}; output "
         f"`{output.output_id[:8]}`)."
     )
+
+
+def revealed_pair(first: str | None, second: str | None) -> str:
+    """After a verdict: which model gave which answer."""
+    first, second = escape_markdown(first or "?"), escape_markdown(second or "?")
+    return f"Answer 1 came from **{first}**, answer 2 from **{second}**."
+
+
+def answer_header(position: int, model: str | None) -> str:
+    """The heading above one answer of a comparison: its model once revealed, else only its position."""
+    if model is None:
+        return f"### Answer {position}"
+    return f"### Answer {position}: {escape_markdown(model)}"
 
 
 def annotation_html(annotation: Annotation, history: Sequence[ReviewVersion] = ()) -> str:

@@ -29,7 +29,14 @@ class Session:
     cancel: threading.Event | None = None
     """Set to stop the running generation; None when nothing runs."""
     last_output: ModelOutput | None = None
-    """The last finished answer: what a review is saved against."""
+    """The last finished answer: what a review is saved against (in a comparison, the one shown first)."""
+    second_output: ModelOutput | None = None
+    """In a comparison (``--compare-model``), the other model's finished answer, shown second."""
+    pair_names: tuple[str, str] | None = None
+    """In a comparison, the models answering first and second, as drawn for the question on screen."""
+    blind: bool = True
+    """Whether that draw was blind: sides shuffled, model names hidden until a verdict is saved."""
+    verdict_saved: bool = False
     evaluation: list[dict[str, Any]] = field(default_factory=list)
     """Samples of an imported evaluation run (``samples.jsonl`` from ``train.evaluate``), to review one by one."""
     evaluation_images: dict[str, bytes] = field(default_factory=dict)
@@ -46,6 +53,12 @@ class Session:
     def generating(self) -> bool:
         return self.cancel is not None
 
+    def shown_names(self) -> tuple[str | None, str | None]:
+        """The models of the two answers on screen, or None for a side still hidden by a blind draw."""
+        if self.pair_names is None or (self.blind and not self.verdict_saved):
+            return None, None
+        return self.pair_names
+
     def new_case(self) -> None:
         """Another case is now on screen: stop the running generation and forget the answer on show.
 
@@ -55,6 +68,9 @@ class Session:
         if self.cancel is not None:
             self.cancel.set()
         self.last_output = None
+        self.second_output = None
+        self.pair_names = None
+        self.verdict_saved = False
         self.evaluation_index = None
         self.case_version += 1
 

@@ -22,6 +22,7 @@ from medvlm.errors import MedVLMError
 from medvlm.fast_cpu import has_fast_bf16
 from medvlm.fidelity import FidelityGuard, FidelityVerdict
 from medvlm.hub_sync import HubSync, hub_sync_from_env
+from medvlm.memory import check_two_models
 from medvlm.model import LoadedModel, load_model
 from medvlm.prompt import PromptStyle
 from medvlm.published import model_prompt_style
@@ -71,6 +72,7 @@ class Workbench:
         *,
         model: LoadedModel | None,
         store: AnnotationStore,
+        compare: LoadedModel | None = None,
         load_error: str | None = None,
         hub_sync: HubSync | None = None,
         examples: Sequence[Example] = (),
@@ -78,6 +80,8 @@ class Workbench:
     ) -> None:
         self.config = config
         self.model = model
+        self.compare = compare
+        """The second model of a side-by-side comparison (``--compare-model``); None: one answer per question."""
         self.load_error = load_error
         self.store = store
         self.hub_sync = hub_sync
@@ -99,18 +103,14 @@ class Workbench:
         A model that cannot be loaded (no network, wrong path, out of memory, anything) does not
         stop the app: the banner says why and what to do, and the Reviews tab still works.
         """
-        model, load_error = None, None
-        try:
-            model = load_model(config.model, fast_cpu=config.fast_cpu)
-        except MedVLMError as error:
-            load_error = str(error)
-            logger.error("Model not loaded: %s", error)
-        except Exception as error:  # noqa: BLE001 - any failure must leave a working app behind
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
-            load_error = f"Could not load {config.model} ({type(error).__name__}: {detail})."
-            logger.exception("Model not loaded")
+        model, load_error = _load(config.model, config)
+        notices, compare = [], None
+        if config.compare_model and model is not None:
+            compare, problem = _load_compare(config, model)
+            if problem:
+                notices.append(problem)
         store = AnnotationStore(config.data_dir)
-        notices, hub_sync = [], None
+        hub_sync = None
         try:
             hub_sync = hub_sync_from_env(store)
         except MedVLMError as error:
@@ -119,6 +119,7 @@ class Workbench:
         workbench = cls(
             config,
             model=model,
+            compare=compare,
             store=store,
             load_error=load_error,
             hub_sync=hub_sync,
@@ -147,6 +148,16 @@ class Workbench:
             "full-precision model, which is slower."
         )
 
+    @property
+    def answers_at_once(self) -> bool:
+        """Whether the two models of a comparison stream at the same time: on a GPU yes; on a CPU one after the
+        other, since each generation already uses every core."""
+        return self.model is not None and self.model.device.type == "cuda"
+
+    def model_name(self, loaded: LoadedModel) -> str:
+        """How the page names a model once its side is revealed: the source it was started with."""
+        return self.config.compare_model if loaded is self.compare and self.config.compare_model else self.config.model
+
     def close(self) -> None:
         """Push pending reviews to the Hub and remove temporary exports."""
         if self.hub_sync is not None:
@@ -157,7 +168,12 @@ class Workbench:
         """What is answering, as of now (the page asks again on every load: the fidelity check may have ended)."""
         fidelity = self.fidelity.status() if self.fidelity is not None else None
         return render.model_banner(
-            self.model, self.config.model, self.load_error, fidelity=fidelity, notices=self.notices
+            self.model,
+            self.config.model,
+            self.load_error,
+            fidelity=fidelity,
+            notices=self.notices,
+            compare=self.config.compare_model if self.compare is not None else None,
         )
 
     def reviewer(self, name: str | None, profile: Any = None, request: Any = None) -> str:
@@ -197,3 +213,32 @@ class Workbench:
 
     def default_max_pixels(self) -> int | None:
         return self.model.max_pixels if self.model is not None else None
+
+
+def _load(source: str, config: AppConfig) -> tuple[LoadedModel | None, str | None]:
+    """The model, or why not in words: a model that cannot be loaded (no network, wrong path, out of memory,
+    anything) must leave a working app behind."""
+    try:
+        return load_model(source, fast_cpu=config.fast_cpu), None
+    except MedVLMError as error:
+        logger.error("Model not loaded: %s", error)
+        return None, str(error)
+    except Exception as error:  # noqa: BLE001 - any failure must leave a working app behind
+        logger.exception("Model not loaded")
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+        return None, f"Could not load {source} ({type(error).__name__}: {detail})."
+
+
+def _load_compare(config: AppConfig, first: LoadedModel) -> tuple[LoadedModel | None, str | None]:
+    """The comparison model, unless it would not fit beside the first (then a banner notice says so, at start)."""
+    check = check_two_models(first.model, first.device)
+    if not check.fits:
+        logger.error("Comparison model not loaded: %s", check.describe())
+        return None, (
+            f"The comparison model {config.compare_model} was not loaded, so questions get one answer: "
+            f"{check.describe()} Use a machine with more memory, or a GPU."
+        )
+    compare, error = _load(config.compare_model or "", config)
+    if compare is None:
+        return None, f"The comparison model was not loaded, so questions get one answer: {error}"
+    return compare, None
