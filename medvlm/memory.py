@@ -3,7 +3,7 @@
 A free CPU Space has 16 GB. ``bench/two_models_memory.py`` measured two 2B models in one process
 (README, Performance): on the CPU fast path 9.7 GiB once both are loaded and 12.3 GiB at the peak,
 once both have answered; in bf16 an 8.9 GiB peak. Both fit 16 GB; fp32 (8.9 GB a copy) cannot.
-The app therefore estimates the peak from what it can see, the first model's weights, and
+The app therefore estimates the peak from what it can see, the first model as loaded, and
 refuses the second model at start, in words, when the estimate does not fit the memory this
 process may use (a container's cgroup limit, else the machine's memory), rather than being killed
 mid-answer.
@@ -11,6 +11,7 @@ mid-answer.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import torch
 
 GIB = 1024**3
 
-PEAK_OVER_WEIGHTS = 1.3
-"""A process's peak over its models' weight bytes while both answer: 12.3 GiB over 9.7 GiB loaded
-on the fast path (1.27), 8.9 GiB over 8.2 GiB of bf16 weights (1.09), measured by
-``bench/two_models_memory.py``; rounded up."""
+PEAK_OVER_MODELS = 1.35
+"""The peak while both answer, over two models' footprints (each the larger of its weight bytes and
+the resident memory its loading added). Measured by ``bench/two_models_memory.py`` on the 2B
+checkpoint: fast path 0.4 GiB before loading + 2 x 4.4 GiB loaded -> 12.3 GiB peak (1.34); bf16
+0.5 GiB + 2 x 4.1 GiB of (memory-mapped) weights -> 8.9 GiB (1.03)."""
 
 HEADROOM = 0.9
 """Use at most 90% of the limit: the rest is the page cache, Gradio and the uploads."""
@@ -81,15 +83,30 @@ class MemoryCheck:
         return f"Two models need {needed}; this machine allows {self.limit_bytes / GIB:.1f} GiB."
 
 
-def check_two_models(first: torch.nn.Module, device: torch.device | str = "cpu") -> MemoryCheck:
+def check_two_models(
+    first: torch.nn.Module, device: torch.device | str = "cpu", *, loaded_bytes: int = 0, baseline_bytes: int = 0
+) -> MemoryCheck:
     """Whether a second model of the first one's size fits beside it while both answer.
 
+    ``loaded_bytes`` is the resident memory loading the first model added (the CPU fast path
+    holds more than its state dict: packed kernels), ``baseline_bytes`` the process's before it.
     A comparison is between two checkpoints of one architecture (the base model and its
     GRPO-tuned copy), so the second is assumed as large as the first.
     """
+    footprint = max(weight_bytes(first), loaded_bytes)
     return MemoryCheck(
-        needed_bytes=round(2 * weight_bytes(first) * PEAK_OVER_WEIGHTS), limit_bytes=memory_limit_bytes(device)
+        needed_bytes=round(baseline_bytes + 2 * footprint * PEAK_OVER_MODELS),
+        limit_bytes=memory_limit_bytes(device),
     )
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc/self/statm``); 0 where it cannot be read."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _meminfo_total() -> int | None:

@@ -382,6 +382,24 @@ def _timing(started: float, first_token_at: float | None, finished: float, new_t
     )
 
 
+class CancelAll(threading.Event):
+    """One Stop for several generations: setting it sets each of theirs.
+
+    Each :func:`stream_completion` needs its own ``cancel`` event, because a stream that ends sets
+    its event (no generation outlives its consumer); shared, the first answer to finish would stop
+    the second before it began.
+    """
+
+    def __init__(self, parts: Sequence[threading.Event]) -> None:
+        super().__init__()
+        self.parts = list(parts)
+
+    def set(self) -> None:
+        super().set()
+        for part in self.parts:
+            part.set()
+
+
 _END = object()
 
 

@@ -53,3 +53,11 @@ def qwen2_tokenizer():
 def qwen2_vocab_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen2_tokenizer) -> Path:
     """A tiny random Qwen2-VL with the real 151,936-token vocabulary."""
     return build_tiny_checkpoint(tmp_path_factory.mktemp("qwen2-vocab-model"), tokenizer=qwen2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def second_formatted_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another format-warm-started tiny checkpoint (another seed): the second model of a side-by-side comparison."""
+    from medvlm.tiny_model import warm_start_format
+
+    return warm_start_format(build_tiny_checkpoint(tmp_path_factory.mktemp("second-formatted-model")), seed=1)

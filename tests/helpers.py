@@ -36,7 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 SECRETS = ("SECRETNAME", "Doe^Jane", "PID-SECRET-4711", "SECRET Institution of Radiology", "19450203")
 """The identity written into :func:`identified_ct`: none of it may appear anywhere the app writes."""
 
-NOT_RETURNED = ("dicom_controls", "custom_window", "review_panel", "submit_next", "ask_button")
+NOT_RETURNED = (
+    "dicom_controls",
+    "custom_window",
+    "review_panel",
+    "submit_next",
+    "ask_button",
+    "second_review_panel",
+    "verdict_panel",
+)
 """Outputs gradio_client returns no value for: layout blocks (a Row, a Column) and buttons."""
 
 

@@ -23,7 +23,7 @@ from medvlm.errors import ImageLoadError, MedVLMError, ModelLoadError, QuestionE
 from medvlm.images import LoadedImage
 from medvlm.model import LoadedModel
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
-from medvlm.streaming import GenerationSettings, StreamUpdate, interleave
+from medvlm.streaming import CancelAll, GenerationSettings, StreamUpdate, interleave
 from medvlm.ui import render
 from medvlm.ui.case_handlers import CaseHandlers
 from medvlm.ui.events import SECOND_ANSWER_FIELDS, AskUpdate, SampleShown, Stopped, VerdictSaved, review_fields, skips
@@ -124,11 +124,12 @@ class AnswerHandlers:
         except MedVLMError as error:
             yield AskUpdate(**{**skips(AskUpdate._fields), "ask_error": render.error_markdown(str(error))})
             return
-        cancel = threading.Event()
+        models = self._models_in_order(session, blind)
+        cancels = [threading.Event() for _ in models]
+        cancel = CancelAll(cancels)
         session.cancel, session.options = cancel, request.options
         session.last_output = session.second_output = None
         session.verdict_saved = False
-        models = self._models_in_order(session, blind)
         case = session.case_version
         streams = [
             self.workbench.generate(
@@ -138,13 +139,14 @@ class AnswerHandlers:
                 request.options,
                 request.settings,
                 request.style,
-                cancel,
+                own_cancel,
             )
-            for loaded in models
+            for loaded, own_cancel in zip(models, cancels, strict=True)
         ]
         at_once = len(streams) > 1 and self.workbench.answers_at_once
         updates = interleave(streams, cancel) if at_once else _one_after_another(streams)
         finals: list[StreamUpdate | None] = [None] * len(models)
+        kept: list[ModelOutput | None] = [None] * len(models)
         try:
             yield self._started(session, request, pair=len(models) > 1, at_once=at_once)
             for column, update in updates:
@@ -159,8 +161,10 @@ class AnswerHandlers:
                     yield AskUpdate(**{**skips(AskUpdate._fields), **_in_column(column, streamed)})
                     continue
                 finals[column] = update
+                if update.stop_reason != "cancelled":
+                    kept[column] = self._model_output(request, update, models[column])
                 if None in finals:  # the other model still answers: show this one finished meanwhile
-                    finished = _in_column(column, _finished_fields(request, update, None))
+                    finished = _in_column(column, _finished_fields(request, update, kept[column]))
                     if not at_once:
                         finished["second_timing"] = "Generating..."
                     yield AskUpdate(**{**skips(AskUpdate._fields), **finished})
@@ -185,10 +189,6 @@ class AnswerHandlers:
             yield AskUpdate(**{**skips(AskUpdate._fields), "ask_button": _ready()})
             return
         assert None not in finals, "stream_completion always ends with a done update"
-        kept = [
-            self._model_output(request, final, loaded) if final.stop_reason != "cancelled" else None
-            for final, loaded in zip(finals, models, strict=True)
-        ]
         session.last_output = kept[0]
         session.second_output = kept[1] if len(kept) > 1 else None
         fields: dict[str, Any] = skips(SECOND_ANSWER_FIELDS)

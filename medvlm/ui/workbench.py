@@ -22,7 +22,7 @@ from medvlm.errors import MedVLMError
 from medvlm.fast_cpu import has_fast_bf16
 from medvlm.fidelity import FidelityGuard, FidelityVerdict
 from medvlm.hub_sync import HubSync, hub_sync_from_env
-from medvlm.memory import check_two_models
+from medvlm.memory import check_two_models, resident_bytes
 from medvlm.model import LoadedModel, load_model
 from medvlm.prompt import PromptStyle
 from medvlm.published import model_prompt_style
@@ -103,10 +103,11 @@ class Workbench:
         A model that cannot be loaded (no network, wrong path, out of memory, anything) does not
         stop the app: the banner says why and what to do, and the Reviews tab still works.
         """
+        baseline = resident_bytes()
         model, load_error = _load(config.model, config)
         notices, compare = [], None
         if config.compare_model and model is not None:
-            compare, problem = _load_compare(config, model)
+            compare, problem = _load_compare(config, model, baseline, resident_bytes() - baseline)
             if problem:
                 notices.append(problem)
         store = AnnotationStore(config.data_dir)
@@ -229,9 +230,17 @@ def _load(source: str, config: AppConfig) -> tuple[LoadedModel | None, str | Non
         return None, f"Could not load {source} ({type(error).__name__}: {detail})."
 
 
-def _load_compare(config: AppConfig, first: LoadedModel) -> tuple[LoadedModel | None, str | None]:
-    """The comparison model, unless it would not fit beside the first (then a banner notice says so, at start)."""
-    check = check_two_models(first.model, first.device)
+def _load_compare(
+    config: AppConfig, first: LoadedModel, baseline: int, loaded: int
+) -> tuple[LoadedModel | None, str | None]:
+    """The comparison model, unless it would not fit beside the first (then a banner notice says so, at start).
+
+    ``baseline`` is the resident memory before the first model was loaded, ``loaded`` what loading it added.
+    """
+    on_cpu = first.device.type == "cpu"
+    check = check_two_models(
+        first.model, first.device, loaded_bytes=loaded if on_cpu else 0, baseline_bytes=baseline if on_cpu else 0
+    )
     if not check.fits:
         logger.error("Comparison model not loaded: %s", check.describe())
         return None, (
