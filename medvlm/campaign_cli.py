@@ -5,6 +5,8 @@
     medvlm campaign create "Chest CT round 2" --data MRI_CT_XRAY_300each_dataset.json --data-root MedVLM-R1/ \\
         --model JZPeterPan/MedVLM-R1 --reviews-per-output 3 [--batch-size 8] [--max-new-tokens 512 ...]
     medvlm campaign generate "Chest CT round 2"      # continue an interrupted generation
+    medvlm campaign create "Base vs GRPO" --comparison runs/base-vs-grpo --images data/ \\
+        --reviews-per-output 3 --blind [--flips-only]    # pairs from train.compare, judged side by side
     medvlm campaign export "Chest CT round 1" --to exports/round1 [--push-to-hub me/round1]
     medvlm campaign list [--data-dir DIR]
     medvlm campaign progress "Chest CT round 1" [--json] [--data-dir DIR]
@@ -12,7 +14,9 @@
 A campaign is made from a ``train.evaluate`` run (``--samples``), or from a dataset in any format
 :mod:`medvlm.vqa_records` reads (``--data``) whose answers the model generates now, with a progress
 bar, resumable (:mod:`medvlm.campaign_generation`): either way every reviewer sees the same
-completions. Outputs and images go into the data folder the app serves (``--data-dir``, default
+completions. A comparison campaign is made from ``train.compare``'s output (``--comparison``):
+each question's two answers, judged side by side (:mod:`medvlm.annotations.comparison_campaigns`).
+Outputs and images go into the data folder the app serves (``--data-dir``, default
 ``$MEDVLM_DATA_DIR`` or ``./medvlm-data``). See :mod:`medvlm.annotations.campaigns` for how
 outputs are handed out.
 """
@@ -56,8 +60,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--data", help="a dataset (file, folder or Hub id, in a format medvlm.vqa_records reads) to answer now"
     )
+    source.add_argument(
+        "--comparison",
+        type=Path,
+        metavar="DIR",
+        help="a train.compare --output-dir: a comparison campaign, each question's two answers judged side by side",
+    )
     create.add_argument(
         "--images", type=Path, help="folder the samples' image paths are relative to (default: the samples' folder)"
+    )
+    create.add_argument(
+        "--flips-only",
+        action="store_true",
+        help="with --comparison: only the questions one model got right and the other wrong",
     )
     dataset = create.add_argument_group("with --data")
     dataset.add_argument("--data-root", type=Path, help="folder the dataset's image paths are relative to")
@@ -103,6 +118,8 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
     campaigns = Campaigns(AnnotationStore(args.data_dir))
     if args.action == "create" and args.data is not None:
         return _create_generated(campaigns, args, out=out)
+    if args.action == "create" and args.comparison is not None:
+        return _create_comparison(campaigns, args, out=out)
     if args.action == "generate":
         campaign = campaigns.get(args.name)
         plan = campaigns.generation(campaign.name)
@@ -152,6 +169,44 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
         print(f"{args.name}: {_line(progress)}", file=out)
         for reviewer, count in progress.by_reviewer.items():
             print(f"  {reviewer}: {count}", file=out)
+    return 0
+
+
+def _create_comparison(campaigns: Campaigns, args: argparse.Namespace, *, out: TextIO) -> int:
+    """A comparison campaign from ``train.compare``'s ``comparison.json`` and the two runs it names."""
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+    from medvlm.evaluation_runs import paired_runs, read_evaluation_samples, samples_outputs
+
+    report_path = args.comparison / "comparison.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        folders = [Path(folder) for folder in report["runs"].values()]
+    except (OSError, ValueError, KeyError, AttributeError):
+        raise MedVLMError(
+            f"{report_path} is not a comparison written by python -m train.compare (it names no runs)."
+        ) from None
+    if len(folders) != 2 or not all((folder / "samples.jsonl").is_file() for folder in folders):
+        raise MedVLMError(f"The runs {report_path} names are not both there (their samples.jsonl): {folders}.")
+    only = None
+    if args.flips_only:
+        only = {str(flip["id"]) for flips in report.get("flips", {}).values() for flip in flips}
+    first, second = paired_runs(*(read_evaluation_samples(folder / "samples.jsonl") for folder in folders), only=only)
+    root = args.images or folders[0]
+    pairs = list(zip(samples_outputs(first, root), samples_outputs(second, root), strict=True))
+    campaign = ComparisonCampaigns(campaigns).create(
+        args.name,
+        pairs,
+        verdicts_per_pair=args.reviews_per_output,
+        guidelines=_guidelines(args),
+        blind=args.blind,
+        created_by=args.by,
+    )
+    names = " vs ".join(report["runs"])
+    print(
+        f"Created comparison campaign {campaign.name!r} ({names}): {len(pairs)} pairs, {campaign.reviews_per_output} "
+        f"verdict(s) wanted of each{', blind' if campaign.blind else ''}, in {campaigns.store.data_dir}.",
+        file=out,
+    )
     return 0
 
 

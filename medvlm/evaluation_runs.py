@@ -53,9 +53,14 @@ def run_outputs(samples_path: str | Path, images_root: str | Path) -> list[Model
     must stay inside it once resolved; a sample whose image is missing or unreadable stops the
     whole read with its line number, since a campaign with holes would not be the run.
     """
+    return samples_outputs(read_evaluation_samples(samples_path), images_root)
+
+
+def samples_outputs(samples: list[dict[str, Any]], images_root: str | Path) -> list[ModelOutput]:
+    """As :func:`run_outputs`, for samples already read."""
     root = Path(images_root).resolve()
     outputs = []
-    for index, sample in enumerate(read_evaluation_samples(samples_path)):
+    for index, sample in enumerate(samples):
         named = sample["image"]
         candidate = (root / str(named)).resolve()
         if not isinstance(named, str) or root not in candidate.parents or not candidate.is_file():
@@ -90,3 +95,44 @@ def uploaded_outputs(samples: list[dict[str, Any]], images: dict[str, bytes]) ->
         except (ImageLoadError, MedVLMError) as error:
             raise MedVLMError(f"Sample {index + 1}: {error}") from None
     return outputs
+
+
+def paired_runs(
+    first: list[dict[str, Any]], second: list[dict[str, Any]], *, only: set[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The samples of two runs on the same questions, matched by question id, in the first run's order.
+
+    ``only`` keeps those ids alone (for instance the questions that flipped, from
+    ``train.compare``'s ``comparison.json``). Questions only one run answered are left out; a
+    matched pair whose question, options or image differ stops the read with its id, since a
+    verdict between them would compare nothing.
+    """
+    for run, samples in (("first", first), ("second", second)):
+        unnamed = next((number for number, sample in enumerate(samples, start=1) if "id" not in sample), None)
+        if unnamed is not None:
+            raise MedVLMError(f"Sample {unnamed} of the {run} run has no id, so it cannot be matched to the other.")
+    by_id = {str(sample["id"]): sample for sample in second}
+    kept_first, kept_second = [], []
+    for sample in first:
+        question_id = str(sample["id"])
+        other = by_id.get(question_id)
+        if other is None or (only is not None and question_id not in only):
+            continue
+        if [sample["question"], sample["options"], _image_name(sample)] != [
+            other["question"],
+            other["options"],
+            _image_name(other),
+        ]:
+            raise MedVLMError(
+                f"Question {question_id} differs between the two runs (question, options or image): "
+                "were they run on the same data?"
+            )
+        kept_first.append(sample)
+        kept_second.append(other)
+    if not kept_first:
+        raise MedVLMError("The two runs share no question (by id) to compare: were they run on the same data?")
+    return kept_first, kept_second
+
+
+def _image_name(sample: dict[str, Any]) -> str:
+    return str(sample["image"]).replace("\\", "/").rsplit("/", 1)[-1]

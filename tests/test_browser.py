@@ -108,9 +108,15 @@ RECORD_ORDER = """
   window.__seen = {};
   const now = () => performance.now();
   const check = () => {
-    const reasoning = document.querySelector('#reasoning textarea');
-    if (reasoning && reasoning.value.trim() && !window.__seen.reasoning) window.__seen.reasoning = now();
-    if (document.querySelector('#answer .option.chosen') && !window.__seen.answer) window.__seen.answer = now();
+    for (const [key, id] of [['', ''], ['second_', 'second-']]) {  // the answer, and a comparison's second one
+      const reasoning = document.querySelector(`#${id}reasoning textarea`);
+      if (reasoning && reasoning.value.trim() && !window.__seen[key + 'reasoning']) {
+        window.__seen[key + 'reasoning'] = now();
+      }
+      if (document.querySelector(`#${id}answer .option.chosen`) && !window.__seen[key + 'answer']) {
+        window.__seen[key + 'answer'] = now();
+      }
+    }
   };
   const watched = {subtree: true, childList: true, characterData: true, attributes: true};
   new MutationObserver(check).observe(document.body, watched);
@@ -628,3 +634,54 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
     stored = [campaigns.store.output(output_id) for output_id in campaigns.output_ids("Answered in the browser")]
     assert [output.question for output in stored] == ["Finding 0?", "Finding 1?", "Finding 2?"]
     assert all(output.question_type == "Lesion Grading" and output.completion for output in stored)
+
+
+def test_two_models_answer_side_by_side_and_a_blind_verdict_reveals_them(
+    browser, formatted_model_dir: Path, second_formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    """``--compare-model``: both answers stream (on a CPU one after the other), each is highlighted, the sides
+    carry no names until the verdict is saved, and the stored verdict names the output the reviewer chose."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    Image.radial_gradient("L").resize((96, 80)).save(tmp_path / "scan.png")
+    models = {str(formatted_model_dir), str(second_formatted_model_dir)}
+    arguments = ["--model", str(formatted_model_dir), "--compare-model", str(second_formatted_model_dir)]
+    with serving([*arguments, "--data-dir", str(tmp_path / "data")], tmp_path / "app.log") as url:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(url)
+        expect(page.locator("#model-banner")).to_contain_text("Comparing", timeout=60_000)
+        expect(page.locator("#blind input")).to_be_checked()
+        page.locator("#case-sources input[type=file]").set_input_files(str(tmp_path / "scan.png"))
+        expect(page.locator("#viewer img.picture")).to_be_visible(timeout=60_000)
+        page.locator("#question textarea").fill("Which imaging modality was used?")
+        page.locator("#options textarea").fill("CT\nMRI\nX-Ray\nUltrasound")
+        expect(page.locator("#second-answer .option")).to_have_count(4, timeout=30_000)
+        page.evaluate(RECORD_ORDER)
+        page.locator("button#ask").click()
+
+        expect(page.locator("#answer .option.chosen")).to_have_count(1, timeout=120_000)
+        expect(page.locator("#second-answer .option.chosen")).to_have_count(1, timeout=120_000)
+        expect(page.locator("#second-timing")).to_contain_text("tokens", timeout=30_000)
+        seen = page.evaluate("window.__seen")
+        assert seen["reasoning"] <= seen["answer"] <= seen["second_reasoning"] <= seen["second_answer"], seen
+        for header, position in (("#first-header", 1), ("#second-header", 2)):
+            expect(page.locator(header)).to_have_text(f"Answer {position}")  # blind: no model named yet
+        assert not any(model in page.locator("#ask-row").inner_text() for model in models)
+
+        page.locator("#reviewer-name textarea, #reviewer-name input").first.fill("Dr Pair")
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        page.locator("#verdict").get_by_label("Answer 2 is better").check()
+        page.locator("button#verdict-submit").click()
+        expect(page.locator("#verdict-status")).to_contain_text("Saved your verdict", timeout=30_000)
+        expect(page.locator("#second-header")).to_contain_text("Answer 2: ", timeout=10_000)
+        revealed = page.locator("#second-header").inner_text().split("Answer 2: ", 1)[1].strip()
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        page.close()
+    with sqlite3.connect(tmp_path / "data" / "annotations.sqlite3") as conn:
+        ((preferred, shown_first, reviewer, blind),) = conn.execute(
+            "SELECT preferred, shown_first, reviewer, blind FROM verdicts"
+        ).fetchall()
+        (model,) = conn.execute("SELECT model_id FROM outputs WHERE output_id = ?", (preferred,)).fetchone()
+    assert preferred != shown_first and reviewer == "Dr Pair" and blind == 1  # the right-hand answer won
+    assert model == revealed and model in models  # and the name revealed over it is the model that wrote it

@@ -41,6 +41,8 @@ class Run:
     name: str
     samples: dict[str, dict[str, Any]]
     model: str
+    folder: str = ""
+    """The run's folder, recorded in ``comparison.json`` so that the app can import the comparison."""
 
     @classmethod
     def read(cls, folder: str | Path, name: str | None = None) -> Run:
@@ -56,7 +58,7 @@ class Run:
                 raise MedVLMError(f"Question {sample['id']} appears twice in {path}.")
             samples[str(sample["id"])] = sample
         model = str((next(iter(samples.values())).get("model") or {}).get("model") or folder)
-        return cls(name or Path(folder).name, samples, model)
+        return cls(name or Path(folder).name, samples, model, str(Path(folder).resolve()))
 
 
 def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
@@ -96,6 +98,7 @@ def compare(first: Run, second: Run) -> dict[str, Any]:
         )
     return {
         "models": {run.name: run.model for run in (first, second)},
+        "runs": {run.name: run.folder for run in (first, second)},
         "questions": len(shared),
         "only_in": {
             run.name: sorted(set(run.samples) - set(other.samples))

@@ -65,6 +65,9 @@ class Campaign:
     blind: bool
     created_by: str
     created_at: str
+    kind: str = "review"
+    """``"review"`` (outputs, reviewed k times) or ``"comparison"`` (pairs of outputs, judged k times:
+    :mod:`medvlm.annotations.comparison_campaigns`)."""
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,11 @@ class Campaigns:
         Refused while a generated campaign still has questions without an answer.
         """
         campaign = self.get(name)
+        if campaign.kind == "comparison":
+            raise AnnotationError(
+                f"{campaign.name!r} is a comparison campaign: its pairs of answers are judged side by side, "
+                "not reviewed one by one."
+            )
         generation = self._generation(campaign)
         if generation is not None and not generation.done:
             raise AnnotationError(
@@ -576,7 +584,12 @@ class Campaigns:
         return self.store.reviews_of(self.output_ids(name))
 
     def progress(self, name: str) -> Progress:
+        """How far it is; for a comparison campaign, in pairs and verdicts."""
         campaign = self.get(name)
+        if campaign.kind == "comparison":
+            from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+
+            return ComparisonCampaigns(self).progress(name)
         wanted = campaign.reviews_per_output
         with self.store._connection() as conn:
             counts = [
@@ -607,7 +620,7 @@ class Campaigns:
         )
 
 
-_CAMPAIGN_COLUMNS = "id, name, guidelines, reviews_per_output, blind, created_by, created_at"
+_CAMPAIGN_COLUMNS = "id, name, guidelines, reviews_per_output, blind, created_by, created_at, kind"
 
 _TAKEN = """((SELECT count(*) FROM annotations a WHERE a.output_id = co.output_id)
            + (SELECT count(*) FROM campaign_claims c WHERE c.campaign_id = co.campaign_id
@@ -634,19 +647,25 @@ def _refuse_taken(conn: sqlite3.Connection, name: str) -> None:
 
 
 def _insert_campaign(
-    conn: sqlite3.Connection, name: str, guidelines: str, reviews_per_output: int, blind: bool, created_by: str
+    conn: sqlite3.Connection,
+    name: str,
+    guidelines: str,
+    reviews_per_output: int,
+    blind: bool,
+    created_by: str,
+    kind: str = "review",
 ) -> int:
     _refuse_taken(conn, name)
     return conn.execute(
-        "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (name, guidelines, reviews_per_output, int(blind), created_by, _now()),
+        "INSERT INTO campaigns (name, guidelines, reviews_per_output, blind, created_by, created_at, kind)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, guidelines, reviews_per_output, int(blind), created_by, _now(), kind),
     ).lastrowid
 
 
 def _campaign(row: Sequence) -> Campaign:
-    campaign_id, name, guidelines, reviews, blind, created_by, created_at = row
-    return Campaign(campaign_id, name, guidelines, reviews, bool(blind), created_by, created_at)
+    campaign_id, name, guidelines, reviews, blind, created_by, created_at, kind = row
+    return Campaign(campaign_id, name, guidelines, reviews, bool(blind), created_by, created_at, kind)
 
 
 def _reviewer_key(reviewer: str) -> str:

@@ -210,11 +210,14 @@ def _add_generated_campaigns_v6(conn: sqlite3.Connection) -> None:
 
 
 def _add_verdicts_v7(conn: sqlite3.Connection) -> None:
-    """Pairwise verdicts: which of two answers to the same case a reviewer found better.
+    """Pairwise verdicts: which of two answers to the same case a reviewer found better; comparison campaigns.
 
     A pair is unordered (``output_a < output_b``), so a verdict counts for the pair however the
     sides were shuffled; ``shown_first`` records which output was on the left. The verdict is
     kept in terms of outputs (``preferred``), never of sides, so it cannot be misread later.
+    A comparison campaign (``campaigns.kind``) hands out ``campaign_pairs`` (the first run's
+    output against the second's, on one question) instead of single outputs; its claims and
+    skips name a pair by its first output.
     """
     _execute_script(
         conn,
@@ -237,6 +240,17 @@ def _add_verdicts_v7(conn: sqlite3.Connection) -> None:
             CHECK (preferred IS NULL OR preferred IN (output_a, output_b))
         );
         CREATE INDEX verdicts_output_b ON verdicts (output_b);
+        ALTER TABLE campaigns ADD COLUMN kind TEXT NOT NULL DEFAULT 'review' CHECK (kind IN ('review', 'comparison'));
+        CREATE TABLE campaign_pairs (
+            campaign_id    INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+            position       INTEGER NOT NULL CHECK (position >= 1),
+            first_output   TEXT NOT NULL REFERENCES outputs (output_id),
+            second_output  TEXT NOT NULL REFERENCES outputs (output_id),
+            correct_answer TEXT,
+            PRIMARY KEY (campaign_id, first_output),
+            UNIQUE (campaign_id, position),
+            CHECK (first_output <> second_output)
+        ) WITHOUT ROWID;
         """,
     )
 
