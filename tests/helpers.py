@@ -44,6 +44,8 @@ NOT_RETURNED = (
     "ask_button",
     "second_review_panel",
     "verdict_panel",
+    "campaign_review_form",
+    "campaign_pair_panel",
 )
 """Outputs gradio_client returns no value for: layout blocks (a Row, a Column) and buttons."""
 

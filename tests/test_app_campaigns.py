@@ -276,3 +276,87 @@ def test_administrators_create_a_campaign_from_a_dataset_the_served_model_answer
                                    api_name="/campaign_create")  # fmt: skip
         assert "3 question(s) name an image that was not uploaded (scan0.png, scan1.png, scan2.png)" in refused
     assert [known.name for known in Campaigns(AnnotationStore(store)).all()] == ["Cut short", "Answered here"]
+
+
+def judge_until_done(url: str, campaign: str, reviewer: str, auth: tuple[str, str]) -> list[str]:
+    """One reviewer's loop over a comparison campaign through the API: Start, then a verdict and next."""
+    user = client(url, auth=auth)
+    shown = named(user.predict(campaign, reviewer, api_name="/campaign_start"), CampaignShown)
+    judged = []
+    while shown["campaign_output_id"]:
+        assert (shown["campaign_first_header"], shown["campaign_second_header"]) == ("### Answer 1", "### Answer 2")
+        assert shown["campaign_second_output_id"] and 'class="option chosen' in shown["campaign_second_answer"]
+        pair = frozenset((shown["campaign_output_id"], shown["campaign_second_output_id"]))
+        judged.append(pair)
+        shown = named(
+            user.predict(
+                campaign_flags=[],
+                campaign_reviewer=reviewer,
+                campaign_output_id=shown["campaign_output_id"],
+                campaign_verdict="second",
+                campaign_second_output_id=shown["campaign_second_output_id"],
+                api_name="/campaign_submit",
+            ),
+            CampaignShown,
+        )
+        assert "Saved your verdict" in shown["campaign_status"] and "answer 2 from **" in shown["campaign_status"]
+    assert "Nothing is left for you" in shown["campaign_case"]
+    return judged
+
+
+def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_each_pair(
+    formatted_model_dir: Path, tmp_path: Path
+) -> None:
+    """An administrator imports two runs of the same questions as a blind comparison campaign; four reviewers
+    judge it at once through the API: every pair ends with exactly k verdicts, nobody judges one twice, and each
+    verdict names the output that was shown second."""
+    import json
+
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from helpers import samples_file
+
+    images = [f"images/scan{index}.png" for index in range(3)]
+    for index in range(3):
+        Image.new("L", (40, 40 + 4 * index), 50 * index).save(tmp_path / f"scan{index}.png")
+    runs = {}
+    for name in ("base", "grpo"):
+        (tmp_path / name).mkdir()
+        runs[name] = samples_file(tmp_path / name, images, model={"model": f"{name}-model"}, correct=True)
+    lines = [json.loads(line) for line in runs["grpo"].read_text().splitlines()]
+    for line in lines:
+        line["completion"] = "<think>The lung fields are clear.</think><answer>B</answer>"
+    runs["grpo"].write_text("".join(json.dumps(line) + "\n" for line in lines))
+    upload = [handle_file(str(runs["base"])), *(handle_file(str(tmp_path / f"scan{index}.png")) for index in range(3))]
+    users = tuple((f"rev{index}", "pw") for index in range(4))
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", users=users)
+    with running_app(config) as app:
+        admin = client(app.url, auth=users[0])
+        no_second_run = (upload, "Base vs GRPO", 2, "", True, "comparison", None)
+        _, refused = admin.predict(*no_second_run, api_name="/campaign_create")
+        assert "and the second run's samples.jsonl" in refused
+        _, status = admin.predict(
+            upload, "Base vs GRPO", 2, "Which reasoning reads the image?", True, "comparison",
+            handle_file(str(runs["grpo"])), api_name="/campaign_create",
+        )  # fmt: skip
+        assert status == "Created comparison campaign Base vs GRPO: 3 pairs, 2 verdict(s) each.", status
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            done = dict(
+                zip(
+                    [user for user, _ in users],
+                    pool.map(lambda auth: judge_until_done(app.url, "Base vs GRPO", auth[0], auth), users),
+                    strict=True,
+                )
+            )
+    assert all(len(set(judged)) == len(judged) for judged in done.values())  # nobody judged a pair twice
+    store = AnnotationStore(tmp_path / "data")
+    verdicts = store.verdicts()
+    per_pair: dict[frozenset, list[str]] = {}
+    for verdict in verdicts:
+        per_pair.setdefault(frozenset((verdict.output_a, verdict.output_b)), []).append(verdict.reviewer)
+        assert verdict.blind and verdict.preferred != verdict.shown_first  # "answer 2", by output
+    assert len(per_pair) == 3 and all(len(reviewers) == 2 == len(set(reviewers)) for reviewers in per_pair.values())
+    assert sum(map(len, done.values())) == 6
+    models = {store.output(verdict.preferred).model["model"] for verdict in verdicts}
+    assert models <= {"base-model", "grpo-model"}

@@ -238,18 +238,27 @@ class ComparisonCampaigns:
         shown = [replace(self.store.output(output_id), correct_answer=correct) for output_id in (first, second)]
         return self.store.add_verdict(*shown, verdict, within=still_theirs)
 
-    def skip(self, name: str, reviewer: str, pair: str, reason: str) -> None:
-        """The reviewer passes on this pair (named by :attr:`PairAssignment.pair`), with a reason."""
+    def pair_of(self, name: str, output_id: str) -> str | None:
+        """The pair (its name, :attr:`PairAssignment.pair`) that ``output_id``, either side, belongs to."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            found = conn.execute(
+                "SELECT first_output FROM campaign_pairs WHERE campaign_id = ? AND ? IN (first_output, second_output)",
+                (campaign.id, output_id),
+            ).fetchone()
+        return found[0] if found else None
+
+    def skip(self, name: str, reviewer: str, output_id: str, reason: str) -> None:
+        """The reviewer passes on the pair of ``output_id`` (either side), with a reason; it is not offered again."""
         campaign = self.get(name)
         key = _reviewer_key(reviewer)
         reason = " ".join(str(reason or "").split())
         if not reason:
             raise AnnotationError("Say why you skip this pair (for instance: image unreadable).")
+        pair = self.pair_of(name, output_id)
+        if pair is None:
+            raise AnnotationError(f"That pair is not part of the campaign {campaign.name!r}.")
         with self.store._connection(write=True) as conn:
-            if not conn.execute(
-                "SELECT 1 FROM campaign_pairs WHERE campaign_id = ? AND first_output = ?", (campaign.id, pair)
-            ).fetchone():
-                raise AnnotationError(f"That pair is not part of the campaign {campaign.name!r}.")
             conn.execute(
                 "INSERT INTO campaign_skips (campaign_id, output_id, reviewer_key, reason, skipped_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
@@ -261,13 +270,14 @@ class ComparisonCampaigns:
             )
 
     def previous(self, name: str, reviewer: str, before: str | None = None) -> tuple[PairAssignment, Verdict] | None:
-        """The pair this reviewer judged last before the pair ``before`` (to look at or change), with their verdict."""
+        """The pair this reviewer judged last before the pair of ``before`` (either side), with their verdict."""
         campaign = self.get(name)
         key = _reviewer_key(reviewer)
         mine = [verdict for verdict in self.verdicts(name) if name_key(verdict.reviewer) == key]
         mine.sort(key=lambda verdict: (verdict.decided_at, verdict.id))
         pair_named = {frozenset(pair): pair[0] for pair in self.pairs(name)}
         keys = [pair_named[frozenset(_sides(verdict))] for verdict in mine]
+        before = self.pair_of(name, before) if before is not None else None
         if before is not None and before in keys:
             mine = mine[: keys.index(before)]
         if not mine:

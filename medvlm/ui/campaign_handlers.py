@@ -18,10 +18,9 @@ from medvlm.annotations import FLAGS, Review, Span
 from medvlm.annotations.campaigns import Assignment, Campaign, Campaigns
 from medvlm.campaign_generation import generate_answers, plan_campaign
 from medvlm.errors import MedVLMError
-from medvlm.evaluation_runs import uploaded_outputs
+from medvlm.evaluation_runs import paired_runs, read_evaluation_samples, uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
 from medvlm.model import LoadedModel
-from medvlm.pixels import LoadedImage, SafeMetadata
 from medvlm.review_stats import (
     agreement_intervals,
     flag_rates,
@@ -32,11 +31,12 @@ from medvlm.review_stats import (
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload, file_name
-from medvlm.ui.events import CampaignShown, skips
+from medvlm.ui.events import CampaignShown, campaign_message, one_output_form
 from medvlm.ui.inputs import as_number
+from medvlm.ui.pair_handlers import PairHandlers
 from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
 from medvlm.ui.session import Session
-from medvlm.ui.viewer import viewer_value
+from medvlm.ui.viewer import stored_picture, viewer_value
 from medvlm.ui.workbench import Workbench
 from medvlm.user_text import escape_markdown
 from medvlm.vqa_records import load_records
@@ -53,6 +53,7 @@ class CampaignHandlers:
     def __init__(self, workbench: Workbench) -> None:
         self.workbench = workbench
         self.campaigns = Campaigns(workbench.store)
+        self.pairs = PairHandlers(self.campaigns)
 
     def campaign_choices(self):
         """The campaigns to choose from (refreshed whenever the tab opens)."""
@@ -69,12 +70,15 @@ class CampaignHandlers:
     ) -> CampaignShown:
         """Work on ``campaign``: its guidelines, and the output handed to this reviewer."""
         if not campaign:
-            return _message("Choose a campaign first (an administrator creates them: medvlm campaign create).")
+            return campaign_message("Choose a campaign first (an administrator creates them: medvlm campaign create).")
         try:
             reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            if self.campaigns.get(campaign).kind == "comparison":
+                session.campaign = campaign
+                return self.pairs.start(session, reviewer)
             assignment = self.campaigns.next_output(campaign, reviewer)
         except MedVLMError as error:
-            return _message(str(error))
+            return campaign_message(str(error))
         session.campaign = campaign
         return self._show(session, reviewer, assignment, status="")
 
@@ -87,24 +91,32 @@ class CampaignHandlers:
         campaign_output_id: str | None = None,
         campaign_sentences: list[str] | None = None,
         campaign_span_label: str | None = None,
+        campaign_verdict: str | None = None,
+        campaign_second_output_id: str | None = None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
     ) -> CampaignShown:
         """Save the review of the output on screen, then show the next one (the form kept if the save fails).
 
         ``campaign_sentences`` are the ticked sentences of the reasoning ("start:end" offsets into
-        the completion), stored as passages marked with ``campaign_span_label``.
+        the completion), stored as passages marked with ``campaign_span_label``. In a comparison
+        campaign, the verdict on the pair on screen (``campaign_output_id`` shown first,
+        ``campaign_second_output_id`` second) is saved instead.
         """
         if not session.campaign or not campaign_output_id:
-            return _message("There is nothing to review yet: choose a campaign and press Start.")
+            return campaign_message("There is nothing to review yet: choose a campaign and press Start.")
         try:
             reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            if self._comparison(session):
+                return self.pairs.submit_and_next(
+                    session, reviewer, campaign_output_id, campaign_second_output_id, campaign_verdict
+                )
             spans = tuple(_span(value, campaign_span_label) for value in campaign_sentences or ())
             review = Review(reviewer, tuple(campaign_flags or ()), campaign_comment or "", spans=spans)
             annotation = self.campaigns.submit(session.campaign, reviewer, campaign_output_id, review)
             assignment = self.campaigns.next_output(session.campaign, reviewer)
         except MedVLMError as error:
-            return _message(str(error))
+            return campaign_message(str(error))
         return self._show(session, reviewer, assignment, status=f"Saved your review (#{annotation.id}).")
 
     def skip(
@@ -118,13 +130,15 @@ class CampaignHandlers:
     ) -> CampaignShown:
         """Pass on the output on screen, with a reason; it is not offered to this reviewer again."""
         if not session.campaign or not campaign_output_id:
-            return _message("There is nothing to skip: choose a campaign and press Start.")
+            return campaign_message("There is nothing to skip: choose a campaign and press Start.")
         try:
             reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            if self._comparison(session):
+                return self.pairs.skip(session, reviewer, campaign_output_id, campaign_skip_reason)
             self.campaigns.skip(session.campaign, reviewer, campaign_output_id, campaign_skip_reason or "")
             assignment = self.campaigns.next_output(session.campaign, reviewer)
         except MedVLMError as error:
-            return _message(str(error))
+            return campaign_message(str(error))
         return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
 
     def back(
@@ -137,14 +151,16 @@ class CampaignHandlers:
     ) -> CampaignShown:
         """Back: the output this reviewer reviewed before the one on screen, with their review filled in to change."""
         if not session.campaign:
-            return _message("Choose a campaign and press Start first.")
+            return campaign_message("Choose a campaign and press Start first.")
         try:
             reviewer = self.workbench.reviewer(campaign_reviewer, profile, request)
+            if self._comparison(session):
+                return self.pairs.back(session, reviewer, campaign_output_id)
             found = self.campaigns.previous(session.campaign, reviewer, before=campaign_output_id or None)
         except MedVLMError as error:
-            return _message(str(error))
+            return campaign_message(str(error))
         if found is None:
-            return _message("There is no earlier review of yours in this campaign.")
+            return campaign_message("There is no earlier review of yours in this campaign.")
         assignment, annotation = found
         shown = self._show(session, reviewer, assignment, status="Your earlier review: change it and Submit & next.")
         ticked = [f"{span.start}:{span.end}" for span in annotation.spans]
@@ -154,6 +170,9 @@ class CampaignHandlers:
             campaign_sentences=gr.update(choices=shown.campaign_sentences["choices"], value=ticked),
         )
 
+    def _comparison(self, session: Session) -> bool:
+        return self.campaigns.get(session.campaign).kind == "comparison"
+
     def create_campaign(
         self,
         new_campaign_files: list[str] | None,
@@ -162,18 +181,22 @@ class CampaignHandlers:
         new_campaign_guidelines: str | None = "",
         new_campaign_blind: bool = False,
         new_campaign_source: str | None = "run",
+        new_campaign_second_run: str | None = None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
     ):
         """An administrator's new campaign, from an uploaded run or from a dataset the served model answers now.
 
-        ``new_campaign_source`` is ``"run"`` (samples.jsonl and its images: the run's answers) or
+        ``new_campaign_source`` is ``"run"`` (samples.jsonl and its images: the run's answers),
         ``"dataset"`` (a dataset file and its images: the questions are stored, then answered with
-        a progress bar; an interruption is continued with :meth:`continue_generation`).
+        a progress bar; an interruption is continued with :meth:`continue_generation`) or
+        ``"comparison"`` (a comparison campaign: the first run's samples.jsonl and images, and the
+        second run's samples.jsonl as ``new_campaign_second_run``, paired by question id).
         Returns (campaign choices, status). Gradio's copies of the uploads are deleted once read.
         """
         paths = list(new_campaign_files or [])
+        second_run = [new_campaign_second_run] if new_campaign_second_run else []
         try:
             self._check_admin(profile, request, "create a campaign")
             reviews = as_number(new_campaign_k, "The reviews wanted per output", whole=True)
@@ -185,6 +208,8 @@ class CampaignHandlers:
             }
             if new_campaign_source == "dataset":
                 campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
+            elif new_campaign_source == "comparison":
+                campaign = self._compare_uploads(paths, second_run, new_campaign_name or "", settings)
             else:
                 if not paths:
                     raise MedVLMError("Upload the run's samples.jsonl together with the image files it names.")
@@ -194,12 +219,18 @@ class CampaignHandlers:
         except MedVLMError as error:
             return gr.skip(), render.error_markdown(str(error))
         finally:
-            for path in paths:
+            for path in paths + second_run:
                 discard_upload(path)
         names = [known.name for known in self.campaigns.all()]
         status = f"Created campaign {escape_markdown(campaign.name)}"
         if new_campaign_source == "dataset":
             status += ": " + self._generate(campaign.name, progress)
+        elif new_campaign_source == "comparison":
+            pairs = len(self.pairs.comparisons.pairs(campaign.name))
+            status = (
+                f"Created comparison campaign {escape_markdown(campaign.name)}: {pairs} pairs, {reviews} verdict(s) "
+                "each."
+            )
         else:
             status += f": {len(self.campaigns.output_ids(campaign.name))} outputs, {reviews} review(s) each."
         return gr.update(choices=names, value=campaign.name), status
@@ -252,6 +283,30 @@ class CampaignHandlers:
         if not records:
             raise MedVLMError(f"No question in the dataset could be used. {report.summary()}")
         return plan_campaign(self.campaigns, name, records, loaded=loaded, **settings)
+
+    def _compare_uploads(self, paths: list[str], second: list[str], name: str, settings: dict[str, Any]) -> Campaign:
+        """A comparison campaign from two uploaded runs on the same questions (the images uploaded with the first)."""
+        if not paths or not second:
+            raise MedVLMError(
+                "Upload the first run's samples.jsonl with its image files, and the second run's samples.jsonl "
+                "in the box for it."
+            )
+        first_samples, images = read_run_uploads(paths)
+        try:
+            second_samples = read_evaluation_samples(second[0])
+        except (OSError, UnicodeDecodeError):
+            raise MedVLMError("The second run's samples.jsonl could not be read as text.") from None
+        first_samples, second_samples = paired_runs(first_samples, second_samples)
+        outputs = [uploaded_outputs(samples, images) for samples in (first_samples, second_samples)]
+        pairs = list(zip(*outputs, strict=True))
+        return self.pairs.comparisons.create(
+            name,
+            pairs,
+            verdicts_per_pair=settings["reviews_per_output"],
+            guidelines=settings["guidelines"],
+            blind=settings["blind"],
+            created_by=settings["created_by"],
+        )
 
     def _served_model(self) -> LoadedModel:
         if self.workbench.model is None:
@@ -425,6 +480,7 @@ class CampaignHandlers:
                 campaign_skip_reason="",
                 campaign_output_id="",
                 campaign_status=status,
+                **one_output_form(),
             )
         output = assignment.output
         session.campaign_output_id = output.output_id
@@ -434,14 +490,14 @@ class CampaignHandlers:
         return CampaignShown(
             campaign_guidelines=campaign.guidelines or "No guidelines were written for this campaign.",
             campaign_progress=overall,
-            campaign_viewer=viewer_value(_loaded(output), case=zlib.crc32(output.output_id.encode())),
+            campaign_viewer=viewer_value(stored_picture(output), case=zlib.crc32(output.output_id.encode())),
             campaign_case=(
                 f"Output {assignment.position} of {progress.outputs} (reviews so far: {assignment.reviews}; model: "
                 f"{escape_markdown(model)}). **{escape_markdown(output.question)}**"
             ),
             campaign_answer=render.output_html(output, shown_correct),
             campaign_reasoning=output.reasoning or output.completion,
-            campaign_hints=_hints_markdown(hints),
+            campaign_hints=render.hints_markdown(hints),
             campaign_sentences=gr.update(
                 choices=[(text, f"{start}:{end}") for start, end, text in reasoning_sentences(output.completion)],
                 value=[],
@@ -451,6 +507,7 @@ class CampaignHandlers:
             campaign_skip_reason="",
             campaign_output_id=output.output_id,
             campaign_status=status,
+            **one_output_form(),
         )
 
 
@@ -461,34 +518,3 @@ def _span(value: str, label: str | None) -> Span:
     except ValueError:
         raise MedVLMError(f"A marked sentence must be given by its offsets, 'start:end' (got {value!r}).") from None
     return Span(start, end, label or "")
-
-
-def _loaded(output: Any):
-    """The stored output's picture and its safe metadata, as the viewer takes them."""
-    known = SafeMetadata.__dataclass_fields__
-    fields = {key: value for key, value in (output.image_metadata or {}).items() if key in known}
-    fields.update(
-        source_format=fields.get("source_format") or "PNG",
-        width=output.image.width,
-        height=output.image.height,
-        window_name=None,  # the stored picture is all there is: no file to render another window from
-        frame_count=1,
-        frame_index=0,
-    )
-    return LoadedImage(output.image, SafeMetadata(**fields))
-
-
-def _hints_markdown(hints) -> str:
-    """The hints as a short list: each names the flag it suggests; the reviewer decides."""
-    if not hints:
-        return "Pre-check: nothing to point out."
-    lines = [
-        f"- Possible **{escape_markdown(FLAGS[hint.flag].lower())}**: {escape_markdown(hint.message)}"
-        for hint in hints
-    ]
-    return "Pre-check hints (suggestions, not flags):\n" + "\n".join(lines)
-
-
-def _message(text: str) -> CampaignShown:
-    """Nothing on the page changes but the status line."""
-    return CampaignShown(**{**skips(CampaignShown._fields), "campaign_status": render.error_markdown(text)})

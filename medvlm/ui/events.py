@@ -117,12 +117,42 @@ CAMPAIGN_FIELDS = (
     "campaign_skip_reason",
     "campaign_output_id",
     "campaign_status",
+    "campaign_review_form",
+    "campaign_verdict",
+    "campaign_first_header",
+    "campaign_pair_panel",
+    "campaign_second_header",
+    "campaign_second_answer",
+    "campaign_second_reasoning",
+    "campaign_second_hints",
+    "campaign_second_output_id",
 )
+"""The Campaigns tab's output and its form; in a comparison campaign, the pair and the verdict instead."""
 CampaignShown = _event(
     "CampaignShown",
     CAMPAIGN_FIELDS,
     "The Campaigns tab: the output handed to this reviewer (or that there is none left), with a fresh form.",
 )
+
+
+def one_output_form() -> dict[str, Any]:
+    """The Campaigns tab set for a review campaign: the review form shown, the pair and the verdict hidden."""
+    return {
+        "campaign_review_form": gr.update(visible=True),
+        "campaign_verdict": gr.update(visible=False, value=None),
+        "campaign_first_header": "",
+        "campaign_pair_panel": gr.update(visible=False),
+        "campaign_second_header": "",
+        "campaign_second_answer": "",
+        "campaign_second_reasoning": "",
+        "campaign_second_hints": "",
+        "campaign_second_output_id": "",
+    }
+
+
+def campaign_message(text: str) -> CampaignShown:
+    """The Campaigns tab unchanged but for its status line, which says what went wrong."""
+    return CampaignShown(**{**skips(CampaignShown._fields), "campaign_status": render.error_markdown(text)})
 
 
 def skips(fields: Sequence[str]) -> dict[str, Any]:

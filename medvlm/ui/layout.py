@@ -68,12 +68,16 @@ document.addEventListener('keydown', (event) => {
   const typing = event.target && (event.target.tagName === 'TEXTAREA' || event.target.tagName === 'INPUT'
     && !['checkbox', 'radio'].includes(event.target.type));
   if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-  const flags = document.querySelectorAll('#campaign-flags input[type=checkbox]');
+  const verdict = document.querySelector('#campaign-verdict');
+  const flags = verdict && verdict.offsetParent !== null  // a comparison campaign: the keys choose the verdict
+    ? verdict.querySelectorAll('input[type=radio]')
+    : document.querySelectorAll('#campaign-flags input[type=checkbox]');
   const index = Number(event.key) - 1;
   if (Number.isInteger(index) && index >= 0 && index < flags.length) { event.preventDefault(); flags[index].click(); }
 });
 """
-"""Keyboard shortcuts of the Campaigns tab: the digits tick the flags, Ctrl+Enter is Submit & next."""
+"""Keyboard shortcuts of the Campaigns tab: the digits tick the flags (or choose a comparison's verdict), Ctrl+Enter
+is Submit & next."""
 
 UPLOADS_KEPT_S = 3600
 """Gradio's copies of uploads and exports are deleted after an hour (they may be DICOMs with patient tags)."""
@@ -572,6 +576,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             page["campaign_viewer"] = viewer(elem_id="campaign-viewer")
         with gr.Column(scale=6, min_width=320):
             page["campaign_case"] = gr.Markdown(elem_id="campaign-case")
+            page["campaign_first_header"] = gr.Markdown(elem_id="campaign-first-header")
             page["campaign_answer"] = gr.HTML(
                 css_template=render.OPTIONS_CSS,
                 js_on_load=None,
@@ -585,34 +590,43 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-reasoning",
             )
             page["campaign_hints"] = gr.Markdown(elem_id="campaign-hints")
-            with gr.Accordion("Mark passages of the reasoning", open=False, elem_id="campaign-marking"):
-                page["campaign_sentences"] = gr.CheckboxGroup(
-                    [],
-                    label="Tick the sentences that are wrong",
-                    elem_id="campaign-sentences",
+            for name, elem_id in (("campaign_output_id", "campaign-output-id"),
+                                  ("campaign_second_output_id", "campaign-second-output-id")):  # fmt: skip
+                page[name] = gr.Textbox(
+                    "",
+                    visible="hidden",
+                    interactive=False,
+                    elem_id=elem_id,
                 )
-                page["campaign_span_label"] = gr.Radio(
-                    [(label, key) for key, label in SPAN_LABELS.items()],
-                    value="hallucination",
-                    label="What is wrong with them",
-                    elem_id="campaign-span-label",
+            with gr.Column(elem_id="campaign-review-form") as page["campaign_review_form"]:
+                with gr.Accordion("Mark passages of the reasoning", open=False, elem_id="campaign-marking"):
+                    page["campaign_sentences"] = gr.CheckboxGroup(
+                        [],
+                        label="Tick the sentences that are wrong",
+                        elem_id="campaign-sentences",
+                    )
+                    page["campaign_span_label"] = gr.Radio(
+                        [(label, key) for key, label in SPAN_LABELS.items()],
+                        value="hallucination",
+                        label="What is wrong with them",
+                        elem_id="campaign-span-label",
+                    )
+                page["campaign_flags"] = gr.CheckboxGroup(
+                    [(label, key) for key, label in FLAGS.items()],
+                    label="Flags",
+                    elem_id="campaign-flags",
                 )
-            page["campaign_output_id"] = gr.Textbox(
-                "",
-                visible="hidden",
-                interactive=False,
-                elem_id="campaign-output-id",
-            )
-            page["campaign_flags"] = gr.CheckboxGroup(
-                [(label, key) for key, label in FLAGS.items()],
-                label="Flags",
-                elem_id="campaign-flags",
-            )
-            page["campaign_comment"] = gr.Textbox(
-                label="Comment",
-                lines=2,
-                max_length=MAX_COMMENT_CHARS,
-                elem_id="campaign-comment",
+                page["campaign_comment"] = gr.Textbox(
+                    label="Comment",
+                    lines=2,
+                    max_length=MAX_COMMENT_CHARS,
+                    elem_id="campaign-comment",
+                )
+            page["campaign_verdict"] = gr.Radio(  # a comparison campaign's form
+                [(label, key) for key, label in VERDICT_CHOICES.items()],
+                label="Which answer's reasoning is better?",
+                visible=False,
+                elem_id="campaign-verdict",
             )
             with gr.Row():
                 back = gr.Button(
@@ -637,23 +651,41 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 )
             page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
             gr.HTML(
-                "Keys: <kbd>1</kbd>-<kbd>5</kbd> tick the flags in order, <kbd>Ctrl</kbd>+<kbd>Enter</kbd> submits "
-                "and goes to the next output.",
+                "Keys: <kbd>1</kbd>-<kbd>5</kbd> tick the flags in order (in a comparison, <kbd>1</kbd>-<kbd>4</kbd> "
+                "choose the verdict), <kbd>Ctrl</kbd>+<kbd>Enter</kbd> submits and goes to the next one.",
                 js_on_load=CAMPAIGN_KEYS,
                 elem_id="campaign-keys",
             )
+        # A comparison campaign's second answer, beside the first.
+        with gr.Column(scale=6, min_width=320, visible=False, elem_id="campaign-pair") as page["campaign_pair_panel"]:
+            page["campaign_second_header"] = gr.Markdown(elem_id="campaign-second-header")
+            page["campaign_second_answer"] = gr.HTML(
+                css_template=render.OPTIONS_CSS,
+                js_on_load=None,
+                elem_id="campaign-second-answer",
+            )
+            page["campaign_second_reasoning"] = gr.Textbox(
+                label="Reasoning",
+                lines=6,
+                max_lines=14,
+                interactive=False,
+                elem_id="campaign-second-reasoning",
+            )
+            page["campaign_second_hints"] = gr.Markdown(elem_id="campaign-second-hints")
 
     with gr.Accordion("Set up campaigns (administrators)", open=False, elem_id="campaign-admin"):
         gr.Markdown(
-            "A campaign is made from a `train.evaluate` run (its samples.jsonl and the image files it names), or "
-            "from a dataset file and its images, answered now by the model this app serves: the questions are "
-            "stored first, so an interrupted generation continues where it stopped. Administrators are the users "
+            "A campaign is made from a `train.evaluate` run (its samples.jsonl and the image files it names), "
+            "from a dataset file and its images, answered now by the model this app serves (the questions are "
+            "stored first, so an interrupted generation continues where it stopped), or from two runs of the same "
+            "questions, whose answers reviewers judge side by side. Administrators are the users "
             "of `--auth`, or the Space's owner with Hugging Face sign-in."
         )
         new_source = gr.Radio(
             [
                 ("An evaluation run: samples.jsonl and its images", "run"),
                 ("A dataset and its images, answered now by the served model", "dataset"),
+                ("Two evaluation runs of the same questions, judged side by side (a comparison)", "comparison"),
             ],
             value="run",
             label="Made from",
@@ -661,10 +693,18 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         )
         with gr.Row(equal_height=False):
             new_files = gr.File(
-                label="The samples.jsonl or dataset file, and its images (select them all)",
+                label="The samples.jsonl (of the first run, for a comparison) or dataset file, and its images "
+                "(select them all)",
                 file_count="multiple",
                 type="filepath",
                 elem_id="new-campaign-files",
+            )
+            new_second_run = gr.File(
+                label="The second run's samples.jsonl (its questions answered by the other model)",
+                file_count="single",
+                type="filepath",
+                visible=False,
+                elem_id="new-campaign-second-run",
             )
             with gr.Column():
                 new_name = gr.Textbox(
@@ -701,9 +741,16 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-continue-generation",
             )
         admin_status = gr.Markdown(elem_id="campaign-admin-status")
+    new_source.change(
+        lambda source: gr.update(visible=source == "comparison"),
+        [new_source],
+        [new_second_run],
+        api_visibility="private",
+        queue=False,
+    )
     create.click(
         handlers.create_campaign,
-        [new_files, new_name, new_k, new_guidelines, new_blind, new_source],
+        [new_files, new_name, new_k, new_guidelines, new_blind, new_source, new_second_run],
         [page["campaign"], admin_status],
         api_name="campaign_create",
     )

@@ -362,6 +362,17 @@ def review_target(output: ModelOutput | None, case: str | None, *, generating: b
     )
 
 
+def hints_markdown(hints: Sequence[Any]) -> str:
+    """Pre-check hints as a short list: each names the flag it suggests; the reviewer decides."""
+    if not hints:
+        return "Pre-check: nothing to point out."
+    lines = [
+        f"- Possible **{escape_markdown(FLAGS[hint.flag].lower())}**: {escape_markdown(hint.message)}"
+        for hint in hints
+    ]
+    return "Pre-check hints (suggestions, not flags):\n" + "\n".join(lines)
+
+
 def revealed_pair(first: str | None, second: str | None) -> str:
     """After a verdict: which model gave which answer."""
     first, second = escape_markdown(first or "?"), escape_markdown(second or "?")

@@ -27,7 +27,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from medvlm.images import LoadedImage
+from medvlm.annotations import ModelOutput
+from medvlm.images import LoadedImage, SafeMetadata
 
 DISPLAY_MAX_SIDE = 2048
 """Longest side of the picture sent to the browser (the model's own input is never reduced for display)."""
@@ -270,3 +271,18 @@ def picture(value: dict[str, Any] | None) -> Image.Image | None:
     encoded = value["src"].split(",", 1)[1]
     with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
         return image.convert("RGB")
+
+
+def stored_picture(output: ModelOutput) -> LoadedImage:
+    """A stored output's picture and its safe metadata, as the viewer takes them (a campaign's outputs)."""
+    known = SafeMetadata.__dataclass_fields__
+    fields = {key: value for key, value in (output.image_metadata or {}).items() if key in known}
+    fields.update(
+        source_format=fields.get("source_format") or "PNG",
+        width=output.image.width,
+        height=output.image.height,
+        window_name=None,  # the stored picture is all there is: no file to render another window from
+        frame_count=1,
+        frame_index=0,
+    )
+    return LoadedImage(output.image, SafeMetadata(**fields))

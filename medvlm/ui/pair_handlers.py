@@ -1,0 +1,141 @@
+"""The Campaigns tab for a comparison campaign: one pair of answers at a time, judged with a pairwise verdict.
+
+The same loop as a review campaign (Start, Submit & next, Skip with a reason, Back), over the
+pairs :class:`~medvlm.annotations.comparison_campaigns.ComparisonCampaigns` hands out. The two
+answers stand side by side; in a blind campaign without model names, which are revealed in the
+status line once the verdict is saved. :class:`~medvlm.ui.campaign_handlers.CampaignHandlers`
+sends a comparison campaign's events here.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import gradio as gr
+
+from medvlm.annotations import VERDICT_CHOICES
+from medvlm.annotations.campaigns import Campaigns
+from medvlm.annotations.comparison_campaigns import ComparisonCampaigns, PairAssignment
+from medvlm.errors import MedVLMError
+from medvlm.hints import reasoning_hints
+from medvlm.ui import render
+from medvlm.ui.events import CampaignShown, campaign_message
+from medvlm.ui.session import Session
+from medvlm.ui.viewer import stored_picture, viewer_value
+from medvlm.user_text import escape_markdown
+
+
+class PairHandlers:
+    """Start, submit a verdict and go on, skip, go back: for comparison campaigns."""
+
+    def __init__(self, campaigns: Campaigns) -> None:
+        self.comparisons = ComparisonCampaigns(campaigns)
+
+    def start(self, session: Session, reviewer: str) -> CampaignShown:
+        assignment = self.comparisons.next_pair(session.campaign, reviewer)
+        return self._show(session, reviewer, assignment, status="")
+
+    def submit_and_next(
+        self, session: Session, reviewer: str, first: str, second: str | None, verdict: str | None
+    ) -> CampaignShown:
+        """Store the verdict on the pair shown (``first`` left, ``second`` right), reveal it, show the next pair."""
+        if not verdict:
+            return campaign_message("Choose which answer's reasoning is better (or a tie, or both poor) first.")
+        try:
+            saved, created = self.comparisons.submit(session.campaign, reviewer, first, second or "", verdict)
+            assignment = self.comparisons.next_pair(session.campaign, reviewer)
+        except MedVLMError as error:
+            return campaign_message(str(error))
+        names = [self.comparisons.store.output(output_id).model.get("model", "?") for output_id in (first, second)]
+        action = "Saved" if created else "Changed"
+        status = (
+            f"{action} your verdict (#{saved.id}): {VERDICT_CHOICES[verdict].lower()}. {render.revealed_pair(*names)}"
+        )
+        return self._show(session, reviewer, assignment, status=status)
+
+    def skip(self, session: Session, reviewer: str, output_id: str, reason: str | None) -> CampaignShown:
+        try:
+            self.comparisons.skip(session.campaign, reviewer, output_id, reason or "")
+            assignment = self.comparisons.next_pair(session.campaign, reviewer)
+        except MedVLMError as error:
+            return campaign_message(str(error))
+        return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
+
+    def back(self, session: Session, reviewer: str, output_id: str | None) -> CampaignShown:
+        try:
+            found = self.comparisons.previous(session.campaign, reviewer, before=output_id or None)
+        except MedVLMError as error:
+            return campaign_message(str(error))
+        if found is None:
+            return campaign_message("There is no earlier verdict of yours in this campaign.")
+        assignment, verdict = found
+        shown = self._show(session, reviewer, assignment, status="Your earlier verdict: change it and Submit & next.")
+        earlier = verdict.choice(assignment.first.output_id)  # in terms of the sides as shown again
+        return shown._replace(campaign_verdict=gr.update(visible=True, value=earlier))
+
+    def _show(
+        self, session: Session, reviewer: str, assignment: PairAssignment | None, *, status: str
+    ) -> CampaignShown:
+        campaign = self.comparisons.get(session.campaign)
+        progress = self.comparisons.progress(campaign.name)
+        mine = next(
+            (count for name, count in progress.by_reviewer.items() if name.casefold() == reviewer.casefold()), 0
+        )
+        overall = (
+            f"**{progress.complete} of {progress.outputs}** pairs have their {campaign.reviews_per_output} "
+            f"verdict(s) ({progress.reviews} of {progress.wanted} verdicts); you have judged **{mine}**."
+        )
+        guidelines = campaign.guidelines or "No guidelines were written for this campaign."
+        if assignment is None:
+            session.campaign_output_id = None
+            empty = {field: "" for field in CampaignShown._fields}
+            return CampaignShown(
+                **{
+                    **empty,
+                    "campaign_guidelines": guidelines,
+                    "campaign_progress": overall,
+                    "campaign_viewer": None,
+                    "campaign_case": "Nothing is left for you in this campaign: every pair has its verdicts, or "
+                    "you have judged or skipped the rest. Thank you.",
+                    "campaign_sentences": gr.update(choices=[], value=[]),
+                    "campaign_flags": [],
+                    "campaign_status": status,
+                    "campaign_review_form": gr.update(visible=False),
+                    "campaign_verdict": gr.update(visible=False, value=None),
+                    "campaign_pair_panel": gr.update(visible=False),
+                }
+            )
+        first, second = assignment.first, assignment.second
+        session.campaign_output_id = first.output_id
+        names = (None, None) if campaign.blind else (first.model.get("model"), second.model.get("model"))
+        correct = None if campaign.blind else first.correct_answer
+        return CampaignShown(
+            campaign_guidelines=guidelines,
+            campaign_progress=overall,
+            campaign_viewer=viewer_value(stored_picture(first), case=zlib.crc32(assignment.pair.encode())),
+            campaign_case=(
+                f"Pair {assignment.position} of {progress.outputs} (verdicts so far: {assignment.verdicts}"
+                f"{'; models hidden until you submit' if campaign.blind else ''}). "
+                f"**{escape_markdown(first.question)}**"
+            ),
+            campaign_answer=render.output_html(first, correct),
+            campaign_reasoning=first.reasoning or first.completion,
+            campaign_hints=render.hints_markdown(reasoning_hints(first.completion, first.question, first.options)),
+            campaign_sentences=gr.update(choices=[], value=[]),
+            campaign_flags=[],
+            campaign_comment="",
+            campaign_skip_reason="",
+            campaign_output_id=first.output_id,
+            campaign_status=status,
+            campaign_review_form=gr.update(visible=False),
+            campaign_verdict=gr.update(visible=True, value=None),
+            campaign_first_header=render.answer_header(1, names[0]),
+            campaign_pair_panel=gr.update(visible=True),
+            campaign_second_header=render.answer_header(2, names[1]),
+            campaign_second_answer=render.output_html(second, correct),
+            campaign_second_reasoning=second.reasoning or second.completion,
+            campaign_second_hints=render.hints_markdown(
+                reasoning_hints(second.completion, second.question, second.options)
+            ),
+            campaign_second_output_id=second.output_id,
+        )
