@@ -685,3 +685,62 @@ def test_two_models_answer_side_by_side_and_a_blind_verdict_reveals_them(
         (model,) = conn.execute("SELECT model_id FROM outputs WHERE output_id = ?", (preferred,)).fetchone()
     assert preferred != shown_first and reviewer == "Dr Pair" and blind == 1  # the right-hand answer won
     assert model == revealed and model in models  # and the name revealed over it is the model that wrote it
+
+
+def test_a_reviewer_judges_a_blind_comparison_campaign_with_the_keys_and_goes_back(
+    browser, app_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """A comparison campaign in the Campaigns tab: both answers side by side, no model named, the verdict chosen
+    with a digit and submitted with Ctrl+Enter, the models revealed, and Back shows the verdict again."""
+    import dataclasses
+
+    from playwright.sync_api import expect
+
+    from helpers import model_output
+    from medvlm.annotations import AnnotationStore
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+
+    pairs = []
+    for index in range(2):
+        base = model_output(700 + index, model={"model": "base-model"})
+        grpo = dataclasses.replace(
+            base,
+            output_id=f"{700 + index:031x}f",
+            completion="<think>Dark lobes full of air: the lungs.</think><answer>B</answer>",
+            reasoning="Dark lobes full of air: the lungs.",
+            model={"model": "grpo-model"},
+        )
+        pairs.append((base, grpo))
+    comparisons = ComparisonCampaigns(Campaigns(AnnotationStore(data_dir)))
+    comparisons.create("Browser pairs", pairs, verdicts_per_pair=1, blind=True, created_by="admin")
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Campaigns").click()
+    page.locator("#campaign-choice input").first.click()
+    page.get_by_role("option", name="Browser pairs").click()
+    page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill("Dr Pairs")
+    page.locator("button#campaign-start").click()
+    expect(page.locator("#campaign-case")).to_contain_text("Pair 1 of 2", timeout=60_000)
+    expect(page.locator("#campaign-pair")).to_be_visible()
+    expect(page.locator("#campaign-flags")).to_be_hidden()  # a verdict, not a review, is asked for
+    expect(page.locator("#campaign-first-header")).to_have_text("Answer 1")
+    expect(page.locator("#campaign-second-header")).to_have_text("Answer 2")
+    expect(page.locator("#campaign-second-answer .option.chosen")).to_have_count(1)
+    assert "model" not in page.locator("#campaign-case").inner_text().replace("models hidden", "")
+    first_shown = page.locator("#campaign-output-id textarea, #campaign-output-id input").first.input_value()
+    page.locator("#campaign-case").click()  # off the text boxes: the keys drive the form
+    page.keyboard.press("2")  # "Answer 2 is better"
+    expect(page.locator("#campaign-verdict").get_by_label("Answer 2 is better")).to_be_checked()
+    page.screenshot(path=str(tmp_path / "comparison-campaign.png"), full_page=True)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#campaign-status")).to_contain_text("Saved your verdict", timeout=30_000)
+    expect(page.locator("#campaign-status")).to_contain_text("base-model")
+    expect(page.locator("#campaign-case")).to_contain_text("Pair 2 of 2")
+    expect(page.locator("#campaign-verdict").get_by_label("Answer 2 is better")).not_to_be_checked()
+    (verdict,) = AnnotationStore(data_dir).verdicts([pair[0].output_id for pair in pairs])
+    assert verdict.shown_first == first_shown and verdict.preferred != first_shown and verdict.reviewer == "Dr Pairs"
+    page.locator("button#campaign-back").click()
+    expect(page.locator("#campaign-case")).to_contain_text("Pair 1 of 2", timeout=30_000)
+    expect(page.locator("#campaign-verdict").get_by_label("Answer 2 is better")).to_be_checked()
+    page.close()
