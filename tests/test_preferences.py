@@ -117,3 +117,46 @@ def test_one_dpo_step_trains_the_tiny_model_on_the_exported_pairs(tmp_path: Path
     assert math.isfinite(result.training_loss)
     changed = [name for name, tensor in loaded.model.named_parameters() if not torch.equal(tensor, before[name])]
     assert changed, "one DPO step changed no weight"
+
+
+def test_verdicts_become_preference_pairs_by_majority_and_export_from_a_comparison_campaign(tmp_path: Path) -> None:
+    import dataclasses
+
+    import datasets
+
+    from medvlm.annotations import Verdict
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+    from train.preferences import verdict_pairs
+
+    won, tied = ("a" * 32, "b" * 32), ("c" * 32, "d" * 32)
+    verdicts = [
+        Verdict.from_sides(*won, "second", reviewer="Dr A", blind=True),
+        Verdict.from_sides(won[1], won[0], "first", reviewer="Dr B", blind=True),  # the same output, other side
+        Verdict.from_sides(*won, "tie", reviewer="Dr C", blind=True),
+        Verdict.from_sides(*tied, "first", reviewer="Dr A", blind=True),
+        Verdict.from_sides(*tied, "second", reviewer="Dr B", blind=True),  # one each: no majority
+    ]
+    assert verdict_pairs(verdicts) == [(won[1], won[0])]
+    assert verdict_pairs([Verdict.from_sides(*won, "both_poor", reviewer="Dr A", blind=False)]) == []
+
+    store = AnnotationStore(tmp_path / "data")
+    base = model_output(0, output_id="base".ljust(32, "0"), completion=SHALLOW)
+    grpo = dataclasses.replace(base, output_id="grpo".ljust(32, "0"), completion=SOUND, model={"model": "grpo"})
+    comparisons = ComparisonCampaigns(Campaigns(store))
+    comparisons.create("Base vs GRPO", [(base, grpo)], verdicts_per_pair=2, created_by="admin")
+    for reviewer in ("Dr A", "Dr B"):
+        shown = comparisons.next_pair("Base vs GRPO", reviewer)
+        better = "first" if shown.first.output_id == grpo.output_id else "second"
+        comparisons.submit("Base vs GRPO", reviewer, shown.first.output_id, shown.second.output_id, better)
+    out = tmp_path / "prefs"
+    assert main(["--data-dir", str(tmp_path / "data"), "--campaign", "Base vs GRPO", "--output-dir", str(out)]) == 0
+    rows = datasets.load_dataset(str(out / "dpo"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(rows) == 1 and rows["chosen_output_id"] == [grpo.output_id]
+    assert rows["chosen"][0][0]["content"][0]["text"] == SOUND and rows["rejected"][0][0]["content"][0]["text"] == (
+        SHALLOW
+    )
+    assert rows[0]["image"].size == base.image.size
+    # Without --campaign, the store's verdicts count too (no review was written at all here).
+    assert main(["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "all")]) == 0
+    everything = datasets.load_dataset(str(tmp_path / "all" / "dpo"), split="train", cache_dir=str(tmp_path / "c2"))
+    assert everything["chosen_output_id"] == [grpo.output_id]

@@ -1,6 +1,7 @@
 """Reviews back into training: preference pairs for TRL's ``DPOTrainer``, sound outputs for ``SFTTrainer``.
 
     python -m train.preferences --data-dir ./reviews --output-dir exports/prefs [--campaign "Chest CT round 1"]
+    python -m train.preferences --data-dir ./reviews --output-dir exports/prefs --campaign "Base vs GRPO"
 
 Reviewers' flags say which answers to a case are good and which are not. An output is **sound**
 when at least half of its reviewers flagged it ``sound`` and no failure flag (superficial,
@@ -11,6 +12,9 @@ Within a campaign an adjudicator's decision replaces the reviewers' vote for tha
   options) as one row: ``prompt`` (the question as the model was asked it, :func:`medvlm.prompt.build_messages`
   in the output's own prompt style, with its image placeholder), ``image``, ``chosen`` and ``rejected``
   (assistant turns), the format ``DPOTrainer`` reads for vision-language models.
+  Pairwise verdicts add pairs too: two answers to one case, one of which more than half of the
+  pair's verdicts preferred (ties and "both poor" add none; a pair both the flags and the verdicts
+  give appears once).
 * ``sft/``: every sound output as ``prompt`` / ``image`` / ``completion`` (prompt-completion,
   conversational), the format ``SFTTrainer`` reads.
 
@@ -20,19 +24,23 @@ Both are Parquet with the images embedded, loadable with ``datasets.load_dataset
 from __future__ import annotations
 
 import argparse
+import io
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medvlm.annotations import FLAGS, Annotation
+from medvlm.annotations import FLAGS, Annotation, AnnotationStore, ModelOutput, Verdict, image_sha256
 from medvlm.errors import MedVLMError
 from medvlm.prompt import build_messages
 
 if TYPE_CHECKING:
     import datasets
+
+Answer = Annotation | ModelOutput
+"""A reviewed answer (its review carries the output), or a stored output a verdict names."""
 
 FAILURE_FLAGS: tuple[str, ...] = tuple(flag for flag in FLAGS if flag != "sound")
 EXIT_ERROR = 2
@@ -95,17 +103,31 @@ def preference_pairs(judged: Sequence[JudgedOutput]) -> list[tuple[JudgedOutput,
     ]
 
 
-def to_dpo_dataset(pairs: Sequence[tuple[JudgedOutput, JudgedOutput]]) -> datasets.Dataset:
+def verdict_pairs(verdicts: Sequence[Verdict]) -> list[tuple[str, str]]:
+    """(chosen, rejected) output ids: each pair of answers more than half of whose verdicts preferred one."""
+    by_pair: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
+    for verdict in verdicts:
+        by_pair[(verdict.output_a, verdict.output_b)].append(verdict)
+    pairs = []
+    for (output_a, output_b), judged in by_pair.items():
+        preferred = Counter(verdict.preferred for verdict in judged)
+        for chosen, rejected in ((output_a, output_b), (output_b, output_a)):
+            if 2 * preferred[chosen] > len(judged):
+                pairs.append((chosen, rejected))
+    return pairs
+
+
+def to_dpo_dataset(pairs: Sequence[tuple[Answer, Answer]]) -> datasets.Dataset:
     """The pairs in ``DPOTrainer``'s vision format (conversational prompt, ``image``, ``chosen``, ``rejected``)."""
     import datasets
 
     rows = [
         {
-            **_prompt_and_image(chosen.review),
-            "chosen": _assistant(chosen.review.completion),
-            "rejected": _assistant(rejected.review.completion),
-            "chosen_output_id": chosen.review.output_id,
-            "rejected_output_id": rejected.review.output_id,
+            **_prompt_and_image(chosen),
+            "chosen": _assistant(chosen.completion),
+            "rejected": _assistant(rejected.completion),
+            "chosen_output_id": chosen.output_id,
+            "rejected_output_id": rejected.output_id,
         }
         for chosen, rejected in pairs
     ]
@@ -125,10 +147,17 @@ def to_sft_dataset(judged: Sequence[JudgedOutput]) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
 
 
-def _prompt_and_image(review: Annotation) -> dict[str, Any]:
+def _prompt_and_image(answer: Answer) -> dict[str, Any]:
+    """The prompt the answer's model was given, and the image as PNG bytes (a stored output's own file)."""
+    if isinstance(answer, Annotation):
+        picture, name = answer.image_path.read_bytes(), f"{answer.image_sha256}.png"
+    else:
+        buffer = io.BytesIO()
+        answer.image.save(buffer, format="PNG")
+        picture, name = buffer.getvalue(), f"{image_sha256(answer.image)}.png"
     return {
-        "prompt": build_messages(review.question, review.options, style=review.prompt_style or "medvlm"),
-        "image": {"bytes": review.image_path.read_bytes(), "path": f"{review.image_sha256}.png"},
+        "prompt": build_messages(answer.question, answer.options, style=answer.prompt_style or "medvlm"),
+        "image": {"bytes": picture, "path": name},
     }
 
 
@@ -137,22 +166,36 @@ def _assistant(text: str) -> list[dict[str, Any]]:
 
 
 def export(
-    annotations: Sequence[Annotation], output_dir: str | Path, adjudicated: Mapping[str, Sequence[str]] | None = None
+    annotations: Sequence[Annotation],
+    output_dir: str | Path,
+    adjudicated: Mapping[str, Sequence[str]] | None = None,
+    *,
+    verdicts: Sequence[Verdict] = (),
+    store: AnnotationStore | None = None,
 ) -> dict[str, int]:
-    """Write ``dpo/`` and ``sft/`` under ``output_dir``; return how many rows each has."""
+    """Write ``dpo/`` and ``sft/`` under ``output_dir``; return how many rows each has.
+
+    ``verdicts`` (pairwise, read with their outputs from ``store``) add preference pairs.
+    """
     judged = judged_outputs(annotations, adjudicated)
-    pairs = preference_pairs(judged)
+    pairs: dict[tuple[str, str], tuple[Answer, Answer]] = {
+        (chosen.review.output_id, rejected.review.output_id): (chosen.review, rejected.review)
+        for chosen, rejected in preference_pairs(judged)
+    }
+    for chosen_id, rejected_id in verdict_pairs(verdicts):
+        if (chosen_id, rejected_id) not in pairs and store is not None:
+            pairs[(chosen_id, rejected_id)] = (store.output(chosen_id), store.output(rejected_id))
     sound = [output for output in judged if output.sound]
     if not pairs and not sound:
         raise MedVLMError(
             f"None of the {len(judged)} reviewed outputs is judged sound or paired with a sound answer to the same "
-            "case: there is nothing to train on yet."
+            f"case, and no pair of the {len(verdicts)} verdicts has a majority: there is nothing to train on yet."
         )
     folder = Path(output_dir)
     counts = {}
     for name, rows in (("dpo", pairs), ("sft", sound)):
         if rows:
-            dataset = to_dpo_dataset(pairs) if name == "dpo" else to_sft_dataset(judged)
+            dataset = to_dpo_dataset(list(pairs.values())) if name == "dpo" else to_sft_dataset(judged)
             (folder / name).mkdir(parents=True, exist_ok=True)
             dataset.to_parquet(str(folder / name / "train.parquet"))
         counts[name] = len(rows)
@@ -164,20 +207,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", type=Path, help="the app's data folder (default: $MEDVLM_DATA_DIR or ./medvlm-data)"
     )
-    parser.add_argument("--campaign", help="only this campaign's reviews (its adjudications count)")
+    parser.add_argument(
+        "--campaign",
+        help="only this campaign's reviews (its adjudications count), or a comparison campaign's verdicts",
+    )
     parser.add_argument("--output-dir", type=Path, required=True, help="where dpo/ and sft/ are written")
     args = parser.parse_args(argv)
-    from medvlm.annotations import AnnotationStore
     from medvlm.annotations.campaigns import Campaigns
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
 
     try:
         store = AnnotationStore(args.data_dir)
-        if args.campaign:
+        verdicts: Sequence[Verdict] = ()
+        if args.campaign and Campaigns(store).get(args.campaign).kind == "comparison":
+            annotations, adjudicated = [], None
+            verdicts = ComparisonCampaigns(Campaigns(store)).verdicts(args.campaign)
+        elif args.campaign:
             campaigns = Campaigns(store)
             annotations, adjudicated = campaigns.annotations(args.campaign), campaigns.adjudications(args.campaign)
         else:
-            annotations, adjudicated = store.query(), None
-        counts = export(annotations, args.output_dir, adjudicated)
+            annotations, adjudicated, verdicts = store.query(), None, store.verdicts()
+        counts = export(annotations, args.output_dir, adjudicated, verdicts=verdicts, store=store)
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
