@@ -160,13 +160,13 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
         return 0
     if args.action == "list":
         for campaign in campaigns.all():
-            print(f"{campaign.name}: {_line(campaigns.progress(campaign.name))}", file=out)
+            print(f"{campaign.name}: {_line(campaigns.progress(campaign.name), campaign.kind)}", file=out)
         return 0
     progress = campaigns.progress(args.name)
     if args.json:
         print(json.dumps(asdict(progress), sort_keys=True), file=out)
     else:
-        print(f"{args.name}: {_line(progress)}", file=out)
+        print(f"{args.name}: {_line(progress, campaigns.get(args.name).kind)}", file=out)
         for reviewer, count in progress.by_reviewer.items():
             print(f"  {reviewer}: {count}", file=out)
     return 0
@@ -284,8 +284,9 @@ def _generate(campaigns: Campaigns, name: str, loaded: LoadedModel, *, out: Text
     return 0
 
 
-def _line(progress) -> str:
+def _line(progress, kind: str = "review") -> str:
+    items, given = ("pairs", "verdicts") if kind == "comparison" else ("outputs", "reviews")
     return (
-        f"{progress.complete}/{progress.outputs} outputs complete, {progress.reviews}/{progress.wanted} reviews, "
+        f"{progress.complete}/{progress.outputs} {items} complete, {progress.reviews}/{progress.wanted} {given}, "
         f"{len(progress.by_reviewer)} reviewer(s), {progress.skipped} skip(s)"
     )

@@ -22,8 +22,8 @@ statsmodels returns). Kappa is undefined (NaN) when every rating is the same (``
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -141,6 +141,35 @@ def _fleiss(counts: Sequence[tuple[int, int]]) -> tuple[float, float]:
     observed = sum(agreement) / len(agreement)
     p = sum(k for _, k in counts) / sum(n for n, _ in counts)
     chance = p * p + (1 - p) * (1 - p)
+    kappa = (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+    return observed, kappa
+
+
+def fleiss_kappa(items: Sequence[Mapping[str, int]]) -> tuple[float, float]:
+    """Observed agreement and Fleiss' kappa over items each judged by two or more raters into categories.
+
+    ``items`` holds, per item, how many raters chose each category (a pairwise verdict's four
+    outcomes, say). Items with fewer than two raters are left out; with none left both are NaN.
+
+    >>> fleiss_kappa([{"a": 2}, {"b": 2}])
+    (1.0, 1.0)
+    >>> [round(value, 3) for value in fleiss_kappa([{"a": 1, "b": 1}, {"a": 2}, {"b": 2}, {"a": 2}])]
+    [0.75, 0.467]
+    """
+    counted = [item for item in items if sum(item.values()) >= 2]
+    if not counted:
+        return float("nan"), float("nan")
+    agreement = [
+        (sum(count * count for count in item.values()) - sum(item.values()))
+        / (sum(item.values()) * (sum(item.values()) - 1))
+        for item in counted
+    ]
+    observed = sum(agreement) / len(agreement)
+    total = sum(sum(item.values()) for item in counted)
+    shares = Counter()
+    for item in counted:
+        shares.update(item)
+    chance = sum((count / total) ** 2 for count in shares.values())
     kappa = (observed - chance) / (1 - chance) if chance < 1 else float("nan")
     return observed, kappa
 

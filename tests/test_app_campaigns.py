@@ -349,6 +349,11 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
                     strict=True,
                 )
             )
+        summary, agreement, _, split = admin.predict("Base vs GRPO", api_name="/campaign_report")
+        assert summary.startswith("3 of 3 pairs complete, 6 of 6 verdicts") and "tie 0; both poor 0" in summary
+        row = dict(zip(agreement["headers"], agreement["data"][0], strict=True))
+        assert row["pairs judged by two or more"] == 3 and row["note"].startswith("too few pairs")
+        admin.predict("Base vs GRPO", api_name="/campaign_dashboard")  # a comparison's plots: empty, not an error
     assert all(len(set(judged)) == len(judged) for judged in done.values())  # nobody judged a pair twice
     store = AnnotationStore(tmp_path / "data")
     verdicts = store.verdicts()

@@ -210,6 +210,14 @@ def test_the_command_line_imports_a_comparison_as_a_campaign(tmp_path: Path) -> 
         assert "(base vs grpo)" in out.getvalue()
     comparisons = ComparisonCampaigns(Campaigns(AnnotationStore(data)))
     assert len(comparisons.pairs("base vs grpo all")) == 4 and len(comparisons.pairs("base vs grpo flips")) == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = main(["campaign", "export", "base vs grpo all", "--to", str(tmp_path / "x"), "--data-dir", str(data)])
+    assert status == 2 and "python -m train.preferences --campaign 'base vs grpo all'" in out.getvalue()
+    listed = io.StringIO()
+    with contextlib.redirect_stdout(listed):
+        assert main(["campaign", "list", "--data-dir", str(data)]) == 0
+    assert "base vs grpo flips: 0/1 pairs complete, 0/2 verdicts" in listed.getvalue()
     shown = comparisons.next_pair("base vs grpo all", "Dr CLI")
     assert {shown.first.model["model"], shown.second.model["model"]} == {"base-model", "grpo-model"}
     assert shown.first.question == shown.second.question and shown.first.image == shown.second.image

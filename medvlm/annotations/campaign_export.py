@@ -31,6 +31,11 @@ def export_campaign(campaigns: Campaigns, name: str, folder: str | Path) -> Path
     import datasets
 
     campaign = campaigns.get(name)
+    if campaign.kind == "comparison":
+        raise AnnotationError(
+            f"{name!r} is a comparison campaign: export its verdicts as preference pairs with "
+            f"python -m train.preferences --campaign {name!r} --output-dir DIR."
+        )
     annotations = campaigns.annotations(name)
     if not annotations:
         raise AnnotationError(f"The campaign {name!r} has no reviews to export yet.")

@@ -318,20 +318,36 @@ class ComparisonCampaigns:
 
     def tally(self, name: str) -> PairTally:
         """How often each run's model was preferred, tied or both poor, over every verdict of the campaign."""
+        models = self._models(name)
+        totals: Counter[str] = Counter()
+        for _, _, outcomes in self.outcomes(name):
+            totals.update(outcomes)
+        return PairTally(models, {model: totals[model] for model in models}, totals["tie"], totals["both poor"])
+
+    def outcomes(self, name: str) -> list[tuple[int, str, Counter[str]]]:
+        """Per pair, in order: its position, its question, and how many verdicts preferred each run's model
+        (by name), or found a ``"tie"`` or ``"both poor"``: the categories agreement is measured over."""
         pairs = self.pairs(name)
-        first_model = self.store.output(pairs[0][0]).model.get("model", "first run")
-        second_model = self.store.output(pairs[0][1]).model.get("model", "second run")
-        if first_model == second_model:
-            first_model, second_model = f"{first_model} (first run)", f"{second_model} (second run)"
+        models = self._models(name)
         side = {output_id: index for pair in pairs for index, output_id in enumerate(pair)}
-        preferred = {first_model: 0, second_model: 0}
-        outcomes = Counter()
+        by_pair: dict[frozenset, Counter[str]] = {frozenset(pair): Counter() for pair in pairs}
         for verdict in self.verdicts(name):
-            if verdict.preferred is None:
-                outcomes[verdict.outcome] += 1
-            else:
-                preferred[(first_model, second_model)[side[verdict.preferred]]] += 1
-        return PairTally((first_model, second_model), preferred, outcomes["tie"], outcomes["both_poor"])
+            outcome = models[side[verdict.preferred]] if verdict.preferred else verdict.outcome.replace("_", " ")
+            by_pair[frozenset(_sides(verdict))][outcome] += 1
+        questions = [self.store.output(first).question for first, _ in pairs]
+        return [
+            (position, question, by_pair[frozenset(pair)])
+            for position, (pair, question) in enumerate(zip(pairs, questions, strict=True), start=1)
+        ]
+
+    def _models(self, name: str) -> tuple[str, str]:
+        """The two runs' models by name (told apart when both runs named the same model)."""
+        first, second = self.pairs(name)[0]
+        first_model = self.store.output(first).model.get("model", "first run")
+        second_model = self.store.output(second).model.get("model", "second run")
+        if first_model == second_model:
+            return f"{first_model} (first run)", f"{second_model} (second run)"
+        return first_model, second_model
 
     def _assignment(self, campaign: Campaign, pair: str, key: str) -> PairAssignment:
         with self.store._connection() as conn:

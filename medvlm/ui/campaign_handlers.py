@@ -356,6 +356,8 @@ class CampaignHandlers:
         if not campaign:
             return render.error_markdown("Choose a campaign first."), None, None, None
         try:
+            if self.campaigns.get(campaign).kind == "comparison":
+                return self.pairs.report(campaign)
             progress = self.campaigns.progress(campaign)
             annotations = self.campaigns.annotations(campaign)
             disagreements = self.campaigns.disagreements(campaign)

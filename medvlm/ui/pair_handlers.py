@@ -9,15 +9,18 @@ sends a comparison campaign's events here.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import gradio as gr
+import pandas as pd
 
 from medvlm.annotations import VERDICT_CHOICES
 from medvlm.annotations.campaigns import Campaigns
 from medvlm.annotations.comparison_campaigns import ComparisonCampaigns, PairAssignment
 from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints
+from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa
 from medvlm.ui import render
 from medvlm.ui.events import CampaignShown, campaign_message
 from medvlm.ui.session import Session
@@ -72,6 +75,51 @@ class PairHandlers:
         shown = self._show(session, reviewer, assignment, status="Your earlier verdict: change it and Submit & next.")
         earlier = verdict.choice(assignment.first.output_id)  # in terms of the sides as shown again
         return shown._replace(campaign_verdict=gr.update(visible=True, value=earlier))
+
+    def report(self, campaign: str) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """A comparison campaign's report: which model the verdicts preferred, how far reviewers agree, and the
+        pairs they split on. Returns (summary, agreement table, an empty hint table, split pairs)."""
+        comparisons = self.comparisons
+        progress, tally, outcomes = (
+            comparisons.progress(campaign),
+            comparisons.tally(campaign),
+            comparisons.outcomes(campaign),
+        )
+        reviewers = ", ".join(f"{escape_markdown(name)} {count}" for name, count in progress.by_reviewer.items())
+        preferred = "; ".join(f"**{escape_markdown(model)}** {count}" for model, count in tally.preferred.items())
+        summary = (
+            f"{progress.complete} of {progress.outputs} pairs complete, {progress.reviews} of {progress.wanted} "
+            f"verdicts, {progress.skipped} skip(s). Preferred: {preferred}; tie {tally.ties}; both poor "
+            f"{tally.both_poor} ({tally.verdicts} verdicts). Verdicts per reviewer: {reviewers or 'none yet'}."
+        )
+        judged_twice = [counts for _, _, counts in outcomes if sum(counts.values()) >= 2]
+        observed, kappa = fleiss_kappa(judged_twice)
+        enough = len(judged_twice) >= MIN_INTERVAL_OUTPUTS
+        agreement = pd.DataFrame(
+            [
+                {
+                    "question": "which reasoning is better",
+                    "pairs judged by two or more": len(judged_twice),
+                    "observed_agreement": "n/a" if not judged_twice else f"{observed:.2f}",
+                    "fleiss_kappa": "n/a" if not judged_twice or math.isnan(kappa) else f"{kappa:.2f}",
+                    "note": "" if enough else f"too few pairs (fewer than {MIN_INTERVAL_OUTPUTS} judged twice)",
+                }
+            ]
+        )
+        split = pd.DataFrame(
+            [
+                {
+                    "pair": position,
+                    "question": question,
+                    "verdicts": sum(counts.values()),
+                    "split votes": "; ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items())),
+                }
+                for position, question, counts in outcomes
+                if len(counts) > 1
+            ],
+            columns=["pair", "question", "verdicts", "split votes"],
+        )
+        return summary, agreement, pd.DataFrame(), split
 
     def _show(
         self, session: Session, reviewer: str, assignment: PairAssignment | None, *, status: str
