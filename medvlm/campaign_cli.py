@@ -160,9 +160,9 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
         return 0
     if args.action == "list":
         for campaign in campaigns.all():
-            print(f"{campaign.name}: {_line(campaigns.progress(campaign.name), campaign.kind)}", file=out)
+            print(f"{campaign.name}: {_line(_progress(campaigns, campaign.name), campaign.kind)}", file=out)
         return 0
-    progress = campaigns.progress(args.name)
+    progress = _progress(campaigns, args.name)
     if args.json:
         print(json.dumps(asdict(progress), sort_keys=True), file=out)
     else:
@@ -282,6 +282,15 @@ def _generate(campaigns: Campaigns, name: str, loaded: LoadedModel, *, out: Text
             return 130
     print(f"{name}: all {plan.planned} answers stored; reviewers can start.", file=out)
     return 0
+
+
+def _progress(campaigns: Campaigns, name: str):
+    """A campaign's progress: in outputs and reviews, or for a comparison campaign in pairs and verdicts."""
+    if campaigns.get(name).kind == "comparison":
+        from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+
+        return ComparisonCampaigns(campaigns).progress(name)
+    return campaigns.progress(name)
 
 
 def _line(progress, kind: str = "review") -> str:

@@ -77,7 +77,6 @@ def test_every_pair_gets_exactly_k_verdicts_from_different_reviewers(tmp_path: P
     assert sum(map(len, judged.values())) == 8 and all(len(set(done)) == len(done) for done in judged.values())
     progress = comparisons.progress(campaign.name)
     assert (progress.outputs, progress.complete, progress.reviews, progress.wanted) == (4, 4, 8, 8)
-    assert Campaigns(store).progress(campaign.name) == progress  # the campaign list reads the same
     tally = comparisons.tally(campaign.name)
     assert tally.preferred == {"JZPeterPan/MedVLM-R1": 8, "grpo-run": 0} and tally.verdicts == 8
     assert comparisons.next_pair(campaign.name, "Dr D") is None

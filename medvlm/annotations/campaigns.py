@@ -584,12 +584,8 @@ class Campaigns:
         return self.store.reviews_of(self.output_ids(name))
 
     def progress(self, name: str) -> Progress:
-        """How far it is; for a comparison campaign, in pairs and verdicts."""
+        """How far a review campaign is (a comparison campaign's: :meth:`ComparisonCampaigns.progress`)."""
         campaign = self.get(name)
-        if campaign.kind == "comparison":
-            from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
-
-            return ComparisonCampaigns(self).progress(name)
         wanted = campaign.reviews_per_output
         with self.store._connection() as conn:
             counts = [
