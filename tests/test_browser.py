@@ -520,6 +520,15 @@ def test_submit_and_next_steps_through_an_evaluation_run(
     page.close()
 
 
+def start_campaign(page, campaign: str, reviewer: str) -> None:
+    """Open the Campaigns tab, choose ``campaign`` and start reviewing it as ``reviewer``, as a person does."""
+    page.get_by_role("tab", name="Campaigns").click()
+    page.locator("#campaign-choice input").first.click()
+    page.get_by_role("option", name=campaign).click()
+    page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill(reviewer)
+    page.locator("button#campaign-start").click()
+
+
 def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     browser, app_url: str, data_dir: Path
 ) -> None:
@@ -536,11 +545,7 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     )
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(app_url)
-    page.get_by_role("tab", name="Campaigns").click()
-    page.locator("#campaign-choice input").first.click()
-    page.get_by_role("option", name="Browser round").click()
-    page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill("Dr Campaign")
-    page.locator("button#campaign-start").click()
+    start_campaign(page, "Browser round", "Dr Campaign")
     expect(page.locator("#campaign-guidelines")).to_contain_text("Mark contradictions", timeout=60_000)
     expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 2", timeout=30_000)
     expect(page.locator("#campaign-viewer img.picture")).to_be_visible()
@@ -716,11 +721,7 @@ def test_a_reviewer_judges_a_blind_comparison_campaign_with_the_keys_and_goes_ba
     comparisons.create("Browser pairs", pairs, verdicts_per_pair=1, blind=True, created_by="admin")
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.goto(app_url)
-    page.get_by_role("tab", name="Campaigns").click()
-    page.locator("#campaign-choice input").first.click()
-    page.get_by_role("option", name="Browser pairs").click()
-    page.locator("#campaign-reviewer textarea, #campaign-reviewer input").first.fill("Dr Pairs")
-    page.locator("button#campaign-start").click()
+    start_campaign(page, "Browser pairs", "Dr Pairs")
     expect(page.locator("#campaign-case")).to_contain_text("Pair 1 of 2", timeout=60_000)
     expect(page.locator("#campaign-pair")).to_be_visible()
     expect(page.locator("#campaign-flags")).to_be_hidden()  # a verdict, not a review, is asked for

@@ -458,13 +458,7 @@ class CampaignHandlers:
     def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
         campaign = self.campaigns.get(session.campaign)
         progress = self.campaigns.progress(campaign.name)
-        mine = next(
-            (count for name, count in progress.by_reviewer.items() if name.casefold() == reviewer.casefold()), 0
-        )
-        overall = (
-            f"**{progress.complete} of {progress.outputs}** outputs have their {campaign.reviews_per_output} "
-            f"review(s) ({progress.reviews} of {progress.wanted} reviews); you have reviewed **{mine}**."
-        )
+        overall = render.campaign_progress(progress, reviewer, campaign.reviews_per_output)
         if assignment is None:
             session.campaign_output_id = None
             return CampaignShown(

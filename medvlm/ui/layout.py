@@ -540,6 +540,24 @@ GROUPED_PLOTS = (("modality", "modality"), ("question_type", "question type"), (
 """The campaign report's flag-rate plots: the column grouped by, and its name on the plot."""
 
 
+def _campaign_answer(page: dict[str, Any], prefix: str, *, header: str) -> None:
+    """One stored answer under review: its heading, the options with its choice, its reasoning, its hints.
+
+    ``prefix`` is ``"campaign_"`` for the answer shown first, ``"campaign_second_"`` for a pair's other one.
+    """
+    ids = prefix.replace("_", "-")
+    page[header] = gr.Markdown(elem_id=header.replace("_", "-"))
+    page[f"{prefix}answer"] = gr.HTML(css_template=render.OPTIONS_CSS, js_on_load=None, elem_id=f"{ids}answer")
+    page[f"{prefix}reasoning"] = gr.Textbox(
+        label="Reasoning",
+        lines=6,
+        max_lines=14,
+        interactive=False,
+        elem_id=f"{ids}reasoning",
+    )
+    page[f"{prefix}hints"] = gr.Markdown(elem_id=f"{ids}hints")
+
+
 def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Tab) -> None:
     """A shared review campaign, one handed-out output at a time (created with ``medvlm campaign create``)."""
     handlers = CampaignHandlers(workbench)
@@ -576,20 +594,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             page["campaign_viewer"] = viewer(elem_id="campaign-viewer")
         with gr.Column(scale=6, min_width=320):
             page["campaign_case"] = gr.Markdown(elem_id="campaign-case")
-            page["campaign_first_header"] = gr.Markdown(elem_id="campaign-first-header")
-            page["campaign_answer"] = gr.HTML(
-                css_template=render.OPTIONS_CSS,
-                js_on_load=None,
-                elem_id="campaign-answer",
-            )
-            page["campaign_reasoning"] = gr.Textbox(
-                label="Reasoning",
-                lines=6,
-                max_lines=14,
-                interactive=False,
-                elem_id="campaign-reasoning",
-            )
-            page["campaign_hints"] = gr.Markdown(elem_id="campaign-hints")
+            _campaign_answer(page, "campaign_", header="campaign_first_header")
             for name, elem_id in (("campaign_output_id", "campaign-output-id"),
                                   ("campaign_second_output_id", "campaign-second-output-id")):  # fmt: skip
                 page[name] = gr.Textbox(
@@ -658,20 +663,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             )
         # A comparison campaign's second answer, beside the first.
         with gr.Column(scale=6, min_width=320, visible=False, elem_id="campaign-pair") as page["campaign_pair_panel"]:
-            page["campaign_second_header"] = gr.Markdown(elem_id="campaign-second-header")
-            page["campaign_second_answer"] = gr.HTML(
-                css_template=render.OPTIONS_CSS,
-                js_on_load=None,
-                elem_id="campaign-second-answer",
-            )
-            page["campaign_second_reasoning"] = gr.Textbox(
-                label="Reasoning",
-                lines=6,
-                max_lines=14,
-                interactive=False,
-                elem_id="campaign-second-reasoning",
-            )
-            page["campaign_second_hints"] = gr.Markdown(elem_id="campaign-second-hints")
+            _campaign_answer(page, "campaign_second_", header="campaign_second_header")
 
     with gr.Accordion("Set up campaigns (administrators)", open=False, elem_id="campaign-admin"):
         gr.Markdown(

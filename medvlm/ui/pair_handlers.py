@@ -126,13 +126,7 @@ class PairHandlers:
     ) -> CampaignShown:
         campaign = self.comparisons.get(session.campaign)
         progress = self.comparisons.progress(campaign.name)
-        mine = next(
-            (count for name, count in progress.by_reviewer.items() if name.casefold() == reviewer.casefold()), 0
-        )
-        overall = (
-            f"**{progress.complete} of {progress.outputs}** pairs have their {campaign.reviews_per_output} "
-            f"verdict(s) ({progress.reviews} of {progress.wanted} verdicts); you have judged **{mine}**."
-        )
+        overall = render.campaign_progress(progress, reviewer, campaign.reviews_per_output, comparison=True)
         guidelines = campaign.guidelines or "No guidelines were written for this campaign."
         if assignment is None:
             session.campaign_output_id = None

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from medvlm.annotations import FLAGS, SPAN_LABELS, Annotation, ModelOutput, ReviewVersion
+from medvlm.annotations.campaigns import Progress
 from medvlm.images import SafeMetadata
 from medvlm.model import LoadedModel
 from medvlm.processor import RECIPE_MAX_PIXELS, image_tokens
@@ -371,6 +372,16 @@ def hints_markdown(hints: Sequence[Any]) -> str:
         for hint in hints
     ]
     return "Pre-check hints (suggestions, not flags):\n" + "\n".join(lines)
+
+
+def campaign_progress(progress: Progress, reviewer: str, per_item: int, *, comparison: bool = False) -> str:
+    """A campaign's progress line: items with their k judgements, and how many are this reviewer's."""
+    mine = next((count for name, count in progress.by_reviewer.items() if name.casefold() == reviewer.casefold()), 0)
+    items, judgements, verb = ("pairs", "verdict", "judged") if comparison else ("outputs", "review", "reviewed")
+    return (
+        f"**{progress.complete} of {progress.outputs}** {items} have their {per_item} {judgements}(s) "
+        f"({progress.reviews} of {progress.wanted} {judgements}s); you have {verb} **{mine}**."
+    )
 
 
 def revealed_pair(first: str | None, second: str | None) -> str:
