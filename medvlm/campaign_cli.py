@@ -187,10 +187,8 @@ def _create_comparison(campaigns: Campaigns, args: argparse.Namespace, *, out: T
         ) from None
     if len(folders) != 2 or not all((folder / "samples.jsonl").is_file() for folder in folders):
         raise MedVLMError(f"The runs {report_path} names are not both there (their samples.jsonl): {folders}.")
-    only = None
-    if args.flips_only:
-        only = {str(flip["id"]) for flips in report.get("flips", {}).values() for flip in flips}
-    first, second = paired_runs(*(read_evaluation_samples(folder / "samples.jsonl") for folder in folders), only=only)
+    runs = [read_evaluation_samples(folder / "samples.jsonl") for folder in folders]
+    first, second = paired_runs(*runs, flips_only=args.flips_only)
     root = args.images or folders[0]
     pairs = list(zip(samples_outputs(first, root), samples_outputs(second, root), strict=True))
     campaign = ComparisonCampaigns(campaigns).create(

@@ -98,14 +98,14 @@ def uploaded_outputs(samples: list[dict[str, Any]], images: dict[str, bytes]) ->
 
 
 def paired_runs(
-    first: list[dict[str, Any]], second: list[dict[str, Any]], *, only: set[str] | None = None
+    first: list[dict[str, Any]], second: list[dict[str, Any]], *, flips_only: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The samples of two runs on the same questions, matched by question id, in the first run's order.
 
-    ``only`` keeps those ids alone (for instance the questions that flipped, from
-    ``train.compare``'s ``comparison.json``). Questions only one run answered are left out; a
-    matched pair whose question, options or image differ stops the read with its id, since a
-    verdict between them would compare nothing.
+    ``flips_only`` keeps the questions that flipped alone (right in one run, wrong in the other:
+    ``train.compare``'s flips), where what RL changed is easiest to see. Questions only one run
+    answered are left out; a matched pair whose question, options or image differ stops the read
+    with its id, since a verdict between them would compare nothing.
     """
     for run, samples in (("first", first), ("second", second)):
         unnamed = next((number for number, sample in enumerate(samples, start=1) if "id" not in sample), None)
@@ -116,7 +116,7 @@ def paired_runs(
     for sample in first:
         question_id = str(sample["id"])
         other = by_id.get(question_id)
-        if other is None or (only is not None and question_id not in only):
+        if other is None or (flips_only and not _flipped(question_id, sample, other)):
             continue
         if [sample["question"], sample["options"], _image_name(sample)] != [
             other["question"],
@@ -129,9 +129,20 @@ def paired_runs(
             )
         kept_first.append(sample)
         kept_second.append(other)
+    if not kept_first and flips_only and any(str(sample["id"]) in by_id for sample in first):
+        raise MedVLMError("No question flipped between the two runs: both got each shared question right, or wrong.")
     if not kept_first:
         raise MedVLMError("The two runs share no question (by id) to compare: were they run on the same data?")
     return kept_first, kept_second
+
+
+def _flipped(question_id: str, first: dict[str, Any], second: dict[str, Any]) -> bool:
+    if "correct" not in first or "correct" not in second:
+        raise MedVLMError(
+            f"Question {question_id} does not say whether it was answered correctly in both runs, so flips cannot "
+            "be found: use samples.jsonl files written by python -m train.evaluate."
+        )
+    return bool(first["correct"]) != bool(second["correct"])
 
 
 def _image_name(sample: dict[str, Any]) -> str:

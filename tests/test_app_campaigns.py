@@ -17,6 +17,7 @@ import pytest
 from helpers import REPO, client, free_port, model_output, named, running_app
 from medvlm.annotations import AnnotationStore
 from medvlm.annotations.campaigns import Campaigns
+from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
 from medvlm.ui import AppConfig
 from medvlm.ui.events import CampaignShown
 
@@ -309,7 +310,7 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
 ) -> None:
     """An administrator imports two runs of the same questions as a blind comparison campaign; four reviewers
     judge it at once through the API: every pair ends with exactly k verdicts, nobody judges one twice, and each
-    verdict names the output that was shown second."""
+    verdict names the output that was shown second. A flips-only import keeps the one question that flipped."""
     import json
 
     from gradio_client import handle_file
@@ -323,10 +324,14 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
     runs = {}
     for name in ("base", "grpo"):
         (tmp_path / name).mkdir()
-        runs[name] = samples_file(tmp_path / name, images, model={"model": f"{name}-model"}, correct=True)
+        questions = [f"Which finding in scan {index}?" for index in range(3)]
+        runs[name] = samples_file(
+            tmp_path / name, images, questions=questions, model={"model": f"{name}-model"}, correct=True
+        )
     lines = [json.loads(line) for line in runs["grpo"].read_text().splitlines()]
     for line in lines:
         line["completion"] = "<think>The lung fields are clear.</think><answer>B</answer>"
+    lines[1]["correct"] = False  # the second question flips
     runs["grpo"].write_text("".join(json.dumps(line) + "\n" for line in lines))
     upload = [handle_file(str(runs["base"])), *(handle_file(str(tmp_path / f"scan{index}.png")) for index in range(3))]
     users = tuple((f"rev{index}", "pw") for index in range(4))
@@ -341,6 +346,14 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
             handle_file(str(runs["grpo"])), api_name="/campaign_create",
         )  # fmt: skip
         assert status == "Created comparison campaign Base vs GRPO: 3 pairs, 2 verdict(s) each.", status
+        _, status = admin.predict(
+            upload, "Flips", 1, "", True, "comparison", handle_file(str(runs["grpo"])), True,
+            api_name="/campaign_create",
+        )  # fmt: skip
+        assert status == "Created comparison campaign Flips: 1 pairs, 1 verdict(s) each.", status
+        store = AnnotationStore(tmp_path / "data")
+        flipped = [store.output(first).question for first, _ in ComparisonCampaigns(Campaigns(store)).pairs("Flips")]
+        assert flipped == [lines[1]["question"]]
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             done = dict(
                 zip(

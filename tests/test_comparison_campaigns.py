@@ -167,7 +167,16 @@ def test_two_runs_are_paired_by_question_id_and_must_ask_the_same_questions() ->
     second = [{"id": "q2", **_case("y")}, {"id": "q1", "question": "Q?", "options": ["A", "B"], "image": "b/x.png"}]
     kept_first, kept_second = paired_runs(first, second + [{"id": "q3", **_case("z")}])
     assert [sample["id"] for sample in kept_first] == [sample["id"] for sample in kept_second] == ["q1", "q2"]
-    assert [sample["id"] for sample in paired_runs(first, second, only={"q2"})[0]] == ["q2"]
+    with pytest.raises(MedVLMError, match="does not say whether it was answered correctly"):
+        paired_runs(first, second, flips_only=True)
+    marked = [
+        [{**sample, "correct": right} for sample, right in zip(run, rights, strict=True)]
+        for run, rights in ((first, [True, True]), (second, [True, False]))
+    ]  # the second run lists q2 before q1
+    flipped = paired_runs(*marked, flips_only=True)  # q1: right in the first run, wrong in the second
+    assert [sample["id"] for sample in flipped[0]] == [sample["id"] for sample in flipped[1]] == ["q1"]
+    with pytest.raises(MedVLMError, match="No question flipped"):
+        paired_runs(marked[0], marked[0], flips_only=True)
     with pytest.raises(MedVLMError, match="Question q2 differs"):
         paired_runs(first, [{"id": "q2", **_case("other")}])
     with pytest.raises(MedVLMError, match="share no question"):

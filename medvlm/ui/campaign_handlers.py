@@ -182,6 +182,7 @@ class CampaignHandlers:
         new_campaign_blind: bool = False,
         new_campaign_source: str | None = "run",
         new_campaign_second_run: str | None = None,
+        new_campaign_flips_only: bool = False,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
@@ -192,7 +193,8 @@ class CampaignHandlers:
         ``"dataset"`` (a dataset file and its images: the questions are stored, then answered with
         a progress bar; an interruption is continued with :meth:`continue_generation`) or
         ``"comparison"`` (a comparison campaign: the first run's samples.jsonl and images, and the
-        second run's samples.jsonl as ``new_campaign_second_run``, paired by question id).
+        second run's samples.jsonl as ``new_campaign_second_run``, paired by question id; with
+        ``new_campaign_flips_only``, only the questions one run got right and the other wrong).
         Returns (campaign choices, status). Gradio's copies of the uploads are deleted once read.
         """
         paths = list(new_campaign_files or [])
@@ -209,7 +211,9 @@ class CampaignHandlers:
             if new_campaign_source == "dataset":
                 campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
             elif new_campaign_source == "comparison":
-                campaign = self._compare_uploads(paths, second_run, new_campaign_name or "", settings)
+                campaign = self._compare_uploads(
+                    paths, second_run, new_campaign_name or "", settings, flips_only=bool(new_campaign_flips_only)
+                )
             else:
                 if not paths:
                     raise MedVLMError("Upload the run's samples.jsonl together with the image files it names.")
@@ -284,7 +288,9 @@ class CampaignHandlers:
             raise MedVLMError(f"No question in the dataset could be used. {report.summary()}")
         return plan_campaign(self.campaigns, name, records, loaded=loaded, **settings)
 
-    def _compare_uploads(self, paths: list[str], second: list[str], name: str, settings: dict[str, Any]) -> Campaign:
+    def _compare_uploads(
+        self, paths: list[str], second: list[str], name: str, settings: dict[str, Any], *, flips_only: bool
+    ) -> Campaign:
         """A comparison campaign from two uploaded runs on the same questions (the images uploaded with the first)."""
         if not paths or not second:
             raise MedVLMError(
@@ -296,7 +302,7 @@ class CampaignHandlers:
             second_samples = read_evaluation_samples(second[0])
         except (OSError, UnicodeDecodeError):
             raise MedVLMError("The second run's samples.jsonl could not be read as text.") from None
-        first_samples, second_samples = paired_runs(first_samples, second_samples)
+        first_samples, second_samples = paired_runs(first_samples, second_samples, flips_only=flips_only)
         outputs = [uploaded_outputs(samples, images) for samples in (first_samples, second_samples)]
         pairs = list(zip(*outputs, strict=True))
         return self.pairs.comparisons.create(

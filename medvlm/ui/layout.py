@@ -713,6 +713,11 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     label="Blind: hide the model and the correct answer from reviewers",
                     elem_id="new-campaign-blind",
                 )
+                new_flips_only = gr.Checkbox(
+                    label="Only the questions that flipped (one run right, the other wrong)",
+                    visible=False,
+                    elem_id="new-campaign-flips-only",
+                )
         new_guidelines = gr.Textbox(
             label="Guidelines (Markdown)",
             lines=4,
@@ -734,15 +739,15 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             )
         admin_status = gr.Markdown(elem_id="campaign-admin-status")
     new_source.change(
-        lambda source: gr.update(visible=source == "comparison"),
+        lambda source: [gr.update(visible=source == "comparison")] * 2,
         [new_source],
-        [new_second_run],
+        [new_second_run, new_flips_only],
         api_visibility="private",
         queue=False,
     )
     create.click(
         handlers.create_campaign,
-        [new_files, new_name, new_k, new_guidelines, new_blind, new_source, new_second_run],
+        [new_files, new_name, new_k, new_guidelines, new_blind, new_source, new_second_run, new_flips_only],
         [page["campaign"], admin_status],
         api_name="campaign_create",
     )
