@@ -49,7 +49,9 @@ def test_bad_verdicts_are_refused_in_words() -> None:
         Verdict.from_sides("a", "b", "tie", reviewer="  ", blind=False)
 
 
-def test_verdicts_are_stored_with_both_outputs_and_a_changed_mind_replaces_its_own(tmp_path: Path) -> None:
+def test_verdicts_are_stored_with_both_outputs_and_a_changed_mind_updates_its_own_keeping_the_first(
+    tmp_path: Path,
+) -> None:
     store = AnnotationStore(tmp_path)
     base, grpo = pair()
     stored, created = store.add_verdict(
@@ -58,7 +60,7 @@ def test_verdicts_are_stored_with_both_outputs_and_a_changed_mind_replaces_its_o
     assert created and stored.id == 1 and stored.preferred == grpo.output_id and stored.decided_at
     assert store.output(grpo.output_id).completion == grpo.completion  # both outputs stored with the verdict
     assert store.output(base.output_id).model["model"] == "JZPeterPan/MedVLM-R1"
-    # The same reviewer (another spelling), the sides shuffled the other way, judging again: one verdict, replaced.
+    # The same reviewer (another spelling), the sides shuffled the other way, judging again: one verdict, updated.
     again, created = store.add_verdict(
         base, grpo, Verdict.from_sides(base.output_id, grpo.output_id, "tie", reviewer="DR PAIR", blind=True)
     )
@@ -73,6 +75,14 @@ def test_verdicts_are_stored_with_both_outputs_and_a_changed_mind_replaces_its_o
     ]
     assert kept[0].shown_first == base.output_id and kept[1].blind is False
     assert store.verdicts(["nothing"]) == [] and len(store.verdicts()) == 2
+    history = store.verdict_history(1)  # the first judgement is kept as version 1, the latest is what counts
+    assert [(version.outcome, version.preferred, version.shown_first) for version in history] == [
+        ("preferred", grpo.output_id, grpo.output_id),
+        ("tie", None, base.output_id),
+    ]
+    assert history[-1] == kept[0] and [version.outcome for version in store.verdict_history(other.id)] == ["preferred"]
+    with pytest.raises(AnnotationError, match="No verdict has the id 99"):
+        store.verdict_history(99)
 
 
 def test_a_verdict_on_answers_to_different_cases_or_another_pair_is_refused(tmp_path: Path) -> None:
@@ -100,3 +110,21 @@ def test_the_schema_itself_refuses_a_verdict_naming_an_output_outside_its_pair(t
     store.add_verdict(base, grpo, Verdict.from_sides(base.output_id, grpo.output_id, "tie", reviewer="Dr P", blind=1))
     with sqlite3.connect(store.db_path) as conn, pytest.raises(sqlite3.IntegrityError):
         conn.execute("UPDATE verdicts SET outcome = 'preferred', preferred = 'someone else'")
+
+
+def test_a_schema_7_store_keeps_its_verdicts_as_their_first_version(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path)
+    base, grpo = pair()
+    store.add_verdict(
+        base, grpo, Verdict.from_sides(base.output_id, grpo.output_id, "first", reviewer="Dr P", blind=0)
+    )
+    with sqlite3.connect(store.db_path) as conn:  # what a store written before verdict versions holds
+        conn.execute("DROP TABLE verdict_versions")
+        conn.execute("PRAGMA user_version = 7")
+    reopened = AnnotationStore(tmp_path)
+    (old,) = reopened.verdicts()
+    assert reopened.verdict_history(old.id) == [old]
+    reopened.add_verdict(
+        base, grpo, Verdict.from_sides(base.output_id, grpo.output_id, "both_poor", reviewer="Dr P", blind=0)
+    )
+    assert [version.outcome for version in reopened.verdict_history(old.id)] == ["preferred", "both_poor"]

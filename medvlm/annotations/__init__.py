@@ -36,6 +36,8 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
   dataset; ``outputs.question_type``.
 * ``verdicts`` (schema 7): pairwise verdicts on two outputs for the same case (which reasoning is
   better, a tie, or both poor), one per (pair, reviewer), in terms of outputs, never of sides.
+* ``verdict_versions(verdict_id, version)`` (schema 8): every save of a verdict; ``verdicts``
+  holds the latest, which is the one that counts.
 
 Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
 case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.

@@ -255,6 +255,32 @@ def _add_verdicts_v7(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_verdict_versions_v8(conn: sqlite3.Connection) -> None:
+    """Every save of a verdict is kept as a version, as reviews are; existing verdicts become their version 1.
+
+    ``verdicts`` holds a reviewer's latest judgement of a pair (what counts); a changed mind never
+    erases the earlier one.
+    """
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE verdict_versions (
+            verdict_id  INTEGER NOT NULL REFERENCES verdicts (id),
+            version     INTEGER NOT NULL CHECK (version >= 1),
+            shown_first TEXT NOT NULL,
+            outcome     TEXT NOT NULL CHECK (outcome IN ('preferred', 'tie', 'both_poor')),
+            preferred   TEXT,
+            blind       INTEGER NOT NULL CHECK (blind IN (0, 1)),
+            app_version TEXT NOT NULL,
+            decided_at  TEXT NOT NULL,
+            PRIMARY KEY (verdict_id, version)
+        ) WITHOUT ROWID;
+        INSERT INTO verdict_versions
+            SELECT id, 1, shown_first, outcome, preferred, blind, app_version, decided_at FROM verdicts;
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -279,6 +305,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_adjudications_v5,
     _add_generated_campaigns_v6,
     _add_verdicts_v7,
+    _add_verdict_versions_v8,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

@@ -223,8 +223,9 @@ class AnnotationStore:
         """Store a pairwise verdict on two answers to the same case, and the two outputs; ``(verdict, True)`` when new.
 
         ``first`` and ``second`` are the answers as shown (left, right); ``verdict`` names them
-        (:meth:`Verdict.from_sides`). The same reviewer judging the same pair again replaces their
-        verdict (their latest judgement counts; the sides may have been shuffled differently).
+        (:meth:`Verdict.from_sides`). The same reviewer judging the same pair again updates their
+        verdict (their latest judgement counts; the sides may have been shuffled differently) and
+        keeps the earlier one as a version (:meth:`verdict_history`).
         Two answers to different cases (another image, question or options) are refused: such a
         verdict would compare nothing. ``within(conn)`` runs first in the same transaction, as in
         :meth:`add`.
@@ -261,6 +262,12 @@ class AnnotationStore:
                     " decided_at = ? WHERE id = ?",
                     (*values, now, verdict_id),
                 )
+            conn.execute(
+                "INSERT INTO verdict_versions SELECT id, (SELECT coalesce(max(version), 0) + 1 FROM verdict_versions"
+                " WHERE verdict_id = ?1), shown_first, outcome, preferred, blind, app_version, decided_at"
+                " FROM verdicts WHERE id = ?1",
+                (verdict_id,),
+            )
         stored = dataclasses.replace(verdict, reviewer=reviewer, decided_at=now, id=verdict_id)
         return stored, existing is None
 
@@ -276,20 +283,20 @@ class AnnotationStore:
             params = (json.dumps(list(output_ids)),)
         with self._connection() as conn:
             rows = conn.execute(f"{sql} ORDER BY id", params).fetchall()
-        return [
-            Verdict(
-                id=row[0],
-                output_a=row[1],
-                output_b=row[2],
-                shown_first=row[3],
-                outcome=row[4],
-                preferred=row[5],
-                blind=bool(row[6]),
-                reviewer=row[7],
-                decided_at=row[8],
-            )
-            for row in rows
-        ]
+        return [_verdict(row) for row in rows]
+
+    def verdict_history(self, verdict_id: int) -> list[Verdict]:
+        """Every saved version of one verdict, oldest first (the last is what :meth:`verdicts` gives)."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT v.output_a, v.output_b, h.shown_first, h.outcome, h.preferred, h.blind, v.reviewer,"
+                " h.decided_at FROM verdict_versions h JOIN verdicts v ON v.id = h.verdict_id"
+                " WHERE h.verdict_id = ? ORDER BY h.version",
+                (verdict_id,),
+            ).fetchall()
+        if not rows:
+            raise AnnotationError(f"No verdict has the id {verdict_id}.")
+        return [_verdict((verdict_id, *row)) for row in rows]
 
     def output(self, output_id: str) -> ModelOutput:
         """A stored output, with its image, as it was when it was stored (no correct answer: that is a review's)."""
@@ -531,6 +538,22 @@ def _known_spelling(conn: sqlite3.Connection, reviewer: str) -> str:
         if name_key(known) == key:
             return known
     return reviewer
+
+
+def _verdict(row: Sequence[Any]) -> Verdict:
+    """A ``verdicts`` row (id, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at)."""
+    id_, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at = row
+    return Verdict(
+        id=id_,
+        output_a=output_a,
+        output_b=output_b,
+        shown_first=shown_first,
+        outcome=outcome,
+        preferred=preferred,
+        blind=bool(blind),
+        reviewer=reviewer,
+        decided_at=decided_at,
+    )
 
 
 def _check_id(annotation_id: Any) -> int:
