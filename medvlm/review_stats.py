@@ -67,6 +67,32 @@ def flag_rates(annotations: Sequence[Annotation], by: str | None = None) -> pd.D
     return pd.DataFrame(rows, columns=columns)
 
 
+def verdict_rates(pairs: Sequence[tuple[str | None, Mapping[str, int]]], by: str) -> pd.DataFrame:
+    """How a comparison's verdicts fell, per group: ``by, label, count, rate`` (rate: share of the group's verdicts).
+
+    ``pairs`` are (the pair's group, such as its modality; its verdicts counted by outcome: a model's
+    name, ``"tie"`` or ``"both poor"``). The frame has the shape of :func:`flag_rates`, the outcomes in
+    the place of the flags, so one stacked bar plot shows either. Pairs without verdicts count nowhere.
+
+    >>> frame = verdict_rates([("CT", {"grpo": 2, "tie": 1}), ("MRI", {}), (None, {"base": 1})], "modality")
+    >>> frame[["modality", "label", "count"]].values.tolist()
+    [['CT', 'grpo', 2], ['CT', 'tie', 1], ['unknown', 'base', 1]]
+    >>> frame["rate"].round(2).tolist()
+    [0.67, 0.33, 1.0]
+    """
+    groups: dict[str, Counter[str]] = defaultdict(Counter)
+    for group, outcomes in pairs:
+        if sum(outcomes.values()):
+            groups[group or UNKNOWN_GROUP].update(outcomes)
+    rows = [
+        {by: group, "label": label, "count": count, "rate": count / sum(counts.values())}
+        for group, counts in sorted(groups.items())
+        for label, count in counts.items()
+        if count
+    ]
+    return pd.DataFrame(rows, columns=[by, "label", "count", "rate"])
+
+
 def reviewer_agreement(annotations: Sequence[Annotation]) -> pd.DataFrame:
     """Per flag, agreement between reviewers on the outputs reviewed by two or more of them.
 
@@ -259,16 +285,17 @@ def agreement_intervals(
     return pd.DataFrame(rows, columns=["flag", "label", "outputs", "kappa", "low", "high", "note"])
 
 
-def reviews_over_time(annotations: Sequence[Annotation], *, every: str = "h") -> pd.DataFrame:
-    """Cumulative reviews at the end of each period (``every``: a pandas frequency, "h" hourly, "D" daily).
+def reviews_over_time(times: Sequence[str], *, every: str = "h") -> pd.DataFrame:
+    """Cumulative reviews (or verdicts) at the end of each period (``every``: a pandas frequency, "h" hourly).
 
-    Columns ``time`` (UTC, naive, the period's start) and ``reviews`` (how many were submitted by its end):
-    a campaign's progress over time, ready for ``gr.LinePlot(x="time", y="reviews")``. It starts with
-    the period before the first review, at 0, so that a campaign done within one period still draws a line.
+    ``times`` are when each was first submitted (ISO 8601). Columns ``time`` (UTC, naive, the
+    period's start) and ``reviews`` (how many were submitted by its end): a campaign's progress over
+    time, ready for ``gr.LinePlot(x="time", y="reviews")``. It starts with the period before the
+    first one, at 0, so that a campaign done within one period still draws a line.
     """
-    if not annotations:
+    if not times:
         return pd.DataFrame(columns=["time", "reviews"])
-    created = pd.to_datetime([annotation.created_at for annotation in annotations], utc=True).tz_convert(None)
+    created = pd.to_datetime(list(times), utc=True).tz_convert(None)
     per_period = pd.Series(1, index=created).sort_index().resample(every).sum()
     start = per_period.index[0] - pd.tseries.frequencies.to_offset(every)
     cumulative = pd.concat([pd.Series([0], index=[start]), per_period.cumsum()])

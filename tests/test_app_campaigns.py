@@ -161,9 +161,8 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
         review_until_done(app.url, "Dr One", flags=("contradiction",))
         review_until_done(app.url, "Dr Two", flags=("sound",))
         summary, agreement, hints, split = client(app.url).predict("Team round", api_name="/campaign_report")
-        over_time, by_modality, by_question_type, by_model, per_reviewer = client(app.url).predict(
-            "Team round", api_name="/campaign_dashboard"
-        )
+        plots = client(app.url).predict("Team round", api_name="/campaign_dashboard")
+        over_time, by_modality, by_question_type, by_model, per_reviewer = map(plotted, plots)
     assert "2 of 2 outputs complete, 4 of 4 reviews" in summary and "Dr One 2" in summary and "Dr Two 2" in summary
     rows = {row[0]: dict(zip(agreement["headers"], row, strict=True)) for row in agreement["data"]}
     row = rows["Reasoning contradicts the answer"]
@@ -175,8 +174,8 @@ def test_the_campaign_report_counts_reviewers_agreement_and_hint_accuracy(
     rates = {(row[0], row[1]): row[-1] for row in by_question_type["data"]}  # (type, flag) -> share of reviews
     assert by_question_type["columns"][:2] == ["question_type", "flag"]
     assert rates[("Disease Diagnosis", "contradiction")] == 0.5 and rates[("Anatomy Identification", "sound")] == 0.5
-    plotted = per_reviewer.get("value", per_reviewer)  # (an update: its axis starts at 0)
-    assert {row[0]: row[1] for row in plotted["data"]} == {"Dr One": 2, "Dr Two": 2}
+    assert {row[0]: row[1] for row in per_reviewer["data"]} == {"Dr One": 2, "Dr Two": 2}
+    assert plots[-1]["y_lim"] == [0, 2] and plots[0]["title"] == "Reviews submitted so far"
     disagreed = [dict(zip(split["headers"], row, strict=True)) for row in split["data"]]
     assert [row["output"] for row in disagreed] == [1, 2] and "Sound reasoning 1/2" in disagreed[0]["split votes"]
 
@@ -279,6 +278,11 @@ def test_administrators_create_a_campaign_from_a_dataset_the_served_model_answer
     assert [known.name for known in Campaigns(AnnotationStore(store)).all()] == ["Cut short", "Answered here"]
 
 
+def plotted(plot: dict) -> dict:
+    """A dashboard plot's frame as gradio_client returns it (an update carries it as its value)."""
+    return plot.get("value", plot)
+
+
 def judge_until_done(url: str, campaign: str, reviewer: str, auth: tuple[str, str]) -> list[str]:
     """One reviewer's loop over a comparison campaign through the API: Start, then a verdict and next."""
     user = client(url, auth=auth)
@@ -366,7 +370,24 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
         assert summary.startswith("3 of 3 pairs complete, 6 of 6 verdicts") and "tie 0; both poor 0" in summary
         row = dict(zip(agreement["headers"], agreement["data"][0], strict=True))
         assert row["pairs judged by two or more"] == 3 and row["note"].startswith("too few pairs")
-        admin.predict("Base vs GRPO", api_name="/campaign_dashboard")  # a comparison's plots: empty, not an error
+        plots = admin.predict("Base vs GRPO", api_name="/campaign_dashboard")
+        flipped_plots = admin.predict("Flips", api_name="/campaign_dashboard")
+    over_time, by_modality, _, by_model, per_reviewer = map(plotted, plots)
+    assert plots[0]["title"] == "Verdicts submitted so far" and over_time["data"][-1][-1] == 6
+    assert plots[3]["title"] == "Verdicts in this comparison, by model" and plots[3]["color_title"] == "Verdict"
+    outcome_rows = [dict(zip(by_model["columns"], row, strict=True)) for row in by_model["data"]]
+    assert {row["model_id"] for row in outcome_rows} == {"base-model vs grpo-model"}
+    assert {row["label"] for row in outcome_rows} <= {"base-model", "grpo-model"}  # every verdict chose a side
+    assert sum(row["count"] for row in outcome_rows) == 6 and sum(row["rate"] for row in outcome_rows) == 1
+    assert sum(row[2] for row in by_modality["data"]) == 6
+    assert {row[0]: row[1] for row in per_reviewer["data"]} == {
+        user: len(pairs) for user, pairs in done.items() if pairs
+    }
+    # The flipped pair is one of the pairs above: its two verdicts count in both campaigns, as reviews of an output do.
+    assert (
+        plotted(flipped_plots[0])["data"][-1][-1] == 2
+        and sum(row[1] for row in plotted(flipped_plots[-1])["data"]) == 2
+    )
     assert all(len(set(judged)) == len(judged) for judged in done.values())  # nobody judged a pair twice
     store = AnnotationStore(tmp_path / "data")
     verdicts = store.verdicts()

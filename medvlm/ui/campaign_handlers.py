@@ -31,7 +31,7 @@ from medvlm.review_stats import (
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload, file_name
-from medvlm.ui.events import CampaignShown, campaign_message, one_output_form
+from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message, one_output_form
 from medvlm.ui.inputs import as_number
 from medvlm.ui.pair_handlers import PairHandlers
 from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
@@ -409,7 +409,8 @@ class CampaignHandlers:
         return summary, table, hints, split
 
     def dashboard(self, campaign: str | None):
-        """The campaign's progress over time and its flag rates by modality, question type and model.
+        """The campaign's progress over time and its flag rates by modality, question type and model
+        (a comparison's: its verdicts by modality and question type, :meth:`PairHandlers.dashboard`).
 
         Returns (reviews over time, flag rates by modality, by question type, by model, reviews per reviewer).
         """
@@ -417,21 +418,19 @@ class CampaignHandlers:
         if not campaign:
             return empty, empty, empty, empty, empty
         try:
+            if self.campaigns.get(campaign).kind == "comparison":
+                return self.pairs.dashboard(campaign)
             annotations = self.campaigns.annotations(campaign)
             progress = self.campaigns.progress(campaign)
         except MedVLMError:
             return empty, empty, empty, empty, empty
-        per_reviewer = pd.DataFrame(
-            [{"reviewer": name, "reviews": count} for name, count in progress.by_reviewer.items()],
-            columns=["reviewer", "reviews"],
-        )
-        most = int(per_reviewer["reviews"].max()) if len(per_reviewer) else 1
-        return (
-            reviews_over_time(annotations),
+        return campaign_dashboard(
+            reviews_over_time([annotation.created_at for annotation in annotations]),
             flag_rates(annotations, by="modality"),
             flag_rates(annotations, by="question_type"),
             flag_rates(annotations, by="model_id"),
-            gr.update(value=per_reviewer, y_lim=[0, most]),  # from 0: an axis from the smallest count hides its bar
+            progress.by_reviewer,
+            comparison=False,
         )
 
     def adjudicate(

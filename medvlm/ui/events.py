@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import gradio as gr
+import pandas as pd
 
 from medvlm.ui import render
 from medvlm.ui.session import Session
@@ -133,6 +134,43 @@ CampaignShown = _event(
     CAMPAIGN_FIELDS,
     "The Campaigns tab: the output handed to this reviewer (or that there is none left), with a fresh form.",
 )
+
+
+def campaign_dashboard(
+    over_time: Any,
+    by_modality: Any,
+    by_question_type: Any,
+    by_model: Any,
+    by_reviewer: Mapping[str, int],
+    *,
+    comparison: bool,
+) -> tuple[Any, ...]:
+    """The campaign dashboard's five plots, titled for what they count: reviews and flags, or a comparison's
+    verdicts (the plots are shared, so each answer sets its titles). ``by_reviewer``: each one's count."""
+    unit, parts, part = ("verdicts", "Verdicts", "Verdict") if comparison else ("reviews", "Flags", "Flag")
+    per_reviewer = pd.DataFrame(
+        [{"reviewer": name, "reviews": count} for name, count in by_reviewer.items()], columns=["reviewer", "reviews"]
+    )
+    most = max(by_reviewer.values(), default=1)
+    grouped = [
+        gr.update(
+            value=frame,
+            title=f"{parts} in this {'comparison' if comparison else 'campaign'}, by {what}",
+            y_title=f"Share of that {what}'s {unit}, stacked by {part.lower()}",
+            color_title=part,
+        )
+        for frame, what in ((by_modality, "modality"), (by_question_type, "question type"), (by_model, "model"))
+    ]
+    return (
+        gr.update(
+            value=over_time, title=f"{unit.capitalize()} submitted so far", y_title=f"{unit.capitalize()}, cumulative"
+        ),
+        *grouped,
+        # y from 0: an axis from the smallest count hides its bar
+        gr.update(
+            value=per_reviewer, y_lim=[0, most], title=f"{unit.capitalize()} per reviewer", y_title=unit.capitalize()
+        ),
+    )
 
 
 def one_output_form() -> dict[str, Any]:

@@ -20,9 +20,9 @@ from medvlm.annotations.campaigns import Campaigns
 from medvlm.annotations.comparison_campaigns import ComparisonCampaigns, PairAssignment
 from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints
-from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa
+from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa, reviews_over_time, verdict_rates
 from medvlm.ui import render
-from medvlm.ui.events import CampaignShown, campaign_message
+from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import stored_picture, viewer_value
 from medvlm.user_text import escape_markdown
@@ -120,6 +120,27 @@ class PairHandlers:
             columns=["pair", "question", "verdicts", "split votes"],
         )
         return summary, agreement, pd.DataFrame(), split
+
+    def dashboard(self, campaign: str) -> tuple:
+        """A comparison campaign's dashboard: its verdicts over time (by their latest save) and per reviewer,
+        and how they fell (each model preferred, tie, both poor) by modality, by question type and overall."""
+        comparisons = self.comparisons
+        models = " vs ".join(comparisons.tally(campaign).models)
+        cases = [comparisons.store.output(first) for first, _ in comparisons.pairs(campaign)]
+        outcomes = [counts for _, _, counts in comparisons.outcomes(campaign)]
+        return campaign_dashboard(
+            reviews_over_time([verdict.decided_at for verdict in comparisons.verdicts(campaign)]),
+            verdict_rates(
+                [(case.image_metadata.get("modality"), counts) for case, counts in zip(cases, outcomes, strict=True)],
+                "modality",
+            ),
+            verdict_rates(
+                [(case.question_type, counts) for case, counts in zip(cases, outcomes, strict=True)], "question_type"
+            ),
+            verdict_rates([(models, counts) for counts in outcomes], "model_id"),
+            comparisons.progress(campaign).by_reviewer,
+            comparison=True,
+        )
 
     def _show(
         self, session: Session, reviewer: str, assignment: PairAssignment | None, *, status: str
