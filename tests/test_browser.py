@@ -616,9 +616,13 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         page.get_by_role("button", name="Login").click()
         page.get_by_role("tab", name="Campaigns").click()
         page.locator("#campaign-admin").get_by_text("Set up campaigns (administrators)").click()
-        page.locator("#new-campaign-source").get_by_label(
-            "A dataset and its images, answered now by the served model"
-        ).check()
+        source = page.locator("#new-campaign-source")
+        source.get_by_label("Two evaluation runs of the same questions, judged side by side (a comparison)").check()
+        expect(page.locator("#new-campaign-flips-only")).to_be_visible()  # a comparison's own choices show
+        expect(page.locator("#new-campaign-second-run")).to_be_visible()
+        source.get_by_label("A dataset and its images, answered now by the served model").check()
+        expect(page.locator("#new-campaign-flips-only")).to_be_hidden()
+        expect(page.locator("#new-campaign-second-run")).to_be_hidden()
         page.locator("#new-campaign-files input[type=file]").set_input_files(
             [str(tmp_path / "questions.jsonl"), *(str(tmp_path / f"scan{index}.png") for index in range(3))]
         )
