@@ -370,6 +370,12 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
         assert summary.startswith("3 of 3 pairs complete, 6 of 6 verdicts") and "tie 0; both poor 0" in summary
         row = dict(zip(agreement["headers"], agreement["data"][0], strict=True))
         assert row["pairs judged by two or more"] == 3 and row["note"].startswith("too few pairs")
+        refused = admin.predict("Base vs GRPO", "1", [], "", None, api_name="/campaign_adjudicate")
+        assert "Choose the adjudicated verdict" in refused
+        decided = admin.predict("Base vs GRPO", "1", [], "base reads it", "first", api_name="/campaign_adjudicate")
+        assert decided.startswith("Adjudicated pair 1: base-model better"), decided
+        _, _, _, split = admin.predict("Base vs GRPO", api_name="/campaign_report")
+        assert split["headers"][-1] == "adjudicated"
         plots = admin.predict("Base vs GRPO", api_name="/campaign_dashboard")
         flipped_plots = admin.predict("Flips", api_name="/campaign_dashboard")
     over_time, by_modality, _, by_model, per_reviewer = map(plotted, plots)
@@ -390,6 +396,9 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
     )
     assert all(len(set(judged)) == len(judged) for judged in done.values())  # nobody judged a pair twice
     store = AnnotationStore(tmp_path / "data")
+    first_pair = ComparisonCampaigns(Campaigns(store)).pairs("Base vs GRPO")[0]
+    (adjudicated,) = ComparisonCampaigns(Campaigns(store)).adjudications("Base vs GRPO").values()
+    assert adjudicated.preferred == first_pair[0] and adjudicated.reviewer == "rev0"  # the base run's answer
     verdicts = store.verdicts()
     per_pair: dict[frozenset, list[str]] = {}
     for verdict in verdicts:

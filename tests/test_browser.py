@@ -748,4 +748,10 @@ def test_a_reviewer_judges_a_blind_comparison_campaign_with_the_keys_and_goes_ba
     page.locator("button#campaign-back").click()
     expect(page.locator("#campaign-case")).to_contain_text("Pair 1 of 2", timeout=30_000)
     expect(page.locator("#campaign-verdict").get_by_label("Answer 2 is better")).to_be_checked()
+    # The report of a comparison asks an adjudicator for a verdict on a pair, not for flags.
+    page.locator("#campaign-report-box").get_by_text("Campaign report").click()
+    page.locator("button#campaign-report-refresh").click()
+    expect(page.locator("#campaign-report")).to_contain_text("1 of 2 pairs complete", timeout=30_000)
+    expect(page.locator("#adjudicate-verdict")).to_be_visible()
+    expect(page.locator("#adjudicate-flags")).to_be_hidden()
     page.close()

@@ -135,6 +135,27 @@ def test_leases_skips_and_refusals(tmp_path: Path) -> None:
         comparisons.create("mixed", [(made[0][0], made[1][1])], verdicts_per_pair=1, created_by="admin")
 
 
+def test_an_adjudicator_decides_a_split_pair_beside_its_verdicts(tmp_path: Path) -> None:
+    comparisons = ComparisonCampaigns(Campaigns(AnnotationStore(tmp_path)))
+    made = pairs(2)
+    comparisons.create("split", made, verdicts_per_pair=2, blind=False, created_by="admin")
+    judge_all(comparisons, "split", "Dr One", "first")
+    judge_all(comparisons, "split", "Dr Two", "second")  # not blind: both see the first run's answer first
+    assert [dict(counts) for _, _, counts in comparisons.outcomes("split")] == [
+        {"JZPeterPan/MedVLM-R1": 1, "grpo-run": 1}
+    ] * 2
+    decided = comparisons.adjudicate("split", 2, "second", " Dr  Adj ", "the GRPO answer names the finding")
+    assert (decided.preferred, decided.reviewer, decided.blind) == (made[1][1].output_id, "Dr Adj", False)
+    again = comparisons.adjudicate("split", 2, "both_poor", "Dr Adj")  # deciding again replaces the decision
+    assert comparisons.adjudications("split") == {made[1][0].output_id: again} and again.preferred is None
+    assert len(comparisons.verdicts("split")) == 4  # the reviewers' verdicts stay as they were
+    with pytest.raises(AnnotationError, match="1 to 2"):
+        comparisons.adjudicate("split", 3, "first", "Dr Adj")
+    with pytest.raises(AnnotationError, match="Choose one of"):
+        comparisons.adjudicate("split", 1, "left", "Dr Adj")
+    assert list(comparisons.adjudications("split")) == [made[1][0].output_id]
+
+
 def _judge_process(folder: str, reviewer: str, queue) -> None:
     comparisons = ComparisonCampaigns(Campaigns(AnnotationStore(folder)))
     queue.put((reviewer, judge_all(comparisons, "shared pairs", reviewer, choice="second")))

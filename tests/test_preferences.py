@@ -138,6 +138,9 @@ def test_verdicts_become_preference_pairs_by_majority_and_export_from_a_comparis
     ]
     assert verdict_pairs(verdicts) == [(won[1], won[0])]
     assert verdict_pairs([Verdict.from_sides(*won, "both_poor", reviewer="Dr A", blind=False)]) == []
+    decided = [Verdict.from_sides(*tied, "first", reviewer="Dr Adj", blind=False),  # splits no more
+               Verdict.from_sides(*won, "tie", reviewer="Dr Adj", blind=False)]  # overrides its majority  # fmt: skip
+    assert verdict_pairs(verdicts, decided) == [(tied[0], tied[1])]
 
     store = AnnotationStore(tmp_path / "data")
     base = model_output(0, output_id="base".ljust(32, "0"), completion=SHALLOW)
@@ -156,6 +159,20 @@ def test_verdicts_become_preference_pairs_by_majority_and_export_from_a_comparis
         SHALLOW
     )
     assert rows[0]["image"].size == base.image.size
+    # An adjudicator (who sees the models: answer 1 is the first run's) decides the pair for the base model.
+    decision = comparisons.adjudicate("Base vs GRPO", 1, "first", "Dr Adj", "the base reads the image")
+    assert decision.preferred == base.output_id and comparisons.adjudications("Base vs GRPO") == {
+        base.output_id: dataclasses.replace(decision, reviewer="Dr Adj")
+    }
+    decided_out = tmp_path / "decided"
+    assert (
+        main(["--data-dir", str(tmp_path / "data"), "--campaign", "Base vs GRPO", "--output-dir", str(decided_out)])
+        == 0
+    )
+    decided_rows = datasets.load_dataset(str(decided_out / "dpo"), split="train", cache_dir=str(tmp_path / "c1"))
+    assert decided_rows["chosen_output_id"] == [base.output_id] and decided_rows["rejected_output_id"] == [
+        grpo.output_id
+    ]
     # Without --campaign, the store's verdicts count too (no review was written at all here).
     assert main(["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "all")]) == 0
     everything = datasets.load_dataset(str(tmp_path / "all" / "dpo"), split="train", cache_dir=str(tmp_path / "c2"))

@@ -120,6 +120,7 @@ def test_a_schema_7_store_keeps_its_verdicts_as_their_first_version(tmp_path: Pa
     )
     with sqlite3.connect(store.db_path) as conn:  # what a store written before verdict versions holds
         conn.execute("DROP TABLE verdict_versions")
+        conn.execute("DROP TABLE campaign_pair_adjudications")
         conn.execute("PRAGMA user_version = 7")
     reopened = AnnotationStore(tmp_path)
     (old,) = reopened.verdicts()

@@ -14,7 +14,7 @@ Within a campaign an adjudicator's decision replaces the reviewers' vote for tha
   (assistant turns), the format ``DPOTrainer`` reads for vision-language models.
   Pairwise verdicts add pairs too: two answers to one case, one of which more than half of the
   pair's verdicts preferred (ties and "both poor" add none; a pair both the flags and the verdicts
-  give appears once).
+  give appears once). In a comparison campaign an adjudicator's verdict on a pair decides it instead.
 * ``sft/``: every sound output as ``prompt`` / ``image`` / ``completion`` (prompt-completion,
   conversational), the format ``SFTTrainer`` reads.
 
@@ -103,11 +103,17 @@ def preference_pairs(judged: Sequence[JudgedOutput]) -> list[tuple[JudgedOutput,
     ]
 
 
-def verdict_pairs(verdicts: Sequence[Verdict]) -> list[tuple[str, str]]:
-    """(chosen, rejected) output ids: each pair of answers more than half of whose verdicts preferred one."""
+def verdict_pairs(verdicts: Sequence[Verdict], adjudicated: Sequence[Verdict] = ()) -> list[tuple[str, str]]:
+    """(chosen, rejected) output ids: each pair of answers more than half of whose verdicts preferred one.
+
+    An ``adjudicated`` verdict (a comparison campaign's adjudicator's) decides its pair alone: a
+    preference makes the pair, a tie or "both poor" drops it.
+    """
     by_pair: dict[tuple[str, str], list[Verdict]] = defaultdict(list)
     for verdict in verdicts:
         by_pair[(verdict.output_a, verdict.output_b)].append(verdict)
+    for decision in adjudicated:
+        by_pair[(decision.output_a, decision.output_b)] = [decision]
     pairs = []
     for (output_a, output_b), judged in by_pair.items():
         preferred = Counter(verdict.preferred for verdict in judged)
@@ -171,18 +177,20 @@ def export(
     adjudicated: Mapping[str, Sequence[str]] | None = None,
     *,
     verdicts: Sequence[Verdict] = (),
+    adjudicated_verdicts: Sequence[Verdict] = (),
     store: AnnotationStore | None = None,
 ) -> dict[str, int]:
     """Write ``dpo/`` and ``sft/`` under ``output_dir``; return how many rows each has.
 
-    ``verdicts`` (pairwise, read with their outputs from ``store``) add preference pairs.
+    ``verdicts`` (pairwise, read with their outputs from ``store``) add preference pairs; an
+    adjudicated verdict decides its pair instead of the majority (:func:`verdict_pairs`).
     """
     judged = judged_outputs(annotations, adjudicated)
     pairs: dict[tuple[str, str], tuple[Answer, Answer]] = {
         (chosen.review.output_id, rejected.review.output_id): (chosen.review, rejected.review)
         for chosen, rejected in preference_pairs(judged)
     }
-    for chosen_id, rejected_id in verdict_pairs(verdicts):
+    for chosen_id, rejected_id in verdict_pairs(verdicts, adjudicated_verdicts):
         if (chosen_id, rejected_id) not in pairs and store is not None:
             pairs[(chosen_id, rejected_id)] = (store.output(chosen_id), store.output(rejected_id))
     sound = [output for output in judged if output.sound]
@@ -219,15 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = AnnotationStore(args.data_dir)
         verdicts: Sequence[Verdict] = ()
+        decided: Sequence[Verdict] = ()
         if args.campaign and Campaigns(store).get(args.campaign).kind == "comparison":
             annotations, adjudicated = [], None
-            verdicts = ComparisonCampaigns(Campaigns(store)).verdicts(args.campaign)
+            comparisons = ComparisonCampaigns(Campaigns(store))
+            verdicts = comparisons.verdicts(args.campaign)
+            decided = list(comparisons.adjudications(args.campaign).values())
         elif args.campaign:
             campaigns = Campaigns(store)
             annotations, adjudicated = campaigns.annotations(args.campaign), campaigns.adjudications(args.campaign)
         else:
             annotations, adjudicated, verdicts = store.query(), None, store.verdicts()
-        counts = export(annotations, args.output_dir, adjudicated, verdicts=verdicts, store=store)
+        counts = export(
+            annotations, args.output_dir, adjudicated, verdicts=verdicts, adjudicated_verdicts=decided, store=store
+        )
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -38,6 +38,8 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
   better, a tie, or both poor), one per (pair, reviewer), in terms of outputs, never of sides.
 * ``verdict_versions(verdict_id, version)`` (schema 8): every save of a verdict; ``verdicts``
   holds the latest, which is the one that counts.
+* ``campaign_pair_adjudications(campaign_id, first_output)`` (schema 9): an adjudicator's verdict
+  on a comparison campaign's pair, beside (never instead of) its reviewers' verdicts.
 
 Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
 case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.

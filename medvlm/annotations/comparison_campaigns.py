@@ -340,6 +340,64 @@ class ComparisonCampaigns:
             for position, (pair, question) in enumerate(zip(pairs, questions, strict=True), start=1)
         ]
 
+    # -- adjudication ------------------------------------------------------------------------------
+
+    def adjudicate(self, name: str, position: int, choice: str, adjudicator: str, note: str = "") -> Verdict:
+        """Decide pair ``position`` (from 1) of a campaign its reviewers split on, beside their verdicts.
+
+        ``choice`` is a key of :data:`VERDICT_CHOICES` with the first run's answer as answer 1 (an
+        adjudicator sees the models). Deciding again replaces the decision. Returns it as a verdict.
+        """
+        campaign = self.get(name)
+        pairs = self.pairs(name)
+        if not 1 <= position <= len(pairs):
+            raise AnnotationError(f"Give the number of a pair of the campaign, 1 to {len(pairs)}.")
+        first, second = pairs[position - 1]
+        decided = replace(
+            Verdict.from_sides(first, second, choice, reviewer=adjudicator, blind=False), decided_at=_now()
+        )
+        with self.store._connection(write=True) as conn:
+            conn.execute(
+                "INSERT INTO campaign_pair_adjudications (campaign_id, first_output, outcome, preferred, note,"
+                " adjudicator, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, first_output)"
+                " DO UPDATE SET outcome = excluded.outcome, preferred = excluded.preferred, note = excluded.note,"
+                " adjudicator = excluded.adjudicator, decided_at = excluded.decided_at",
+                (
+                    campaign.id,
+                    first,
+                    decided.outcome,
+                    decided.preferred,
+                    note or "",
+                    decided.reviewer,
+                    decided.decided_at,
+                ),
+            )
+        return decided
+
+    def adjudications(self, name: str) -> dict[str, Verdict]:
+        """The pair's name (its first run's output id) -> its adjudicator's verdict (the first run's answer first)."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            rows = conn.execute(
+                "SELECT a.first_output, p.second_output, a.outcome, a.preferred, a.adjudicator, a.decided_at"
+                " FROM campaign_pair_adjudications a JOIN campaign_pairs p"
+                " ON p.campaign_id = a.campaign_id AND p.first_output = a.first_output WHERE a.campaign_id = ?",
+                (campaign.id,),
+            ).fetchall()
+        return {
+            first: Verdict(
+                output_a=min(first, second),
+                output_b=max(first, second),
+                shown_first=first,
+                outcome=outcome,
+                preferred=preferred,
+                blind=False,
+                reviewer=adjudicator,
+                decided_at=decided_at,
+            )
+            for first, second, outcome, preferred, adjudicator, decided_at in rows
+        }
+
     def _models(self, name: str) -> tuple[str, str]:
         """The two runs' models by name (told apart when both runs named the same model)."""
         first, second = self.pairs(name)[0]

@@ -281,6 +281,31 @@ def _add_verdict_versions_v8(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_pair_adjudications_v9(conn: sqlite3.Connection) -> None:
+    """An adjudicator's verdict on a comparison campaign's pair its reviewers split on, beside their verdicts.
+
+    Kept in terms of outputs as verdicts are (``preferred``: NULL for a tie or both poor).
+    """
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE campaign_pair_adjudications (
+            campaign_id  INTEGER NOT NULL,
+            first_output TEXT NOT NULL,
+            outcome      TEXT NOT NULL CHECK (outcome IN ('preferred', 'tie', 'both_poor')),
+            preferred    TEXT,
+            note         TEXT NOT NULL,
+            adjudicator  TEXT NOT NULL,
+            decided_at   TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, first_output),
+            FOREIGN KEY (campaign_id, first_output) REFERENCES campaign_pairs (campaign_id, first_output)
+                ON DELETE CASCADE,
+            CHECK ((outcome = 'preferred') = (preferred IS NOT NULL))
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -306,6 +331,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_generated_campaigns_v6,
     _add_verdicts_v7,
     _add_verdict_versions_v8,
+    _add_pair_adjudications_v9,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

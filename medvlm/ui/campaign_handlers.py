@@ -439,26 +439,40 @@ class CampaignHandlers:
         adjudicate_output: Any,
         adjudicate_flags: list[str] | None,
         adjudicate_note: str | None = "",
+        adjudicate_verdict: str | None = None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
     ) -> str:
-        """An administrator decides the flags of a disagreed output (by its number in the campaign)."""
+        """An administrator decides the flags of a disagreed output (by its number in the campaign), or in a
+        comparison campaign the verdict on a split pair (``adjudicate_verdict``; answer 1 is the first run's)."""
         try:
             if not self.workbench.is_admin(profile, request):
                 raise MedVLMError("Only an administrator can adjudicate (a user of --auth, or the Space's owner).")
             if not campaign:
                 raise MedVLMError("Choose a campaign first.")
+            adjudicator = getattr(request, "username", None) or getattr(profile, "username", None) or "admin"
+            if self.campaigns.get(campaign).kind == "comparison":
+                return self.pairs.adjudicate(
+                    campaign, adjudicate_output, adjudicate_verdict, adjudicator, adjudicate_note or ""
+                )
             number = as_number(adjudicate_output, "The output number", whole=True)
             ids = self.campaigns.output_ids(campaign)
             if number is None or not 1 <= number <= len(ids):
                 raise MedVLMError(f"Give the number of an output of the campaign, 1 to {len(ids)}.")
-            adjudicator = getattr(request, "username", None) or getattr(profile, "username", None) or "admin"
             self.campaigns.adjudicate(
                 campaign, ids[number - 1], adjudicate_flags or [], adjudicator, adjudicate_note or ""
             )
         except MedVLMError as error:
             return render.error_markdown(str(error))
         return f"Adjudicated output {number}; the individual reviews are kept as they were."
+
+    def adjudication_form(self, campaign: str | None) -> tuple[Any, Any]:
+        """The adjudication form for the campaign reported on: flags for outputs, a verdict for a pair."""
+        try:
+            comparison = bool(campaign) and self.campaigns.get(campaign).kind == "comparison"
+        except MedVLMError:
+            comparison = False
+        return gr.update(visible=not comparison), gr.update(visible=comparison)
 
     def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
         campaign = self.campaigns.get(session.campaign)

@@ -812,13 +812,14 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 for column, what in GROUPED_PLOTS
             )
         report_disagreements = gr.Dataframe(
-            label="Disagreements to adjudicate (outputs whose reviewers set different flags)",
+            label="Disagreements to adjudicate (outputs whose reviewers set different flags; in a comparison, "
+            "the pairs its reviewers split on)",
             interactive=False,
             elem_id="campaign-disagreements",
         )
         with gr.Row(equal_height=False):
             adjudicate_output = gr.Textbox(  # a number box would show "0" while empty
-                label="Output number (the first column above)",
+                label="Output (or pair) number: the first column above",
                 elem_id="adjudicate-output",
             )
             adjudicate_flags = gr.CheckboxGroup(
@@ -826,6 +827,13 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 label="Adjudicated flags",
                 elem_id="adjudicate-flags",
             )
+            adjudicate_verdict = gr.Radio(
+                [(label.replace("Answer 1", "The first run's").replace("Answer 2", "The second run's"), key)
+                 for key, label in VERDICT_CHOICES.items()],
+                label="Adjudicated verdict on the pair",
+                visible=False,
+                elem_id="adjudicate-verdict",
+            )  # fmt: skip
             adjudicate_note = gr.Textbox(
                 label="Note",
                 elem_id="adjudicate-note",
@@ -849,9 +857,16 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     )
     adjudicate.click(
         handlers.adjudicate,
-        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note],
+        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note, adjudicate_verdict],
         [adjudicate_status],
         api_name="campaign_adjudicate",
+    )
+    report_button.click(
+        handlers.adjudication_form,
+        [page["campaign"]],
+        [adjudicate_flags, adjudicate_verdict],
+        api_visibility="private",
+        queue=False,
     )
     campaigns_tab.select(
         handlers.campaign_choices,

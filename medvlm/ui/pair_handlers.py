@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from medvlm.annotations import VERDICT_CHOICES
+from medvlm.annotations import VERDICT_CHOICES, Verdict
 from medvlm.annotations.campaigns import Campaigns
 from medvlm.annotations.comparison_campaigns import ComparisonCampaigns, PairAssignment
 from medvlm.errors import MedVLMError
@@ -23,6 +24,7 @@ from medvlm.hints import reasoning_hints
 from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa, reviews_over_time, verdict_rates
 from medvlm.ui import render
 from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message
+from medvlm.ui.inputs import as_number
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import stored_picture, viewer_value
 from medvlm.user_text import escape_markdown
@@ -106,6 +108,7 @@ class PairHandlers:
                 }
             ]
         )
+        models, decided = comparisons.tally(campaign).models, comparisons.adjudications(campaign)
         split = pd.DataFrame(
             [
                 {
@@ -113,13 +116,29 @@ class PairHandlers:
                     "question": question,
                     "verdicts": sum(counts.values()),
                     "split votes": "; ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items())),
+                    "adjudicated": _decision(decided.get(first), first, models),
                 }
-                for position, question, counts in outcomes
+                for (position, question, counts), (first, _) in zip(outcomes, comparisons.pairs(campaign), strict=True)
                 if len(counts) > 1
             ],
-            columns=["pair", "question", "verdicts", "split votes"],
+            columns=["pair", "question", "verdicts", "split votes", "adjudicated"],
         )
         return summary, agreement, pd.DataFrame(), split
+
+    def adjudicate(self, campaign: str, number: Any, choice: str | None, adjudicator: str, note: str) -> str:
+        """An administrator's verdict on a split pair (by its number; answer 1 is the first run's)."""
+        position = as_number(number, "The pair number", whole=True)
+        if position is None:
+            raise MedVLMError("Give the number of the pair to adjudicate (the first column of the split pairs).")
+        if not choice:
+            raise MedVLMError("Choose the adjudicated verdict.")
+        decided = self.comparisons.adjudicate(campaign, position, choice, adjudicator, note)
+        first = self.comparisons.pairs(campaign)[position - 1][0]
+        models = self.comparisons.tally(campaign).models
+        return (
+            f"Adjudicated pair {position}: {escape_markdown(_decision(decided, first, models))}; "
+            "the reviewers' verdicts are kept as they were."
+        )
 
     def dashboard(self, campaign: str) -> tuple:
         """A comparison campaign's dashboard: its verdicts over time (by their latest save) and per reviewer,
@@ -202,3 +221,12 @@ class PairHandlers:
             ),
             campaign_second_output_id=second.output_id,
         )
+
+
+def _decision(verdict: Verdict | None, first: str, models: tuple[str, str]) -> str:
+    """An adjudicated verdict in the report's words: the preferred run's model, or tie / both poor."""
+    if verdict is None:
+        return ""
+    if verdict.preferred is None:
+        return verdict.outcome.replace("_", " ")
+    return f"{models[0] if verdict.preferred == first else models[1]} better"
