@@ -379,24 +379,13 @@ class ComparisonCampaigns:
         campaign = self.get(name)
         with self.store._connection() as conn:
             rows = conn.execute(
-                "SELECT a.first_output, p.second_output, a.outcome, a.preferred, a.adjudicator, a.decided_at"
+                "SELECT NULL, min(a.first_output, p.second_output), max(a.first_output, p.second_output),"
+                " a.first_output, a.outcome, a.preferred, 0, a.adjudicator, a.decided_at"
                 " FROM campaign_pair_adjudications a JOIN campaign_pairs p"
                 " ON p.campaign_id = a.campaign_id AND p.first_output = a.first_output WHERE a.campaign_id = ?",
                 (campaign.id,),
             ).fetchall()
-        return {
-            first: Verdict(
-                output_a=min(first, second),
-                output_b=max(first, second),
-                shown_first=first,
-                outcome=outcome,
-                preferred=preferred,
-                blind=False,
-                reviewer=adjudicator,
-                decided_at=decided_at,
-            )
-            for first, second, outcome, preferred, adjudicator, decided_at in rows
-        }
+        return {row[3]: Verdict.from_row(row) for row in rows}
 
     def _models(self, name: str) -> tuple[str, str]:
         """The two runs' models by name (told apart when both runs named the same model)."""

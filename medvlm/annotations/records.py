@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -415,6 +416,22 @@ class Verdict:
             preferred=preferred,
             blind=bool(blind),
             reviewer=normalize_name(reviewer or "", error=AnnotationError),
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Verdict:
+        """A stored verdict: (id, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at)."""
+        id_, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at = row
+        return cls(
+            id=id_,
+            output_a=output_a,
+            output_b=output_b,
+            shown_first=shown_first,
+            outcome=outcome,
+            preferred=preferred,
+            blind=bool(blind),
+            reviewer=reviewer,
+            decided_at=decided_at,
         )
 
     @property

@@ -283,7 +283,7 @@ class AnnotationStore:
             params = (json.dumps(list(output_ids)),)
         with self._connection() as conn:
             rows = conn.execute(f"{sql} ORDER BY id", params).fetchall()
-        return [_verdict(row) for row in rows]
+        return [Verdict.from_row(row) for row in rows]
 
     def verdict_history(self, verdict_id: int) -> list[Verdict]:
         """Every saved version of one verdict, oldest first (the last is what :meth:`verdicts` gives)."""
@@ -296,7 +296,7 @@ class AnnotationStore:
             ).fetchall()
         if not rows:
             raise AnnotationError(f"No verdict has the id {verdict_id}.")
-        return [_verdict((verdict_id, *row)) for row in rows]
+        return [Verdict.from_row((verdict_id, *row)) for row in rows]
 
     def output(self, output_id: str) -> ModelOutput:
         """A stored output, with its image, as it was when it was stored (no correct answer: that is a review's)."""
@@ -538,22 +538,6 @@ def _known_spelling(conn: sqlite3.Connection, reviewer: str) -> str:
         if name_key(known) == key:
             return known
     return reviewer
-
-
-def _verdict(row: Sequence[Any]) -> Verdict:
-    """A ``verdicts`` row (id, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at)."""
-    id_, output_a, output_b, shown_first, outcome, preferred, blind, reviewer, decided_at = row
-    return Verdict(
-        id=id_,
-        output_a=output_a,
-        output_b=output_b,
-        shown_first=shown_first,
-        outcome=outcome,
-        preferred=preferred,
-        blind=bool(blind),
-        reviewer=reviewer,
-        decided_at=decided_at,
-    )
 
 
 def _check_id(annotation_id: Any) -> int:
