@@ -318,7 +318,7 @@ class ComparisonCampaigns:
 
     def tally(self, name: str) -> PairTally:
         """How often each run's model was preferred, tied or both poor, over every verdict of the campaign."""
-        models = self._models(name)
+        models = self.models(name)
         totals: Counter[str] = Counter()
         for _, _, outcomes in self.outcomes(name):
             totals.update(outcomes)
@@ -328,7 +328,7 @@ class ComparisonCampaigns:
         """Per pair, in order: its position, its question, and how many verdicts preferred each run's model
         (by name), or found a ``"tie"`` or ``"both poor"``: the categories agreement is measured over."""
         pairs = self.pairs(name)
-        models = self._models(name)
+        models = self.models(name)
         side = {output_id: index for pair in pairs for index, output_id in enumerate(pair)}
         by_pair: dict[frozenset, Counter[str]] = {frozenset(pair): Counter() for pair in pairs}
         for verdict in self.verdicts(name):
@@ -387,7 +387,7 @@ class ComparisonCampaigns:
             ).fetchall()
         return {row[3]: Verdict.from_row(row) for row in rows}
 
-    def _models(self, name: str) -> tuple[str, str]:
+    def models(self, name: str) -> tuple[str, str]:
         """The two runs' models by name (told apart when both runs named the same model)."""
         first, second = self.pairs(name)[0]
         first_model = self.store.output(first).model.get("model", "first run")

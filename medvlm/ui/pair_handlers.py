@@ -108,7 +108,7 @@ class PairHandlers:
                 }
             ]
         )
-        models, decided = comparisons.tally(campaign).models, comparisons.adjudications(campaign)
+        models, decided = comparisons.models(campaign), comparisons.adjudications(campaign)
         split = pd.DataFrame(
             [
                 {
@@ -134,7 +134,7 @@ class PairHandlers:
             raise MedVLMError("Choose the adjudicated verdict.")
         decided = self.comparisons.adjudicate(campaign, position, choice, adjudicator, note)
         first = self.comparisons.pairs(campaign)[position - 1][0]
-        models = self.comparisons.tally(campaign).models
+        models = self.comparisons.models(campaign)
         return (
             f"Adjudicated pair {position}: {escape_markdown(_decision(decided, first, models))}; "
             "the reviewers' verdicts are kept as they were."
@@ -144,7 +144,7 @@ class PairHandlers:
         """A comparison campaign's dashboard: its verdicts over time (by their latest save) and per reviewer,
         and how they fell (each model preferred, tie, both poor) by modality, by question type and overall."""
         comparisons = self.comparisons
-        models = " vs ".join(comparisons.tally(campaign).models)
+        models = " vs ".join(comparisons.models(campaign))
         cases = [comparisons.store.output(first) for first, _ in comparisons.pairs(campaign)]
         outcomes = [counts for _, _, counts in comparisons.outcomes(campaign)]
         return campaign_dashboard(
