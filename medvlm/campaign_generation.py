@@ -57,33 +57,16 @@ def plan_campaign(
     """Store a campaign of ``records``' questions, to be answered by ``loaded`` with ``settings``.
 
     Any question whose image cannot be read stops the plan with its id: a campaign with holes is
-    not the dataset.
+    not the dataset. The images are read one at a time as they are stored, never all at once.
     """
     if not records:
         raise MedVLMError("The dataset holds no question to answer.")
     campaigns.check_new(name, reviews_per_output)  # before reading every image
     settings = (settings or GenerationSettings()).validate()
     style = loaded.prompt_style if style is None else as_style(style)
-    questions = []
-    for record in records:
-        try:
-            image = load_image(record.image_path)
-        except (ImageLoadError, OSError) as error:
-            raise MedVLMError(f"Question {record.id}, image {record.image_path.name}: {error}") from None
-        questions.append(
-            PlannedQuestion(
-                source_id=record.id,
-                image=image.image,
-                image_metadata=with_dataset_modality(image.metadata.to_dict(), record.modality),
-                question=record.question,
-                options=list(record.options),
-                correct_answer=record.answer,
-                question_type=record.question_type,
-            )
-        )
     return campaigns.plan(
         name,
-        questions,
+        (_planned(record) for record in records),
         model=str(loaded.describe()["model"]),
         settings=settings.to_dict(),
         prompt_style=style.value,
@@ -92,6 +75,23 @@ def plan_campaign(
         guidelines=guidelines,
         blind=blind,
         created_by=created_by,
+    )
+
+
+def _planned(record: VQARecord) -> PlannedQuestion:
+    """A dataset row as a campaign's question, its image rendered and de-identified as the model will see it."""
+    try:
+        image = load_image(record.image_path)
+    except (ImageLoadError, OSError) as error:
+        raise MedVLMError(f"Question {record.id}, image {record.image_path.name}: {error}") from None
+    return PlannedQuestion(
+        source_id=record.id,
+        image=image.image,
+        image_metadata=with_dataset_modality(image.metadata.to_dict(), record.modality),
+        question=record.question,
+        options=list(record.options),
+        correct_answer=record.answer,
+        question_type=record.question_type,
     )
 
 

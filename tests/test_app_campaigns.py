@@ -215,6 +215,78 @@ def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guid
     assert [known.name for known in Campaigns(AnnotationStore(tmp_path / "data")).all()] == ["Round from the UI"]
 
 
+def test_administrators_download_a_campaign_as_a_dataset_and_push_it_to_the_hub(
+    formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's export: a zip that datasets.load_dataset reads, and a push with the server's token only."""
+    import zipfile
+
+    import datasets
+    import huggingface_hub
+
+    from medvlm.annotations import Review, Span
+
+    campaigns = Campaigns(AnnotationStore(tmp_path / "data"))
+    campaigns.create("Team round", campaign_outputs(2), reviews_per_output=2, blind=True, created_by="alice")
+    for reviewer, flags in (("Dr One", ("contradiction",)), ("Dr Two", ("sound",))):
+        while (assignment := campaigns.next_output("Team round", reviewer)) is not None:
+            review = Review(reviewer, flags, "", spans=(Span(7, 12, "irrelevant"),))
+            campaigns.submit("Team round", reviewer, assignment.output.output_id, review)
+    calls = []
+
+    class FakeHub:  # the network stops here; huggingface_hub's own token lookup does not
+        def __init__(self, token=None):
+            calls.append(("token", huggingface_hub.get_token()))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs["repo_type"], kwargs["private"]))
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            files = sorted(str(path.relative_to(folder_path)) for path in Path(folder_path).rglob("*.*"))
+            calls.append(("upload", repo_id, files))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-login"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", users=(("alice", "pw"),))
+    with running_app(config) as app:
+        admin = client(app.url, auth=("alice", "pw"))
+        archive, status = admin.predict("Team round", api_name="/campaign_export")
+        assert "Exported Team round" in status and archive.endswith("Team-round.zip")
+        assert "No Hugging Face token" in admin.predict("Team round", "me/team-round", api_name="/campaign_push")
+        monkeypatch.setenv("HF_TOKEN", "hf_server_secret")
+        assert "not a Hub dataset repository id" in admin.predict("Team round", "me/a b", api_name="/campaign_push")
+        assert "with its owner" in admin.predict("Team round", "team-round", api_name="/campaign_push")
+        assert calls == []  # nothing reached the Hub before the token and the repository were right
+        pushed = admin.predict("Team round", "me/team-round", api_name="/campaign_push")
+        assert "Pushed Team round to https://huggingface.co/datasets/me/team-round" in pushed
+        assert "hf_server_secret" not in pushed
+    assert calls == [
+        ("token", "hf_server_secret"),
+        ("create", "me/team-round", "dataset", True),
+        ("upload", "me/team-round", ["README.md", "data/train-00000-of-00001.parquet"]),
+    ]
+    with running_app(AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data")) as app:  # name mode
+        file, refused = client(app.url).predict("Team round", api_name="/campaign_export")
+        assert file is None and "Only an administrator can export a campaign" in refused
+        assert "Only an administrator" in client(app.url).predict("Team round", "me/x", api_name="/campaign_push")
+
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path / "unzipped")
+    rows = datasets.load_dataset(str(tmp_path / "unzipped"), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert len(rows) == 2 and rows.features["image"].__class__.__name__ == "Image"
+    assert set(rows["output_id"]) == set(campaigns.output_ids("Team round"))
+    for row in rows:
+        assert sorted((review["reviewer"], tuple(review["flags"])) for review in row["reviews"]) == [
+            ("Dr One", ("contradiction",)),
+            ("Dr Two", ("sound",)),
+        ]
+        assert row["reviews"][0]["spans"] == [{"start": 7, "end": 12, "label": "irrelevant"}]
+        assert row["flag_contradiction"] == 0.5 and sorted(row["flags"]) == ["contradiction", "sound"]  # ties count
+    assert "# Review campaign: Team round" in (tmp_path / "unzipped" / "README.md").read_text()
+
+
 def test_administrators_create_a_campaign_from_a_dataset_the_served_model_answers(
     formatted_model_dir: Path, tmp_path: Path
 ) -> None:

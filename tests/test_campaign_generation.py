@@ -178,6 +178,22 @@ def test_uploaded_images_stand_in_for_the_datasets_paths_and_unreadable_ones_sto
     assert campaigns.all() == []  # nothing half-made
 
 
+def test_planning_reads_and_stores_one_image_at_a_time(
+    tmp_path: Path, formatted: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large dataset's images are never all in memory: each is stored before the next is read."""
+    import medvlm.campaign_generation as generation
+
+    events = []
+    read, campaigns = generation.load_image, Campaigns(AnnotationStore(tmp_path / "store"))
+    save = campaigns.store._save_image
+    monkeypatch.setattr(generation, "load_image", lambda path: events.append("read") or read(path))
+    monkeypatch.setattr(campaigns.store, "_save_image", lambda image, sha: events.append("stored") or save(image, sha))
+    plan(campaigns, "One at a time", records(tmp_path / "data", 3), formatted)
+    assert events == ["read", "stored"] * 3
+    assert campaigns.generation("One at a time").planned == 3
+
+
 def test_the_command_line_creates_generates_and_continues(tmp_path: Path, formatted_model_dir: Path) -> None:
     data = dataset(tmp_path / "data", 3)
     store = tmp_path / "store"

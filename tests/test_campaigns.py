@@ -318,6 +318,13 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
         "campaign", "export", "Export round", "--to", str(tmp_path / "export"), "--data-dir", str(tmp_path / "data")
     )
     assert status == 0, err
+    status, out, err = run_cli(
+        "campaign", "export", "Export round", "--to", str(tmp_path / "again"), "--push-to-hub", "me/a b",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    refused = "error: 'me/a b' is not a Hub dataset repository id: give it as owner/name, e.g. me/round1."
+    assert status != 0 and err.strip().splitlines()[-1] == refused
+    assert "Wrote campaign 'Export round'" in out  # the export itself is on disk
     rows = datasets.load_dataset(str(tmp_path / "export"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert len(rows) == 2 and rows.features["image"].__class__.__name__ == "Image"
     row = rows[0]

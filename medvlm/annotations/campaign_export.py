@@ -56,13 +56,45 @@ def export_campaign(campaigns: Campaigns, name: str, folder: str | Path) -> Path
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, api: Any = None) -> str:
-    """Upload an exported campaign to a private Hub dataset repository; returns its URL."""
-    if api is None:
-        from huggingface_hub import HfApi
+    """Upload an exported campaign to a private Hub dataset repository; returns its URL.
 
+    The token is ``token``, else huggingface_hub's own (``HF_TOKEN``, a Space secret, or a saved
+    ``hf auth login``). A missing token, a malformed repository id, a refusal by the Hub or no
+    network each raise :class:`AnnotationError` with a sentence: the export on disk stays as it is.
+    """
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = (repo_id or "").strip()
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise AnnotationError(
+            f"{repo_id!r} is not a Hub dataset repository id: give it as owner/name, e.g. me/round1."
+        ) from None
+    if "/" not in repo_id:
+        raise AnnotationError(f"Give the Hub repository with its owner, as owner/name (e.g. me/{repo_id}).")
+    if api is None:
+        from huggingface_hub import HfApi, get_token
+
+        if not (token or get_token()):
+            raise AnnotationError(
+                "No Hugging Face token, so nothing was pushed: set HF_TOKEN (on a Space, as a secret) or run "
+                "`hf auth login` on the server. The export itself is written."
+            )
         api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="medvlm campaign")
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
+        api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="medvlm campaign"
+        )
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        raise AnnotationError(
+            f"The Hub refused the push to {repo_id} (HTTP {status}): check that the token may write there."
+        ) from None
+    except OSError as error:  # no network: requests' ConnectionError is an OSError
+        raise AnnotationError(f"The Hub could not be reached to push {repo_id} ({type(error).__name__}).") from None
     return f"https://huggingface.co/datasets/{repo_id}"
 
 

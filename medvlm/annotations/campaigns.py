@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -189,7 +189,7 @@ class Campaigns:
     def plan(
         self,
         name: str,
-        questions: Sequence[PlannedQuestion],
+        questions: Iterable[PlannedQuestion],
         *,
         model: str,
         settings: dict[str, Any],
@@ -206,10 +206,10 @@ class Campaigns:
         the answers (:func:`medvlm.campaign_generation.generate_answers`, which adds them with
         :meth:`add_answers`) can stop at any point and resume from the store alone. Reviewers are
         handed nothing until every question has its answer: the set they review is fixed.
+        ``questions`` may be a generator: each image is stored (by content hash, outside the
+        transaction) as it comes, so a large dataset's images are never all in memory at once.
         """
         name = _checked_name(name, reviews_per_output)
-        if not questions:
-            raise AnnotationError("A campaign needs at least one question to answer and review.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise AnnotationError(f"The batch size must be a whole number of at least 1 (got {batch_size!r}).")
         rows = []
@@ -228,6 +228,8 @@ class Campaigns:
                     question.question_type,
                 )
             )
+        if not rows:
+            raise AnnotationError("A campaign needs at least one question to answer and review.")
         with self.store._connection(write=True) as conn:
             campaign_id = _insert_campaign(conn, name, guidelines, reviews_per_output, blind, created_by)
             conn.executemany(

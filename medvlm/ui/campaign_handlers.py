@@ -8,13 +8,18 @@ so a submit from a stale page is checked by the store like any other.
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 import zlib
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from medvlm.annotations import FLAGS, Review, Span
+from medvlm.annotations.campaign_export import export_campaign, push_to_hub
 from medvlm.annotations.campaigns import Assignment, Campaign, Campaigns
 from medvlm.campaign_generation import generate_answers, plan_campaign
 from medvlm.errors import MedVLMError
@@ -260,8 +265,8 @@ class CampaignHandlers:
     def _check_admin(self, profile: gr.OAuthProfile | None, request: gr.Request | None, action: str) -> None:
         if not self.workbench.is_admin(profile, request):
             raise MedVLMError(
-                f"Only an administrator can {action} here (a user of --auth, or the Space's owner). "
-                "On the server: medvlm campaign create."
+                f"Only an administrator can {action} here (a user of --auth, or the Space's owner); "
+                "on the server, the `medvlm campaign` command can."
             )
 
     def _plan_from_upload(self, paths: list[str], name: str, settings: dict[str, Any]) -> Campaign:
@@ -465,6 +470,47 @@ class CampaignHandlers:
         except MedVLMError as error:
             return render.error_markdown(str(error))
         return f"Adjudicated output {number}; the individual reviews are kept as they were."
+
+    def export_campaign(
+        self, campaign: str | None, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None
+    ):
+        """An administrator downloads the campaign as a ``datasets`` dataset: a zip of its Parquet file and card.
+
+        Administrators only: the export holds every reviewer's review and, for a blind campaign,
+        the model and the correct answers its reviewers must not see. Returns (file, status).
+        """
+        try:
+            folder = self._exported(campaign, profile, request)
+        except MedVLMError as error:
+            return None, render.error_markdown(str(error))
+        archive = shutil.make_archive(str(folder), "zip", root_dir=folder)
+        return archive, (
+            f"Exported {escape_markdown(campaign or '')}: unzip it and load the folder with "
+            "`datasets.load_dataset(folder)`."
+        )
+
+    def push_campaign(
+        self,
+        campaign: str | None,
+        export_hub_repo: str | None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request | None = None,
+    ) -> str:
+        """An administrator pushes the campaign's export to a private Hub dataset (with the server's token)."""
+        try:
+            url = push_to_hub(self._exported(campaign, profile, request), export_hub_repo or "")
+        except MedVLMError as error:
+            return render.error_markdown(str(error))
+        return f"Pushed {escape_markdown(campaign or '')} to {url} (a private dataset)."
+
+    def _exported(self, campaign: str | None, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Path:
+        """The campaign exported into a new folder of the app's temporary exports."""
+        self._check_admin(profile, request, "export a campaign")
+        if not campaign:
+            raise MedVLMError("Choose a campaign first.")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", campaign).strip("-.") or "campaign"
+        folder = Path(tempfile.mkdtemp(dir=self.workbench.exports.name)) / stem
+        return export_campaign(self.campaigns, campaign, folder)
 
     def adjudication_form(self, campaign: str | None) -> tuple[Any, Any]:
         """The adjudication form for the campaign reported on: flags for outputs, a verdict for a pair."""

@@ -843,6 +843,44 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             elem_id="adjudicate-save",
         )
         adjudicate_status = gr.Markdown(elem_id="adjudicate-status")
+        gr.Markdown(
+            "**Export (administrators).** The campaign as a `datasets` dataset: one row per output with its "
+            "image, every review, its marked passages and the aggregated and adjudicated flags, and a card "
+            "with the guidelines and the agreement. Download it, or push it to a private Hub dataset with the "
+            "server's token (`HF_TOKEN`, a Space secret)."
+        )
+        with gr.Row(equal_height=False):
+            export_download = gr.Button(
+                "Download the campaign as a dataset (zip)",
+                elem_id="campaign-export",
+            )
+            export_repo = gr.Textbox(
+                label="Hub dataset repository",
+                placeholder="owner/name",
+                elem_id="campaign-export-repo",
+            )
+            export_push = gr.Button(
+                "Push to the Hub",
+                elem_id="campaign-push",
+            )
+        export_file = gr.File(
+            label="The exported campaign",
+            interactive=False,
+            elem_id="campaign-export-file",
+        )
+        export_status = gr.Markdown(elem_id="campaign-export-status")
+    export_download.click(
+        handlers.export_campaign,
+        [page["campaign"]],
+        [export_file, export_status],
+        api_name="campaign_export",
+    )
+    export_push.click(
+        handlers.push_campaign,
+        [page["campaign"], export_repo],
+        [export_status],
+        api_name="campaign_push",
+    )
     report_button.click(
         handlers.report,
         [page["campaign"]],
