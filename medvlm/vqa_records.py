@@ -314,10 +314,11 @@ class _Skip(Exception):
 def _read_sources(source: str | Path, data_root: Path | None, split: str) -> Iterator[tuple[_Origin, Iterable[Any]]]:
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in _DATA_SUFFIXES)
+        files = _data_files(path) or _data_files(path / "data")  # data/: a datasets export, as campaigns write
         if not files:
             raise DatasetError(
-                f"The folder {path} holds no .json, .jsonl or .parquet file (sub-folders are not searched)."
+                f"The folder {path} holds no .json, .jsonl or .parquet file, nor a data/ folder of them (other "
+                "sub-folders are not searched)."
             )
     elif path.is_file():
         files = [path]
@@ -331,6 +332,13 @@ def _read_sources(source: str | Path, data_root: Path | None, split: str) -> Ite
     for file in files:
         root = (data_root or file.parent).resolve()
         yield _Origin(name=file.stem, path=file.resolve(), root=root, blob_root=root), _file_rows(file)
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The data files directly in ``folder`` (none if it is no folder), in name order."""
+    if not folder.is_dir():
+        return []
+    return sorted(child for child in folder.iterdir() if child.is_file() and child.suffix.lower() in _DATA_SUFFIXES)
 
 
 def _file_rows(path: Path) -> Iterable[Any]:
@@ -630,8 +638,10 @@ def load_records(
     """Read multiple-choice VQA rows from a file, a folder of files, or a Hub dataset.
 
     ``source``: a ``.json``/``.jsonl``/``.parquet`` file; a folder (its data files, not its
-    sub-folders: Med-R1 keeps train and test splits in sibling folders, which must not mix); or a
-    Hub dataset id, loaded with ``datasets.load_dataset(source, split=split)`` (needs network).
+    sub-folders: Med-R1 keeps train and test splits in sibling folders, which must not mix; a folder
+    with none of its own but a ``data/`` of them, as ``datasets`` and a campaign export lay it out,
+    is read from there); or a Hub dataset id, loaded with ``datasets.load_dataset(source,
+    split=split)`` (needs network).
     ``data_root``: the folder relative image paths start from (default: the file's folder).
     ``subset`` keeps rows whose original subset is exactly this string (HuatuoGPT's ``subset``
     field, or a Med-R1 split's file name such as "MR (Mag-netic Resonance Imaging)");

@@ -352,8 +352,9 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
         ("create", "me/round", "dataset", True),
         ("upload", "me/round", ["README.md", "train-00000-of-00001.parquet"]),
     ]
-    records, _ = load_records(tmp_path / "export" / "data")  # (it writes the images beside the Parquet file)
+    records, _ = load_records(tmp_path / "export")  # the folder as exported (it writes the images beside the Parquet)
     assert len(records) == 2 and {record.answer for record in records} == {"A", "B"}
+    assert all(record.image_path.is_file() and tmp_path / "export" in record.image_path.parents for record in records)
 
 
 def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: Path) -> None:

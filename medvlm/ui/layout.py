@@ -866,6 +866,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         export_file = gr.File(
             label="The exported campaign",
             interactive=False,
+            height=100,  # a download link, not a drop area
             elem_id="campaign-export-file",
         )
         export_status = gr.Markdown(elem_id="campaign-export-status")
