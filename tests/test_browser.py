@@ -597,9 +597,12 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
 def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
     browser, formatted_model_dir: Path, tmp_path: Path
 ) -> None:
-    """Signed in, the set-up panel takes a dataset and its images; the served model answers them; a review follows."""
+    """Signed in, the set-up panel takes a dataset and its images; the served model answers them; a review
+    follows, and the report's export downloads the campaign as a dataset."""
     import json
+    import zipfile
 
+    import datasets
     from PIL import Image
     from playwright.sync_api import expect
 
@@ -639,7 +642,28 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         page.locator("button#campaign-start").click()
         expect(page.locator("#campaign-case")).to_contain_text("Output 1 of 3", timeout=60_000)
         expect(page.locator("#campaign-viewer img.picture")).to_be_visible()
+        page.locator("#campaign-flags").get_by_label("Sound reasoning").check()
+        page.locator("button#campaign-submit").click()
+        expect(page.locator("#campaign-status")).to_contain_text("Saved your review", timeout=30_000)
+
+        # The administrator downloads the campaign as a dataset from the report.
+        page.locator("#campaign-report-box").get_by_text("Campaign report").click()
+        page.locator("button#campaign-export").click()
+        expect(page.locator("#campaign-export-status")).to_contain_text("Exported Answered in the browser")
+        exported_row = page.locator("#campaign-export-file").get_by_role(
+            "row", name=re.compile(r"^Answered-in-the-browser\.zip")
+        )
+        link = exported_row.get_by_role("link")  # the size and an arrow: Gradio's download link
+        with page.expect_download() as download:
+            link.click()
+        download.value.save_as(tmp_path / "exported.zip")
         page.close()
+    with zipfile.ZipFile(tmp_path / "exported.zip") as zipped:
+        zipped.extractall(tmp_path / "exported")
+    exported = datasets.load_dataset(str(tmp_path / "exported"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert [(row["question"], [review["reviewer"] for review in row["reviews"]]) for row in exported] == [
+        ("Finding 0?", ["alice"])
+    ]
     campaigns = Campaigns(AnnotationStore(tmp_path / "data"))
     assert campaigns.generation("Answered in the browser").done
     stored = [campaigns.store.output(output_id) for output_id in campaigns.output_ids("Answered in the browser")]

@@ -302,6 +302,7 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
 
     from medvlm.annotations.campaign_export import push_to_hub
     from medvlm.vqa_records import load_records
+    from train.data import to_grpo_dataset
 
     store = AnnotationStore(tmp_path / "data")
     campaigns = Campaigns(store)
@@ -355,6 +356,8 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
     records, _ = load_records(tmp_path / "export")  # the folder as exported (it writes the images beside the Parquet)
     assert len(records) == 2 and {record.answer for record in records} == {"A", "B"}
     assert all(record.image_path.is_file() and tmp_path / "export" in record.image_path.parents for record in records)
+    training = to_grpo_dataset(records)  # train.data turns it into GRPO prompts
+    assert sorted(training["solution"]) == ["A", "B"] and training[0]["modality"] == "CT"
 
 
 def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: Path) -> None:

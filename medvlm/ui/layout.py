@@ -850,25 +850,26 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             "server's token (`HF_TOKEN`, a Space secret)."
         )
         with gr.Row(equal_height=False):
-            export_download = gr.Button(
-                "Download the campaign as a dataset (zip)",
-                elem_id="campaign-export",
-            )
-            export_repo = gr.Textbox(
-                label="Hub dataset repository",
-                placeholder="owner/name",
-                elem_id="campaign-export-repo",
-            )
-            export_push = gr.Button(
-                "Push to the Hub",
-                elem_id="campaign-push",
-            )
-        export_file = gr.File(
-            label="The exported campaign",
-            interactive=False,
-            height=100,  # a download link, not a drop area
-            elem_id="campaign-export-file",
-        )
+            with gr.Column():
+                export_download = gr.Button(
+                    "Download the campaign as a dataset (zip)",
+                    elem_id="campaign-export",
+                )
+                export_file = gr.File(
+                    label="The exported campaign",
+                    interactive=False,
+                    elem_id="campaign-export-file",
+                )
+            with gr.Column():
+                export_repo = gr.Textbox(
+                    label="Hub dataset repository",
+                    placeholder="owner/name",
+                    elem_id="campaign-export-repo",
+                )
+                export_push = gr.Button(
+                    "Push to the Hub",
+                    elem_id="campaign-push",
+                )
         export_status = gr.Markdown(elem_id="campaign-export-status")
     export_download.click(
         handlers.export_campaign,
