@@ -360,6 +360,43 @@ def test_a_campaign_exports_as_a_dataset_with_a_card_that_datasets_and_train_rea
     assert sorted(training["solution"]) == ["A", "B"] and training[0]["modality"] == "CT"
 
 
+def test_a_push_the_hub_refuses_or_cannot_reach_is_one_sentence_and_the_export_stays(tmp_path: Path) -> None:
+    """huggingface_hub's real client against a local server that refuses, and against a closed port."""
+    import http.server
+    import threading
+
+    from huggingface_hub import HfApi
+
+    from helpers import free_port
+    from medvlm.annotations.campaign_export import push_to_hub
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # create_repo
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "You do not have write access to me/round"}')
+
+        def log_message(self, *args):
+            pass
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "README.md").write_text("# Review campaign")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        refused = HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_reader_only")
+        with pytest.raises(AnnotationError, match=r"^The Hub refused the push to me/round \(HTTP 403\)"):
+            push_to_hub(folder, "me/round", api=refused)
+    finally:
+        server.shutdown()
+    closed = HfApi(endpoint=f"http://127.0.0.1:{free_port()}", token="hf_x")  # nothing listens there
+    with pytest.raises(AnnotationError, match=r"^The Hub could not be reached to push me/round \("):
+        push_to_hub(folder, "me/round", api=closed)
+    assert (folder / "README.md").read_text() == "# Review campaign"
+
+
 def test_back_returns_the_reviewers_earlier_reviews_without_claiming(tmp_path: Path) -> None:
     campaigns = Campaigns(AnnotationStore(tmp_path))
     campaigns.create("back", outputs(3), reviews_per_output=1, created_by="admin")

@@ -61,6 +61,9 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, a
     The token is ``token``, else huggingface_hub's own (``HF_TOKEN``, a Space secret, or a saved
     ``hf auth login``). A missing token, a malformed repository id, a refusal by the Hub or no
     network each raise :class:`AnnotationError` with a sentence: the export on disk stays as it is.
+    huggingface_hub's HTTP client changes between versions (requests, then httpx); its
+    ``HfHubHTTPError`` derives from that client's own error class, which is how a transport error
+    (no network, a timeout) is recognised without naming the client.
     """
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
     from huggingface_hub.utils import validate_repo_id
@@ -93,7 +96,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, a
         raise AnnotationError(
             f"The Hub refused the push to {repo_id} (HTTP {status}): check that the token may write there."
         ) from None
-    except OSError as error:  # no network: requests' ConnectionError is an OSError
+    except (OSError, *HfHubHTTPError.__bases__) as error:  # no network: the Hub client's transport errors
         raise AnnotationError(f"The Hub could not be reached to push {repo_id} ({type(error).__name__}).") from None
     return f"https://huggingface.co/datasets/{repo_id}"
 
