@@ -83,7 +83,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, a
         if not (token or get_token()):
             raise AnnotationError(
                 "No Hugging Face token, so nothing was pushed: set HF_TOKEN (on a Space, as a secret) or run "
-                "`hf auth login` on the server. The export itself is written."
+                "`hf auth login` on the server."
             )
         api = HfApi(token=token)
     try:
