@@ -655,6 +655,55 @@ def test_every_save_is_kept_as_a_version_and_the_latest_is_shown(store: Annotati
     assert store.count() == 1 and store.get(first.id).comment == "on reflection it is fine"
 
 
+def test_a_namesake_in_another_session_saves_a_review_of_their_own(store: AnnotationStore) -> None:
+    """Name mode: "alice" in two browser tabs is two reviews; each tab's edits version only its own."""
+    hers, created = store.add(make_output(), Review("alice", ("superficial",), "hers"), session_key="tab-1")
+    assert created
+    theirs, created = store.add(make_output(), Review("ALICE", ("sound",), "the namesake's"), session_key="tab-2")
+    assert created and theirs.id != hers.id and theirs.reviewer == "alice"
+    again, created = store.add(
+        make_output(), Review("alice", ("hallucination",), "hers, changed"), session_key="tab-1"
+    )
+    assert not created and again.id == hers.id
+    assert [version.comment for version in store.history(hers.id)] == ["hers", "hers, changed"]
+    assert [version.comment for version in store.history(theirs.id)] == ["the namesake's"]
+    assert store.get(theirs.id).flags == ("sound",) and store.count() == 2
+
+
+def test_the_schema_10_rebuild_keeps_every_review_its_flags_and_its_ids(tmp_path: Path) -> None:
+    """The store of schema 9 (reviews, flags, versions, spans) rebuilt for schema 10 loses nothing, and the ids
+    of deleted reviews are not given out again."""
+    old = AnnotationStore(tmp_path)
+    first, _ = old.add(make_output(), Review("Dr Nine", ("superficial", "hallucination"), "kept"))
+    with sqlite3.connect(old.db_path, isolation_level=None) as conn:  # back to schema 9, as 0.1 wrote it
+        conn.execute("BEGIN")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(
+            "CREATE TABLE nine AS SELECT id, output_id, reviewer, comment, correct_answer, app_version, created_at,"
+            " updated_at FROM annotations"
+        )
+        conn.execute("DROP TABLE annotations")
+        conn.execute(
+            "CREATE TABLE annotations (id INTEGER PRIMARY KEY AUTOINCREMENT, output_id TEXT NOT NULL"
+            " REFERENCES outputs (output_id), reviewer TEXT NOT NULL CHECK (reviewer <> ''), comment TEXT"
+            " NOT NULL, correct_answer TEXT, app_version TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, UNIQUE (output_id, reviewer))"
+        )
+        conn.execute("INSERT INTO annotations SELECT * FROM nine")
+        conn.execute("DROP TABLE nine")
+        conn.execute("UPDATE sqlite_sequence SET seq = 41 WHERE name = 'annotations'")  # reviews 2-41 deleted
+        conn.execute("PRAGMA user_version = 9")
+        conn.execute("COMMIT")
+    upgraded = AnnotationStore(tmp_path)
+    kept = upgraded.get(first.id)
+    assert (kept.flags, kept.comment, kept.revision) == (("superficial", "hallucination"), "kept", 1)
+    with sqlite3.connect(upgraded.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    new, _ = upgraded.add(make_output(), Review("Dr Ten", (), "after"), session_key="tab")
+    assert new.id == 42
+
+
 @pytest.mark.parametrize(
     "spelling", ["ALICE", "ali\u200bce", "\uff41\uff4c\uff49\uff43\uff45", "  alice  ", "Alice\u2060"]
 )

@@ -660,6 +660,47 @@ def test_examples_load_from_the_assets_file(workbench: Workbench) -> None:
     assert shown.options == "CT\nMRI\nX-Ray\nUltrasound" and shown.correct["value"] == "A"
 
 
+def test_an_upload_after_an_example_carries_none_of_the_examples_answer(
+    workbench: Workbench, sample_png: Path
+) -> None:
+    """The "mr abdomen" example (correct answer B) then an upload: the correct answer is the example's no longer."""
+    session = Session()
+    example = workbench.load_example(1, session)
+    assert example.correct["value"] == "B"
+    shown = workbench.load_file(session, str(sample_png), example.question, example.options)
+    assert shown.correct["value"] == "" and shown.question == "" and shown.options == ""
+    assert shown.correct["choices"] == [("Not known", "")]
+    # New options typed under it, and asked: nothing chose a correct answer, so none is stored.
+    panel, dropdown, _ = workbench.preview_options(session, "Haemorrhage\nInfarct", shown.correct["value"])
+    assert dropdown["value"] == "" and "Haemorrhage" in panel
+    ask(workbench, session, options="Haemorrhage\nInfarct", correct=dropdown["value"])
+    assert "Saved" in submit(workbench, session, ["superficial"], "", dropdown["value"], "Dr Carry")
+    [stored] = workbench.store.query(reviewer="Dr Carry")
+    assert stored.correct_answer is None and stored.is_correct is None
+
+
+def test_what_the_person_typed_stays_over_an_upload_and_the_correct_answer_never_does(
+    workbench: Workbench, sample_png: Path
+) -> None:
+    session = Session()
+    example = workbench.load_example(1, session)
+    edited = example.question + " Answer briefly."
+    shown = workbench.load_file(session, str(sample_png), edited, example.options)
+    assert shown.question == edited and shown.options == "" and shown.correct["value"] == ""
+    typed = workbench.load_file(session, str(sample_png), "Which side?", "Left\nRight")
+    assert (typed.question, typed.options, typed.correct["value"]) == ("Which side?", "Left\nRight", "")
+
+
+def test_the_correct_answer_is_kept_only_while_its_option_reads_the_same(workbench: Workbench) -> None:
+    session = Session()
+    workbench.load_example(1, session)  # B) Liver
+    options = "Spleen\nLiver\nHeart\nUrinary bladder"
+    assert workbench.preview_options(session, options, "B")[1]["value"] == "B"  # the example's own options
+    assert workbench.preview_options(session, options + "\nKidney", "B")[1]["value"] == "B"  # one added
+    assert workbench.preview_options(session, "Spleen\nHaemorrhage\nHeart", "B")[1]["value"] == ""  # retyped
+    assert workbench.preview_options(session, "Spleen\nHaemorrhage", "A")[1]["value"] == "A"
+
+
 def test_examples_file_absent_or_partly_missing(tmp_path: Path) -> None:
     assert load_examples(tmp_path / "examples.json") == []
     (tmp_path / "assets").mkdir()

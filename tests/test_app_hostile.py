@@ -237,6 +237,31 @@ def test_paths_named_in_an_uploaded_samples_file_are_never_opened(app, sample_pn
     assert "was not uploaded with the samples" in messages[0]
 
 
+def test_in_name_mode_a_namesake_in_another_session_saves_a_review_of_their_own(
+    app, sample_png: Path, tmp_path: Path
+) -> None:
+    """Two people both typing "alice" on the same output: two reviews, and each edit changes only its own."""
+    jsonl = samples_file(tmp_path, ["scan.png"], id="namesakes", completion="<think>Left.</think><answer>A</answer>")
+    mine, theirs = client(app.url), client(app.url)
+    shown = {
+        user: named(
+            user.predict([handle_file(str(jsonl)), handle_file(str(sample_png))], api_name="/load_evaluation"),
+            SampleShown,
+        )
+        for user in (mine, theirs)
+    }
+    assert shown[mine]["output_id"] == shown[theirs]["output_id"]
+    assert review(mine, shown[mine], ["superficial"], "mine", name="alice").startswith("Saved")
+    assert review(theirs, shown[theirs], ["sound"], "theirs", name="alice").startswith("Saved")  # not "Updated"
+    assert review(mine, shown[mine], ["hallucination"], "mine, changed", name="Alice").startswith("Updated")
+    reviews = app.workbench.store.query(reviewer="alice")
+    by_comment = {review.comment: review for review in reviews if review.output_id == shown[mine]["output_id"]}
+    assert set(by_comment) == {"mine, changed", "theirs"}
+    assert by_comment["theirs"].flags == ("sound",) and by_comment["theirs"].revision == 1
+    history = app.workbench.store.history(by_comment["mine, changed"].id)
+    assert [version.comment for version in history] == ["mine", "mine, changed"]
+
+
 def test_a_one_sample_run_without_correct_answers_is_reviewed_by_two_people(
     app, sample_png: Path, tmp_path: Path
 ) -> None:

@@ -17,7 +17,7 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
 * ``outputs``: one row per model output (``output_id``): the image hash, whitelisted image
   metadata (JSON), question, options (JSON list), completion and its parse, model description,
   generation settings, timing (JSON), prompt style, ``generated_at``. An output is immutable.
-* ``annotations``: one row per (``output_id``, ``reviewer``), unique: comment, the reviewer's
+* ``annotations``: one row per (``output_id``, ``reviewer``, ``session_key``), unique: comment, the reviewer's
   correct answer, ``app_version``, ``created_at``, ``updated_at``. Several reviewers of one output
   share its ``outputs`` row, which is what reviewer agreement is computed over.
 * ``annotation_flags(annotation_id, flag)``: the flags, one row each, indexed by flag, so that
@@ -25,7 +25,7 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
   :data:`FLAGS` (kept in step on every open, so a new flag needs no migration).
 * ``annotation_versions(annotation_id, version)`` (schema 2): every save of a review (flags as a
   JSON list, comment, correct answer, app version, time). ``annotations`` holds the latest; a
-  later click, or in name mode another person typing the same name, never erases an earlier one.
+  later click never erases an earlier one.
 * ``campaigns``, ``campaign_outputs``, ``campaign_claims``, ``campaign_skips`` (schema 3): review
   campaigns and who holds which output (:mod:`medvlm.annotations.campaigns`).
 * ``annotation_spans(annotation_id, start, end, label)`` (schema 4): passages of the completion a
@@ -40,6 +40,10 @@ Layout of a data folder (``$MEDVLM_DATA_DIR``, default ``./medvlm-data``)::
   holds the latest, which is the one that counts.
 * ``campaign_pair_adjudications(campaign_id, first_output)`` (schema 9): an adjudicator's verdict
   on a comparison campaign's pair, beside (never instead of) its reviewers' verdicts.
+* ``annotations.session_key`` (schema 10): in name mode, an opaque random key of the browser tab
+  that saved the review, so a namesake typing the same name in another tab saves a review of
+  their own instead of a version of someone else's; ``''`` for signed-in reviewers and older rows.
+  It is never exported.
 
 Reviewer names are normalised (NFKC, no invisible characters, at most 64 characters) and compared
 case-blind, so "ALICE", "ali\u200bce" and "alice" are one reviewer.

@@ -452,9 +452,19 @@ class Campaigns:
         return Assignment(campaign=campaign, output=output, position=position, reviews=reviews[0] - 1), last
 
     def submit(
-        self, name: str, reviewer: str, output_id: str, review: Review, *, now: float | None = None
+        self,
+        name: str,
+        reviewer: str,
+        output_id: str,
+        review: Review,
+        *,
+        now: float | None = None,
+        session_key: str = "",
     ) -> Annotation:
         """Store ``review`` of ``output_id`` for the campaign, if the output is still the reviewer's to review.
+
+        ``session_key`` is the store's (:meth:`AnnotationStore.add`): in name mode a namesake's review is
+        never changed from another browser tab; outputs are still handed out by name (a name reviews each once).
 
         Refused (:class:`AnnotationError`, nothing stored) when the output is not in the campaign,
         or when the reviewer's claim ran out and the output has since been given its k reviews.
@@ -494,7 +504,7 @@ class Campaigns:
             conn.execute("DELETE FROM campaign_claims WHERE campaign_id = ? AND reviewer_key = ?", (campaign.id, key))
 
         output = replace(self.store.output(output_id), correct_answer=in_campaign[0])  # the run's, not the reader's
-        annotation, _ = self.store.add(output, review, within=still_theirs)
+        annotation, _ = self.store.add(output, review, within=still_theirs, session_key=session_key)
         return annotation
 
     def skip(self, name: str, reviewer: str, output_id: str, reason: str) -> None:

@@ -306,6 +306,49 @@ def _add_pair_adjudications_v9(conn: sqlite3.Connection) -> None:
     )
 
 
+def _reviews_per_session_v10(conn: sqlite3.Connection) -> None:
+    """A review is one per (output, reviewer, ``session_key``): in name mode the key of the browser session that
+    saved it, so someone typing a name already used elsewhere saves a review of their own instead of a version
+    of the namesake's; ``''`` for signed-in reviewers and for every review stored before.
+
+    SQLite cannot change a UNIQUE constraint in place, so ``annotations`` is rebuilt the documented way
+    (new table, copy, drop, rename), keeping every id and the AUTOINCREMENT counter. The store runs this step
+    with foreign keys off (a DROP with them on would cascade to the flags) and checks them afterwards.
+    """
+    (last_id,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'annotations'"
+    ).fetchone()
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE annotations_v10 (
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
+            output_id      TEXT NOT NULL REFERENCES outputs (output_id),
+            reviewer       TEXT NOT NULL CHECK (reviewer <> ''),
+            session_key    TEXT NOT NULL DEFAULT '',
+            comment        TEXT NOT NULL,
+            correct_answer TEXT,
+            app_version    TEXT NOT NULL,
+            created_at     TEXT NOT NULL,
+            updated_at     TEXT NOT NULL,
+            UNIQUE (output_id, reviewer, session_key)
+        );
+        INSERT INTO annotations_v10 (id, output_id, reviewer, comment, correct_answer, app_version, created_at,
+                                     updated_at)
+            SELECT id, output_id, reviewer, comment, correct_answer, app_version, created_at, updated_at
+            FROM annotations;
+        DROP TABLE annotations;
+        ALTER TABLE annotations_v10 RENAME TO annotations;
+        CREATE INDEX annotations_reviewer ON annotations (reviewer);
+        """,
+    )
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'annotations'")
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'annotations', max(?, coalesce(max(id), 0)) FROM annotations",
+        (last_id,),
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -332,6 +375,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_verdicts_v7,
     _add_verdict_versions_v8,
     _add_pair_adjudications_v9,
+    _reviews_per_session_v10,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 
@@ -353,7 +397,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to :data:`SCHEMA_VERSION`, inside the caller's transaction."""
+    """Bring the schema to :data:`SCHEMA_VERSION`, inside the caller's transaction.
+
+    The caller turns foreign keys off first (a step may rebuild a table: dropping the old one with
+    them on would cascade), and this checks them once every step has run: a violation rolls it all back.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise AnnotationError(
@@ -362,6 +410,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
     for step in MIGRATIONS[version:]:
         step(conn)
+    broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+    if broken is not None:
+        raise AnnotationError(f"Upgrading the annotation store would break a reference ({broken}); nothing changed.")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -90,6 +90,7 @@ class AnnotationStore:
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as conn:
+                conn.execute("PRAGMA foreign_keys = OFF")  # a migration may rebuild a table; migrate() checks them
                 mode = set_wal(conn)
                 if mode != "wal":  # e.g. some network file systems; the rollback journal is still safe
                     logger.warning("SQLite WAL mode unavailable for %s; using journal mode %r.", self.db_path, mode)
@@ -113,15 +114,23 @@ class AnnotationStore:
     # -- writing ---------------------------------------------------------------------------------
 
     def add(
-        self, output: ModelOutput, review: Review, *, within: Callable[[sqlite3.Connection], None] | None = None
+        self,
+        output: ModelOutput,
+        review: Review,
+        *,
+        within: Callable[[sqlite3.Connection], None] | None = None,
+        session_key: str = "",
     ) -> tuple[Annotation, bool]:
         """Store a review of an output; ``(annotation, True)`` when new.
 
-        The same (``output_id``, reviewer) again (a changed mind, or in name mode someone else
-        typing the same name) updates that row's flags, comment, correct answer and
-        ``updated_at`` and returns ``(annotation, False)``: never a duplicate row, and never a
-        lost one, because every save is also kept as a :class:`ReviewVersion` (an identical save,
-        such as a double click, adds none). Reviewer names are compared case-blind: "ALICE" saves
+        The same (``output_id``, reviewer, ``session_key``) again (a changed mind) updates that
+        row's flags, comment, correct answer and ``updated_at`` and returns ``(annotation, False)``:
+        never a duplicate row, and never a lost one, because every save is also kept as a
+        :class:`ReviewVersion` (an identical save, such as a double click, adds none).
+        ``session_key`` is, in name mode (anyone can type any name), an opaque key of the browser
+        session saving: someone else typing the same name saves a review of their own, never a
+        version of the namesake's; signed-in reviewers pass ``""`` (the account is who they are).
+        Reviewer names are compared case-blind: "ALICE" saves
         as the "alice" already in the store. An ``output_id`` already stored with different
         content raises :class:`AnnotationError`: attaching a review to a completion the reviewer
         did not see would corrupt the data.
@@ -146,14 +155,23 @@ class AnnotationStore:
             _insert_output(conn, row)
             reviewer = _known_spelling(conn, review.reviewer)
             existing = conn.execute(
-                "SELECT id FROM annotations WHERE output_id = ? AND reviewer = ?", (row["output_id"], reviewer)
+                "SELECT id FROM annotations WHERE output_id = ? AND reviewer = ? AND session_key = ?",
+                (row["output_id"], reviewer, session_key),
             ).fetchone()
             if existing is None:
                 annotation_id = conn.execute(
-                    "INSERT INTO annotations (output_id, reviewer, comment, correct_answer, app_version, created_at, "
-                    "updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (row["output_id"], reviewer, review.comment, correct_answer, medvlm.__version__, now, now),
+                    "INSERT INTO annotations (output_id, reviewer, session_key, comment, correct_answer, app_version,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row["output_id"],
+                        reviewer,
+                        session_key,
+                        review.comment,
+                        correct_answer,
+                        medvlm.__version__,
+                        now,
+                        now,
+                    ),
                 ).lastrowid
                 version = 1
             else:

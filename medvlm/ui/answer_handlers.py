@@ -58,12 +58,18 @@ class AnswerHandlers:
     def preview_options(self, session: Session, options: str, correct: str | None):
         """The options as typed, lettered; the correct-answer choices follow them.
 
-        While the options are those of the last answer (an evaluation sample just shown sets
-        them too), that answer stays highlighted. Returns (answer panel, correct-answer dropdown,
-        the second answer panel of a comparison).
+        The correct answer is kept only while the option it names reads as it did (or while it
+        named none yet: a letter chosen before its option was typed): typing another option under
+        it clears it, so a review never stores a correct answer nobody chose for the options on
+        screen. While the options are those of the last answer (an evaluation
+        sample just shown sets them too), that answer stays highlighted. Returns (answer panel,
+        correct-answer dropdown, the second answer panel of a comparison).
         """
         parsed = split_options(options)[: len(LETTERS)]
-        keep = correct if correct and correct in LETTERS[: len(parsed)] else ""
+        before, session.typed_options = session.typed_options, parsed
+        index = LETTERS.find(correct) if correct else -1
+        named = 0 <= index < len(parsed) and (index >= len(before) or parsed[index] == before[index])
+        keep = correct if named else ""
 
         def panel(output: ModelOutput | None) -> str:
             if output is not None and output.options == parsed and not session.generating:
@@ -482,7 +488,9 @@ class AnswerHandlers:
             review = Review(
                 reviewer=workbench.reviewer(name, profile, request), flags=tuple(flags or ()), comment=comment or ""
             )
-            annotation, created = workbench.store.add(replace(output, correct_answer=correct or None), review)
+            annotation, created = workbench.store.add(
+                replace(output, correct_answer=correct or None), review, session_key=workbench.session_key(session)
+            )
         except MedVLMError as error:
             return False, render.error_markdown(str(error))
         if created:

@@ -118,7 +118,9 @@ class CampaignHandlers:
                 )
             spans = tuple(_span(value, campaign_span_label) for value in campaign_sentences or ())
             review = Review(reviewer, tuple(campaign_flags or ()), campaign_comment or "", spans=spans)
-            annotation = self.campaigns.submit(session.campaign, reviewer, campaign_output_id, review)
+            annotation = self.campaigns.submit(
+                session.campaign, reviewer, campaign_output_id, review, session_key=self.workbench.session_key(session)
+            )
             assignment = self.campaigns.next_output(session.campaign, reviewer)
         except MedVLMError as error:
             return campaign_message(str(error))

@@ -39,7 +39,15 @@ from medvlm.ui.events import (
     review_fields,
     skips,
 )
-from medvlm.ui.inputs import CUSTOM, FILE_DEFAULT, as_number, frame_index, window_choices, window_from
+from medvlm.ui.inputs import (
+    CUSTOM,
+    FILE_DEFAULT,
+    as_number,
+    frame_index,
+    split_options,
+    window_choices,
+    window_from,
+)
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer_value
 from medvlm.ui.workbench import Workbench
@@ -54,25 +62,33 @@ class CaseHandlers:
 
     # -- an upload -------------------------------------------------------------------------------
 
-    def load_file(self, session: Session, upload: str | None) -> CaseShown:
+    def load_file(
+        self, session: Session, upload: str | None, question: str | None = None, options: str | None = None
+    ) -> CaseShown:
         """An upload, rendered as the model will see it: the file's own window, the middle frame.
 
         A refused file is not kept anywhere (the upload control holds nothing) and the reason is
         said right under it; the case on screen before is gone either way, so nothing can be
         mistaken for the new file. Gradio's copy of the file is deleted once read.
+
+        An upload brings only an image, so the case fields it does not set are cleared: the
+        correct answer always (it belongs to the case before), and the question and options
+        when an example or a sample put them there unchanged. What the person typed stays.
         """
         if not upload:
             _forget_case(session)
-            return CaseShown(upload=None, upload_error="", **self._image(session), **empty_answer_fields(session))
-        try:
-            error = _open(session, upload, Window())
-        finally:
-            discard_upload(upload)
+            error = ""
+        else:
+            try:
+                error = _open(session, upload, Window())
+            finally:
+                discard_upload(upload)
         return CaseShown(
             upload=None,
             upload_error=render.error_markdown(error),
             **self._image(session),
             **empty_answer_fields(session),
+            **_question_after_upload(session, question or "", options or ""),
         )
 
     # -- the window and the frame ----------------------------------------------------------------
@@ -159,9 +175,7 @@ class CaseHandlers:
             upload_error=render.error_markdown(error),
             **self._image(session, window),
             **empty_answer_fields(session),
-            question=example.question,
-            options="\n".join(example.options),
-            correct=gr.update(choices=render.letter_choices(example.options), value=answer),
+            **_question_of_case(session, example.question, example.options, answer),
         )
 
     # -- an evaluation run -----------------------------------------------------------------------
@@ -221,9 +235,7 @@ class CaseHandlers:
         model_name = output.model.get("model") or "unknown model"
         return SampleShown(
             **self._image(session),
-            question=question,
-            options="\n".join(options),
-            correct=gr.update(choices=render.letter_choices(options), value=output.correct_answer or ""),
+            **_question_of_case(session, question, options, output.correct_answer or ""),
             answer=render.output_html(output, output.correct_answer),
             reasoning=output.reasoning,
             raw_output=output.completion,
@@ -310,6 +322,32 @@ def _window_of(metadata: Any) -> Window:
     if metadata.window_name == "automatic":
         return Window(automatic=True)
     return Window()
+
+
+def _question_of_case(session: Session, question: str, options: Sequence[str], correct: str) -> dict[str, Any]:
+    """The question fields set to a loaded case's own (an example's, a sample's): all three, never a mix."""
+    text = "\n".join(options)
+    session.loaded_question, session.typed_options = (question, text), list(options)
+    return {
+        "question": question,
+        "options": text,
+        "correct": gr.update(choices=render.letter_choices(options), value=correct),
+    }
+
+
+def _question_after_upload(session: Session, question: str, options: str) -> dict[str, Any]:
+    """The question fields after an upload: the correct answer cleared, and the loaded case's question and options
+    too unless the person has changed them (an edited question is theirs, for the new image)."""
+    loaded_question, loaded_options = session.loaded_question or (None, None)
+    session.loaded_question = None
+    question = "" if question == loaded_question else question
+    options = "" if options == loaded_options else options
+    session.typed_options = split_options(options)[: len(LETTERS)]
+    return {
+        "question": question,
+        "options": options,
+        "correct": gr.update(choices=render.letter_choices(session.typed_options), value=""),
+    }
 
 
 def _forget_case(session: Session) -> None:

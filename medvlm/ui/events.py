@@ -59,9 +59,10 @@ def _event(name: str, fields: Sequence[str], doc: str) -> type[tuple]:
 
 CaseShown = _event(
     "CaseShown",
-    ("upload", "upload_error", *IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, *PAIR_FIELDS),
-    "An upload or its removal: the image and its controls, the answer area and the review form emptied. "
-    "A refused file leaves the upload box empty, with the reason beside it.",
+    ("upload", "upload_error", *IMAGE_FIELDS, *ANSWER_FIELDS, *REVIEW_FIELDS, *PAIR_FIELDS, *QUESTION_FIELDS),
+    "An upload or its removal: the image and its controls, the answer area and the review form emptied, the correct "
+    "answer cleared (and the question and options a loaded case brought). A refused file leaves the upload box "
+    "empty, with the reason beside it.",
 )
 ImageRendered = _event(
     "ImageRendered",
@@ -70,7 +71,7 @@ ImageRendered = _event(
 )
 ExampleShown = _event(
     "ExampleShown",
-    (*CaseShown._fields, *QUESTION_FIELDS),
+    CaseShown._fields,
     "An example case: its image, question, options and window, and the answer area emptied.",
 )
 SampleShown = _event(

@@ -6,6 +6,7 @@ upload's bytes stay in memory, to re-render it with another window or frame).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,11 @@ class Session:
     """"Example: ..." for an example case; None for an upload (whose name is never shown or kept)."""
     options: list[str] = field(default_factory=list)
     """The options of the question being answered (to redraw the panel when stopped)."""
+    loaded_question: tuple[str, str] | None = None
+    """The question and options text an example or a sample put on the page: they belong to that case, so the next
+    upload clears them (unless the person has edited them: then they are theirs)."""
+    typed_options: list[str] = field(default_factory=list)
+    """The options as last shown lettered: a correct answer is kept only while the option it names is unchanged."""
     cancel: threading.Event | None = None
     """Set to stop the running generation; None when nothing runs."""
     last_output: ModelOutput | None = None
@@ -48,6 +54,16 @@ class Session:
     campaign: str | None = None
     """The review campaign this tab works on (its Campaigns tab), and the output it was handed."""
     campaign_output_id: str | None = None
+    _key: str = ""
+
+    def key(self) -> str:
+        """This tab's own random key (made on first use: ``gr.State`` copies the empty default for each tab).
+
+        In name mode it tells a review saved here from a namesake's saved in another tab.
+        """
+        if not self._key:
+            self._key = secrets.token_hex(16)
+        return self._key
 
     @property
     def generating(self) -> bool:

@@ -30,6 +30,7 @@ from medvlm.streaming import GenerationSettings, StreamUpdate, answer_batch, str
 from medvlm.ui import render
 from medvlm.ui.cases import Example, load_examples
 from medvlm.ui.config import AppConfig
+from medvlm.ui.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class Workbench:
                 raise MedVLMError("Please sign in to save a review.")
             return username
         return name or ""
+
+    def session_key(self, session: Session) -> str:
+        """Whose saves are one person's beyond the name: in name mode the browser tab's own key (anyone can type any
+        name, so a namesake in another tab saves a review of their own); signed in, the account alone (``""``)."""
+        return session.key() if self.config.reviewer_mode == "name" else ""
 
     def is_admin(self, profile: Any = None, request: Any = None) -> bool:
         """Who may create campaigns and edit their guidelines in the browser.
