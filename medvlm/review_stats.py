@@ -285,18 +285,18 @@ def agreement_intervals(
     return pd.DataFrame(rows, columns=["flag", "label", "outputs", "kappa", "low", "high", "note"])
 
 
-def reviews_over_time(times: Sequence[str], *, every: str = "h") -> pd.DataFrame:
-    """Cumulative reviews (or verdicts) at the end of each period (``every``: a pandas frequency, "h" hourly).
+def reviews_over_time(times: Sequence[str]) -> pd.DataFrame:
+    """Cumulative reviews (or verdicts) at the moment of each one: columns ``time`` and ``reviews``.
 
-    ``times`` are when each was first submitted (ISO 8601). Columns ``time`` (UTC, naive, the
-    period's start) and ``reviews`` (how many were submitted by its end): a campaign's progress over
-    time, ready for ``gr.LinePlot(x="time", y="reviews")``. It starts with the period before the
-    first one, at 0, so that a campaign done within one period still draws a line.
+    ``times`` are when each was first submitted (ISO 8601); ``time`` is that instant (UTC, naive),
+    ``reviews`` how many had been submitted then, starting from 0 at the first, so the line rises
+    exactly where the work happened (a per-hour grid drew reviews of 02:25 between 01:00 and 02:00).
+    Ready for ``gr.LinePlot(x="time", y="reviews")``, which shows the instants in the reader's time zone.
+
+    >>> reviews_over_time(["2026-12-01T02:25:00+00:00", "2026-12-01T01:05:00+01:00"])["reviews"].tolist()
+    [0, 1, 2]
     """
     if not times:
         return pd.DataFrame(columns=["time", "reviews"])
-    created = pd.to_datetime(list(times), utc=True).tz_convert(None)
-    per_period = pd.Series(1, index=created).sort_index().resample(every).sum()
-    start = per_period.index[0] - pd.tseries.frequencies.to_offset(every)
-    cumulative = pd.concat([pd.Series([0], index=[start]), per_period.cumsum()])
-    return pd.DataFrame({"time": cumulative.index, "reviews": cumulative.to_numpy()})
+    created = pd.to_datetime(list(times), utc=True).tz_convert(None).sort_values()
+    return pd.DataFrame({"time": [created[0], *created], "reviews": range(len(created) + 1)})

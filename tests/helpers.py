@@ -61,8 +61,10 @@ def launch(workbench: Workbench):
     from medvlm.ui import build_demo
 
     demo = build_demo(workbench)
-    auth = workbench.config.launch_kwargs()["auth"]  # the login page, as app.py sets it up
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, auth=auth)
+    settings = workbench.config.launch_kwargs()  # the login page and the page's CSS, as app.py sets them up
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_port=free_port(), quiet=True, auth=settings["auth"], css=settings["css"]
+    )
     return demo, url
 
 

@@ -215,6 +215,42 @@ def test_administrators_create_a_campaign_from_an_uploaded_run_and_edit_its_guid
     assert [known.name for known in Campaigns(AnnotationStore(tmp_path / "data")).all()] == ["Round from the UI"]
 
 
+def test_a_create_refused_for_a_taken_name_works_again_with_the_same_uploads(
+    formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The administrator fixes the name and presses Create again: the files uploaded for the first try are read."""
+    import shutil
+    import types
+
+    from PIL import Image
+
+    from helpers import samples_file
+    from medvlm.ui import Workbench
+    from medvlm.ui.campaign_handlers import CampaignHandlers
+
+    Image.radial_gradient("L").resize((64, 64)).save(tmp_path / "scan.png")
+    samples = samples_file(tmp_path, ["scan.png"] * 2, questions=["First?", "Second?"])
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))  # where Gradio keeps its upload copies
+    uploads = tmp_path / "gradio-cache" / "upload-1"
+    uploads.mkdir(parents=True)
+    paths = [shutil.copy(path, uploads) for path in (samples, tmp_path / "scan.png")]
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", users=(("alice", "pw"),))
+    workbench = Workbench.start(config)
+    try:
+        Campaigns(workbench.store).create("Taken", campaign_outputs(1), reviews_per_output=1, created_by="bob")
+        handlers = CampaignHandlers(workbench)
+        alice = types.SimpleNamespace(username="alice")
+        _, refused = handlers.create_campaign(paths, "Taken", 2, "", False, "run", request=alice)
+        assert "already" in refused and all(Path(path).exists() for path in paths)
+        choices, created = handlers.create_campaign(paths, "Fixed name", 2, "", False, "run", request=alice)
+        assert created == "Created campaign Fixed name: 2 outputs, 2 review(s) each.", created
+        assert choices["value"] == "Fixed name" and not any(Path(path).exists() for path in paths)
+        _, sneaky = handlers.create_campaign(paths[:1], "Sneaky", 1, "", False, "run", request=None)
+        assert "Only an administrator" in sneaky
+    finally:
+        workbench.close()
+
+
 def test_administrators_download_a_campaign_as_a_dataset_and_push_it_to_the_hub(
     formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

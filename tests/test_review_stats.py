@@ -169,10 +169,15 @@ def test_hints_are_measured_against_the_reviewers_flags() -> None:
     assert table.loc["not_an_option", "fired"] == 0 and pd.isna(table.loc["not_an_option", "precision"])
 
 
-def test_reviews_over_time_are_cumulative_per_period() -> None:
+def test_reviews_over_time_rise_when_the_reviews_were_submitted() -> None:
     from medvlm.review_stats import reviews_over_time
 
-    frame = reviews_over_time(["2026-12-01T09:10:00+00:00", "2026-12-01T11:05:00+00:00", "2026-12-01T09:50:00+00:00"])
-    assert frame["reviews"].tolist() == [0, 2, 2, 3] and str(frame["time"].iloc[1]) == "2026-12-01 09:00:00"
-    assert str(frame["time"].iloc[0]) == "2026-12-01 08:00:00"  # the hour before: a line even for one hour
+    frame = reviews_over_time(["2026-12-01T09:10:00+00:00", "2026-12-01T11:05:00+00:00", "2026-12-01T02:25:00-07:00"])
+    assert frame["reviews"].tolist() == [0, 1, 2, 3]
+    assert [str(time) for time in frame["time"]] == [
+        "2026-12-01 09:10:00",  # from 0 at the first review, not an hour before it
+        "2026-12-01 09:10:00",
+        "2026-12-01 09:25:00",  # 02:25 at UTC-7 is 09:25 UTC
+        "2026-12-01 11:05:00",
+    ]
     assert reviews_over_time([]).empty

@@ -202,13 +202,23 @@ class CampaignHandlers:
         ``"comparison"`` (a comparison campaign: the first run's samples.jsonl and images, and the
         second run's samples.jsonl as ``new_campaign_second_run``, paired by question id; with
         ``new_campaign_flips_only``, only the questions one run got right and the other wrong).
-        Returns (campaign choices, status). Gradio's copies of the uploads are deleted once read.
+        Returns (campaign choices, status).
+
+        The name and k are checked before any file is read. Gradio's copies of the uploads are
+        deleted once the campaign is made (or refused to a non-administrator); after a problem the
+        administrator can fix (a name taken, a missing image) they are kept, so Create works
+        again without uploading them again (Gradio deletes them within the hour either way).
         """
         paths = list(new_campaign_files or [])
         second_run = [new_campaign_second_run] if new_campaign_second_run else []
         try:
             self._check_admin(profile, request, "create a campaign")
+        except MedVLMError as error:
+            _discard(paths + second_run)
+            return gr.skip(), render.error_markdown(str(error))
+        try:
             reviews = as_number(new_campaign_k, "The reviews wanted per output", whole=True)
+            self.campaigns.check_new(new_campaign_name or "", reviews if reviews is not None else 0)
             settings = {
                 "reviews_per_output": reviews if reviews is not None else 0,
                 "guidelines": new_campaign_guidelines or "",
@@ -229,9 +239,7 @@ class CampaignHandlers:
                 campaign = self.campaigns.create(new_campaign_name or "", outputs, **settings)
         except MedVLMError as error:
             return gr.skip(), render.error_markdown(str(error))
-        finally:
-            for path in paths + second_run:
-                discard_upload(path)
+        _discard(paths + second_run)
         names = [known.name for known in self.campaigns.all()]
         status = f"Created campaign {escape_markdown(campaign.name)}"
         if new_campaign_source == "dataset":
@@ -572,6 +580,11 @@ class CampaignHandlers:
             campaign_status=status,
             **one_output_form(),
         )
+
+
+def _discard(paths: list[str]) -> None:
+    for path in paths:
+        discard_upload(path)
 
 
 def _span(value: str, label: str | None) -> Span:

@@ -116,8 +116,11 @@ class AppConfig:
         )
 
     def launch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``gr.Blocks.launch``."""
+        """Keyword arguments for ``gr.Blocks.launch`` (the page's CSS too: Gradio 6 takes it there)."""
+        from medvlm.ui.styles import PAGE_CSS
+
         return {
+            "css": PAGE_CSS,
             "server_name": self.host,
             "server_port": self.port,
             "share": self.share,

@@ -79,6 +79,25 @@ document.addEventListener('keydown', (event) => {
 """Keyboard shortcuts of the Campaigns tab: the digits tick the flags (or choose a comparison's verdict), Ctrl+Enter
 is Submit & next."""
 
+SHOW_NEW_OUTPUT = """
+(status) => {
+  // Another output was handed out (not a refused save, which keeps the form where it is): show it from its top.
+  if (!String(status || '').includes('\u26a0')) {
+    document.querySelector('#campaign-output')?.scrollIntoView({block: 'start'});
+  }
+}
+"""
+"""After Submit & next, Skip and Back: the page scrolls to the new output's image and question."""
+
+ANSWER_IN_VIEW = """
+() => {
+  // On a phone the answer sits under Ask: bring it up so the reasoning is read as it streams.
+  if (window.innerWidth <= 640) document.querySelector('#output-panel')?.scrollIntoView({block: 'start'});
+}
+"""
+
+CAMPAIGN_VIEWER_EMPTY = "Choose a campaign and press Start: its outputs are shown here, one at a time."
+
 UPLOADS_KEPT_S = 3600
 """Gradio's copies of uploads and exports are deleted after an hour (they may be DICOMs with patient tags)."""
 
@@ -377,19 +396,23 @@ def _review_panel(page: dict[str, Any], config: Any, *, second: bool = False) ->
             max_length=MAX_COMMENT_CHARS,
             elem_id=f"{ids}review-comment",
         )
-        with gr.Row():
+        with gr.Row(equal_height=True, elem_classes="review-actions"):  # the confirmation beside the button clicked
             page[f"{prefix}submit"] = gr.Button(
                 "Save review",
                 variant="primary",
+                scale=0,
+                min_width=160,
                 elem_id=f"{ids}review-submit",
             )
             if not second:
                 page["submit_next"] = gr.Button(
                     "Submit & next sample",
                     visible=False,
+                    scale=0,
+                    min_width=170,
                     elem_id="review-submit-next",
                 )
-        page[f"{prefix}review_status"] = gr.Markdown(elem_id=f"{ids}review-status")
+            page[f"{prefix}review_status"] = gr.Markdown(elem_id=f"{ids}review-status")
 
 
 def _verdict_panel(page: dict[str, Any]) -> None:
@@ -500,6 +523,7 @@ def _wire_answer(
         outputs_of(AskUpdate, page),
         api_name="ask",
     )
+    page["ask_button"].click(None, js=ANSWER_IN_VIEW)
     stop_button.click(
         answers.stop,
         [session],
@@ -589,9 +613,9 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     page["campaign_progress"] = gr.Markdown(elem_id="campaign-progress")
     with gr.Accordion("Guidelines", open=True, elem_id="campaign-guidelines-box"):
         page["campaign_guidelines"] = gr.Markdown(elem_id="campaign-guidelines")
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_id="campaign-output"):
         with gr.Column(scale=5, min_width=320):
-            page["campaign_viewer"] = viewer(elem_id="campaign-viewer")
+            page["campaign_viewer"] = viewer(placeholder=CAMPAIGN_VIEWER_EMPTY, elem_id="campaign-viewer")
         with gr.Column(scale=6, min_width=320):
             page["campaign_case"] = gr.Markdown(elem_id="campaign-case")
             _campaign_answer(page, "campaign_", header="campaign_first_header")
@@ -633,28 +657,30 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 visible=False,
                 elem_id="campaign-verdict",
             )
-            with gr.Row():
-                back = gr.Button(
-                    "Back",
-                    scale=0,
-                    min_width=80,
-                    elem_id="campaign-back",
-                )
-                submit = gr.Button(
-                    "Submit & next",
-                    variant="primary",
-                    elem_id="campaign-submit",
-                )
-                page["campaign_skip_reason"] = gr.Textbox(
-                    label="Skip reason",
-                    placeholder="e.g. image unreadable",
-                    elem_id="campaign-skip-reason",
-                )
-                skip = gr.Button(
-                    "Skip",
-                    elem_id="campaign-skip",
-                )
-            page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
+            with gr.Column(elem_id="campaign-actions"):  # kept on screen while the output is read
+                with gr.Row():
+                    back = gr.Button(
+                        "Back",
+                        scale=0,
+                        min_width=80,
+                        elem_id="campaign-back",
+                    )
+                    submit = gr.Button(
+                        "Submit & next",
+                        variant="primary",
+                        elem_id="campaign-submit",
+                    )
+                    page["campaign_skip_reason"] = gr.Textbox(
+                        show_label=False,
+                        placeholder="Skip reason (e.g. unreadable)",
+                        container=False,
+                        elem_id="campaign-skip-reason",
+                    )
+                    skip = gr.Button(
+                        "Skip",
+                        elem_id="campaign-skip",
+                    )
+                page["campaign_status"] = gr.Markdown(elem_id="campaign-status")
             gr.HTML(
                 "Keys: <kbd>1</kbd>-<kbd>5</kbd> tick the flags in order (in a comparison, <kbd>1</kbd>-<kbd>4</kbd> "
                 "choose the verdict), <kbd>Ctrl</kbd>+<kbd>Enter</kbd> submits and goes to the next one.",
@@ -745,13 +771,14 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         api_visibility="private",
         queue=False,
     )
-    create.click(
+    clear_status = {"fn": lambda: "", "outputs": [admin_status], "api_visibility": "private", "queue": False}
+    create.click(**clear_status).then(  # an earlier error never stays under the progress bar of this try
         handlers.create_campaign,
         [new_files, new_name, new_k, new_guidelines, new_blind, new_source, new_second_run, new_flips_only],
         [page["campaign"], admin_status],
         api_name="campaign_create",
     )
-    continue_generation.click(
+    continue_generation.click(**clear_status).then(
         handlers.continue_generation,
         [page["campaign"]],
         [admin_status],
@@ -763,7 +790,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         [page["campaign_guidelines"], admin_status],
         api_name="campaign_guidelines",
     )
-    with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box"):
+    with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box") as report_box:
         report_button = gr.Button(
             "Refresh the report",
             size="sm",
@@ -773,6 +800,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         report_agreement = gr.Dataframe(
             label="Agreement between reviewers, per flag (outputs reviewed by two or more)",
             interactive=False,
+            wrap=True,
             elem_id="campaign-agreement",
         )
         report_hints = gr.Dataframe(
@@ -785,7 +813,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 x="time",
                 y="reviews",
                 title="Reviews submitted so far",
-                x_title="Time (UTC)",
+                x_title="Time (in your time zone)",
                 y_title="Reviews, cumulative",
                 elem_id="campaign-progress-plot",
             )
@@ -797,7 +825,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 y_title="Reviews",
                 elem_id="campaign-per-reviewer",
             )
-        with gr.Row():
+        with gr.Row(equal_height=False):  # each wide enough for its legend to name all five flags: one per line
             campaign_by_modality, campaign_by_question_type, campaign_by_model = (
                 gr.BarPlot(
                     x=column,
@@ -807,6 +835,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     x_title=what.capitalize(),
                     y_title=f"Share of that {what}'s reviews, stacked by flag",
                     color_title="Flag",
+                    min_width=900,
                     elem_id=f"campaign-plot-{column}",
                 )
                 for column, what in GROUPED_PLOTS
@@ -883,31 +912,32 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         [export_status],
         api_name="campaign_push",
     )
-    report_button.click(
-        handlers.report,
-        [page["campaign"]],
-        [report_summary, report_agreement, report_hints, report_disagreements],
-        api_name="campaign_report",
-    )
-    report_button.click(
-        handlers.dashboard,
-        [page["campaign"]],
-        [progress_plot, campaign_by_modality, campaign_by_question_type, campaign_by_model, per_reviewer],
-        api_name="campaign_dashboard",
-    )
-    adjudicate.click(
-        handlers.adjudicate,
-        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note, adjudicate_verdict],
-        [adjudicate_status],
-        api_name="campaign_adjudicate",
-    )
-    report_button.click(
+    report_tables = [report_summary, report_agreement, report_hints, report_disagreements]
+    report_plots = [progress_plot, campaign_by_modality, campaign_by_question_type, campaign_by_model, per_reviewer]
+    shown_report = [report_button.click, report_box.expand]  # opening the report loads it: no Refresh needed
+    gr.on(shown_report, handlers.report, [page["campaign"]], report_tables, api_name="campaign_report")
+    gr.on(shown_report, handlers.dashboard, [page["campaign"]], report_plots, api_name="campaign_dashboard")
+    gr.on(
+        shown_report,
         handlers.adjudication_form,
         [page["campaign"]],
         [adjudicate_flags, adjudicate_verdict],
         api_visibility="private",
         queue=False,
     )
+    page["campaign"].change(  # another campaign: its report is loaded when opened, never the last one's shown
+        lambda: (gr.update(open=False), ""),
+        None,
+        [report_box, report_summary],
+        api_visibility="private",
+        queue=False,
+    )
+    adjudicate.click(
+        handlers.adjudicate,
+        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note, adjudicate_verdict],
+        [adjudicate_status],
+        api_name="campaign_adjudicate",
+    ).then(handlers.report, [page["campaign"]], report_tables, api_visibility="private")  # the decision, shown
     campaigns_tab.select(
         handlers.campaign_choices,
         None,
@@ -925,19 +955,19 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         inputs_of(handlers.submit_and_next, page, session=session),
         outputs_of(CampaignShown, page),
         api_name="campaign_submit",
-    )
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
     back.click(
         handlers.back,
         inputs_of(handlers.back, page, session=session),
         outputs_of(CampaignShown, page),
         api_name="campaign_back",
-    )
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
     skip.click(
         handlers.skip,
         inputs_of(handlers.skip, page, session=session),
         outputs_of(CampaignShown, page),
         api_name="campaign_skip",
-    )
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
 
 
 def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
@@ -968,12 +998,13 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         interactive=False,
         wrap=True,
         max_height=400,
+        column_widths=render.REVIEW_COLUMN_WIDTHS,
         elem_id="reviews-table",
     )
     with gr.Row():
         page["review_id"] = gr.Textbox(  # a number box would show "0" while empty; the handler reads the number
             label="Review id (or click a row)",
-            placeholder="the last column of the table",
+            placeholder="the first column of the table",
             elem_id="review-id",
         )
         open_button = gr.Button(

@@ -310,6 +310,7 @@ def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
 
 
 REVIEW_COLUMNS = [
+    "Review id",
     "Question",
     "Model's answer",
     "Flags",
@@ -319,15 +320,19 @@ REVIEW_COLUMNS = [
     "Modality",
     "Model",
     "Saved (UTC)",
-    "Review id",
 ]
-"""The Reviews table's headers: what a reviewer scans for first, the bookkeeping last."""
+"""The Reviews table's headers: the id first (what Open takes, seen without scrolling), then what a reviewer scans
+for, the bookkeeping last."""
+REVIEW_COLUMN_WIDTHS = ["72px", "240px", "140px", "170px", "190px", "110px", "72px", "80px", "150px", "120px"]
+"""Their widths: 1,344 px in all, inside the 1,374 px of a 1440-pixel-wide window; narrower, the table scrolls
+sideways with every column readable instead of squeezing all but one."""
 
 
 def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
     """One row per annotation for the Reviews table, newest first (the order given)."""
     rows = [
         [
+            annotation.id,
             annotation.question,
             f"{annotation.letter}) {annotation.options[LETTERS.index(annotation.letter)]}"
             if annotation.letter and LETTERS.index(annotation.letter) < len(annotation.options)
@@ -339,7 +344,6 @@ def reviews_frame(annotations: Sequence[Annotation]) -> pd.DataFrame:
             annotation.modality or "",
             annotation.model_id,
             annotation.updated_at[:19].replace("T", " "),
-            annotation.id,
         ]
         for annotation in annotations
     ]

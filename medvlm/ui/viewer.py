@@ -21,6 +21,7 @@ rebuilt from pixels (no file name, no metadata), so no copy of it is left in a c
 from __future__ import annotations
 
 import base64
+import html
 import io
 from typing import Any
 
@@ -39,7 +40,7 @@ TEMPLATE = """
      data-frames="${value && value.frames ? value.frames : 1}" data-case="${value ? value.case : ''}">
   ${value && value.src
     ? `<img class="picture" src="${value.src}" alt="${value.alt}" draggable="false">`
-    : `<div class="placeholder">Upload an image or a DICOM, or choose an example.</div>`}
+    : `<div class="placeholder">{placeholder}</div>`}
   ${value && value.src ? `<div class="readout">${value.readout}</div>` : ''}
   ${value && value.src ? `<div class="tools">
       <button type="button" class="zoom-in" title="Zoom in (wheel up)">+</button>
@@ -64,7 +65,7 @@ CSS = """
 .viewer .readout { position: absolute; left: 8px; bottom: 6px; color: #fff; font: 12px/1.4 monospace;
                    text-shadow: 0 0 3px #000; pointer-events: none; }
 .viewer .hint { position: absolute; left: 8px; top: 6px; color: #ddd; font-size: 11px;
-                text-shadow: 0 0 3px #000; pointer-events: none; max-width: 60%; }
+                text-shadow: 0 0 3px #000; pointer-events: none; max-width: calc(100% - 160px); }
 .viewer .tools { position: absolute; right: 6px; top: 6px; display: flex; gap: 4px; }
 .viewer .tools button { background: rgba(0,0,0,0.6); color: #fff; border: 1px solid #666; border-radius: 4px;
                         min-width: 28px; padding: 1px 6px; font-size: 13px; cursor: pointer; }
@@ -205,11 +206,15 @@ arrived();
 """
 
 
-def viewer(**kwargs: Any) -> gr.HTML:
-    """The viewer component (its value: :func:`viewer_value`, or None before any image)."""
+ASK_PLACEHOLDER = "Upload an image or a DICOM, or choose an example."
+
+
+def viewer(*, placeholder: str = ASK_PLACEHOLDER, **kwargs: Any) -> gr.HTML:
+    """The viewer component (its value: :func:`viewer_value`, or None before any image); ``placeholder`` is what
+    it says while empty (what to do to fill it, which differs per tab)."""
     return gr.HTML(
         None,
-        html_template=TEMPLATE,
+        html_template=TEMPLATE.replace("{placeholder}", html.escape(placeholder)),
         css_template=CSS,
         js_on_load=SCRIPT,
         apply_default_css=False,
