@@ -309,17 +309,65 @@ def test_image_question_ask_and_answer_fit_the_screen(browser, app_url: str, siz
 
 
 def test_phone_width_puts_the_answer_under_ask(browser, app_url: str) -> None:
+    """390x844: the answer under Ask, brought to the top of the screen once asked; the viewer's hint clear of its
+    buttons; the Reviews table readable column by column."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(app_url)
     page.locator("button#example-0").click()
     expect(page.locator("#viewer img.picture")).to_be_visible(timeout=60_000)
+    hint, tools = page.locator("#viewer .hint").bounding_box(), page.locator("#viewer .tools").bounding_box()
+    assert hint["x"] + hint["width"] <= tools["x"], (hint, tools)  # side by side, never on top of each other
     page.locator("button#ask").click()
     expect(page.locator("#answer .option.chosen")).to_have_count(1, timeout=120_000)
     ask, answer = page.locator("button#ask").bounding_box(), page.locator("#answer").bounding_box()
     assert ask["x"] + ask["width"] <= 390 and answer["x"] + answer["width"] <= 390
     assert 0 <= answer["y"] - (ask["y"] + ask["height"]) < 150, (ask, answer)
+    assert -2 <= answer["y"] < 200, answer  # on screen from its first line, not at the bottom edge
+    page.get_by_role("tab", name="Reviews").click()
+    headers = page.locator("#reviews-table th")
+    expect(headers.first).to_be_visible(timeout=60_000)
+    shown = [box for box in (header.bounding_box() for header in headers.all()) if box and inside(box, 390, 844)]
+    assert len(shown) >= 2, shown  # the id and the question at least, the rest a swipe away
+    page.close()
+
+
+def test_a_correct_answer_never_carries_over_to_the_next_case(
+    browser, app_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """The "mr abdomen" example (B, Liver) then an uploaded image with new options: nothing is marked correct,
+    and the saved review stores no correct answer."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    Image.radial_gradient("L").resize((80, 64)).save(tmp_path / "head.png")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(app_url)
+    page.locator("button#example-1").click()
+    correct = page.locator("#correct-answer input").first
+    expect(correct).to_have_value("B) Liver", timeout=60_000)
+    page.locator("#case-sources input[type=file]").set_input_files(str(tmp_path / "head.png"))
+    expect(page.locator("#image-info")).to_contain_text("PNG", timeout=60_000)
+    expect(correct).to_have_value("Not known")
+    expect(page.locator("#question textarea")).to_have_value("")  # the example's question went with it
+    page.locator("#question textarea").fill("What is shown?")
+    page.locator("#options textarea").fill("Infarct\nHaemorrhage")
+    expect(page.locator("#answer .option")).to_have_count(2, timeout=30_000)
+    expect(correct).to_have_value("Not known")
+    page.locator("button#ask").click()
+    expect(page.locator("#answer .option.chosen")).to_have_count(1, timeout=120_000)
+    expect(page.locator("#answer")).not_to_contain_text("correct")
+    page.locator("#reviewer-name textarea, #reviewer-name input").first.fill("Dr Carried")
+    page.locator("#review-flags").get_by_label("Sound reasoning").check()
+    page.evaluate("document.querySelector('#review-submit').scrollIntoView({block: 'end'})")  # as far as needed
+    page.locator("button#review-submit").click()
+    status = page.locator("#review-status")
+    expect(status).to_contain_text("Saved your review", timeout=30_000)
+    assert inside(status.bounding_box(), 1280, 720)  # the confirmation where the click was
+    with sqlite3.connect(data_dir / "annotations.sqlite3") as conn:
+        stored = conn.execute("SELECT correct_answer FROM annotations WHERE reviewer = 'Dr Carried'").fetchall()
+    assert stored == [(None,)]
     page.close()
 
 
@@ -485,7 +533,12 @@ def test_reviews_tab_reads_as_a_reviewer_expects(browser, app_url: str) -> None:
     table = page.locator("#reviews-table")
     expect(table).to_contain_text("Model's answer", timeout=60_000)
     headers = [text.strip() for text in table.locator("th").all_inner_texts() if text.strip()]
-    assert headers[:5] == ["Question", "Model's answer", "Flags", "Comment", "Reviewer"], headers
+    assert headers[:6] == ["Review id", "Question", "Model's answer", "Flags", "Comment", "Reviewer"], headers
+    wide, room = page.evaluate(  # every column in the panel of a 1440-pixel window: no sideways scrolling
+        "() => { const t = document.querySelector('#reviews-table table'); return [t.scrollWidth, "
+        "document.querySelector('#reviews-table').clientWidth]; }"
+    )
+    assert wide <= room, (wide, room)
     assert page.locator("#review-id textarea, #review-id input").first.input_value() == ""  # no "0" while empty
     page.locator("#review-id textarea, #review-id input").first.fill("999999")
     page.locator("button#review-open").click()
@@ -519,6 +572,88 @@ def test_submit_and_next_steps_through_an_evaluation_run(
     expect(page.locator("#review-flags").get_by_label("Superficial reasoning")).not_to_be_checked()  # a fresh form
     expect(page.locator("button#review-submit-next")).to_be_hidden()  # the last sample
     assert reviews_in(data_dir, "Dr Next Browser") == 1
+    page.close()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1440, 900)], ids=["1280x720", "1440x900"])
+def test_the_campaign_buttons_stay_on_screen_and_the_next_output_is_shown_from_its_top(
+    browser, app_url: str, data_dir: Path, size: tuple[int, int]
+) -> None:
+    from playwright.sync_api import expect
+
+    from helpers import model_output
+
+    width, height = size
+    name = f"Scroll round {width}"
+    outputs = [model_output(700 + width + index, question=f"Question {index + 1} at {width}?") for index in range(2)]
+    Campaigns(AnnotationStore(data_dir)).create(name, outputs, reviews_per_output=1, created_by="admin")
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(app_url)
+    start_campaign(page, name, f"Dr Scroll {width}")
+    expect(page.locator("#campaign-case")).to_contain_text(f"Question 1 at {width}?", timeout=60_000)
+    for button in ("#campaign-back", "#campaign-submit", "#campaign-skip"):  # on screen before any scrolling
+        assert inside(page.locator(f"button{button}").bounding_box(), width, height), button
+    page.locator("#campaign-flags").get_by_label("Sound reasoning").check()  # Playwright scrolls down to it
+    assert page.evaluate("window.scrollY") > 200
+    assert inside(page.locator("button#campaign-submit").bounding_box(), width, height)
+    page.locator("button#campaign-submit").click()
+    expect(page.locator("#campaign-case")).to_contain_text(f"Question 2 at {width}?", timeout=30_000)
+    top = "() => Math.abs(document.querySelector('#campaign-output').getBoundingClientRect().top - 8) < 2"
+    page.wait_for_function(top)  # scrolled back up to the new output, a little below the window's edge
+    for shown in ("#campaign-viewer", "#campaign-case", "#campaign-status"):  # the new image, its question, "Saved"
+        assert inside(page.locator(shown).bounding_box(), width, height), shown
+    expect(page.locator("#campaign-status")).to_contain_text("Saved your review")
+    page.close()
+
+
+def test_a_blind_campaign_names_no_model_and_its_ct_can_be_windowed(browser, app_url: str, data_dir: Path) -> None:
+    """The banner names no model while a blind campaign is on screen (and does again on the Ask tab); a stored CT's
+    window is dragged over its stored grey levels."""
+    from playwright.sync_api import expect
+
+    from medvlm.annotations import ModelOutput
+    from medvlm.images import load_image
+    from medvlm.parsing import parse_completion
+
+    ct = load_image(REPO / "assets" / "ct_head.dcm")
+    output = ModelOutput.answered(
+        parse_completion("<think>Bone bright, air dark.</think><answer>A</answer>", 4, final=True),
+        output_id="blind-ct-head",
+        image=ct.image,
+        image_metadata=ct.metadata.to_dict(),
+        question="Which modality?",
+        options=["CT", "MRI", "X-Ray", "Ultrasound"],
+        correct_answer="A",
+        stop_reason="eos",
+        model={"model": "hidden-lab/grpo-run-7"},
+        settings={},
+        prompt_style="medvlm",
+        timing=None,
+        generated_at="2026-12-01T00:00:00+00:00",
+    )
+    Campaigns(AnnotationStore(data_dir)).create("Blind CT", [output], reviews_per_output=1, blind=True, created_by="a")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(app_url)
+    banner = page.locator("#model-banner")
+    expect(banner).to_contain_text("random", timeout=60_000)  # the served test model, named
+    start_campaign(page, "Blind CT", "Dr Blind")
+    expect(page.locator("#campaign-case")).to_contain_text("hidden (blind campaign)", timeout=60_000)
+    expect(banner).to_contain_text("blind campaign", timeout=30_000)
+    served = page.evaluate("document.querySelector('#model-banner').innerText")
+    assert "Model:" not in served and "random" not in served and "grpo-run-7" not in page.content()
+    readout = page.locator("#campaign-viewer .readout")
+    expect(readout).to_contain_text(f"W {ct.metadata.window_width:g} / C {ct.metadata.window_center:g} HU")
+    box = page.locator("#campaign-viewer .viewer").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 - 60, box["y"] + box["height"] / 2 + 30, steps=4)
+    page.mouse.up()
+    expect(readout).to_contain_text("of the stored picture")
+    assert "url(" in page.evaluate("document.querySelector('#campaign-viewer .picture').style.filter")
+    page.locator("#campaign-viewer .viewer").dblclick()  # back to the stored window
+    expect(readout).not_to_contain_text("of the stored picture")
+    page.get_by_role("tab", name="Ask").click()
+    expect(banner).to_contain_text("random", timeout=30_000)
     page.close()
 
 
@@ -576,9 +711,8 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     expect(page.locator("#campaign-progress")).to_contain_text("2 of 2")
     assert reviews_in(data_dir, "Dr Campaign") == 2
 
-    # The campaign's report: progress, agreement (with too few outputs for an interval) and its plots.
+    # The campaign's report, loaded by opening it: progress, agreement (too few outputs for an interval), plots.
     page.locator("#campaign-report-box").get_by_text("Campaign report").click()
-    page.locator("button#campaign-report-refresh").click()
     expect(page.locator("#campaign-report")).to_contain_text("2 of 2 outputs complete", timeout=30_000)
     expect(page.locator("#campaign-report")).to_contain_text("Dr Campaign 2")
     expect(page.locator("#campaign-agreement")).to_contain_text("95% interval of kappa")
@@ -597,8 +731,9 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
 def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
     browser, formatted_model_dir: Path, tmp_path: Path
 ) -> None:
-    """Signed in, the set-up panel takes a dataset and its images; the served model answers them; a review
-    follows, and the report's export downloads the campaign as a dataset."""
+    """Signed in, the set-up panel takes a dataset and its images (a taken name refused, then the same uploads
+    used again); the served model answers them; a review follows, the report's export downloads the campaign as a
+    dataset, and an adjudication shows in the report as soon as it is saved."""
     import json
     import zipfile
 
@@ -612,6 +747,14 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         rows.append({"id": f"r{index}", "image": f"scans/scan{index}.png", "question": f"Finding {index}?",
                      "options": ["Effusion", "Normal"], "answer": "A", "question_type": "Lesion Grading"})  # fmt: skip
     (tmp_path / "questions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    from helpers import model_output
+    from medvlm.annotations import Review
+
+    taken = Campaigns(AnnotationStore(tmp_path / "data"))
+    taken.create("Taken round", [model_output(900)], reviews_per_output=2, created_by="bob")
+    for reviewer, flags in (("Dr One", ("sound",)), ("Dr Two", ("superficial",))):  # a split to adjudicate
+        given = taken.next_output("Taken round", reviewer)
+        taken.submit("Taken round", reviewer, given.output.output_id, Review(reviewer, flags))
     arguments = ["--model", str(formatted_model_dir), "--data-dir", str(tmp_path / "data"), "--auth", "alice:pw"]
     with serving(arguments, tmp_path / "app.log") as url:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -634,9 +777,15 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         # Gradio lays each name out as stem and extension ("scan2 .png"); the row's accessible name is whole.
         uploaded = page.locator("#new-campaign-files").get_by_role("row", name=re.compile(r"^scan2\.png"))
         expect(uploaded).to_be_visible(timeout=30_000)
-        page.locator("#new-campaign-name textarea, #new-campaign-name input").first.fill("Answered in the browser")
+        name = page.locator("#new-campaign-name textarea, #new-campaign-name input").first
+        status = page.locator("#campaign-admin-status")
+        name.fill("Taken round")
         page.locator("button#new-campaign-create").click()
-        expect(page.locator("#campaign-admin-status")).to_contain_text(
+        expect(status).to_contain_text("There is already a campaign called 'Taken round'", timeout=60_000)
+        name.fill("Answered in the browser")  # the name fixed, the files as they were uploaded
+        page.locator("button#new-campaign-create").click()
+        expect(status).not_to_contain_text("already", timeout=10_000)  # the old error goes at once
+        expect(status).to_contain_text(
             "Created campaign Answered in the browser: all 3 questions answered by", timeout=120_000
         )
         page.locator("button#campaign-start").click()
@@ -657,6 +806,19 @@ def test_an_administrator_makes_a_campaign_from_a_dataset_the_model_answers(
         with page.expect_download() as download:
             link.click()
         download.value.save_as(tmp_path / "exported.zip")
+
+        # Another campaign: its report opens without a Refresh, and an adjudication shows as soon as it is saved.
+        page.locator("#campaign-choice input").first.click()
+        page.get_by_role("option", name="Taken round").click()
+        page.locator("#campaign-report-box").get_by_text("Campaign report").click()
+        disagreements = page.locator("#campaign-disagreements")
+        expect(disagreements).to_contain_text("Superficial reasoning 1/2", timeout=60_000)
+        page.locator("#adjudicate-output textarea, #adjudicate-output input").first.fill("1")
+        page.locator("#adjudicate-flags").get_by_label("Superficial reasoning").check()
+        page.locator("button#adjudicate-save").click()
+        expect(page.locator("#adjudicate-status")).to_contain_text("Adjudicated output 1", timeout=30_000)
+        decided = disagreements.locator("tbody tr").first.locator("td").last  # the "adjudicated" column
+        expect(decided).to_have_text("Superficial reasoning", timeout=30_000)
         page.close()
     with zipfile.ZipFile(tmp_path / "exported.zip") as zipped:
         zipped.extractall(tmp_path / "exported")

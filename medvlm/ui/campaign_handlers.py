@@ -41,7 +41,7 @@ from medvlm.ui.inputs import as_number
 from medvlm.ui.pair_handlers import PairHandlers
 from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
 from medvlm.ui.session import Session
-from medvlm.ui.viewer import stored_picture, viewer_value
+from medvlm.ui.viewer import stored_value
 from medvlm.ui.workbench import Workbench
 from medvlm.user_text import escape_markdown
 from medvlm.vqa_records import load_records
@@ -59,6 +59,15 @@ class CampaignHandlers:
         self.workbench = workbench
         self.campaigns = Campaigns(workbench.store)
         self.pairs = PairHandlers(self.campaigns)
+
+    def banner(self, session: Session) -> str:
+        """The notice at the top while this tab is on screen: no model named in it while the campaign is blind
+        (the served model may be the one that answered; its reviewers must not know)."""
+        try:
+            blind = bool(session.campaign) and self.campaigns.get(session.campaign).blind
+        except MedVLMError:
+            blind = False
+        return render.blind_banner() if blind else self.workbench.banner()
 
     def campaign_choices(self):
         """The campaigns to choose from (refreshed whenever the tab opens)."""
@@ -561,7 +570,7 @@ class CampaignHandlers:
         return CampaignShown(
             campaign_guidelines=campaign.guidelines or "No guidelines were written for this campaign.",
             campaign_progress=overall,
-            campaign_viewer=viewer_value(stored_picture(output), case=zlib.crc32(output.output_id.encode())),
+            campaign_viewer=stored_value(output, case=zlib.crc32(output.output_id.encode())),
             campaign_case=(
                 f"Output {assignment.position} of {progress.outputs} (reviews so far: {assignment.reviews}; model: "
                 f"{escape_markdown(model)}). **{escape_markdown(output.question)}**"

@@ -82,8 +82,9 @@ is Submit & next."""
 SHOW_NEW_OUTPUT = """
 (status) => {
   // Another output was handed out (not a refused save, which keeps the form where it is): show it from its top.
-  if (!String(status || '').includes('\u26a0')) {
-    document.querySelector('#campaign-output')?.scrollIntoView({block: 'start'});
+  const output = document.querySelector('#campaign-output');
+  if (output && !String(status || '').includes('\u26a0')) {
+    window.scrollTo({top: window.scrollY + output.getBoundingClientRect().top - 8});
   }
 }
 """
@@ -111,18 +112,20 @@ def build_demo(workbench: Workbench) -> gr.Blocks:
         analytics_enabled=False,
     ) as demo:
         session = gr.State(Session(), delete_callback=Session.close)
-        _notice(demo, workbench)
+        banner = _notice(demo, workbench)
         with gr.Tabs(elem_id="tabs"):
-            with gr.Tab("Ask", id="ask", elem_id="tab-ask"):
+            with gr.Tab("Ask", id="ask", elem_id="tab-ask") as ask_tab:
                 _ask_tab(demo, workbench, session)
             with gr.Tab("Campaigns", id="campaigns", elem_id="tab-campaigns") as campaigns_tab:
-                _campaigns_tab(workbench, session, campaigns_tab)
+                _campaigns_tab(workbench, session, campaigns_tab, banner)
             with gr.Tab("Reviews", id="reviews", elem_id="tab-reviews") as reviews_tab:
                 _reviews_tab(workbench, reviews_tab)
+        for tab in (ask_tab, reviews_tab):  # the model named again after a blind campaign's tab hid it
+            tab.select(workbench.banner, None, banner, api_visibility="private")
     return demo.queue(default_concurrency_limit=workbench.config.concurrency)
 
 
-def _notice(demo: gr.Blocks, workbench: Workbench) -> None:
+def _notice(demo: gr.Blocks, workbench: Workbench) -> gr.HTML:
     """One short coloured line: which model, whether it is the random test model; details on request."""
     banner = gr.HTML(
         workbench.banner(),
@@ -131,6 +134,7 @@ def _notice(demo: gr.Blocks, workbench: Workbench) -> None:
         elem_id="model-banner",
     )
     demo.load(workbench.banner, None, banner, api_visibility="private")  # the fidelity check may have ended
+    return banner
 
 
 def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
@@ -582,8 +586,11 @@ def _campaign_answer(page: dict[str, Any], prefix: str, *, header: str) -> None:
     page[f"{prefix}hints"] = gr.Markdown(elem_id=f"{ids}hints")
 
 
-def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Tab) -> None:
-    """A shared review campaign, one handed-out output at a time (created with ``medvlm campaign create``)."""
+def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Tab, banner: gr.HTML) -> None:
+    """A shared review campaign, one handed-out output at a time (created with ``medvlm campaign create``).
+
+    ``banner`` is the page's model notice: it names no model while a blind campaign is on screen.
+    """
     handlers = CampaignHandlers(workbench)
     config = workbench.config
     page: dict[str, Any] = {}
@@ -949,7 +956,8 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         inputs_of(handlers.start, page, session=session),
         outputs_of(CampaignShown, page),
         api_name="campaign_start",
-    )
+    ).then(handlers.banner, [session], [banner], api_visibility="private")
+    campaigns_tab.select(handlers.banner, [session], [banner], api_visibility="private")
     submit.click(
         handlers.submit_and_next,
         inputs_of(handlers.submit_and_next, page, session=session),

@@ -26,7 +26,7 @@ from medvlm.ui import render
 from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message
 from medvlm.ui.inputs import as_number
 from medvlm.ui.session import Session
-from medvlm.ui.viewer import stored_picture, viewer_value
+from medvlm.ui.viewer import stored_value
 from medvlm.user_text import escape_markdown
 
 
@@ -194,7 +194,7 @@ class PairHandlers:
         return CampaignShown(
             campaign_guidelines=guidelines,
             campaign_progress=overall,
-            campaign_viewer=viewer_value(stored_picture(first), case=zlib.crc32(assignment.pair.encode())),
+            campaign_viewer=stored_value(first, case=zlib.crc32(assignment.pair.encode())),
             campaign_case=(
                 f"Pair {assignment.position} of {progress.outputs} (verdicts so far: {assignment.verdicts}"
                 f"{'; models hidden until you submit' if campaign.blind else ''}). "

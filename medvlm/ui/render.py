@@ -288,6 +288,14 @@ def model_banner(
     )
 
 
+def blind_banner() -> str:
+    """The notice while a blind campaign is reviewed: what kind of work this is, and no model's name anywhere."""
+    return (
+        '<div class="notice ok" role="status"><span class="headline">A blind campaign: the model that answered is '
+        f"hidden from its reviewers, and so is the correct answer.</span> {_escape(RESEARCH_ONLY)}</div>"
+    )
+
+
 def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
     """On a CPU: what the fast path did, how faithful it is, and the image size it chose (what the model sees)."""
     if model.device.type != "cpu":

@@ -8,10 +8,9 @@ PAGE_CSS = """
    it never scrolls: the page does). Clipping instead hides the same overflow without that. */
 .gradio-container { overflow: clip !important; }
 /* Campaigns: Back, Submit & next and Skip, with the status of the last click, stay at the bottom of the window
-   while the output above them is read. */
-#campaign-actions { position: sticky; bottom: 0; z-index: 20; background: var(--background-fill-primary, #fff);
+   while the output above them is read (above the labels Gradio lifts to z-index 40). */
+#campaign-actions { position: sticky; bottom: 0; z-index: 100; background: var(--background-fill-primary, #fff);
                     border-top: 1px solid var(--border-color-primary); padding: 8px 0 4px; }
-#campaign-actions #campaign-status:empty { display: none; }
 /* Ask: "Saved your review" beside the button that was clicked, not below the fold under it. */
 .review-actions { align-items: center; }
 """

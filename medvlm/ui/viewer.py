@@ -6,7 +6,9 @@ A ``gr.HTML`` component with its own template, CSS and script (Gradio's custom H
   the +/- buttons zoom about the cursor, dragging pans, double-click fits again;
 * on a greyscale DICOM, dragging changes the window as in OHIF (left/right: width, up/down:
   centre); shift-drag pans;
-* on a multi-frame file, the wheel and the arrow keys step through frames (ctrl-wheel zooms).
+* on a multi-frame file, the wheel and the arrow keys step through frames (ctrl-wheel zooms);
+* on a stored CT (a campaign's output: only its rendering is kept, never the file), dragging
+  changes the display window in the browser over the stored grey levels (:func:`stored_value`).
 
 Window and frame changes are rendered on the server from the original pixel values (an 8-bit
 picture cannot be re-windowed): the script puts the requested centre, width or frame into the
@@ -95,7 +97,8 @@ function preview() {
     f.setAttribute('slope', slope); f.setAttribute('intercept', intercept);
   });
   img.style.filter = `url(#${filterId})`;
-  if (readout) readout.textContent = `W ${asked.width} / C ${asked.center} (rendering...)`;
+  const what = current().local ? `of the stored picture, rendered at W ${shown.width} / C ${shown.center}` : 'rendering...';
+  if (readout) readout.textContent = `W ${asked.width} / C ${asked.center} HU (${what})`;
 }
 const box = () => element.querySelector('.viewer');
 const picture = () => element.querySelector('.picture');
@@ -178,7 +181,7 @@ element.addEventListener('pointermove', (event) => {
     const center = Math.round(drag.center - dy * drag.step);
     asked = {center, width};
     preview();
-    throttled({center, width});
+    if (!current().local) throttled({center, width});  // a stored picture has no file to render again
   } else {
     view.x = drag.vx + dx; view.y = drag.vy + dy; view.fitted = false; place();
   }
@@ -186,7 +189,15 @@ element.addEventListener('pointermove', (event) => {
 const release = () => { drag = null; };
 element.addEventListener('pointerup', release);
 element.addEventListener('pointercancel', release);
-element.addEventListener('dblclick', () => fit());
+element.addEventListener('dblclick', () => {
+  fit();
+  if (current().local && asked) {  // back to the window the picture was stored with
+    asked = null;
+    const img = picture(), readout = element.querySelector('.readout');
+    if (img) img.style.filter = '';
+    if (readout) readout.textContent = current().readout;
+  }
+});
 element.addEventListener('keydown', (event) => {
   const steps = {ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -1, PageDown: 1};
   if (event.key in steps && stepFrame(steps[event.key])) event.preventDefault();
@@ -267,6 +278,32 @@ def _data_url(image: Image.Image, *, grey: bool) -> str:
     buffer = io.BytesIO()
     shown.save(buffer, format="PNG", compress_level=1)  # speed over size: this is re-sent on every window drag
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def stored_value(output: ModelOutput, *, case: int) -> dict[str, Any] | None:
+    """What the viewer shows of a stored output (a campaign's): its picture, and on a CT a window to drag.
+
+    Only the rendering is stored (never the file), so another window cannot be rendered from the
+    original values; but a CT's rendering records its window in Hounsfield units, so each grey level
+    maps back to HU, and dragging remaps them in the browser (``local``): exact inside the stored
+    window, with what it clipped staying clipped. Double-click goes back to the stored window.
+    """
+    image = stored_picture(output)
+    value = viewer_value(image, case=case)
+    metadata = image.metadata
+    center, width = metadata.window_center, metadata.window_width
+    if value is None or not metadata.hounsfield or center is None or width is None:
+        return value
+    value.update(
+        src=_data_url(image.image, grey=True),
+        windowable=True,
+        local=True,
+        center=center,
+        width=width,
+        readout=f"{value['readout']} \u00b7 W {width:g} / C {center:g} HU",
+        hint="wheel: zoom, drag: window (of the stored picture), shift-drag: pan, double-click: reset",
+    )
+    return value
 
 
 def picture(value: dict[str, Any] | None) -> Image.Image | None:
