@@ -536,7 +536,7 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     )
     table = workbench.reviews_table("hallucination", "CT", "Dr Filter", "Any")
     assert list(table.columns) == render.REVIEW_COLUMNS and len(table) == 1
-    assert list(table.columns[:5]) == ["Question", "Model's answer", "Flags", "Comment", "Reviewer"]
+    assert list(table.columns[:6]) == ["Review id", "Question", "Model's answer", "Flags", "Comment", "Reviewer"]
     row = table.iloc[0]
     assert (row["Modality"], row["Flags"], row["Comment"]) == ("CT", "Hallucinated finding", "sees a fracture")
     output = session.last_output
@@ -669,7 +669,7 @@ def test_an_upload_after_an_example_carries_none_of_the_examples_answer(
     assert example.correct["value"] == "B"
     shown = workbench.load_file(session, str(sample_png), example.question, example.options)
     assert shown.correct["value"] == "" and shown.question == "" and shown.options == ""
-    assert shown.correct["choices"] == [("Not known", "")]
+    assert shown.correct["choices"] == render.letter_choices()  # no options yet: any letter, as on a fresh page
     # New options typed under it, and asked: nothing chose a correct answer, so none is stored.
     panel, dropdown, _ = workbench.preview_options(session, "Haemorrhage\nInfarct", shown.correct["value"])
     assert dropdown["value"] == "" and "Haemorrhage" in panel

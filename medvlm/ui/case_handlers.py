@@ -346,7 +346,7 @@ def _question_after_upload(session: Session, question: str, options: str) -> dic
     return {
         "question": question,
         "options": options,
-        "correct": gr.update(choices=render.letter_choices(session.typed_options), value=""),
+        "correct": gr.update(choices=render.letter_choices(session.typed_options or None), value=""),
     }
 
 

@@ -97,8 +97,10 @@ function preview() {
     f.setAttribute('slope', slope); f.setAttribute('intercept', intercept);
   });
   img.style.filter = `url(#${filterId})`;
-  const what = current().local ? `of the stored picture, rendered at W ${shown.width} / C ${shown.center}` : 'rendering...';
-  if (readout) readout.textContent = `W ${asked.width} / C ${asked.center} HU (${what})`;
+  const value = current(), unit = value.unit || '';
+  const stored = `of the stored picture, rendered at W ${shown.width} / C ${shown.center}`;
+  const what = value.local ? stored : 'rendering...';
+  if (readout) readout.textContent = `W ${asked.width} / C ${asked.center}${unit} (${what})`;
 }
 const box = () => element.querySelector('.viewer');
 const picture = () => element.querySelector('.picture');
@@ -266,6 +268,7 @@ def viewer_value(image: LoadedImage | None, *, case: int, note: str = "") -> dic
         "frame": metadata.frame_index + 1,
         "frames": frames,
         "case": case,
+        "unit": " HU" if metadata.hounsfield else "",
     }
 
 
