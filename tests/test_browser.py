@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, samples_file
-from medvlm.annotations import AnnotationStore
+from medvlm.annotations import FLAGS, AnnotationStore
 from medvlm.annotations.campaigns import Campaigns
 
 pytestmark = pytest.mark.slow
@@ -717,6 +717,14 @@ def test_a_reviewer_works_through_a_campaign_and_sees_hints_and_progress(
     expect(page.locator("#campaign-report")).to_contain_text("Dr Campaign 2")
     expect(page.locator("#campaign-agreement")).to_contain_text("95% interval of kappa")
     expect(page.locator("#campaign-progress-plot")).to_contain_text("Reviews submitted so far")
+    expect(page.locator("#campaign-plot-modality")).to_contain_text("Flags in this campaign, by modality")
+    legend = page.evaluate(  # the labels drawn inside the plot's own box, not cut off at its edge
+        """(selector) => { const plot = document.querySelector(selector), right = plot.getBoundingClientRect().right;
+          return [...plot.querySelectorAll('svg text')].filter((text) => text.getBoundingClientRect().right <= right)
+            .map((text) => text.textContent); }""",
+        "#campaign-plot-modality",
+    )
+    assert set(FLAGS.values()) <= set(legend), legend  # all five flags, not three
 
     # Back: the last review, filled in, to change.
     page.locator("button#campaign-back").click()
