@@ -106,7 +106,9 @@ def campaign_pages(browser, url: str) -> None:
     page.wait_for_selector("#campaign-viewer img.picture", timeout=60_000)
     page.locator("#campaign-marking").get_by_text("Mark passages of the reasoning").click()
     time.sleep(1)
-    save(page, "campaign.png", full_page=True)
+    page.evaluate("window.scrollTo(0, document.querySelector('#campaign-output').getBoundingClientRect().top - 100)")
+    time.sleep(0.5)
+    save(page, "campaign.png")  # the window as the reviewer sees it: Back / Submit & next / Skip along its bottom
     page.locator("#campaign-report-box").get_by_text("Campaign report").click()
     page.locator("button#campaign-report-refresh").click()
     page.locator("#campaign-report").get_by_text("outputs complete").wait_for(timeout=60_000)
