@@ -9,7 +9,8 @@ weights) inside the ``llama-cpp-python`` source distribution on PyPI, at
 failing all three it is extracted from that source distribution (``pip download``, about 75 MB,
 from PyPI, which every install needs anyway). The converted Hugging Face tokenizer (with Qwen2-VL's
 special tokens, :func:`medvlm.tiny_model.qwen2_tokenizer`) is cached, because reading the GGUF
-takes about 20 s. ``.ci/run`` runs this module before the tests, so no test downloads anything.
+takes about 20 s. ``.ci/run`` runs this module before the tests; ``python -m pytest`` alone does the same before
+its first test, saying so (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -28,17 +29,19 @@ SDIST = "llama-cpp-python==0.3.36"
 MEMBER = f"vendor/llama.cpp/models/{GGUF_NAME}"
 
 
-def vocab_file() -> Path:
-    """The GGUF file, found or fetched (see the module docstring)."""
+def local_vocab_file() -> Path | None:
+    """The GGUF file where it is found without a download (see the module docstring), or None."""
     candidates = [
         Path(os.environ["MEDVLM_QWEN2_VOCAB"]) if os.environ.get("MEDVLM_QWEN2_VOCAB") else None,
         REPO.parent / "shared" / "vocab" / GGUF_NAME,
         CACHE / GGUF_NAME,
     ]
-    for candidate in candidates:
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return _fetch(CACHE / GGUF_NAME)
+    return next((candidate for candidate in candidates if candidate is not None and candidate.is_file()), None)
+
+
+def vocab_file() -> Path:
+    """The GGUF file, found or fetched (see the module docstring)."""
+    return local_vocab_file() or _fetch(CACHE / GGUF_NAME)
 
 
 def _fetch(target: Path) -> Path:
@@ -59,10 +62,18 @@ def _fetch(target: Path) -> Path:
     return target
 
 
+TOKENIZER_DIR = CACHE / "qwen2-vl-tokenizer"
+
+
+def vocab_folder_ready() -> bool:
+    """Whether the converted tokenizer is cached already (nothing to fetch or convert)."""
+    return (TOKENIZER_DIR / "tokenizer.json").is_file()
+
+
 def tokenizer_dir() -> Path:
     """A folder holding the converted tokenizer (``Qwen2Tokenizer.from_pretrained`` loads it in a second)."""
-    folder = CACHE / "qwen2-vl-tokenizer"
-    if not (folder / "tokenizer.json").is_file():
+    folder = TOKENIZER_DIR
+    if not vocab_folder_ready():
         from medvlm.tiny_model import qwen2_tokenizer
 
         print("converting the Qwen2 vocabulary (once, about 20 s) ...", file=sys.stderr, flush=True)

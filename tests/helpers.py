@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import shutil
 import socket
 import threading
 import types
@@ -48,6 +50,11 @@ NOT_RETURNED = (
     "campaign_pair_panel",
 )
 """Outputs gradio_client returns no value for: layout blocks (a Row, a Column) and buttons."""
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (or ``$MEDVLM_CHROMIUM``) for Playwright, whose own browser download cannot run here."""
+    return os.environ.get("MEDVLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:

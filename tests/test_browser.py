@@ -1,8 +1,8 @@
 """The app in a real headless browser, launched the way a user launches it (``python app.py``).
 
 Debian's Chromium driven by Playwright (``executable_path``: Playwright's own browser download
-cannot run here). A missing browser fails the test with the command that installs it: these
-tests are never skipped.
+cannot run here). A missing browser stops the run before the first test with the command that installs
+it (``tests/conftest.py``): these tests are never skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, samples_file
+from helpers import chromium_path, free_port, samples_file
 from medvlm.annotations import FLAGS, AnnotationStore
 from medvlm.annotations.campaigns import Campaigns
 
@@ -37,13 +36,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("MEDVLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("Chromium is needed for the browser tests: apt-get install chromium (or set MEDVLM_CHROMIUM)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,44 @@ def test_every_runnable_command_is_in_a_readme() -> None:
         assert shlex.join(shlex.split(command)) in documented, f"not in the README any more: {command}"
 
 
+def test_the_test_command_without_chromium_stops_once_saying_how_to_get_it() -> None:
+    """On a machine without Chromium: one sentence before any test, not one failure per browser test."""
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "MEDVLM_CHROMIUM": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_browser.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 4, said
+    assert "need Chromium" in said and "apt-get install chromium" in said and "MEDVLM_CHROMIUM" in said
+    assert "no tests ran" in said and "FAILED" not in said and "ERROR" not in said
+
+
+@pytest.mark.slow
+def test_the_vocabulary_the_tests_need_is_prepared_before_them_saying_so(tmp_path: Path) -> None:
+    """No silent download or conversion inside a test: the run says where the vocabulary comes from, first."""
+    from bench.qwen2_vocab import vocab_file
+
+    env = {**os.environ, "MEDVLM_BENCH_CACHE": str(tmp_path / "cache"), "MEDVLM_QWEN2_VOCAB": str(vocab_file())}
+    test = "tests/test_real_vocab.py::test_qwen2_vl_special_tokens_have_their_released_ids"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = done.stdout.index("The real Qwen2 vocabulary for the tests: found at")
+    assert said < done.stdout.index("Qwen2 vocabulary ready in") < done.stdout.index("1 passed")
+    assert (tmp_path / "cache" / "qwen2-vl-tokenizer" / "tokenizer.json").is_file()
+
+
 @pytest.mark.slow
 def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
     for folder in ("assets", "train"):  # what the commands name by relative path, as in a checkout
