@@ -47,6 +47,24 @@ def test_every_runnable_command_is_in_a_readme() -> None:
         assert shlex.join(shlex.split(command)) in documented, f"not in the README any more: {command}"
 
 
+OUTPUT_FLAGS = ("--data-dir", "--to", "--output_dir", "--output-dir")
+
+
+def test_what_the_readme_commands_write_into_the_checkout_is_ignored_by_git() -> None:
+    """Reviews, test models, runs and exports made by following the README never show up as changes to commit."""
+    written = {"medvlm-data"}  # the app's default data folder
+    for command in readme_commands():
+        words = shlex.split(command)
+        written.update(after for flag, after in zip(words, words[1:], strict=False) if flag in OUTPUT_FLAGS)
+        if words[0] == "medvlm-tiny-model":
+            written.update(word for word in words[1:] if not word.startswith("-"))
+    assert {"./reviews", "./tiny-model", "exports/round1", "runs/r1"} <= written  # what the README writes today
+    for folder in sorted(written):
+        path = f"{folder.removeprefix('./').rstrip('/')}/some-file"
+        done = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, capture_output=True)
+        assert done.returncode == 0, f"{folder} (written by a README command) is not in .gitignore"
+
+
 def test_the_test_command_without_chromium_stops_once_saying_how_to_get_it() -> None:
     """On a machine without Chromium: one sentence before any test, not one failure per browser test."""
     env = {**os.environ, "PATH": str(Path(sys.executable).parent), "MEDVLM_CHROMIUM": ""}
