@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -179,11 +180,14 @@ def test_smoke_recipe_trains_saves_and_the_app_loads_the_result(
     formatted_model_dir: Path, questions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     output_dir = tmp_path / "run"
-    with caplog.at_level(logging.INFO, logger="train.grpo"):
+    with caplog.at_level(logging.INFO, logger="train.grpo"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         run_grpo(
             formatted_model_dir, questions, output_dir, "--dataset_limit", "16"
         )  # read every row, the bad one too
     assert "Loaded 8 of 9 rows; skipped 1: missing image file (1)" in caplog.text
+    deprecated = [str(w.message) for w in caught if w.category is FutureWarning and "checkpointing" in str(w.message)]
+    assert deprecated == []  # the recipes name activation_checkpointing, as transformers now does
 
     history = log_history(output_dir)
     steps = [entry for entry in history if "reward" in entry]

@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,9 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
     set_seed(training_args.seed)
     _setup_logging(training_args)
+    # TRL (1.16, the newest) still reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed: a
+    # FutureWarning about TRL's own code at every generation, which nothing in a recipe can change. Only that one.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if not model_args.model_name_or_path:
         raise MedVLMError("No model: pass --model_name_or_path (a Hub id or a checkpoint directory).")
     if not Path(model_args.model_name_or_path).is_dir() and looks_like_local_path(model_args.model_name_or_path):
