@@ -125,6 +125,13 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
         plan = campaigns.generation(campaign.name)
         if plan is None:
             raise MedVLMError(f"The campaign {campaign.name!r} was made from an evaluation run: nothing to generate.")
+        if plan.done:  # said before any model is loaded (minutes, gigabytes)
+            print(
+                f"{campaign.name}: all {plan.planned} answers are stored already; nothing to generate, reviewers "
+                "can start.",
+                file=out,
+            )
+            return 0
         return _generate(campaigns, campaign.name, load_model_from(args, plan.model), out=out)
     if args.action == "create":
         from medvlm.evaluation_runs import run_outputs
@@ -229,7 +236,9 @@ def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: Te
         args.data, format=args.format, data_root=args.data_root, limit=args.limit, split=args.split
     )
     if not records:
-        raise MedVLMError(no_records_message(args.data, args.data_root, report, purpose="review"))
+        raise MedVLMError(
+            no_records_message(args.data, args.data_root, report, purpose="review", root_flag="--data-root")
+        )
     if report.skipped:
         print(f"Skipped while reading the dataset: {report.summary()}", file=out)
     loaded = load_model_from(args)

@@ -213,15 +213,26 @@ class LoadReport:
         }
 
 
-def no_records_message(data: str | Path, data_root: str | Path | None, report: LoadReport, *, purpose: str) -> str:
-    """Why no question is left to ``purpose`` ("evaluate", "train on"), and where missing images were looked for."""
+def no_records_message(
+    data: str | Path,
+    data_root: str | Path | None,
+    report: LoadReport,
+    *,
+    purpose: str,
+    root_flag: str = "--data_root",
+) -> str:
+    """Why no question is left to ``purpose`` ("evaluate", "train on"), and where missing images were looked for.
+
+    ``root_flag`` is how the command asking spells its image-folder flag (``train`` follows TRL's ``--data_root``,
+    ``medvlm campaign`` its own ``--data-root``), so the hint names a flag that exists.
+    """
     text = f"No question left to {purpose} in {data}. {report.summary()}"
     missing = report.first_example("missing image file")
     if missing is not None:
-        where = f"--data_root {data_root}" if data_root else "the data file's folder (no --data_root was given)"
+        where = f"{root_flag} {data_root}" if data_root else f"the data file's folder (no {root_flag} was given)"
         text += (
             f"\nImages are looked for under {where}: the first missing one was {missing}. "
-            "Pass --data_root with the folder that holds the images (e.g. the dataset downloaded with hf download "
+            f"Pass {root_flag} with the folder that holds the images (e.g. the dataset downloaded with hf download "
             "--repo-type dataset)."
         )
     return text

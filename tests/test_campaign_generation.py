@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from helpers import model_output
 from medvlm.annotations import AnnotationError, AnnotationStore, Review
 from medvlm.annotations.campaigns import Campaigns
 from medvlm.campaign_generation import generate_answers, plan_campaign
-from medvlm.cli import main
+from medvlm.cli import build_parser, main
 from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel, load_model
 from medvlm.review_stats import flag_rates
@@ -194,6 +196,17 @@ def test_planning_reads_and_stores_one_image_at_a_time(
     assert campaigns.generation("One at a time").planned == 3
 
 
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every flag of a command and of its subcommands."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= option_strings(sub)
+    return found
+
+
 def test_the_command_line_creates_generates_and_continues(tmp_path: Path, formatted_model_dir: Path) -> None:
     data = dataset(tmp_path / "data", 3)
     store = tmp_path / "store"
@@ -215,8 +228,24 @@ def test_the_command_line_creates_generates_and_continues(tmp_path: Path, format
     assert campaigns.generation("CLI round").settings["max_new_tokens"] == 16
     assert len(campaigns.output_ids("CLI round")) == 3
 
-    status, out, err = run("campaign", "generate", "CLI round", "--data-dir", str(store))
-    assert status == 0 and "all 3 answers stored" in out  # nothing left: nothing generated again
+    import medvlm.campaign_cli as campaign_cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished campaign loads no model")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(campaign_cli, "load_model_from", no_model)
+        status, out, err = run("campaign", "generate", "CLI round", "--data-dir", str(store))
+    assert status == 0 and "all 3 answers are stored already; nothing to generate" in out, err
+    assert "Answering" not in err  # no progress bar of 0 questions
     status, out, err = run("campaign", "create", "CLI round", "--data", str(data), "--data-dir", str(store),
                            "--model", str(formatted_model_dir), "--reviews-per-output", "2")  # fmt: skip
     assert status == 2 and "There is already a campaign called 'CLI round'" in err
+
+    elsewhere = ["--data-root", str(tmp_path / "elsewhere")]  # no image of the dataset is there
+    status, out, err = run("campaign", "create", "Missing", "--data", str(data), "--data-dir", str(store),
+                           *elsewhere, "--model", str(formatted_model_dir), "--reviews-per-output", "1")  # fmt: skip
+    assert status == 2 and "Pass --data-root with the folder" in err and "--data_root" not in err, err
+    flags = option_strings(build_parser())
+    hinted = set(re.findall(r"--[a-z][a-z_-]+", err))
+    assert hinted <= flags | {"--repo-type"}, hinted - flags  # every flag the hint names exists (hf's own aside)
