@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(ask)
     dicom = ask.add_argument_group("DICOM display")
     dicom.add_argument(
-        "--window", choices=sorted(WINDOW_PRESETS), help="named window preset (default: the file's own window)"
+        "--window",
+        choices=sorted(WINDOW_PRESETS),
+        help="named CT window preset, for CT in Hounsfield units (default: the file's own window)",
     )
     dicom.add_argument("--window-center", type=float, help="custom window centre (with --window-width)")
     dicom.add_argument("--window-width", type=float, help="custom window width (with --window-center)")
@@ -123,13 +125,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
-    """Run the ``ask`` command: check inputs, load the model, stream, print the parsed result."""
-    from medvlm.streaming import stream_completion
+    """Run the ``ask`` command: check inputs, load the model, stream, print the parsed result.
 
+    Everything typed is checked before torch is imported (seconds) and the model loaded (minutes):
+    the image path is named back to the person who typed it (the app, serving others, never names one).
+    """
     question, options = validate_question(args.question, args.options)
+    image = Path(args.image)
+    if not image.exists():
+        raise MedVLMError(f"There is no file at {args.image} (check the path).")
+    if not image.is_file():
+        raise MedVLMError(f"{args.image} is a folder, not a file: give one image or DICOM file.")
     window = Window(preset=args.window, center=args.window_center, width=args.window_width)
-    loaded_image = load_image(args.image, window=window, frame=None if args.frame is None else args.frame - 1)
+    loaded_image = load_image(image, window=window, frame=None if args.frame is None else args.frame - 1)
     settings = settings_from(args)
+
+    from medvlm.streaming import stream_completion  # torch, only once the inputs are known to be good
 
     _quiet_libraries()
     print(f"Loading {args.model} ...", file=err, flush=True)

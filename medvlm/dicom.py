@@ -394,6 +394,12 @@ def _render_grey(
         and (_code_string(ds, "RescaleType") or "HU") == "HU"
     )
     requested = window.requested()
+    if window.preset is not None and not hounsfield:
+        raise ImageLoadError(
+            f"The {window.preset} window is a CT preset in Hounsfield units, and this image "
+            f"({modality or 'of unknown modality'}) is not in Hounsfield units. Use its own window, the automatic "
+            "one, or a custom centre and width."
+        )
     if requested is not None:
         center, width, name = requested
         return _linear_window(values, center, width), _shown(center, width, name, hounsfield)

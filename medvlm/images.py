@@ -58,10 +58,11 @@ def load_image(
 ) -> LoadedImage:
     """Load a DICOM, PNG, JPEG, TIFF, BMP or WebP file (a path or its bytes) as RGB.
 
-    ``window`` and ``frame`` are passed to :func:`medvlm.dicom.render_dicom` for DICOMs; for
-    raster images the window is ignored and ``frame`` picks a page of a multi-page TIFF or an
-    animated WebP (default: the first). Raises :class:`ImageLoadError` for anything unusable,
-    including running out of memory (reported as that, not as a damaged file).
+    ``window`` and ``frame`` are passed to :func:`medvlm.dicom.render_dicom` for DICOMs; a raster
+    image has no values to window (a preset or a custom window is refused: it would silently change
+    nothing), and ``frame`` picks a page of a multi-page TIFF or an animated WebP (default: the
+    first). Raises :class:`ImageLoadError` for anything unusable, including running out of memory
+    (reported as that, not as a damaged file).
     """
     data = read_input(source)
     if not data:
@@ -69,6 +70,11 @@ def load_image(
     if is_dicom(data):
         image, metadata = render_dicom(data, window=window, frame=frame)
         return LoadedImage(image=image, metadata=metadata)
+    if window is not None and window.requested() is not None:
+        raise ImageLoadError(
+            "Only a DICOM file can be shown with another window: this image holds display grey levels, not the "
+            "scanner's values. Leave the window out."
+        )
     return _load_raster(data, frame)
 
 

@@ -100,6 +100,45 @@ def test_bad_file_is_one_line_error_and_nonzero_exit(tiny_model_dir: Path, tmp_p
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_a_missing_image_is_named_at_once_before_torch_is_imported(tmp_path: Path) -> None:
+    missing = tmp_path / "scans" / "head.dcm"
+    code = (
+        "import sys; from medvlm.cli import main; status = main(sys.argv[1:]); "
+        "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(status)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "ask", "--image", str(missing), *QUESTION],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout.strip() == "torch not imported", result
+    assert result.stderr.strip() == f"error: There is no file at {missing} (check the path)."
+    folder = subprocess.run(
+        [sys.executable, "-c", code, "ask", "--image", str(tmp_path), *QUESTION], capture_output=True, text=True
+    )
+    assert folder.returncode == 2 and f"{tmp_path} is a folder, not a file" in folder.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "window", "message"),
+    [
+        ("MR_small.dcm", ["--window", "lung"], "The lung window is a CT preset in Hounsfield units, and this image"),
+        ("png", ["--window", "bone"], "Only a DICOM file can be shown with another window"),
+        ("png", ["--window-center", "40", "--window-width", "400"], "Only a DICOM file can be shown with another"),
+    ],
+)
+def test_a_window_the_image_cannot_take_is_refused_before_the_model_loads(
+    image: str, window: list[str], message: str, sample_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    path = sample_png if image == "png" else get_testdata_file(image, download=False)
+    status = main(["ask", "--model", "/nonexistent/model/dir", "--image", str(path), *window, *QUESTION])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(f"error: {message}") and "Loading" not in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -298,6 +298,15 @@ def test_custom_window_maps_a_hu_ramp_to_known_values() -> None:
     assert (meta.window_name, meta.window_center, meta.window_width, meta.hounsfield) == ("custom", 100, 200, True)
 
 
+def test_a_ct_preset_on_an_image_not_in_hounsfield_units_is_refused() -> None:
+    """The presets are Hounsfield units: on an MR they would pick an arbitrary band of its values."""
+    with pytest.raises(
+        ImageLoadError, match=r"The lung window is a CT preset in Hounsfield units, and this image \(MR\)"
+    ):
+        load_image(sample("MR_small.dcm"), window=Window(preset="lung"))
+    assert load_image(sample("MR_small.dcm"), window=Window(center=600, width=1200)).metadata.window_name == "custom"
+
+
 def test_preset_window_on_hounsfield_units() -> None:
     loaded = load_image(hu_image([-1000, 0, 20, 60, 80, 1000]), window=Window(preset="brain"))
     assert pixels(loaded)[0, :, 0].tolist() == [0, 0, 64, 191, 255, 255]

@@ -214,11 +214,13 @@ def test_multipage_tiff_frames() -> None:
         load_image(data, frame=3)
 
 
-def test_window_is_ignored_for_raster_images() -> None:
+def test_a_window_for_a_raster_image_is_refused_not_silently_ignored() -> None:
     from medvlm.dicom import Window
 
-    loaded = load_image(encode(gradient(), "PNG"), window=Window(preset="brain"))
-    assert loaded.metadata.window_name is None
+    for window in (Window(preset="brain"), Window(center=40, width=400)):
+        with pytest.raises(ImageLoadError, match="Only a DICOM file can be shown with another window"):
+            load_image(encode(gradient(), "PNG"), window=window)
+    assert load_image(encode(gradient(), "PNG"), window=Window()).metadata.window_name is None  # its own: fine
 
 
 def test_metadata_to_dict() -> None:
