@@ -5,7 +5,8 @@ and 45-90 retry lines before the real message. So every entry point that loads a
 first asks the Hub once (one request, a few seconds at most): if it answers, loading goes on as
 usual; if it does not but the model is in the local cache, the cached copy is loaded from its
 folder at once; if neither, :class:`~medvlm.errors.ModelLoadError` says what to do.
-With ``HF_HUB_OFFLINE=1`` nothing is asked: the libraries then use the cache by themselves.
+With ``HF_HUB_OFFLINE=1`` nothing is asked: the cache is looked in, and a model that is not there
+is said to be missing because offline mode is on (not because of the model id or the network).
 """
 
 from __future__ import annotations
@@ -39,12 +40,17 @@ def hub_source(model_id: str, revision: str | None = None) -> str:
     ``local_files_only``: transformers' adapter lookup would still go to the network); raises
     :class:`ModelLoadError` when it is neither.
     """
-    if constants.HF_HUB_OFFLINE or hub_answers():
+    if constants.HF_HUB_OFFLINE:
+        if _cached(model_id, revision) is None:
+            raise ModelLoadError(
+                f"The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), and {model_id} is not in the local "
+                f"cache ({constants.HF_HUB_CACHE}). Download it where there is network (hf download {model_id}), or "
+                "unset HF_HUB_OFFLINE to let it download now, or pass a local checkpoint directory."
+            )
         return model_id
-    try:
-        folder = snapshot_download(model_id, revision=revision, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or a broken cache entry
-        folder = None
+    if hub_answers():
+        return model_id
+    folder = _cached(model_id, revision)
     if folder is not None:
         logger.warning("The Hugging Face Hub cannot be reached; using the copy of %s in the local cache.", model_id)
         return folder
@@ -54,3 +60,11 @@ def hub_source(model_id: str, revision: str | None = None) -> str:
         "to use the cache without waiting for the network, or pass a local checkpoint directory. To try everything "
         "without weights, build the tiny test model: medvlm-tiny-model ./tiny-model"
     )
+
+
+def _cached(model_id: str, revision: str | None) -> str | None:
+    """The local snapshot folder of ``model_id`` in the Hub cache, or None when it was never downloaded."""
+    try:
+        return snapshot_download(model_id, revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or a broken cache entry
+        return None

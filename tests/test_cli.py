@@ -230,6 +230,27 @@ def test_without_network_a_hub_model_fails_at_once_with_what_to_do(tmp_path: Pat
     assert "HF_HUB_OFFLINE=1" in lines[-1] and "hf download someorg/somemodel" in lines[-1]
 
 
+def test_in_offline_mode_a_model_not_cached_is_said_to_be_missing_because_of_offline_mode(tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE=1 and a model never downloaded: the app's banner names offline mode, not the id or network."""
+    code = (
+        "from medvlm.ui import AppConfig, Workbench; "
+        "bench = Workbench.start(AppConfig(model='someorg/somemodel', data_dir={data!r})); "
+        "print(bench.load_error); print(bench.banner())"
+    ).format(data=str(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**offline_env(tmp_path), "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    error, banner = result.stdout.strip().splitlines()[-2:]
+    assert error.startswith("The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), and someorg/somemodel is")
+    assert "not in the local cache" in error and "hf download someorg/somemodel" in error
+    assert "offline mode is on" in banner and "your network" not in banner and "Check the model id" not in banner
+
+
 def test_without_network_a_cached_hub_model_loads_from_the_cache(
     tmp_path: Path, tiny_model_dir: Path, sample_png: Path
 ) -> None:
