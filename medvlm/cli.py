@@ -2,7 +2,7 @@
 
     medvlm ask --image scan.dcm --question "Which organ is shown?" \\
         --option Liver --option Brain --option Knee --option Lung [--window lung] [--model DIR]
-    medvlm tiny-model ./tiny-model        # write the offline test checkpoint (random weights)
+    medvlm tiny-model --format-warm-start ./tiny-model   # the offline test checkpoint (random weights)
     medvlm campaign create NAME --samples run/samples.jsonl --reviews-per-output 3   # see medvlm.campaign_cli
 
 The input is checked (file readable, question and options valid) before the model is loaded, so
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,20 +93,71 @@ def tiny_model_parser() -> argparse.ArgumentParser:
         help="also teach it the <think>/<answer> format, so that its answers parse and highlight (the letters stay "
         "random): 300 training steps, about 15 s on 2 idle CPU cores and longer when they are busy",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the model the directory holds (without it, a directory holding another model is left alone; "
+        "one holding files that are not a model never is)",
+    )
     return parser
 
 
 def tiny_model_main(argv: Sequence[str] | None = None) -> int:
-    """``medvlm-tiny-model DIR``: write the tiny offline checkpoint (random weights) to DIR."""
+    """``medvlm-tiny-model DIR``: write the tiny offline checkpoint (random weights) to DIR.
+
+    A directory already holding this very model is left as it is (the README's commands can be run
+    again); one holding anything else, such as the format-warm-started model when the plain one is
+    asked for, is never replaced without ``--force``: the app would silently answer with another model.
+    """
     args = tiny_model_parser().parse_args(argv)
+    held = _held_by(args.directory)
+    if held in (NOT_A_DIRECTORY, OTHER_FILES):  # never deleted, --force or not: it may be anything of the user's
+        print(f"error: {args.directory} holds {held}: give a new or empty directory.", file=sys.stderr)
+        return EXIT_ERROR
+    if held is not None and not args.force:
+        asked = _tiny_model_name(args.seed, args.format_warm_start)
+        if held == asked:
+            print(f"{args.directory} already holds {asked}; nothing written.")
+            return 0
+        print(
+            f"error: {args.directory} already holds {held}; writing {asked} there would replace it. Pass --force to "
+            "replace it, or give another directory.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
 
+    if args.force and args.directory.is_dir():
+        shutil.rmtree(args.directory)
     path = build_tiny_checkpoint(args.directory, seed=args.seed)
     if args.format_warm_start:
         warm_start_format(path, seed=args.seed)
     print(f"Wrote a tiny random Qwen2-VL checkpoint to {path}. Its weights are random: its output is random text.")
     print(f"Try: medvlm ask --model {path} --image IMAGE --question '...' --option '...' --option '...'")
     return 0
+
+
+NOT_A_DIRECTORY, OTHER_FILES = "a file, not a directory", "files that are not a model"
+
+
+def _tiny_model_name(seed: int, warm_started: bool) -> str:
+    return f"the {'format-warm-started ' if warm_started else ''}tiny test model (seed {seed})"
+
+
+def _held_by(directory: Path) -> str | None:
+    """What ``directory`` holds, in words (None: nothing, so a model can be written there)."""
+    if not directory.exists() or (directory.is_dir() and not any(directory.iterdir())):
+        return None
+    if not directory.is_dir():
+        return NOT_A_DIRECTORY
+    from medvlm.metadata import read_metadata
+
+    metadata = read_metadata(directory)
+    if metadata.get("kind") == "random-test-model":
+        return _tiny_model_name(metadata.get("seed", 0), "format_warm_start" in metadata)
+    if (directory / "config.json").is_file():
+        return "another model"
+    return OTHER_FILES
 
 
 def main(argv: Sequence[str] | None = None) -> int:

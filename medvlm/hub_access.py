@@ -58,7 +58,7 @@ def hub_source(model_id: str, revision: str | None = None) -> str:
         f"The Hugging Face Hub ({constants.ENDPOINT}) cannot be reached from this machine, and {model_id} is not in "
         f"the local cache. Download it first where there is network (hf download {model_id}) and set HF_HUB_OFFLINE=1 "
         "to use the cache without waiting for the network, or pass a local checkpoint directory. To try everything "
-        "without weights, build the tiny test model: medvlm-tiny-model ./tiny-model"
+        "without weights, build the tiny test model: medvlm-tiny-model --format-warm-start ./tiny-model"
     )
 
 

@@ -302,5 +302,6 @@ def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:
     return (
         f"Could not load {source} from the Hugging Face Hub: {detail}. Check the model id and your network; "
         "without network, download it beforehand (hf download MODEL_ID) or point --model at a local directory. "
-        "To try the app without any weights, build the tiny test model: medvlm-tiny-model ./tiny-model"
+        "To try the app without any weights, build the tiny test model: "
+        "medvlm-tiny-model --format-warm-start ./tiny-model"
     )

@@ -167,6 +167,35 @@ def test_tiny_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys:
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
 
 
+def test_tiny_model_never_replaces_another_model_without_force(
+    tmp_path: Path, formatted_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's app section builds the warm-started model: building the plain one over it is refused."""
+    import shutil
+
+    from medvlm.cli import tiny_model_main
+
+    target = tmp_path / "tiny-model"
+    shutil.copytree(formatted_model_dir, target)
+    weights = (target / "model.safetensors").read_bytes()
+    assert tiny_model_main([str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {target} already holds the format-warm-started tiny test model (seed 0)")
+    assert "Pass --force" in err and (target / "model.safetensors").read_bytes() == weights
+    assert tiny_model_main([str(target), "--format-warm-start"]) == 0  # the very model asked for: left as it is
+    assert "already holds the format-warm-started tiny test model (seed 0); nothing written" in capsys.readouterr().out
+    assert (target / "model.safetensors").read_bytes() == weights
+    assert tiny_model_main([str(target), "--force"]) == 0
+    assert "format_warm_start" not in json.loads((target / "medvlm.json").read_text())
+    assert (target / "model.safetensors").read_bytes() != weights
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    assert tiny_model_main([str(notes), "--force"]) == 2  # not a model: never deleted
+    assert "holds files that are not a model" in capsys.readouterr().err and (notes / "todo.txt").exists()
+
+
 def test_an_elongated_image_is_one_error_line_before_the_model_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 READMES = (ROOT / "README.md", ROOT / "train" / "README.md")
 
 RUNNABLE = [
-    "medvlm-tiny-model ./tiny-model",
+    "medvlm-tiny-model --format-warm-start ./tiny-model",
     'medvlm ask --model ./tiny-model --image assets/ct_head.dcm --question "Which?" --option A --option B',
     "python -m train.grpo --config train/recipes/tiny_cpu_smoke.yaml --model_name_or_path ./tiny-model --dataset_name "
     "assets/questions.json",

@@ -230,9 +230,9 @@ BANNER_CSS = """
 """Scoped to the banner through ``gr.HTML(css_template=...)``."""
 
 TINY_MODEL_HINT = (
-    "To try the app without downloading weights, build the tiny test model (medvlm-tiny-model ./tiny-model "
-    "--format-warm-start) and start the app with --model ./tiny-model; or pass --model DIR for a checkpoint "
-    "you have downloaded. The Reviews tab works without a model."
+    "To try the app without downloading weights, build the tiny test model (medvlm-tiny-model "
+    "--format-warm-start ./tiny-model) and start the app with --model ./tiny-model; or pass --model DIR for a "
+    "checkpoint you have downloaded. The Reviews tab works without a model."
 )
 
 
