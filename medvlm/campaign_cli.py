@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, *, out: TextIO) -> int:
 def _create_comparison(campaigns: Campaigns, args: argparse.Namespace, *, out: TextIO) -> int:
     """A comparison campaign from ``train.compare``'s ``comparison.json`` and the two runs it names."""
     from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
-    from medvlm.evaluation_runs import paired_runs, read_evaluation_samples, samples_outputs
+    from medvlm.evaluation_runs import identical_answers_note, paired_runs, read_evaluation_samples, samples_outputs
 
     report_path = args.comparison / "comparison.json"
     try:
@@ -196,6 +196,8 @@ def _create_comparison(campaigns: Campaigns, args: argparse.Namespace, *, out: T
         raise MedVLMError(f"The runs {report_path} names are not both there (their samples.jsonl): {folders}.")
     runs = [read_evaluation_samples(folder / "samples.jsonl") for folder in folders]
     first, second = paired_runs(*runs, flips_only=args.flips_only)
+    if note := identical_answers_note(first, second):
+        print(note, file=out)
     root = args.images or folders[0]
     pairs = list(zip(samples_outputs(first, root), samples_outputs(second, root), strict=True))
     campaign = ComparisonCampaigns(campaigns).create(

@@ -136,6 +136,24 @@ def paired_runs(
     return kept_first, kept_second
 
 
+def identical_answers_note(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> str:
+    """A warning for paired samples (:func:`paired_runs`) whose two completions are the same text, or "".
+
+    A verdict between two identical answers can only be a tie, and a preference pair of a text
+    against itself teaches nothing (``train.preferences`` leaves such pairs out): whoever makes the
+    comparison campaign should know before reviewers spend time on them.
+    """
+    same = sum(one.get("completion") == other.get("completion") for one, other in zip(first, second, strict=True))
+    if not same:
+        return ""
+    which = "all" if same == len(first) else f"{same} of {len(first)}"
+    why = " (were both runs made by the same model and settings?)" if same == len(first) else ""
+    return (
+        f"Warning: {which} pairs have the same completion in both runs{why}; verdicts on them can only be ties, "
+        "and train.preferences leaves them out."
+    )
+
+
 def _flipped(question_id: str, first: dict[str, Any], second: dict[str, Any]) -> bool:
     if "correct" not in first or "correct" not in second:
         raise MedVLMError(

@@ -463,6 +463,12 @@ def test_a_comparison_of_two_uploaded_runs_is_judged_by_four_reviewers_k_times_e
             api_name="/campaign_create",
         )  # fmt: skip
         assert status == "Created comparison campaign Flips: 1 pairs, 1 verdict(s) each.", status
+        (tmp_path / "rerun").mkdir()  # another model that wrote the base model's very answers
+        rerun = samples_file(tmp_path / "rerun", images, questions=questions, model={"model": "rerun"}, correct=True)
+        alike = handle_file(str(rerun))
+        _, status = admin.predict(upload, "Same twice", 1, "", True, "comparison", alike, api_name="/campaign_create")
+        assert "Created comparison campaign Same twice: 3 pairs" in status
+        assert "all pairs have the same completion in both runs (were both runs made by the same model" in status
         store = AnnotationStore(tmp_path / "data")
         flipped = [store.output(first).question for first, _ in ComparisonCampaigns(Campaigns(store)).pairs("Flips")]
         assert flipped == [lines[1]["question"]]

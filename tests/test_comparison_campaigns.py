@@ -224,6 +224,8 @@ def test_the_command_line_imports_a_comparison_as_a_campaign(tmp_path: Path) -> 
         make_image(index).save(runs["base"] / image)
     lines = [json.loads(line) for line in (runs["grpo"] / "samples.jsonl").read_text().splitlines()]
     lines[0]["correct"] = not lines[0]["correct"]  # one question flips
+    for line in lines[:2]:  # and answers otherwise; the other two get the base model's very words
+        line["completion"] = "<think>Dense bone, bright.</think><answer>A</answer>"
     (runs["grpo"] / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert compare_main([str(runs["base"]), str(runs["grpo"]), "--output-dir", str(tmp_path / "cmp")]) == 0
     data = tmp_path / "data"
@@ -237,6 +239,8 @@ def test_the_command_line_imports_a_comparison_as_a_campaign(tmp_path: Path) -> 
             )  # fmt: skip
         assert status == 0, out.getvalue()
         assert "(base vs grpo)" in out.getvalue()
+        identical = "Warning: 2 of 4 pairs have the same completion in both runs; verdicts on them can only be ties"
+        assert (identical in out.getvalue()) == (name == "all")  # the flipped question's answers differ
     comparisons = ComparisonCampaigns(Campaigns(AnnotationStore(data)))
     assert len(comparisons.pairs("base vs grpo all")) == 4 and len(comparisons.pairs("base vs grpo flips")) == 1
     out = io.StringIO()

@@ -92,7 +92,7 @@ def test_one_dpo_step_trains_the_tiny_model_on_the_exported_pairs(tmp_path: Path
     from medvlm.model import load_model
 
     counts = export(reviewed_store(tmp_path / "data").query(), tmp_path / "prefs")
-    assert counts == {"dpo": 2, "sft": 2}
+    assert counts == {"dpo": 2, "sft": 2, "identical": 0}
     pairs = datasets.load_dataset(str(tmp_path / "prefs" / "dpo"), split="train", cache_dir=str(tmp_path / "cache"))
     loaded = load_model(tiny_model_dir, fast_cpu=False)
     before = {name: tensor.detach().clone() for name, tensor in loaded.model.named_parameters()}
@@ -117,6 +117,38 @@ def test_one_dpo_step_trains_the_tiny_model_on_the_exported_pairs(tmp_path: Path
     assert math.isfinite(result.training_loss)
     changed = [name for name, tensor in loaded.model.named_parameters() if not torch.equal(tensor, before[name])]
     assert changed, "one DPO step changed no weight"
+
+
+def test_a_comparison_of_identical_answers_gives_no_pair_says_so_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs that answered alike: verdicts on them would pair a text with itself. None is written, and the
+    command line says why, without claiming a write of nothing."""
+    import dataclasses
+
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+
+    store = AnnotationStore(tmp_path / "data")
+    pairs = []
+    for index in range(3):
+        base = model_output(index, output_id=f"base{index}".ljust(32, "0"), completion=SOUND)
+        pairs.append((base, dataclasses.replace(base, output_id=f"copy{index}".ljust(32, "0"), model={"model": "b"})))
+    comparisons = ComparisonCampaigns(Campaigns(store))
+    comparisons.create("Alike", pairs, verdicts_per_pair=2, created_by="admin")
+    for reviewer in ("Dr A", "Dr B"):
+        while (shown := comparisons.next_pair("Alike", reviewer)) is not None:
+            comparisons.submit("Alike", reviewer, shown.first.output_id, shown.second.output_id, "first")
+    out = tmp_path / "prefs"
+    assert main(["--data-dir", str(tmp_path / "data"), "--campaign", "Alike", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pair(s) chose and rejected the same text: they teach nothing" in err and not out.exists()
+
+    reviewed = AnnotationStore(tmp_path / "reviewed")  # a sound answer, and nothing to pair it with
+    reviewed.add(model_output(0, completion=SOUND), Review("Dr C", ("sound",)))
+    assert main(["--data-dir", str(tmp_path / "reviewed"), "--output-dir", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "dpo/ is not written" in said and "Wrote 0" not in said and not (out / "dpo").exists()
+    assert "sound output(s) to" in said and (out / "sft" / "train.parquet").is_file()
 
 
 def test_verdicts_become_preference_pairs_by_majority_and_export_from_a_comparison_campaign(tmp_path: Path) -> None:

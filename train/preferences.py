@@ -15,6 +15,7 @@ Within a campaign an adjudicator's decision replaces the reviewers' vote for tha
   Pairwise verdicts add pairs too: two answers to one case, one of which more than half of the
   pair's verdicts preferred (ties and "both poor" add none; a pair both the flags and the verdicts
   give appears once). In a comparison campaign an adjudicator's verdict on a pair decides it instead.
+  A pair whose chosen and rejected answers are the same text is left out (and counted): it teaches nothing.
 * ``sft/``: every sound output as ``prompt`` / ``image`` / ``completion`` (prompt-completion,
   conversational), the format ``SFTTrainer`` reads.
 
@@ -180,7 +181,8 @@ def export(
     adjudicated_verdicts: Sequence[Verdict] = (),
     store: AnnotationStore | None = None,
 ) -> dict[str, int]:
-    """Write ``dpo/`` and ``sft/`` under ``output_dir``; return how many rows each has.
+    """Write ``dpo/`` and ``sft/`` under ``output_dir`` (each only when it has rows); return how many rows each
+    has, and how many pairs were left out as ``identical`` (the same completion chosen and rejected).
 
     ``verdicts`` (pairwise, read with their outputs from ``store``) add preference pairs; an
     adjudicated verdict decides its pair instead of the majority (:func:`verdict_pairs`).
@@ -193,11 +195,16 @@ def export(
     for chosen_id, rejected_id in verdict_pairs(verdicts, adjudicated_verdicts):
         if (chosen_id, rejected_id) not in pairs and store is not None:
             pairs[(chosen_id, rejected_id)] = (store.output(chosen_id), store.output(rejected_id))
+    identical = [key for key, (chosen, rejected) in pairs.items() if chosen.completion == rejected.completion]
+    for key in identical:  # e.g. two runs that answered alike: "prefer this text to itself" trains nothing
+        del pairs[key]
     sound = [output for output in judged if output.sound]
     if not pairs and not sound:
+        same = f" ({len(identical)} pair(s) chose and rejected the same text: they teach nothing)" if identical else ""
         raise MedVLMError(
             f"None of the {len(judged)} reviewed outputs is judged sound or paired with a sound answer to the same "
-            f"case, and no pair of the {len(verdicts)} verdicts has a majority: there is nothing to train on yet."
+            f"case, and no pair of different answers among the {len(verdicts)} verdicts has a majority{same}: there "
+            "is nothing to train on yet."
         )
     folder = Path(output_dir)
     counts = {}
@@ -207,7 +214,7 @@ def export(
             (folder / name).mkdir(parents=True, exist_ok=True)
             dataset.to_parquet(str(folder / name / "train.parquet"))
         counts[name] = len(rows)
-    return counts
+    return {**counts, "identical": len(identical)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,11 +251,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedVLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    print(
-        f"Wrote {counts['dpo']} preference pair(s) to {args.output_dir / 'dpo'} and {counts['sft']} sound output(s) "
-        f"to {args.output_dir / 'sft'}."
-    )
+    for line in _written(counts, args.output_dir):
+        print(line)
     return 0
+
+
+def _written(counts: Mapping[str, int], output_dir: Path) -> list[str]:
+    """What the export wrote, folder by folder, and what it left out (never a write of nothing)."""
+    lines = [
+        f"Wrote {counts['dpo']} preference pair(s) to {output_dir / 'dpo'}."
+        if counts["dpo"]
+        else "No preference pair (no sound and failing answers to one case, no verdict majority between two "
+        "different answers): dpo/ is not written.",
+        f"Wrote {counts['sft']} sound output(s) to {output_dir / 'sft'}."
+        if counts["sft"]
+        else "No output was judged sound: sft/ is not written.",
+    ]
+    if counts["identical"]:
+        lines.append(
+            f"Left out {counts['identical']} pair(s) whose chosen and rejected answers are the same text: they "
+            "teach nothing (the two answers were identical)."
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from medvlm.annotations.campaign_export import export_campaign, push_to_hub
 from medvlm.annotations.campaigns import Assignment, Campaign, Campaigns
 from medvlm.campaign_generation import generate_answers, plan_campaign
 from medvlm.errors import MedVLMError
-from medvlm.evaluation_runs import paired_runs, read_evaluation_samples, uploaded_outputs
+from medvlm.evaluation_runs import identical_answers_note, paired_runs, read_evaluation_samples, uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
 from medvlm.model import LoadedModel
 from medvlm.review_stats import (
@@ -237,7 +237,7 @@ class CampaignHandlers:
             if new_campaign_source == "dataset":
                 campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
             elif new_campaign_source == "comparison":
-                campaign = self._compare_uploads(
+                campaign, identical = self._compare_uploads(
                     paths, second_run, new_campaign_name or "", settings, flips_only=bool(new_campaign_flips_only)
                 )
             else:
@@ -257,8 +257,8 @@ class CampaignHandlers:
             pairs = len(self.pairs.comparisons.pairs(campaign.name))
             status = (
                 f"Created comparison campaign {escape_markdown(campaign.name)}: {pairs} pairs, {reviews} verdict(s) "
-                "each."
-            )
+                f"each. {render.error_markdown(identical)}"
+            ).strip()
         else:
             status += f": {len(self.campaigns.output_ids(campaign.name))} outputs, {reviews} review(s) each."
         return gr.update(choices=names, value=campaign.name), status
@@ -314,8 +314,9 @@ class CampaignHandlers:
 
     def _compare_uploads(
         self, paths: list[str], second: list[str], name: str, settings: dict[str, Any], *, flips_only: bool
-    ) -> Campaign:
-        """A comparison campaign from two uploaded runs on the same questions (the images uploaded with the first)."""
+    ) -> tuple[Campaign, str]:
+        """A comparison campaign from two uploaded runs on the same questions (the images uploaded with the first),
+        and the warning when some pairs hold the same answer twice (:func:`identical_answers_note`), or ""."""
         if not paths or not second:
             raise MedVLMError(
                 "Upload the first run's samples.jsonl with its image files, and the second run's samples.jsonl "
@@ -329,7 +330,7 @@ class CampaignHandlers:
         first_samples, second_samples = paired_runs(first_samples, second_samples, flips_only=flips_only)
         outputs = [uploaded_outputs(samples, images) for samples in (first_samples, second_samples)]
         pairs = list(zip(*outputs, strict=True))
-        return self.pairs.comparisons.create(
+        campaign = self.pairs.comparisons.create(
             name,
             pairs,
             verdicts_per_pair=settings["reviews_per_output"],
@@ -337,6 +338,7 @@ class CampaignHandlers:
             blind=settings["blind"],
             created_by=settings["created_by"],
         )
+        return campaign, identical_answers_note(first_samples, second_samples)
 
     def _served_model(self) -> LoadedModel:
         if self.workbench.model is None:
