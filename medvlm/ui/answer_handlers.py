@@ -61,9 +61,9 @@ class AnswerHandlers:
         The correct answer is kept only while the option it names reads as it did (or while it
         named none yet: a letter chosen before its option was typed): typing another option under
         it clears it, so a review never stores a correct answer nobody chose for the options on
-        screen. While the options are those of the last answer (an evaluation
-        sample just shown sets them too), that answer stays highlighted. Returns (answer panel,
-        correct-answer dropdown, the second answer panel of a comparison).
+        screen. While the options are those of the last answer (an evaluation sample just shown
+        sets them too), that answer stays highlighted. Returns (answer panel, correct-answer
+        dropdown, the second answer panel of a comparison).
         """
         parsed = split_options(options)[: len(LETTERS)]
         before, session.typed_options = session.typed_options, parsed
