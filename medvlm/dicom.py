@@ -87,7 +87,9 @@ class Window:
     percentile of the image's values (what a viewer's "auto" does for an MR or X-ray whose
     stored window is missing or poor). A ``preset`` is a key of :data:`WINDOW_PRESETS`; ``center`` and
     ``width`` give a custom window and must come together. Windows apply to greyscale DICOMs
-    only; colour DICOMs and raster images ignore them.
+    only: a colour DICOM or a raster image refuses a preset or custom one (it would silently
+    change nothing) and shows itself as it is for the automatic one. The presets are Hounsfield
+    units, so a greyscale image that is not a CT in Hounsfield units refuses them too.
 
     Example:
         >>> Window(preset="brain").requested(), Window(center=40, width=400).requested(), Window().requested()
@@ -255,6 +257,11 @@ def _render(ds: Dataset, window: Window, frame: int | None) -> tuple[Image.Image
             f"This DICOM's pixel format is not supported (photometric interpretation "
             f"{photometric or 'unrecognised'}, {samples} samples per pixel). "
             f"Supported: MONOCHROME1, MONOCHROME2, PALETTE COLOR, RGB and YBR colour."
+        )
+    if photometric not in _GREY and window.requested() is not None:  # refused before decoding: said at once
+        raise ImageLoadError(
+            f"Only a greyscale DICOM can be shown with another window: this one holds colour pixels ({photometric}), "
+            "not values such as Hounsfield units. Leave the window out."
         )
     arr = _decode_frame(ds, index)
     if arr.base is None:  # a decoded copy: the encoded bytes are no longer needed, free them before the maths

@@ -126,6 +126,7 @@ def test_a_missing_image_is_named_at_once_before_torch_is_imported(tmp_path: Pat
         ("MR_small.dcm", ["--window", "lung"], "The lung window is a CT preset in Hounsfield units, and this image"),
         ("png", ["--window", "bone"], "Only a DICOM file can be shown with another window"),
         ("png", ["--window-center", "40", "--window-width", "400"], "Only a DICOM file can be shown with another"),
+        ("examples_rgb_color.dcm", ["--window", "lung"], "Only a greyscale DICOM can be shown with another window"),
     ],
 )
 def test_a_window_the_image_cannot_take_is_refused_before_the_model_loads(

@@ -307,6 +307,20 @@ def test_a_ct_preset_on_an_image_not_in_hounsfield_units_is_refused() -> None:
     assert load_image(sample("MR_small.dcm"), window=Window(center=600, width=1200)).metadata.window_name == "custom"
 
 
+@pytest.mark.parametrize(
+    ("name", "photometric"), [("examples_rgb_color.dcm", "RGB"), ("examples_palette.dcm", "PALETTE")]
+)
+def test_a_preset_or_custom_window_on_a_colour_dicom_is_refused_not_silently_ignored(
+    name: str, photometric: str
+) -> None:
+    """A colour ultrasound has no values to window: `--window lung` on it used to be accepted and change nothing."""
+    for window in (Window(preset="lung"), Window(center=40, width=400)):
+        with pytest.raises(ImageLoadError, match=rf"^Only a greyscale DICOM .* colour pixels \({photometric}"):
+            load_image(sample(name), window=window)
+    assert load_image(sample(name), window=Window()).metadata.window_name is None  # its own colours: fine
+    assert load_image(sample(name), window=Window(automatic=True)).metadata.window_name is None
+
+
 def test_preset_window_on_hounsfield_units() -> None:
     loaded = load_image(hu_image([-1000, 0, 20, 60, 80, 1000]), window=Window(preset="brain"))
     assert pixels(loaded)[0, :, 0].tolist() == [0, 0, 64, 191, 255, 255]
