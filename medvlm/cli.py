@@ -137,6 +137,25 @@ def tiny_model_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _readable_file(typed: str) -> Path:
+    """The image path as typed, once it is known to be a file this process can read; else the reason, naming it.
+
+    Checked before anything is decoded or imported, so a typo, a folder or a file without read
+    permission costs a second and says which path (the person typed it; the app never names one).
+    """
+    path = Path(typed)
+    if not path.exists():
+        raise MedVLMError(f"There is no file at {typed} (check the path).")
+    if not path.is_file():
+        raise MedVLMError(f"{typed} is a folder, not a file: give one image or DICOM file.")
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as error:
+        raise MedVLMError(f"The file {typed} cannot be read ({error.strerror or 'input/output error'}).") from None
+    return path
+
+
 NOT_A_DIRECTORY, OTHER_FILES = "a file, not a directory", "files that are not a model"
 
 
@@ -183,11 +202,7 @@ def ask(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     the image path is named back to the person who typed it (the app, serving others, never names one).
     """
     question, options = validate_question(args.question, args.options)
-    image = Path(args.image)
-    if not image.exists():
-        raise MedVLMError(f"There is no file at {args.image} (check the path).")
-    if not image.is_file():
-        raise MedVLMError(f"{args.image} is a folder, not a file: give one image or DICOM file.")
+    image = _readable_file(args.image)
     window = Window(preset=args.window, center=args.window_center, width=args.window_width)
     loaded_image = load_image(image, window=window, frame=None if args.frame is None else args.frame - 1)
     settings = settings_from(args)

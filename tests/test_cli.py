@@ -100,24 +100,45 @@ def test_bad_file_is_one_line_error_and_nonzero_exit(tiny_model_dir: Path, tmp_p
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_a_missing_image_is_named_at_once_before_torch_is_imported(tmp_path: Path) -> None:
-    missing = tmp_path / "scans" / "head.dcm"
+def ask_in_a_fresh_process(image: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """``medvlm ask`` on ``image`` in a new interpreter (after ``prelude``), printing whether torch was imported."""
     code = (
-        "import sys; from medvlm.cli import main; status = main(sys.argv[1:]); "
+        f"{prelude}\nimport sys; from medvlm.cli import main; status = main(sys.argv[1:]); "
         "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(status)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, "ask", "--image", str(missing), *QUESTION],
+    return subprocess.run(
+        [sys.executable, "-c", code, "ask", "--image", str(image), *QUESTION],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_missing_image_is_named_at_once_before_torch_is_imported(tmp_path: Path) -> None:
+    missing = tmp_path / "scans" / "head.dcm"
+    result = ask_in_a_fresh_process(missing)
     assert result.returncode == 2 and result.stdout.strip() == "torch not imported", result
     assert result.stderr.strip() == f"error: There is no file at {missing} (check the path)."
-    folder = subprocess.run(
-        [sys.executable, "-c", code, "ask", "--image", str(tmp_path), *QUESTION], capture_output=True, text=True
-    )
+    folder = ask_in_a_fresh_process(tmp_path)
     assert folder.returncode == 2 and f"{tmp_path} is a folder, not a file" in folder.stderr
+
+
+def test_an_image_that_cannot_be_read_is_named_before_torch_is_imported(tmp_path: Path, sample_png: Path) -> None:
+    """No read permission (simulated: the tests run as root, whom chmod does not stop): the path and the reason."""
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(sample_png.read_bytes())
+    prelude = (
+        "import errno, pathlib\n"
+        "opened = pathlib.Path.open\n"
+        "def refused(self, *args, **kwargs):\n"
+        "    if self.name == 'locked.png':\n"
+        "        raise PermissionError(errno.EACCES, 'Permission denied', str(self))\n"
+        "    return opened(self, *args, **kwargs)\n"
+        "pathlib.Path.open = refused"
+    )
+    result = ask_in_a_fresh_process(locked, prelude)
+    assert result.returncode == 2 and result.stdout.strip() == "torch not imported", result
+    assert result.stderr.strip() == f"error: The file {locked} cannot be read (Permission denied)."
 
 
 @pytest.mark.parametrize(
