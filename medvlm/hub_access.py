@@ -43,9 +43,7 @@ def hub_source(model_id: str, revision: str | None = None) -> str:
     if constants.HF_HUB_OFFLINE:
         if _cached(model_id, revision) is None:
             raise ModelLoadError(
-                f"The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), and {model_id} is not in the local "
-                f"cache ({constants.HF_HUB_CACHE}). Download it where there is network (hf download {model_id}), or "
-                "unset HF_HUB_OFFLINE to let it download now, or pass a local checkpoint directory."
+                offline_mode_note(model_id, f"and {model_id} is not in the local cache ({constants.HF_HUB_CACHE})")
             )
         return model_id
     if hub_answers():
@@ -59,6 +57,20 @@ def hub_source(model_id: str, revision: str | None = None) -> str:
         f"the local cache. Download it first where there is network (hf download {model_id}) and set HF_HUB_OFFLINE=1 "
         "to use the cache without waiting for the network, or pass a local checkpoint directory. To try everything "
         "without weights, build the tiny test model: medvlm-tiny-model --format-warm-start ./tiny-model"
+    )
+
+
+def offline_mode_note(model_id: str, situation: str) -> str:
+    """Why a Hub model does not load while ``HF_HUB_OFFLINE`` is set (``situation``), and what to do.
+
+    Offline mode, not the model id or the network, is then what keeps the files away, so the
+    message says so wherever loading stops: here for a model missing from the cache, in
+    :mod:`medvlm.model` for one whose cached copy did not load.
+    """
+    return (
+        f"The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), {situation}. Download it where there is "
+        f"network (hf download {model_id}), or unset HF_HUB_OFFLINE to let it download now, or pass a local "
+        "checkpoint directory."
     )
 
 

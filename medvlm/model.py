@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
 from medvlm.fast_cpu import load_dtype as fast_cpu_load_dtype
-from medvlm.hub_access import hub_source
+from medvlm.hub_access import hub_source, offline_mode_note
 from medvlm.metadata import read_metadata
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 from medvlm.prompt import PromptStyle
@@ -298,6 +299,11 @@ def _explain_load_failure(source: str, is_local: bool, error: Exception) -> str:
         return (
             f"Could not load a model from the directory {source}: {detail}. It should hold config.json, the "
             "weights (*.safetensors) and the tokenizer and processor files, or be a LoRA adapter directory."
+        )
+    if hub_constants.HF_HUB_OFFLINE:  # only the cache was read: the id and the network are not the question
+        cache = hub_constants.HF_HUB_CACHE
+        return f"Could not load {source}: {detail}. " + offline_mode_note(
+            source, f"so only the local cache ({cache}) was looked in, where {source} may be incomplete"
         )
     return (
         f"Could not load {source} from the Hugging Face Hub: {detail}. Check the model id and your network; "

@@ -281,13 +281,13 @@ def test_without_network_a_hub_model_fails_at_once_with_what_to_do(tmp_path: Pat
     assert "HF_HUB_OFFLINE=1" in lines[-1] and "hf download someorg/somemodel" in lines[-1]
 
 
-def test_in_offline_mode_a_model_not_cached_is_said_to_be_missing_because_of_offline_mode(tmp_path: Path) -> None:
-    """HF_HUB_OFFLINE=1 and a model never downloaded: the app's banner names offline mode, not the id or network."""
+def app_started_offline(tmp_path: Path, model_id: str) -> tuple[str, str]:
+    """The app started with ``HF_HUB_OFFLINE=1`` on ``model_id`` (its cache in ``tmp_path``): its error and banner."""
     code = (
         "from medvlm.ui import AppConfig, Workbench; "
-        "bench = Workbench.start(AppConfig(model='someorg/somemodel', data_dir={data!r})); "
+        "bench = Workbench.start(AppConfig(model={model!r}, data_dir={data!r})); "
         "print(bench.load_error); print(bench.banner())"
-    ).format(data=str(tmp_path / "data"))
+    ).format(model=model_id, data=str(tmp_path / "data"))
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -297,9 +297,32 @@ def test_in_offline_mode_a_model_not_cached_is_said_to_be_missing_because_of_off
     )
     assert result.returncode == 0, result.stderr[-2000:]
     error, banner = result.stdout.strip().splitlines()[-2:]
-    assert error.startswith("The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), and someorg/somemodel is")
-    assert "not in the local cache" in error and "hf download someorg/somemodel" in error
     assert "offline mode is on" in banner and "your network" not in banner and "Check the model id" not in banner
+    assert f"hf download {model_id}" in error and "unset HF_HUB_OFFLINE" in error
+    return error, banner
+
+
+def test_in_offline_mode_a_model_not_cached_is_said_to_be_missing_because_of_offline_mode(tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE=1 and a model never downloaded: the app's banner names offline mode, not the id or network."""
+    error, _ = app_started_offline(tmp_path, "someorg/somemodel")
+    assert error.startswith("The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), and someorg/somemodel is")
+    assert "not in the local cache" in error
+
+
+def test_in_offline_mode_a_model_only_partly_cached_is_blamed_on_offline_mode_not_the_network(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A download cut short (only config.json cached): the cache was all there was to read, so no "your network"."""
+    repo = tmp_path / "hf-home" / "hub" / "models--someorg--partial"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    error, _ = app_started_offline(tmp_path, "someorg/partial")
+    assert error.startswith("Could not load someorg/partial: ")
+    assert "The Hugging Face Hub's offline mode is on (HF_HUB_OFFLINE=1), so only the local cache (" in error
+    assert "where someorg/partial may be incomplete" in error
 
 
 def test_without_network_a_cached_hub_model_loads_from_the_cache(
