@@ -140,8 +140,11 @@ def test_a_comparison_of_identical_answers_gives_no_pair_says_so_and_writes_noth
             comparisons.submit("Alike", reviewer, shown.first.output_id, shown.second.output_id, "first")
     out = tmp_path / "prefs"
     assert main(["--data-dir", str(tmp_path / "data"), "--campaign", "Alike", "--output-dir", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "pair(s) chose and rejected the same text: they teach nothing" in err and not out.exists()
+    assert capsys.readouterr().err == (
+        "error: Nothing to train on yet (no pair among the 6 verdicts has a majority for one of two different "
+        "answers; 3 pair(s) chose and rejected the same text, which teaches nothing): no dpo/ or sft/ is written.\n"
+    )  # about verdicts only: the campaign has no reviews to speak of
+    assert not out.exists()
 
     reviewed = AnnotationStore(tmp_path / "reviewed")  # a sound answer, and nothing to pair it with
     reviewed.add(model_output(0, completion=SOUND), Review("Dr C", ("sound",)))
@@ -149,6 +152,30 @@ def test_a_comparison_of_identical_answers_gives_no_pair_says_so_and_writes_noth
     said = capsys.readouterr().out
     assert "dpo/ is not written" in said and "Wrote 0" not in said and not (out / "dpo").exists()
     assert "sound output(s) to" in said and (out / "sft" / "train.parquet").is_file()
+
+
+def test_reviews_that_judge_one_text_both_sound_and_failing_give_no_pair_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two models wrote the same answer to a case and its reviewers judged the copies differently: a pair of that
+    text with itself teaches nothing, and is left out and counted, as it is from verdicts."""
+    store = AnnotationStore(tmp_path / "data")
+    store.add(model_output(0, output_id="first".ljust(32, "0"), completion=SOUND), Review("Dr A", ("sound",)))
+    twin = model_output(0, output_id="twin".ljust(32, "0"), completion=SOUND, model={"model": "other"})
+    store.add(twin, Review("Dr B", ("superficial",)))
+    out = tmp_path / "prefs"
+    assert main(["--data-dir", str(tmp_path / "data"), "--output-dir", str(out)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("No preference pair (") and said[0].endswith("dpo/ is not written.")
+    assert said[2] == (
+        "Left out 1 pair(s) whose chosen and rejected answers are the same text: they teach nothing (the two answers "
+        "were identical)."
+    )
+    assert not (out / "dpo").exists() and (out / "sft" / "train.parquet").is_file()
+    assert main(["--data-dir", str(tmp_path / "empty"), "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "error: Nothing to train on yet (there are no reviews and no verdicts): no dpo/ or sft/ is written.\n"
+    )
 
 
 def test_verdicts_become_preference_pairs_by_majority_and_export_from_a_comparison_campaign(tmp_path: Path) -> None:

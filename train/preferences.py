@@ -90,7 +90,11 @@ def judged_outputs(
 
 
 def preference_pairs(judged: Sequence[JudgedOutput]) -> list[tuple[JudgedOutput, JudgedOutput]]:
-    """(chosen, rejected): every sound output against every failing one of the same case."""
+    """(chosen, rejected): every sound output against every failing one of the same case.
+
+    Two outputs with the same text judged differently make a pair too; :func:`export` leaves out and counts every
+    pair of identical texts, from reviews and from verdicts alike, so none is dropped unsaid.
+    """
     cases: dict[tuple, list[JudgedOutput]] = defaultdict(list)
     for output in judged:
         cases[output.case].append(output)
@@ -100,7 +104,7 @@ def preference_pairs(judged: Sequence[JudgedOutput]) -> list[tuple[JudgedOutput,
         for chosen in outputs
         if chosen.sound
         for rejected in outputs
-        if rejected.failed and rejected.review.completion != chosen.review.completion
+        if rejected.failed
     ]
 
 
@@ -200,12 +204,7 @@ def export(
         del pairs[key]
     sound = [output for output in judged if output.sound]
     if not pairs and not sound:
-        same = f" ({len(identical)} pair(s) chose and rejected the same text: they teach nothing)" if identical else ""
-        raise MedVLMError(
-            f"None of the {len(judged)} reviewed outputs is judged sound or paired with a sound answer to the same "
-            f"case, and no pair of different answers among the {len(verdicts)} verdicts has a majority{same}: there "
-            "is nothing to train on yet."
-        )
+        raise MedVLMError(_nothing_to_train_on(len(judged), len(verdicts), len(identical)))
     folder = Path(output_dir)
     counts = {}
     for name, rows in (("dpo", pairs), ("sft", sound)):
@@ -215,6 +214,19 @@ def export(
             dataset.to_parquet(str(folder / name / "train.parquet"))
         counts[name] = len(rows)
     return {**counts, "identical": len(identical)}
+
+
+def _nothing_to_train_on(reviewed: int, verdicts: int, identical: int) -> str:
+    """Why neither folder can be written, naming only what there was (reviews, verdicts), in one sentence."""
+    reasons = []
+    if reviewed:
+        reasons.append(f"none of the {reviewed} reviewed outputs is judged sound")
+    if verdicts:
+        reasons.append(f"no pair among the {verdicts} verdicts has a majority for one of two different answers")
+    if identical:
+        reasons.append(f"{identical} pair(s) chose and rejected the same text, which teaches nothing")
+    why = "; ".join(reasons) if reasons else "there are no reviews and no verdicts"
+    return f"Nothing to train on yet ({why}): no dpo/ or sft/ is written."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
