@@ -213,9 +213,6 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
     set_seed(training_args.seed)
     _setup_logging(training_args)
-    # TRL (1.16, the newest) still reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed: a
-    # FutureWarning about TRL's own code at every generation, which nothing in a recipe can change. Only that one.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if not model_args.model_name_or_path:
         raise MedVLMError("No model: pass --model_name_or_path (a Hub id or a checkpoint directory).")
     if not Path(model_args.model_name_or_path).is_dir() and looks_like_local_path(model_args.model_name_or_path):
@@ -311,7 +308,13 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     if checkpoint is not None:
         logger.info("Resuming training from %s (--resume_from_checkpoint false starts afresh)", checkpoint)
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    with warnings.catch_warnings():
+        # The recipes name activation_checkpointing, as transformers >= 5.23 wants, so our settings raise no
+        # FutureWarning. TRL (1.16, the newest) itself still reads `model.is_gradient_checkpointing` at every
+        # generation: a warning about TRL's code that no setting of ours can avoid, so only that one is silenced,
+        # and only while training.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**train_result.metrics, "train_samples": len(train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
