@@ -5,7 +5,7 @@
 
 Every flag has an environment fallback (MEDVLM_MODEL, MEDVLM_DATA_DIR, MEDVLM_USERS,
 MEDVLM_CONCURRENCY, MEDVLM_FAST_CPU, GRADIO_SERVER_NAME/PORT); MEDVLM_HUB_DATASET mirrors reviews to a Hub
-dataset. Without weights: ``medvlm-tiny-model ./tiny-model --format-warm-start`` and
+dataset. Without weights: ``medvlm-tiny-model --format-warm-start ./tiny-model`` (the README's command) and
 ``python app.py --model ./tiny-model``.
 """
 

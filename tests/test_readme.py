@@ -47,6 +47,18 @@ def test_every_runnable_command_is_in_a_readme() -> None:
         assert shlex.join(shlex.split(command)) in documented, f"not in the README any more: {command}"
 
 
+def test_every_mention_of_the_tiny_model_command_is_the_readmes_one() -> None:
+    """One spelling builds the tiny model in the READMEs, hints and docstrings alike, so following any of them
+    never builds another model over the one the app section built (the plain random model answered 0/6)."""
+    listed = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.yaml"], cwd=ROOT, capture_output=True, text=True)
+    found: dict[str, list[str]] = {}
+    for name in listed.stdout.split():
+        for match in re.finditer(r"medvlm[- ]tiny-model[^\n`\"']*?\./tiny-model", (ROOT / name).read_text()):
+            found.setdefault(match.group().replace("medvlm tiny-model", "medvlm-tiny-model"), []).append(name)
+    assert "README.md" in found.get(RUNNABLE[0], []), found
+    assert set(found) == {RUNNABLE[0]}, found
+
+
 OUTPUT_FLAGS = ("--data-dir", "--to", "--output_dir", "--output-dir")
 
 
