@@ -517,6 +517,7 @@ def test_a_small_image_fills_the_viewer_and_the_wheel_zooms(browser, app_url: st
 
 
 def test_reviews_tab_reads_as_a_reviewer_expects(browser, app_url: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -526,11 +527,14 @@ def test_reviews_tab_reads_as_a_reviewer_expects(browser, app_url: str) -> None:
     expect(table).to_contain_text("Model's answer", timeout=60_000)
     headers = [text.strip() for text in table.locator("th").all_inner_texts() if text.strip()]
     assert headers[:6] == ["Review id", "Question", "Model's answer", "Flags", "Comment", "Reviewer"], headers
-    wide, room = page.evaluate(  # every column in the panel of a 1440-pixel window: no sideways scrolling
+    sizes = (
         "() => { const t = document.querySelector('#reviews-table table'); return [t.scrollWidth, "
         "document.querySelector('#reviews-table').clientWidth]; }"
     )
-    assert wide <= room, (wide, room)
+    try:  # every column in the panel of a 1440-pixel window, once the table has laid out its column widths
+        page.wait_for_function(f"() => {{ const [wide, room] = ({sizes})(); return wide <= room; }}", timeout=15_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"the Reviews table stays wider than its panel (table, panel): {page.evaluate(sizes)}")
     assert page.locator("#review-id textarea, #review-id input").first.input_value() == ""  # no "0" while empty
     page.locator("#review-id textarea, #review-id input").first.fill("999999")
     page.locator("button#review-open").click()
