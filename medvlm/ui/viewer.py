@@ -23,6 +23,7 @@ rebuilt from pixels (no file name, no metadata), so no copy of it is left in a c
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 from typing import Any
@@ -292,20 +293,14 @@ def stored_value(output: ModelOutput, *, case: int) -> dict[str, Any] | None:
     window, with what it clipped staying clipped. Double-click goes back to the stored window.
     """
     image = stored_picture(output)
-    value = viewer_value(image, case=case)
     metadata = image.metadata
-    center, width = metadata.window_center, metadata.window_width
-    if value is None or not metadata.hounsfield or center is None or width is None:
-        return value
-    value.update(
-        src=_data_url(image.image, grey=True),
-        windowable=True,
-        local=True,
-        center=center,
-        width=width,
-        readout=f"{value['readout']} \u00b7 W {width:g} / C {center:g} HU",
-        hint="wheel: zoom, drag: window (of the stored picture), shift-drag: pan, double-click: reset",
-    )
+    windowable = metadata.hounsfield and metadata.window_center is not None and metadata.window_width is not None
+    if not windowable:
+        return viewer_value(image, case=case)
+    stored = LoadedImage(image.image, dataclasses.replace(metadata, window_name="stored"))  # one grey encoding
+    value = viewer_value(stored, case=case)
+    value["local"] = True
+    value["hint"] = "wheel: zoom, drag: window (of the stored picture), shift-drag: pan, double-click: reset"
     return value
 
 
