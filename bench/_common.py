@@ -108,7 +108,7 @@ def _cached(name: str, build: Callable[[Path], Any]) -> Path:
 
 @contextlib.contextmanager
 def forced_scheme(scheme: str | None) -> Iterator[None]:
-    """While active, the fast path uses ``scheme`` (``bf16-int8``, ``int8-dynamic``), whatever the CPU would pick."""
+    """While active, the fast path uses ``scheme`` (``bf16-int8``, ``fp32-int8``...), whatever the CPU would pick."""
     from medvlm import fast_cpu
 
     choose = fast_cpu.choose_scheme
@@ -118,6 +118,61 @@ def forced_scheme(scheme: str | None) -> Iterator[None]:
         yield
     finally:
         fast_cpu.choose_scheme = choose
+
+
+LOST_VARIANTS = ("int8-dynamic", "int8-block32", "int4-block32")
+"""Schemes that were tried for the CPU fast path and lost (README, "Performance"), kept measurable."""
+
+
+def apply_lost_scheme(model, variant: str) -> None:
+    """The schemes that were tried and lost, on the layers the fast path quantizes, for the same table."""
+    from medvlm.fast_cpu import quantizable_layers
+
+    names = quantizable_layers(model)
+    if variant == "int8-dynamic":
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantize_dynamic(model, dict.fromkeys(names, per_channel_dynamic_qconfig), dtype=torch.qint8, inplace=True)
+        return
+    bits = 8 if variant == "int8-block32" else 4
+    with torch.no_grad():
+        for name in names:
+            weight = model.get_submodule(name).weight
+            weight.copy_(round_in_blocks(weight, bits, 32))
+
+
+def round_in_blocks(weight: torch.Tensor, bits: int, block: int) -> torch.Tensor:
+    """``weight`` rounded to nearest with one scale per block of ``block`` inputs: symmetric int8 (llama.cpp's
+    Q8_0), asymmetric with a minimum for fewer bits (Q4_1)."""
+    rows = weight.float().reshape(weight.shape[0], -1, block)
+    if bits == 8:
+        step = rows.abs().amax(-1, keepdim=True).clamp(min=1e-12) / 127
+        return (torch.round(rows / step).clamp(-127, 127) * step).reshape(weight.shape)
+    low, high = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
+    step = ((high - low) / (2**bits - 1)).clamp(min=1e-12)
+    return (torch.round((rows - low) / step) * step + low).reshape(weight.shape)
+
+
+VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-fp32-int8", "fast-fp32-bf16", *LOST_VARIANTS)
+"""What the benchmarks can load: full precision, the fast path (``fast``: the scheme this CPU gets, or a scheme
+forced), and the schemes that lost."""
+
+
+def load_variant(checkpoint: str | Path, variant: str, max_pixels: int):
+    """``checkpoint`` through ``medvlm.model.load_model`` as ``variant`` (one of :data:`VARIANTS`)."""
+    from medvlm.model import load_model
+
+    if variant.startswith("fast"):
+        with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
+            loaded = load_model(checkpoint, max_pixels=max_pixels)
+        if not loaded.fast_cpu.quantized:
+            raise RuntimeError(f"the fast path did not quantize {checkpoint}: {loaded.describe()['quantization']}")
+        return loaded
+    dtype = "bf16" if variant == "bf16" else "fp32"
+    loaded = load_model(checkpoint, fast_cpu=False, dtype=dtype, max_pixels=max_pixels)
+    if variant in LOST_VARIANTS:
+        apply_lost_scheme(loaded.model, variant)
+    return loaded
 
 
 def quiet() -> None:

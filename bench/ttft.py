@@ -21,8 +21,9 @@ import torch
 from bench._common import (
     OPTIONS,
     QUESTION,
+    VARIANTS,
     ct_head_image,
-    forced_scheme,
+    load_variant,
     median,
     paired_ratio,
     print_report,
@@ -34,7 +35,6 @@ from medvlm import fast_cpu
 from medvlm.processor import RECIPE_MAX_PIXELS
 
 BUDGETS = {"recipe": RECIPE_MAX_PIXELS, "cpu": fast_cpu.CPU_MAX_PIXELS}
-VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-int8-dynamic")
 
 
 def measure(loaded, size: int, max_pixels: int) -> dict[str, float]:
@@ -63,14 +63,8 @@ def measure(loaded, size: int, max_pixels: int) -> dict[str, float]:
 
 def worker(variant: str, sizes: list[int], repeats: int) -> dict:
     """Every (size, budget) ``repeats`` times, alternating; the medians per (size, budget)."""
-    from medvlm.model import load_model
-
     quiet()
-    if variant in ("fp32", "bf16"):
-        loaded = load_model(random_2b_checkpoint(), fast_cpu=False, dtype=variant, max_pixels=RECIPE_MAX_PIXELS)
-    else:
-        with forced_scheme(variant.removeprefix("fast").removeprefix("-") or None):
-            loaded = load_model(random_2b_checkpoint(), max_pixels=RECIPE_MAX_PIXELS)
+    loaded = load_variant(random_2b_checkpoint(), variant, RECIPE_MAX_PIXELS)
     cases = [(size, budget) for size in sizes for budget in BUDGETS]
     measure(loaded, sizes[0], BUDGETS["cpu"])  # warm-up: first calls allocate
     runs: dict[str, list[dict[str, float]]] = {f"{size}/{budget}": [] for size, budget in cases}

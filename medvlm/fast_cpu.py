@@ -1,11 +1,12 @@
-"""The CPU fast path: int8 language-model weights, the right activations for this CPU, fitting threads.
+"""The CPU fast path: language-model weights in fewer bytes, arithmetic this CPU does fast, fitting threads.
 
 Decoding one token reads every weight of the language model once. In fp32 that is about 6 GB for
 Qwen2-VL-2B (1.3 B parameters in the decoder's linear layers plus the 151936x1536 output head),
-so memory bandwidth alone caps a CPU at one or two tokens a second; int8 weights read a quarter.
+so memory bandwidth alone caps a CPU at one or two tokens a second; bf16 weights read half of
+that, int8 weights a quarter.
 
-What happens to the *activations* decides whether the answers stay the model's, so the scheme is
-chosen by what the CPU can do (:func:`choose_scheme`):
+Whether the answers stay the model's, and what is fast, depend on the CPU, so the scheme is chosen
+by what it can do (:func:`choose_scheme`):
 
 * ``bf16-int8`` (CPUs with AVX512-BF16 or AMX, which multiply bf16 at full speed): the model runs
   in bf16, its checkpoint's own precision (what a GPU runs), and the decoder's and output head's
@@ -14,17 +15,24 @@ chosen by what the CPU can do (:func:`choose_scheme`):
   ``torch._weight_int8pack_mm``; a prefill of many rows dequantizes the weight into a reused
   bf16 buffer and runs a dense bf16 matmul, which is 2.5x faster there. The vision encoder runs
   in bf16 too (its matmuls are 5x faster than fp32 on such a CPU).
-* ``int8-dynamic`` (other CPUs, e.g. AVX2 only, where bf16 is emulated and slow): PyTorch's
-  dynamic int8 linear (fbgemm/qnnpack) through ``torch.ao.quantization.quantize_dynamic``, int8
-  per-channel weights and activations quantized per tensor at each call, the rest in fp32. Faster
-  than anything faithful there, but per-tensor activation quantization is the least faithful
-  int8 scheme, so the fidelity guard (:mod:`medvlm.fidelity`) checks it on the real weights.
+* ``fp32-bf16`` (other CPUs, e.g. AVX2 only, where bf16 arithmetic is emulated): the decoder's and
+  output head's linear layers keep the checkpoint's own bf16 weights and multiply a decoding step's
+  few rows in bf16 (:class:`Bf16WeightLinear`: 3.5x fp32's decode speed on the 2B model under
+  PyTorch's AVX2 kernels, because it reads half the bytes); a prefill's many rows, and everything
+  else (vision encoder, attention, norms), run in fp32, where emulated bf16 is 3x slower.
 
-Either way the checkpoint is loaded in bf16 (:func:`load_dtype`) and converted layer by layer, so
-loading never builds a full fp32 copy. torchao 0.18's int8 configurations were 3-10x *slower*
-than fp32 in eager mode on this CPU (README, "Performance"), and optimum-quanto the same; if the
-machine has no usable backend the loader logs a warning and keeps full precision. Layers below
-``MIN_QUANTIZED_WEIGHTS`` stay unquantized because the per-call overhead beats the saving.
+Both keep the model's answers: on a real trained model (``bench.fidelity``, README "Performance")
+their next-token choices agree with fp32's as often as plain bf16's do. What lost there: PyTorch's
+dynamic int8 (``torch.ao``, activations quantized per tensor), this path's old AVX2 scheme, changed
+a quarter of the greedy tokens; the int8 weights of ``bf16-int8`` with everything else in fp32
+decoded 15 % faster than ``fp32-bf16`` under AVX2 but agreed on 3 % fewer tokens than bf16.
+
+Either way the checkpoint is loaded in bf16 (:func:`load_dtype`) and its linear layers are converted
+one by one, so loading never builds a full fp32 copy of them. torchao 0.18's int8 configurations
+were 3-10x *slower* than fp32 in eager mode on this CPU (README, "Performance"), and
+optimum-quanto the same; if this torch lacks the kernel the loader logs a warning and keeps full
+precision. Layers below ``MIN_QUANTIZED_WEIGHTS`` stay unquantized because the per-call overhead
+beats the saving.
 """
 
 from __future__ import annotations
@@ -33,10 +41,8 @@ import gc
 import logging
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -56,16 +62,15 @@ LARGE_VISION_PARAMETERS = 100_000_000
 
 
 BF16_INT8 = "bf16-int8"
-INT8_DYNAMIC = "int8-dynamic"
-SCHEMES = (BF16_INT8, INT8_DYNAMIC)
+FP32_BF16 = "fp32-bf16"
+SCHEMES = (BF16_INT8, FP32_BF16)
 
-DECODE_ROWS = 32
+INT8_KERNEL_ROWS = 32
 """At most this many rows go through the weight-only int8 kernel; more (a prefill) dequantize into a
 bf16 buffer and use a dense matmul (measured crossover on the development CPU: about 40 rows)."""
-
-
-class QuantizationUnavailable(RuntimeError):
-    """The int8 backend cannot run here (missing from this torch, or no quantized engine)."""
+BF16_KERNEL_ROWS = 6
+"""Under emulated bf16, at most this many rows multiply in bf16; more are faster in fp32 (one 8960x1536
+layer under PyTorch's AVX2 kernels: bf16 2.6 ms against fp32 5.4 ms at 5 rows, 6.1 against 4.7 at 8)."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ class FastCpuReport:
     threads: int
     fallback: str | None = None
     """Why quantization did not happen (``None`` when it did)."""
-    scheme: str = INT8_DYNAMIC
-    """:data:`BF16_INT8` or :data:`INT8_DYNAMIC`: what ran, or what was tried."""
+    scheme: str = FP32_BF16
+    """:data:`BF16_INT8` or :data:`FP32_BF16`: what ran, or what was tried."""
 
     @property
     def quantized(self) -> bool:
@@ -98,16 +103,19 @@ def cpu_flags() -> set[str]:
 
 
 def has_fast_bf16(flags: set[str] | None = None) -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16); without, bf16 is emulated."""
+    """Whether bf16 matmuls run in hardware here (AVX512-BF16 or AMX-BF16); without, bf16 is emulated.
+
+    The CPU's flags say what it has; PyTorch's own kernel level says what it uses, which
+    ``ATEN_CPU_CAPABILITY=avx2`` lowers (how a laptop's AVX2 path is measured on a newer CPU).
+    """
     flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return bool({"avx512_bf16", "amx_bf16"} & flags) and not kernels.startswith(("AVX2", "DEFAULT", "NO AVX"))
 
 
 def choose_scheme(flags: set[str] | None = None) -> str:
-    """``bf16-int8`` where bf16 is fast and the weight-only int8 kernel exists, else ``int8-dynamic``."""
-    if has_fast_bf16(flags) and hasattr(torch, "_weight_int8pack_mm"):
-        return BF16_INT8
-    return INT8_DYNAMIC
+    """``bf16-int8`` where bf16 is fast, else ``fp32-bf16`` (the checkpoint's bf16 weights, the rest in fp32)."""
+    return BF16_INT8 if has_fast_bf16(flags) else FP32_BF16
 
 
 def load_dtype() -> torch.dtype:
@@ -130,25 +138,23 @@ def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport
         # A model this small gains nothing from int8 or bf16: it runs as trained, in fp32.
         reason = "no linear layer in the language model is large enough to gain from int8"
         model.float()
-        return _fallback_report(reason, threads, INT8_DYNAMIC)
+        return _fallback_report(reason, threads, FP32_BF16)
     try:
-        if scheme == BF16_INT8:
-            quantize_weights_int8(model, names)
-            description = f"int8 weights, bf16 activations (AVX512-BF16/AMX, torch {torch.__version__})"
-        else:
-            engine = quantize_layers(model, names)
-            model.float()  # the vision encoder, embeddings and norms; the int8 layers are untouched by it
-            description = (
-                "int8 dynamic, per-channel weights, per-tensor activations "
-                f"({engine} engine, torch {torch.__version__})"
-            )
+        convert_linear_layers(model, names, scheme)
     except Exception as error:  # a backend failure of any kind must not stop the model loading
         reason = f"{type(error).__name__}: {error}"
         logger.warning("CPU fast path: int8 unavailable, keeping full precision (%s)", reason)
         _to_full_precision(model, scheme)
         return _fallback_report(reason, threads, scheme)
     gc.collect()  # replaced layers sit in reference cycles: free their gigabytes now
-    return FastCpuReport(quantization=description, quantized_layers=len(names), threads=threads, scheme=scheme)
+    return FastCpuReport(quantization=describe(scheme), quantized_layers=len(names), threads=threads, scheme=scheme)
+
+
+def describe(scheme: str) -> str:
+    """What ``scheme`` does, for the banner's details and the stored answers."""
+    if scheme == BF16_INT8:
+        return f"int8 weights, bf16 activations (AVX512-BF16/AMX, torch {torch.__version__})"
+    return f"bf16 weights, the rest fp32 (no fast bf16 on this CPU, torch {torch.__version__})"
 
 
 def _fallback_report(reason: str, threads: int, scheme: str) -> FastCpuReport:
@@ -216,10 +222,10 @@ class Int8WeightLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if rows.shape[0] <= DECODE_ROWS:
+        if rows.shape[0] <= INT8_KERNEL_ROWS:
             out = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
         else:
-            dense = _scratch(self.weight_int8.shape)
+            dense = _scratch(self.weight_int8.shape, torch.bfloat16)
             torch.mul(self.weight_int8, self.scales.unsqueeze(1), out=dense)
             out = nn.functional.linear(rows, dense)
         if self.bias is not None:
@@ -230,15 +236,56 @@ class Int8WeightLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, bf16 activations"
 
 
+class Bf16WeightLinear(nn.Module):
+    """A linear layer that keeps its checkpoint's bf16 weight in a model otherwise run in fp32.
+
+    Up to :data:`BF16_KERNEL_ROWS` rows multiply in bf16 (the input rounded to bf16, the output
+    returned in fp32), which reads half the bytes of fp32 and is 4x faster at one row under
+    PyTorch's AVX2 kernels; a prefill's many rows, where emulated bf16 is 3x slower than fp32, copy
+    the weight into a shared fp32 buffer and multiply in fp32.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight_bf16", weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Bf16WeightLinear:
+        return cls(linear.weight, linear.bias)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``model.float()`` may change the bias, never the bf16 weight."""
+        super()._apply(fn, recurse)
+        if self.weight_bf16.dtype != torch.bfloat16:
+            self.weight_bf16 = self.weight_bf16.to(torch.bfloat16)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] <= BF16_KERNEL_ROWS:
+            out = nn.functional.linear(rows.to(torch.bfloat16), self.weight_bf16).to(x.dtype)
+        else:
+            out = nn.functional.linear(rows, _scratch(self.weight_bf16.shape, x.dtype).copy_(self.weight_bf16))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 weights"
+
+
 _SCRATCH = threading.local()
 
 
-def _scratch(shape: torch.Size) -> torch.Tensor:
-    """A bf16 buffer of ``shape`` for every layer of that shape in this thread (a prefill runs layer by layer)."""
+def _scratch(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """A buffer of ``shape`` for every layer of that shape in this thread (a prefill runs layer by layer)."""
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    if shape not in buffers:
-        buffers[shape] = torch.empty(shape, dtype=torch.bfloat16)
-    return buffers[shape]
+    if (shape, dtype) not in buffers:
+        buffers[(shape, dtype)] = torch.empty(shape, dtype=dtype)
+    return buffers[(shape, dtype)]
 
 
 CPU_ATTENTION = "medvlm_cpu_sdpa"
@@ -257,7 +304,7 @@ def cpu_attention(
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.dtype != torch.bfloat16 or query.shape[-2] > DECODE_ROWS:
+    if query.dtype != torch.bfloat16 or query.shape[-2] > INT8_KERNEL_ROWS:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     mask = (
         attention_mask.float() if attention_mask is not None and attention_mask.is_floating_point() else attention_mask
@@ -276,83 +323,27 @@ def use_cpu_attention(model: nn.Module) -> None:
     model.set_attn_implementation(CPU_ATTENTION)
 
 
-def quantize_weights_int8(model: nn.Module, names: list[str]) -> None:
-    """Replace the named linear layers by :class:`Int8WeightLinear` and the rest of ``model`` to bf16, in place.
+def convert_linear_layers(model: nn.Module, names: list[str], scheme: str = BF16_INT8) -> None:
+    """Replace the named linear layers for ``scheme`` and bring the rest of ``model`` to its dtype, in place.
 
-    Raises (leaving ``model`` usable) when the kernel is missing; it is probed on a small layer first.
+    ``bf16-int8``: :class:`Int8WeightLinear`, the rest in bf16, decoding attention through
+    :func:`cpu_attention`. ``fp32-bf16``: :class:`Bf16WeightLinear`, the rest in fp32. Raises (leaving
+    ``model`` usable) when the int8 kernel is missing; it is probed on a small layer first.
     """
-    probe = Int8WeightLinear(torch.randn(64, 64), None)
-    probe(torch.ones(1, 64, dtype=torch.bfloat16))  # raises where torch has no such kernel on this CPU
+    if scheme == BF16_INT8:
+        probe = Int8WeightLinear(torch.randn(64, 64), None)
+        probe(torch.ones(1, 64, dtype=torch.bfloat16))  # raises where torch has no such kernel on this CPU
+    layer = Int8WeightLinear if scheme == BF16_INT8 else Bf16WeightLinear
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8WeightLinear.from_linear(getattr(parent, child)))
+        setattr(parent, child, layer.from_linear(getattr(parent, child)))
+    if scheme == FP32_BF16:
+        model.float()  # the vision encoder, embeddings, norms and biases; the bf16 weights stay (their _apply)
+        return
     model.to(torch.bfloat16)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         use_cpu_attention(model)
-
-
-def quantize_layers(model: nn.Module, names: list[str]) -> str:
-    """Swap the named linear layers for dynamic int8 ones in place, one at a time; returns the engine running them.
-
-    Each layer is made fp32 just before it is quantized, so a model loaded in bf16 is never wholly
-    fp32. Raises ``QuantizationUnavailable`` (or the backend's own error) when it cannot be done;
-    the backend is probed on a small layer first, so a failure leaves ``model`` untouched.
-    """
-    quantize_dynamic, qconfig = _dynamic_quantization_api()
-    engine = _usable_engine(quantize_dynamic, qconfig)
-    with warnings.catch_warnings():
-        _ignore_deprecation_notices()
-        # The output head first: quantizing its 151936 rows needs gigabytes of temporaries, best
-        # spent while little else of the model has been made fp32.
-        for done, name in enumerate(sorted(names, key=lambda name: name != "lm_head"), start=1):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            getattr(parent, child).float()
-            quantize_dynamic(parent, {child: qconfig}, dtype=torch.qint8, inplace=True)
-            if done % 8 == 0:
-                gc.collect()  # each replaced fp32 layer sits in a reference cycle: free them as we go
-    return engine
-
-
-def _dynamic_quantization_api() -> tuple[Any, Any]:
-    """``quantize_dynamic`` and the per-channel qconfig, or ``QuantizationUnavailable``."""
-    try:
-        with warnings.catch_warnings():
-            _ignore_deprecation_notices()
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    except ImportError as error:
-        raise QuantizationUnavailable(
-            f"this torch ({torch.__version__}) has no torch.ao.quantization: {error}"
-        ) from error
-    return quantize_dynamic, per_channel_dynamic_qconfig
-
-
-def _usable_engine(quantize_dynamic: Any, qconfig: Any) -> str:
-    """The quantized engine in use (x86/fbgemm, qnnpack...), after checking a small int8 layer runs on it."""
-    engine = torch.backends.quantized.engine
-    if engine in (None, "none"):
-        raise QuantizationUnavailable(
-            f"no quantized engine in this torch build (supported: {torch.backends.quantized.supported_engines})"
-        )
-    probe = nn.Sequential(nn.Linear(64, 64))
-    with warnings.catch_warnings(), torch.inference_mode():
-        _ignore_deprecation_notices()
-        quantize_dynamic(probe, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
-        probe(torch.ones(1, 64))
-    return engine
-
-
-def _ignore_deprecation_notices() -> None:
-    """Silence torch's notices that ``torch.ao.quantization`` and qint8 tensors are deprecated.
-
-    They would print on every load; the fallback covers their eventual removal (module docstring).
-    Call inside ``warnings.catch_warnings()``.
-    """
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.filterwarnings(
-        "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
-    )
 
 
 def configure_threads() -> int:

@@ -12,8 +12,8 @@ page. The protocol is the one ``bench/fidelity.py`` reports:
    kernels are the ones measured), its next-token logits compared with the reference's.
 
 The verdict (tokens on which both pick the same next token, logit cosine) is stored per model
-revision, fast-path scheme and torch version in the data folder, shown in the banner ("int8 agrees
-with bf16 on 31/32 tokens") and with every answer. Below :data:`MIN_AGREEMENT` the app falls back
+revision, fast-path scheme and torch version in the data folder, shown in the banner ("bf16-int8
+agrees with bf16 on 31/32 tokens") and with every answer. Below :data:`MIN_AGREEMENT` the app falls back
 to the full-precision model, with a warning. Why that threshold: two faithful implementations of
 the same bf16 model (PyTorch and llama.cpp) agree on 95 % of greedy tokens even on random weights,
 whose near-tied logits are the hardest case; a trained model's logits are peaked, so a faithful
@@ -96,9 +96,9 @@ class FidelityVerdict:
         return self.agreeing >= MIN_AGREEMENT * self.tokens
 
     def summary(self) -> str:
-        """One line for the banner and the stored answers: "int8 agrees with bf16 on 31/32 tokens (...)"."""
+        """One line for the banner and the stored answers: "bf16-int8 agrees with bf16 on 31/32 tokens (...)"."""
         return (
-            f"int8 agrees with {self.reference} on {self.agreeing}/{self.tokens} tokens "
+            f"{self.scheme} agrees with {self.reference} on {self.agreeing}/{self.tokens} tokens "
             f"(logit cosine {self.cosine_mean:.4f}, lowest {self.cosine_min:.4f})"
         )
 

@@ -609,7 +609,7 @@ def test_test_model_banner_says_its_output_is_random(workbench: Workbench) -> No
 @pytest.mark.parametrize(
     ("fast", "shown"),
     [
-        (True, "CPU fast path: int8 weights in 15 layers with "),
+        (True, f"CPU fast path: {render.FAST_PATH_WEIGHTS[fast_cpu.choose_scheme()]} in 15 layers, "),
         (
             False,
             "CPU fast path off: plain fp32, images up to 401,408 pixels (512 image tokens; the recipe uses 401,408 = "

@@ -1,4 +1,5 @@
-"""The CPU fast path: int8 language-model layers, the switch, the fp32 fallback, threads and image budget.
+"""The CPU fast path: its two schemes (int8 or bf16 language-model layers), the switch, the fallback, threads and
+image budget.
 
 The tiny checkpoint's layers are below the size where int8 pays off, so the tests that need them
 quantized lower ``MIN_QUANTIZED_WEIGHTS`` to 0: the same code then runs on every layer.
@@ -7,7 +8,9 @@ quantized lower ``MIN_QUANTIZED_WEIGHTS`` to 0: the same code then runs on every
 from __future__ import annotations
 
 import json
-import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +57,7 @@ def stream(loaded: LoadedModel, max_new_tokens: int = 40):
     )[-1]
 
 
-@pytest.fixture(params=[fast_cpu.BF16_INT8, fast_cpu.INT8_DYNAMIC])
+@pytest.fixture(params=fast_cpu.SCHEMES)
 def scheme(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each scheme in turn, whatever this CPU would choose (both run anywhere; bf16 is slower without AVX512-BF16)."""
     monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: request.param)
@@ -81,11 +84,24 @@ def test_small_layers_stay_fp32_by_default(tiny_model: LoadedModel) -> None:
     assert "large enough" in tiny_model.describe()["quantization"]
 
 
-def test_the_scheme_follows_what_the_cpu_can_do() -> None:
+def test_the_scheme_follows_what_the_cpu_can_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert fast_cpu.choose_scheme({"avx2", "avx512f", "avx512_bf16"}) == fast_cpu.BF16_INT8
     assert fast_cpu.choose_scheme({"avx2", "amx_bf16", "amx_tile"}) == fast_cpu.BF16_INT8
-    assert fast_cpu.choose_scheme({"avx2", "avx512f", "avx512_vnni"}) == fast_cpu.INT8_DYNAMIC
-    assert fast_cpu.choose_scheme(set()) == fast_cpu.INT8_DYNAMIC
+    assert fast_cpu.choose_scheme({"avx2", "avx512f", "avx512_vnni"}) == fast_cpu.FP32_BF16
+    assert fast_cpu.choose_scheme(set()) == fast_cpu.FP32_BF16
+
+
+def test_a_cpu_made_to_run_avx2_kernels_gets_the_avx2_scheme() -> None:
+    """``ATEN_CPU_CAPABILITY=avx2`` (how a laptop is measured on a newer CPU) is what PyTorch runs, so it decides."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from medvlm import fast_cpu; print(fast_cpu.choose_scheme({'avx512_bf16'}))"],
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == fast_cpu.FP32_BF16
 
 
 def test_the_checkpoint_is_loaded_in_bf16_never_as_a_full_fp32_copy(
@@ -130,13 +146,36 @@ def test_bf16_int8_keeps_int8_weights_and_bf16_everywhere_else(
 
 
 @pytest.mark.usefixtures("quantize_every_layer")
-def test_int8_dynamic_keeps_fp32_around_its_int8_layers(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.INT8_DYNAMIC)
+def test_fp32_bf16_keeps_the_bf16_weights_and_fp32_everywhere_else(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.FP32_BF16)
     loaded = load_model(tiny_model_dir)
     layers = language_linears(loaded)
-    assert len(layers) == 15 and all(layer.weight().dtype == torch.qint8 for layer in layers.values())
+    assert len(layers) == 15
+    assert all(
+        type(layer) is fast_cpu.Bf16WeightLinear and layer.weight_bf16.dtype == torch.bfloat16
+        for layer in layers.values()
+    )
+    assert all(layer.bias.dtype == torch.float32 for layer in layers.values() if layer.bias is not None)
     assert loaded.model.model.visual.blocks[0].mlp.fc1.weight.dtype == torch.float32
-    assert loaded.describe()["quantization"].startswith("int8 dynamic") and loaded.dtype == torch.float32
+    assert loaded.dtype == torch.float32
+    assert loaded.describe()["quantization"].startswith("bf16 weights, the rest fp32")
+
+
+@pytest.mark.parametrize("rows", [1, fast_cpu.BF16_KERNEL_ROWS, fast_cpu.BF16_KERNEL_ROWS + 1, 300])
+def test_bf16_weight_linear_is_the_layer_with_its_weight_rounded_to_bf16(rows: int) -> None:
+    """A few rows multiply in bf16, many in fp32 (a prefill): both give the layer with its bf16 weight, in fp32."""
+    torch.manual_seed(rows)
+    dense = nn.Linear(384, 640)
+    layer = fast_cpu.Bf16WeightLinear.from_linear(dense).float()
+    x = torch.randn(2, rows, 384)
+    with torch.inference_mode():
+        expected = nn.functional.linear(x, dense.weight.bfloat16().float(), dense.bias)
+        got = layer(x)
+    assert got.dtype == torch.float32 and got.shape == (2, rows, 640)
+    tolerance = 0.01 if rows <= fast_cpu.BF16_KERNEL_ROWS else 1e-5  # the bf16 rows also round the input
+    assert (got - expected).abs().max().item() < tolerance * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("rows", [1, 7, 32, 33, 300])
@@ -177,43 +216,6 @@ def test_quantized_greedy_answer_matches_full_precision(formatted_model_dir: Pat
     reference = stream(load_model(formatted_model_dir, fast_cpu=False))
     fast = stream(load_model(formatted_model_dir))
     assert fast.text == reference.text
-
-
-def _no_quantization_module() -> None:
-    raise fast_cpu.QuantizationUnavailable("this torch has no torch.ao.quantization")
-
-
-def _unsupported_engine(quantize_dynamic, qconfig) -> str:
-    raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
-
-
-@pytest.mark.usefixtures("quantize_every_layer")
-@pytest.mark.parametrize(
-    ("target", "replacement", "reason"),
-    [
-        ("_dynamic_quantization_api", _no_quantization_module, "no torch.ao.quantization"),
-        ("_usable_engine", _unsupported_engine, "NoQEngine"),
-    ],
-)
-def test_dynamic_backend_failure_falls_back_to_fp32_and_says_so(
-    formatted_model_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    target: str,
-    replacement,
-    reason: str,
-) -> None:
-    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.INT8_DYNAMIC)
-    monkeypatch.setattr(fast_cpu, target, replacement)
-    with caplog.at_level(logging.WARNING, logger="medvlm.fast_cpu"):
-        loaded = load_model(formatted_model_dir)
-    assert all(
-        type(layer) is nn.Linear and layer.weight.dtype == torch.float32 for layer in language_linears(loaded).values()
-    )
-    quantization = loaded.describe()["quantization"]
-    assert quantization.startswith("none (fp32") and reason in quantization
-    assert "keeping full precision" in caplog.text
-    assert stream(loaded).parsed.format_ok
 
 
 @pytest.mark.usefixtures("quantize_every_layer")

@@ -36,7 +36,7 @@ def test_a_faithful_fast_path_agrees_with_bf16_on_the_probe(formatted_model_dir:
     verdict = fidelity.check(str(formatted_model_dir), tokens=16)
     assert verdict.passed and verdict.tokens == 16 and verdict.agreeing >= 15
     assert verdict.cosine_mean > 0.99 and verdict.reference == "bf16" and verdict.scheme == fast_cpu.choose_scheme()
-    assert verdict.summary().startswith(f"int8 agrees with bf16 on {verdict.agreeing}/16 tokens")
+    assert verdict.summary().startswith(f"{verdict.scheme} agrees with bf16 on {verdict.agreeing}/16 tokens")
 
 
 @pytest.mark.usefixtures("quantize_every_layer", "broken_int8")
@@ -103,7 +103,7 @@ def test_the_app_answers_with_full_precision_when_the_fast_path_fails_the_check(
         workbench.fidelity.thread.join(120)
         assert workbench.model.fast_cpu is None  # replaced by the full-precision model
         banner = workbench.banner()
-        assert "changed this model's answers (int8 agrees with bf16 on 12/32 tokens" in banner
+        assert "changed this model's answers (bf16-int8 agrees with bf16 on 12/32 tokens" in banner
         assert "full-precision model" in banner
     finally:
         workbench.close()

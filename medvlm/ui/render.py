@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from medvlm import fast_cpu
 from medvlm.annotations import FLAGS, SPAN_LABELS, Annotation, ModelOutput, ReviewVersion
 from medvlm.annotations.campaigns import Progress
 from medvlm.images import SafeMetadata
@@ -296,6 +297,13 @@ def blind_banner() -> str:
     )
 
 
+FAST_PATH_WEIGHTS = {
+    fast_cpu.BF16_INT8: "int8 weights with bf16 activations",
+    fast_cpu.FP32_BF16: "bf16 weights (the rest fp32)",
+}
+"""What each CPU fast path scheme keeps in the language model's linear layers, as the banner says it."""
+
+
 def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
     """On a CPU: what the fast path did, how faithful it is, and the image size it chose (what the model sees)."""
     if model.device.type != "cpu":
@@ -309,10 +317,10 @@ def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
         return f"CPU fast path off: plain fp32, {images}."
     if not report.quantized:
         return f"CPU fast path without int8 ({report.fallback or ''}), {report.threads} threads, {images}."
-    activations = "bf16 activations" if report.scheme == "bf16-int8" else "int8 activations per tensor"
+    weights = FAST_PATH_WEIGHTS[report.scheme]
     checked = f" Fidelity: {fidelity}." if fidelity else ""
     return (
-        f"CPU fast path: int8 weights in {report.quantized_layers} layers with {activations}, {report.threads} "
+        f"CPU fast path: {weights} in {report.quantized_layers} layers, {report.threads} "
         f"threads, {images}; --no-fast-cpu turns it off.{checked}"
     )
 
