@@ -159,26 +159,36 @@ def compare(
     ]
 
 
-def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
-    """fp32 first (its greedy sequence and logits), then each fast variant, one model in memory at a time."""
+def teacher_forced(name: str, variants: list[str], steps: int, *, free: bool = True):
+    """fp32's greedy tokens and logits, then per variant its logits teacher-forced on them and (``free``) its own
+    greedy tokens: ``(reference_tokens, reference_logits, {variant: (forced_logits, free_tokens)})``. One model
+    in memory at a time."""
     model, prompts = load(name, "fp32")
     reference_tokens, reference = decode(model, prompts, steps)
     del model
     gc.collect()
+    results = {}
+    for variant in variants:
+        model, prompts = load(name, variant)
+        _, forced = decode(model, prompts, steps, forced=reference_tokens)
+        results[variant] = (forced, decode(model, prompts, steps)[0] if free else None)
+        del model
+        gc.collect()
+    return reference_tokens, reference, results
+
+
+def rows_for(name: str, variants: list[str], steps: int) -> list[list[str]]:
+    """The table's rows for ``name``: each variant against fp32 (:func:`teacher_forced`)."""
+    reference_tokens, reference, results = teacher_forced(name, variants, steps)
     best_two = reference.topk(2).values
     margin = (
         f"{statistics.median((best_two[:, 0] - best_two[:, 1]).tolist()):.3f} (logit std "
         f"{statistics.median(reference.std(-1).tolist()):.3f})"
     )
-    rows = []
-    for variant in variants:
-        model, prompts = load(name, variant)
-        _, forced = decode(model, prompts, steps, forced=reference_tokens)
-        free_tokens, _ = decode(model, prompts, steps)
-        rows.append([name, variant, *compare(reference_tokens, reference, forced, free_tokens), margin])
-        del model
-        gc.collect()
-    return rows
+    return [
+        [name, variant, *compare(reference_tokens, reference, forced, free_tokens), margin]
+        for variant, (forced, free_tokens) in results.items()
+    ]
 
 
 def main() -> None:
