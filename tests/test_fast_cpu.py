@@ -313,3 +313,26 @@ def test_cli_switch_turns_the_fast_path_off(
     assert json.loads(capsys.readouterr().out)["model"]["fast_cpu"] is False
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["model"]["fast_cpu"] is True
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_a_greedy_answer_streams_the_same_tokens_with_prompt_lookup_in_fewer_passes(
+    formatted_model_dir: Path, scheme: str
+) -> None:
+    """The streamed answer is plain greedy's, token for token, and drafts from the prompt were accepted."""
+    from medvlm.streaming import prepare_inputs
+
+    loaded = load_model(formatted_model_dir)
+    assert loaded.fast_cpu.prompt_lookup_tokens == fast_cpu.PROMPT_LOOKUP_TOKENS[scheme] > 0
+    with torch.inference_mode():
+        inputs = prepare_inputs(loaded, [IMAGE], ["Which modality?"], [OPTIONS])
+        plain = loaded.model.generate(**inputs, max_new_tokens=40, do_sample=False)
+    expected = loaded.processor.tokenizer.decode(plain[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    passes = []
+    hook = loaded.model.get_decoder().register_forward_hook(lambda *args: passes.append(1))
+    try:
+        final = stream(loaded)
+    finally:
+        hook.remove()
+    assert final.text == expected and final.parsed.format_ok
+    assert len(passes) < final.timing.new_tokens  # one pass per token without speculation (the prefill is one)
