@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from medvlm.processor import PIXELS_PER_IMAGE_TOKEN
+from medvlm.speculation import draft_after_prefill, rows_are_independent
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +92,13 @@ class FastCpuReport:
     """Why quantization did not happen (``None`` when it did)."""
     scheme: str = FP32_BF16
     """:data:`BF16_INT8` or :data:`FP32_BF16`: what ran, or what was tried."""
+    prompt_lookup_tokens: int = 0
+    """Draft tokens per step for greedy prompt-lookup decoding (:data:`PROMPT_LOOKUP_TOKENS`); 0 where this
+    CPU's decoding kernels would not keep the model's own tokens (:mod:`medvlm.speculation`)."""
 
     @property
     def quantized(self) -> bool:
         return self.fallback is None
-
-    @property
-    def prompt_lookup_tokens(self) -> int:
-        """Draft tokens for prompt-lookup decoding (:data:`PROMPT_LOOKUP_TOKENS`); 0 where it was not measured."""
-        return PROMPT_LOOKUP_TOKENS.get(self.scheme, 0) if self.quantized else 0
 
 
 def cpu_flags() -> set[str]:
@@ -158,7 +157,31 @@ def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport
         _to_full_precision(model, scheme)
         return _fallback_report(reason, threads, scheme)
     gc.collect()  # replaced layers sit in reference cycles: free their gigabytes now
-    return FastCpuReport(quantization=describe(scheme), quantized_layers=len(names), threads=threads, scheme=scheme)
+    return FastCpuReport(
+        quantization=describe(scheme),
+        quantized_layers=len(names),
+        threads=threads,
+        scheme=scheme,
+        prompt_lookup_tokens=exact_prompt_lookup(model, scheme),
+    )
+
+
+def exact_prompt_lookup(model: nn.Module, scheme: str) -> int:
+    """Set ``model`` up for exact greedy prompt lookup and return its draft length; 0 where it would not be exact.
+
+    A verification of ``n`` drafts multiplies ``n + 1`` rows; the scheme's layer must give each row
+    what it gives that row alone (:func:`medvlm.speculation.rows_are_independent`, on a layer of the
+    2B model's width).
+    """
+    drafts = PROMPT_LOOKUP_TOKENS[scheme]
+    weight = torch.randn(1536, 1536, generator=torch.Generator().manual_seed(0)) * 0.02
+    layer = Int8WeightLinear(weight, None) if scheme == BF16_INT8 else Bf16WeightLinear(weight, None).float()
+    dtype = torch.bfloat16 if scheme == BF16_INT8 else torch.float32
+    if not all(rows_are_independent(layer, rows, dtype) for rows in range(2, drafts + 2)):
+        logger.info("CPU fast path: prompt lookup off, this CPU's %s kernels round rows by their batch", scheme)
+        return 0
+    draft_after_prefill(model)
+    return drafts
 
 
 def describe(scheme: str) -> str:
@@ -300,28 +323,44 @@ def _scratch(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
 
 
 CPU_ATTENTION = "medvlm_cpu_sdpa"
-"""The attention the bf16 scheme registers with transformers (:func:`cpu_attention`)."""
+"""The attention the fast path registers with transformers (:func:`cpu_attention`)."""
 
 
 def cpu_attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask, **kwargs
 ):
-    """SDPA, with a decoding step's few query rows in fp32: PyTorch's bf16 CPU kernel is slow there.
+    """SDPA, computing a decoding step's few query rows in fp32 and one at a time.
 
-    On the development CPU one decode step's attention (12 heads, 420 cached keys) took 0.65 ms in
-    bf16 and 0.08 ms in fp32, while a prefill's or the vision encoder's long sequences run as fast
-    in bf16 as in fp32; 28 layers of it were 15 % of a decoded token. The inputs are bf16 values,
-    so the fp32 computation is at least as accurate as bf16's.
+    In fp32: on the development CPU one decode step's attention in bf16 (12 heads, 420 cached keys)
+    took 0.65 ms and 0.08 ms in fp32, while a prefill's or the vision encoder's long sequences run
+    as fast in bf16 as in fp32; the inputs are bf16 values, so fp32 is at least as accurate.
+
+    One at a time: a step that verifies drafted tokens (prompt lookup, :func:`medvlm.streaming.speculation`)
+    gives each row exactly the computation a plain decoding step would have given it, so greedy
+    speculation keeps the model's own tokens; SDPA's kernels for one query and for several round
+    differently, which flipped near-tied tokens of a trained model.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.dtype != torch.bfloat16 or query.shape[-2] > INT8_KERNEL_ROWS:
+    rows = query.shape[-2]
+    if rows > INT8_KERNEL_ROWS:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    mask = (
-        attention_mask.float() if attention_mask is not None and attention_mask.is_floating_point() else attention_mask
-    )
-    output, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
-    return output.to(torch.bfloat16), weights
+    dtype = query.dtype
+    if dtype == torch.bfloat16:
+        query, key, value = query.float(), key.float(), value.float()
+    outputs = []
+    for row in range(rows):
+        seen = key.shape[-2] - rows + row + 1  # the cached keys and the drafts up to this one
+        mask = None if attention_mask is None else attention_mask[..., row : row + 1, :seen]
+        if mask is not None and bool((mask == 0).all() if mask.is_floating_point() else mask.all()):
+            mask = None  # nothing hidden: the same call as a plain decoding step's
+        elif mask is not None and mask.is_floating_point():
+            mask = mask.float()
+        output, _ = sdpa_attention_forward(
+            module, query[..., row : row + 1, :], key[..., :seen, :], value[..., :seen, :], mask, **kwargs
+        )
+        outputs.append(output)
+    return torch.cat(outputs, dim=1).to(dtype), None
 
 
 def use_cpu_attention(model: nn.Module) -> None:
@@ -349,10 +388,7 @@ def convert_linear_layers(model: nn.Module, names: list[str], scheme: str = BF16
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.from_linear(getattr(parent, child)))
-    if scheme == FP32_BF16:
-        model.float()  # the vision encoder, embeddings, norms and biases; the bf16 weights stay (their _apply)
-        return
-    model.to(torch.bfloat16)
+    model.to(torch.float32 if scheme == FP32_BF16 else torch.bfloat16)  # fp32-bf16: the bf16 weights stay (_apply)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         use_cpu_attention(model)
 

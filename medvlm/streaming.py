@@ -30,6 +30,7 @@ from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.pixels import MAX_RENDER_PIXELS
 from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
 from medvlm.prompt import PromptStyle, as_style, build_messages, validate_question
+from medvlm.speculation import speculation
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -356,19 +357,6 @@ def stream_completion(
         stop_reason=reason,
         timing=timing,
     )
-
-
-def speculation(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
-    """Prompt-lookup decoding for one greedy answer on the CPU fast path: the same tokens, fewer forward passes.
-
-    Greedy speculation is exact: a drafted token is kept only where it is the model's own greedy
-    choice. Prompt lookup drafts what followed the last tokens earlier in the prompt or the answer,
-    and a reasoning model restates the question and its options. Where it was measured
-    (:data:`medvlm.fast_cpu.PROMPT_LOOKUP_TOKENS`) it is on; sampling, batches and other devices
-    decode as before.
-    """
-    tokens = loaded.fast_cpu.prompt_lookup_tokens if loaded.fast_cpu is not None else 0
-    return {"prompt_lookup_num_tokens": tokens} if tokens and not settings.do_sample else {}
 
 
 def _pieces(streamer: TextIteratorStreamer, worker: threading.Thread, poll_interval_s: float) -> Iterator[str]:
