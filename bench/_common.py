@@ -108,7 +108,7 @@ def _cached(name: str, build: Callable[[Path], Any]) -> Path:
 
 @contextlib.contextmanager
 def forced_scheme(scheme: str | None) -> Iterator[None]:
-    """While active, the fast path uses ``scheme`` (``bf16-int8``, ``fp32-int8``...), whatever the CPU would pick."""
+    """While active, the fast path uses ``scheme`` (``bf16-int8``, ``fp32-bf16``), whatever the CPU would pick."""
     from medvlm import fast_cpu
 
     choose = fast_cpu.choose_scheme
@@ -153,7 +153,7 @@ def round_in_blocks(weight: torch.Tensor, bits: int, block: int) -> torch.Tensor
     return (torch.round((rows - low) / step) * step + low).reshape(weight.shape)
 
 
-VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-fp32-int8", "fast-fp32-bf16", *LOST_VARIANTS)
+VARIANTS = ("fp32", "bf16", "fast", "fast-bf16-int8", "fast-fp32-bf16", *LOST_VARIANTS)
 """What the benchmarks can load: full precision, the fast path (``fast``: the scheme this CPU gets, or a scheme
 forced), and the schemes that lost."""
 

@@ -1,6 +1,6 @@
 """Decode speed on CPU of the real Qwen2-VL-2B architecture: the fast path against plain fp32.
 
-    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,bf16,fast-bf16-int8,fast-int8-dynamic]
+    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,bf16,fast-bf16-int8,fast-fp32-bf16,int8-dynamic]
     python -m bench.decode_speed --variants fp32@1,fast@1,fp32@2,fast@2     # pinned thread counts
     python -m bench.decode_speed --variants fp32,torchao-wo,torchao-dyn    # needs: pip install torchao
 
@@ -8,11 +8,13 @@ Each variant loads the randomly initialised 2B checkpoint in its own process (so
 its own), prefills the CT head image at 512x512 and the MedVLM-R1 prompt, and generates exactly
 ``--tokens`` tokens greedily (``min_new_tokens`` = ``max_new_tokens``, so no early end). Variants:
 ``fp32`` plain transformers (``fast_cpu=False``); ``bf16`` plain bf16; ``fast`` the default CPU
-path (the scheme this CPU gets); ``fast-bf16-int8`` / ``fast-int8-dynamic`` the fast path with
-that scheme whatever the CPU (``medvlm.fast_cpu``); ``torchao-wo`` / ``torchao-dyn``
+path (the scheme this CPU gets); ``fast-bf16-int8`` / ``fast-fp32-bf16`` the fast path with
+that scheme whatever the CPU (``medvlm.fast_cpu``); ``int8-dynamic`` (``torch.ao``'s dynamic int8, the
+old AVX2 scheme) and the other schemes that lost (``bench._common.LOST_VARIANTS``); ``torchao-wo`` / ``torchao-dyn``
 the same layers as the fast path quantized with torchao's ``Int8WeightOnlyConfig`` /
 ``Int8DynamicActivationInt8WeightConfig`` instead (the alternatives we measured). ``VARIANT@N``
 pins the thread count to N. Every variant gets the same image budget, so only decoding differs.
+This is plain greedy decoding, one token a pass; what prompt lookup adds is ``bench.speculative``'s.
 Rounds alternate the variants; ratios are per-round medians.
 """
 

@@ -2,7 +2,7 @@
 
     python -m bench.fidelity                                       # the trained model: the table that decides
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.fidelity   # what an AVX2 laptop runs
-    python -m bench.fidelity --models 2b,tiny --variants bf16,fast-bf16-int8,fast-fp32-int8
+    python -m bench.fidelity --models 2b,tiny --variants bf16,fast-bf16-int8,fast-fp32-bf16
     python -m bench.fidelity --models /path/to/MedVLM-R1          # the real weights, where you have them
 
 fp32 decodes greedily for ``--steps`` tokens per prompt; each variant is then teacher-forced on
@@ -12,7 +12,7 @@ decodes freely. Reported: cosine similarity of the logit vectors (mean and minim
 top-5 overlap, top-1 agreement, KL(fp32 || variant), and how many leading tokens of its own greedy
 output equal fp32's. ``bf16`` is plain bf16 (the checkpoint's own precision: the noise floor of any
 scheme that computes in bf16); ``fast`` is the fast path this CPU gets, ``fast-bf16-int8`` and
-``fast-fp32-int8`` force a scheme (``medvlm.fast_cpu``). The schemes that lost are measured too:
+``fast-fp32-bf16`` force a scheme (``medvlm.fast_cpu``). The schemes that lost are measured too:
 ``int8-dynamic`` (PyTorch's dynamic int8, activations per tensor, the old AVX2 path),
 ``int8-block32`` and ``int4-block32`` (weights rounded to nearest in blocks of 32, simulated in fp32).
 
@@ -201,7 +201,7 @@ def main() -> None:
         "model), or a checkpoint directory / Hub id",
     )
     parser.add_argument(
-        "--variants", default="bf16,fast-bf16-int8,fast-fp32-int8,int8-dynamic,int8-block32,int4-block32"
+        "--variants", default="bf16,fast-bf16-int8,fast-fp32-bf16,int8-dynamic,int8-block32,int4-block32"
     )
     args = parser.parse_args()
     quiet()
