@@ -1,6 +1,6 @@
 """Decode speed on CPU of the real Qwen2-VL-2B architecture: the fast path against plain fp32.
 
-    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,bf16,fast-bf16-int8,fast-fp32-bf16,int8-dynamic]
+    python -m bench.decode_speed [--repeats 3] [--tokens 64] [--variants fp32,bf16,fast-bf16-int8,int8-dynamic]
     python -m bench.decode_speed --variants fp32@1,fast@1,fp32@2,fast@2     # pinned thread counts
     python -m bench.decode_speed --variants fp32,torchao-wo,torchao-dyn    # needs: pip install torchao
 
