@@ -348,6 +348,11 @@ def cpu_attention(
     dtype = query.dtype
     if dtype == torch.bfloat16:
         query, key, value = query.float(), key.float(), value.float()
+    if not kwargs.get("is_causal", getattr(module, "is_causal", True)):  # the vision encoder: every row sees all
+        floating = attention_mask is not None and attention_mask.is_floating_point()
+        mask = attention_mask.float() if floating else attention_mask
+        output, _ = sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+        return output.to(dtype), None
     outputs = []
     for row in range(rows):
         seen = key.shape[-2] - rows + row + 1  # the cached keys and the drafts up to this one

@@ -355,3 +355,24 @@ def test_prompt_lookup_stays_off_where_the_kernels_round_rows_by_their_batch(
     assert loaded.fast_cpu.quantized and loaded.fast_cpu.prompt_lookup_tokens == 0
     assert speculation(loaded, GenerationSettings()) == {}
     assert stream(loaded).parsed.format_ok
+
+
+def test_cpu_attention_gives_each_decoding_row_its_own_step_and_leaves_the_vision_encoder_whole() -> None:
+    """A verification's rows each see the keys up to themselves, as one decoding step would; a non-causal
+    module's few rows (a small image in the vision encoder) see every key."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
+    causal, vision = nn.Module(), nn.Module()
+    vision.is_causal = False
+    rows, _ = fast_cpu.cpu_attention(causal, query, key, value, None, scaling=8**-0.5)
+    for row in range(4):
+        seen = 10 - 4 + row + 1
+        alone, _ = sdpa_attention_forward(
+            causal, query[..., row : row + 1, :], key[..., :seen, :], value[..., :seen, :], None, scaling=8**-0.5
+        )
+        assert torch.equal(rows[:, row : row + 1], alone)
+    whole, _ = fast_cpu.cpu_attention(vision, query, key, value, None, scaling=8**-0.5)
+    expected, _ = sdpa_attention_forward(vision, query, key, value, None, scaling=8**-0.5)
+    assert torch.allclose(whole, expected) and not torch.allclose(whole, rows)
