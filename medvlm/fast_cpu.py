@@ -17,15 +17,17 @@ by what it can do (:func:`choose_scheme`):
   in bf16 too (its matmuls are 5x faster than fp32 on such a CPU).
 * ``fp32-bf16`` (other CPUs, e.g. AVX2 only, where bf16 arithmetic is emulated): the decoder's and
   output head's linear layers keep the checkpoint's own bf16 weights and multiply a decoding step's
-  few rows in bf16 (:class:`Bf16WeightLinear`: 3.5x fp32's decode speed on the 2B model under
+  few rows in bf16 (:class:`Bf16WeightLinear`: about 3x fp32's decode speed on the 2B model under
   PyTorch's AVX2 kernels, because it reads half the bytes); a prefill's many rows, and everything
   else (vision encoder, attention, norms), run in fp32, where emulated bf16 is 3x slower.
 
-Both keep the model's answers: on a real trained model (``bench.fidelity``, README "Performance")
-their next-token choices agree with fp32's as often as plain bf16's do. What lost there: PyTorch's
-dynamic int8 (``torch.ao``, activations quantized per tensor), this path's old AVX2 scheme, changed
-a quarter of the greedy tokens; the int8 weights of ``bf16-int8`` with everything else in fp32
-decoded 15 % faster than ``fp32-bf16`` under AVX2 but agreed on 3 % fewer tokens than bf16.
+On a real trained model (``bench.fidelity``, README "Performance") ``fp32-bf16``'s next-token
+choices agree with fp32's as often as plain bf16's do; ``bf16-int8``'s one scale per output channel
+costs about 2 points of top-1 agreement against bf16 there, which is why the fidelity guard
+(:mod:`medvlm.fidelity`) still checks it on the real weights. What lost: PyTorch's dynamic int8
+(``torch.ao``, activations quantized per tensor), this path's old AVX2 scheme, changed a quarter of
+the greedy tokens; the int8 weights of ``bf16-int8`` with everything else in fp32 decoded 15 % faster
+than ``fp32-bf16`` under AVX2 but lost the same 2 points.
 
 Either way the checkpoint is loaded in bf16 (:func:`load_dtype`) and its linear layers are converted
 one by one, so loading never builds a full fp32 copy of them. torchao 0.18's int8 configurations
@@ -335,7 +337,7 @@ def cpu_attention(
     took 0.65 ms and 0.08 ms in fp32, while a prefill's or the vision encoder's long sequences run
     as fast in bf16 as in fp32; the inputs are bf16 values, so fp32 is at least as accurate.
 
-    One at a time: a step that verifies drafted tokens (prompt lookup, :func:`medvlm.streaming.speculation`)
+    One at a time: a step that verifies drafted tokens (prompt lookup, :func:`medvlm.speculation.speculation`)
     gives each row exactly the computation a plain decoding step would have given it, so greedy
     speculation keeps the model's own tokens; SDPA's kernels for one query and for several round
     differently, which flipped near-tied tokens of a trained model.
