@@ -12,7 +12,9 @@ decodes freely. Reported: cosine similarity of the logit vectors (mean and minim
 top-5 overlap, top-1 agreement, KL(fp32 || variant), and how many leading tokens of its own greedy
 output equal fp32's. ``bf16`` is plain bf16 (the checkpoint's own precision: the noise floor of any
 scheme that computes in bf16); ``fast`` is the fast path this CPU gets, ``fast-bf16-int8`` and
-``fast-fp32-bf16`` force a scheme (``medvlm.fast_cpu``). The schemes that lost are measured too:
+``fast-fp32-bf16`` force a scheme (``medvlm.fast_cpu``; ``bf16-int8`` rounds its weights by GPTQ,
+``medvlm.gptq``), and on the trained model ``fast-bf16-int8-nearest`` is that scheme with its weights
+rounded to nearest instead (what it shipped before GPTQ). The schemes that lost are measured too:
 ``int8-dynamic`` (PyTorch's dynamic int8, activations per tensor, the old AVX2 path),
 ``int8-block32`` and ``int4-block32`` (weights rounded to nearest in blocks of 32, simulated in fp32).
 
@@ -50,7 +52,7 @@ from bench._common import (
     random_2b_checkpoint,
     tiny_checkpoint,
 )
-from bench.trained_model import chat_prompts
+from bench.trained_model import calibration_prompts, chat_prompts
 from bench.trained_model import checkpoint_dir as trained_checkpoint
 from medvlm import fast_cpu
 
@@ -119,13 +121,15 @@ def load_trained(variant: str):
     fast = variant.startswith("fast")
     dtype = torch.bfloat16 if variant == "bf16" or fast else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if fast:
-        report = fast_cpu.apply_fast_cpu(model, variant.removeprefix("fast").removeprefix("-") or None)
+        scheme = variant.removeprefix("fast").removeprefix("-").removesuffix("-nearest") or None
+        calibration = [] if variant.endswith("-nearest") else calibration_prompts(tokenizer)
+        report = fast_cpu.apply_fast_cpu(model, scheme, calibration=calibration)
         if not report.quantized:
             raise RuntimeError(f"the fast path did not quantize the trained model: {report.quantization}")
     elif variant in LOST_VARIANTS:
         apply_lost_scheme(model, variant)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     prompts = [
         {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         for ids in chat_prompts(tokenizer)
@@ -201,7 +205,8 @@ def main() -> None:
         "model), or a checkpoint directory / Hub id",
     )
     parser.add_argument(
-        "--variants", default="bf16,fast-bf16-int8,fast-fp32-bf16,int8-dynamic,int8-block32,int4-block32"
+        "--variants",
+        default="bf16,fast-bf16-int8,fast-bf16-int8-nearest,fast-fp32-bf16,int8-dynamic,int8-block32,int4-block32",
     )
     args = parser.parse_args()
     quiet()

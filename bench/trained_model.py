@@ -53,6 +53,29 @@ PROMPTS = (
 reasoning model restates, without the image this text-only model cannot see."""
 
 
+def calibration_prompts(tokenizer) -> list[dict]:
+    """The fast path's GPTQ calibration (:data:`medvlm.gptq.CALIBRATION`) for this text-only model: the same
+    questions in the MedVLM-R1 wording, without their images; none of them is one of :data:`PROMPTS`."""
+    import torch
+
+    from medvlm.gptq import CALIBRATION
+    from medvlm.prompt import build_prompt_text
+
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": build_prompt_text(question, options)}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )["input_ids"]
+        for _, question, options in CALIBRATION
+    ]
+    return [
+        {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        for ids in prompts
+    ]
+
+
 def checkpoint_ready() -> bool:
     """Whether the converted checkpoint is in the cache already (nothing to fetch or convert)."""
     return (CHECKPOINT_DIR / "config.json").is_file()

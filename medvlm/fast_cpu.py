@@ -21,13 +21,15 @@ by what it can do (:func:`choose_scheme`):
   PyTorch's AVX2 kernels, because it reads half the bytes); a prefill's many rows, and everything
   else (vision encoder, attention, norms), run in fp32, where emulated bf16 is 3x slower.
 
-On a real trained model (``bench.fidelity``, README "Performance") ``fp32-bf16``'s next-token
-choices agree with fp32's as often as plain bf16's do; ``bf16-int8``'s one scale per output channel
-costs about 2 points of top-1 agreement against bf16 there, which is why the fidelity guard
-(:mod:`medvlm.fidelity`) still checks it on the real weights. What lost: PyTorch's dynamic int8
-(``torch.ao``, activations quantized per tensor), this path's old AVX2 scheme, changed a quarter of
-the greedy tokens; the int8 weights of ``bf16-int8`` with everything else in fp32 decoded 15 % faster
-than ``fp32-bf16`` under AVX2 but lost the same 2 points.
+On a real trained model (``bench.fidelity``, README "Performance") both schemes' next-token choices
+agree with fp32's as often as plain bf16's do. For ``bf16-int8`` that takes GPTQ (:mod:`medvlm.gptq`):
+its int8 values are chosen on three calibration prompts when the model is first loaded (minutes on
+a 2B model, then read from a cache), because rounding each weight to nearest with one scale per
+output channel cost 2.3 points of top-1 agreement there. The fidelity guard (:mod:`medvlm.fidelity`)
+still checks the result on the real weights. What lost: PyTorch's dynamic int8 (``torch.ao``,
+activations quantized per tensor), this path's old AVX2 scheme, changed a quarter of the greedy
+tokens; the int8 weights of ``bf16-int8`` with everything else in fp32 decoded 15 % faster than
+``fp32-bf16`` under AVX2 but, rounded to nearest, lost the same 2 points.
 
 Either way the checkpoint is loaded in bf16 (:func:`load_dtype`) and its linear layers are converted
 one by one, so loading never builds a full fp32 copy of them. torchao 0.18's int8 configurations
@@ -43,12 +45,14 @@ import gc
 import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from medvlm.gptq import quantize_with_calibration, read_cache, round_to_nearest, write_cache
 from medvlm.processor import PIXELS_PER_IMAGE_TOKEN
 from medvlm.speculation import draft_after_prefill, rows_are_independent
 
@@ -135,11 +139,21 @@ def load_dtype() -> torch.dtype:
     return torch.bfloat16
 
 
-def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport:
+def apply_fast_cpu(
+    model: nn.Module,
+    scheme: str | None = None,
+    *,
+    calibration: Sequence[Mapping[str, torch.Tensor]],
+    cache: Path | None = None,
+) -> FastCpuReport:
     """Set the thread count and convert ``model`` (loaded in bf16) for the CPU in place; never raises.
 
-    ``scheme`` defaults to :func:`choose_scheme`. Any failure of the int8 backend leaves a working
-    full-precision model (bf16 where the CPU has fast bf16, else fp32) and says why.
+    ``scheme`` defaults to :func:`choose_scheme`. ``calibration`` (model inputs,
+    :func:`medvlm.gptq.calibration_inputs`) lets ``bf16-int8`` round its weights by GPTQ, which keeps a
+    trained model's choices at the bf16 floor; an empty one rounds to nearest, which does not (tiny or
+    test models only). ``cache`` (:func:`medvlm.gptq.cache_file`) keeps GPTQ's choice for the next load,
+    which then skips the calibration (minutes on a 2B model). Any failure of the int8 backend leaves a
+    working full-precision model (bf16 where the CPU has fast bf16, else fp32) and says why.
     """
     threads = configure_threads()
     scheme = scheme or choose_scheme()
@@ -152,7 +166,7 @@ def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport
         model.float()
         return _fallback_report(reason, threads, FP32_BF16)
     try:
-        convert_linear_layers(model, names, scheme)
+        convert_linear_layers(model, names, scheme, calibration, cache)
     except Exception as error:  # a backend failure of any kind must not stop the model loading
         reason = f"{type(error).__name__}: {error}"
         logger.warning("CPU fast path: int8 unavailable, keeping full precision (%s)", reason)
@@ -160,12 +174,17 @@ def apply_fast_cpu(model: nn.Module, scheme: str | None = None) -> FastCpuReport
         return _fallback_report(reason, threads, scheme)
     gc.collect()  # replaced layers sit in reference cycles: free their gigabytes now
     return FastCpuReport(
-        quantization=describe(scheme),
+        quantization=describe(scheme, calibrated=bool(calibration)),
         quantized_layers=len(names),
         threads=threads,
         scheme=scheme,
         prompt_lookup_tokens=exact_prompt_lookup(model, scheme),
     )
+
+
+def calibrates(model: nn.Module, scheme: str | None = None) -> bool:
+    """Whether converting ``model`` runs GPTQ (``bf16-int8`` with layers to quantize): minutes on a 2B model."""
+    return (scheme or choose_scheme()) == BF16_INT8 and bool(quantizable_layers(model))
 
 
 def exact_prompt_lookup(model: nn.Module, scheme: str) -> int:
@@ -177,7 +196,9 @@ def exact_prompt_lookup(model: nn.Module, scheme: str) -> int:
     """
     drafts = PROMPT_LOOKUP_TOKENS[scheme]
     weight = torch.randn(1536, 1536, generator=torch.Generator().manual_seed(0)) * 0.02
-    layer = Int8WeightLinear(weight, None) if scheme == BF16_INT8 else Bf16WeightLinear(weight, None).float()
+    dense = nn.Linear(1536, 1536, bias=False)
+    dense.weight.data = weight
+    layer = Int8WeightLinear.from_linear(dense) if scheme == BF16_INT8 else Bf16WeightLinear(weight, None).float()
     dtype = torch.bfloat16 if scheme == BF16_INT8 else torch.float32
     if not all(rows_are_independent(layer, rows, dtype) for rows in range(2, drafts + 2)):
         logger.info("CPU fast path: prompt lookup off, this CPU's %s kernels round rows by their batch", scheme)
@@ -186,10 +207,11 @@ def exact_prompt_lookup(model: nn.Module, scheme: str) -> int:
     return drafts
 
 
-def describe(scheme: str) -> str:
+def describe(scheme: str, *, calibrated: bool = True) -> str:
     """What ``scheme`` does, for the banner's details and the stored answers."""
     if scheme == BF16_INT8:
-        return f"int8 weights, bf16 activations (AVX512-BF16/AMX, torch {torch.__version__})"
+        rounding = "GPTQ" if calibrated else "rounded to nearest"
+        return f"int8 weights ({rounding}), bf16 activations (AVX512-BF16/AMX, torch {torch.__version__})"
     return f"bf16 weights, the rest fp32 (no fast bf16 on this CPU, torch {torch.__version__})"
 
 
@@ -231,29 +253,21 @@ class Int8WeightLinear(nn.Module):
 
     Few rows (decoding) go through ``torch._weight_int8pack_mm``, which reads the int8 weight
     directly; many rows (a prefill) dequantize it into a bf16 buffer shared by all layers and use
-    a dense matmul. The weight is quantized in blocks of rows, so even the 151936-row output head
-    needs no full-size float copy.
+    a dense matmul. The int8 values come from :mod:`medvlm.gptq`: GPTQ on calibration prompts when the
+    model loads, or rounding to nearest (:meth:`from_linear`, for probes).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight_int8: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        self.out_features, self.in_features = weight.shape
-        quantized = torch.empty(weight.shape, dtype=torch.int8)
-        scales = torch.empty(self.out_features, dtype=torch.bfloat16)
-        for start in range(0, self.out_features, 8192):
-            rows = weight[start : start + 8192].float()
-            # The kernel takes bf16 scales: round the step first and quantize against the rounded one,
-            # so the scale's own rounding adds no error (each weight stays within half a step).
-            step = (rows.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
-            quantized[start : start + 8192] = torch.round(rows / step.float()[:, None]).clamp(-127, 127).to(torch.int8)
-            scales[start : start + 8192] = step
-        self.register_buffer("weight_int8", quantized)
-        self.register_buffer("scales", scales)
+        self.out_features, self.in_features = weight_int8.shape
+        self.register_buffer("weight_int8", weight_int8.to(torch.int8))
+        self.register_buffer("scales", scales.to(torch.bfloat16))
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
-        return cls(linear.weight.detach(), linear.bias)
+        """``linear`` with each weight rounded to its nearest step (no calibration)."""
+        return cls(*round_to_nearest(linear.weight.detach()), linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -380,21 +394,49 @@ def use_cpu_attention(model: nn.Module) -> None:
     model.set_attn_implementation(CPU_ATTENTION)
 
 
-def convert_linear_layers(model: nn.Module, names: list[str], scheme: str = BF16_INT8) -> None:
+def convert_linear_layers(
+    model: nn.Module,
+    names: list[str],
+    scheme: str = BF16_INT8,
+    calibration: Sequence[Mapping[str, torch.Tensor]] = (),
+    cache: Path | None = None,
+) -> None:
     """Replace the named linear layers for ``scheme`` and bring the rest of ``model`` to its dtype, in place.
 
-    ``bf16-int8``: :class:`Int8WeightLinear`, the rest in bf16, decoding attention through
+    ``bf16-int8``: :class:`Int8WeightLinear`, its weights rounded by GPTQ on ``calibration`` (model
+    inputs, :func:`medvlm.gptq.calibration_inputs`; read from ``cache`` where an earlier load stored
+    them there) or, without any, to nearest; the rest in bf16, decoding attention through
     :func:`cpu_attention`. ``fp32-bf16``: :class:`Bf16WeightLinear`, the rest in fp32. Raises (leaving
     ``model`` usable) when the int8 kernel is missing; it is probed on a small layer first.
     """
-    if scheme == BF16_INT8:
-        probe = Int8WeightLinear(torch.randn(64, 64), None)
-        probe(torch.ones(1, 64, dtype=torch.bfloat16))  # raises where torch has no such kernel on this CPU
-    layer = Int8WeightLinear if scheme == BF16_INT8 else Bf16WeightLinear
-    for name in names:
+
+    def replace(name: str, layer: nn.Module) -> None:
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer.from_linear(getattr(parent, child)))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+
+    if scheme == BF16_INT8:
+        probe = Int8WeightLinear.from_linear(nn.Linear(64, 64, bias=False))
+        probe(torch.ones(1, 64, dtype=torch.bfloat16))  # raises where torch has no such kernel on this CPU
+    if scheme == BF16_INT8 and calibration:
+        biases = {name: model.get_submodule(name).bias for name in names}
+        chosen = (read_cache(cache, names) if cache else None) or {}
+        if chosen:
+            logger.info("CPU fast path: GPTQ's int8 weights read from %s", cache)
+            for name, (weight_int8, scales) in chosen.items():
+                replace(name, Int8WeightLinear(weight_int8, scales, biases[name]))
+        else:
+
+            def keep(name: str, weight_int8: torch.Tensor, scales: torch.Tensor) -> None:
+                chosen[name] = (weight_int8, scales)
+                replace(name, Int8WeightLinear(weight_int8, scales, biases[name]))
+
+            quantize_with_calibration(model, names, calibration, keep)
+            if cache:
+                write_cache(cache, chosen)
+    else:
+        layer = Int8WeightLinear if scheme == BF16_INT8 else Bf16WeightLinear
+        for name in names:
+            replace(name, layer.from_linear(model.get_submodule(name)))
     model.to(torch.float32 if scheme == FP32_BF16 else torch.bfloat16)  # fp32-bf16: the bf16 weights stay (_apply)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         use_cpu_attention(model)

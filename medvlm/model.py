@@ -25,8 +25,11 @@ from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForImageTextToText, PreTrainedModel
 
 from medvlm.errors import ModelLoadError
-from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, cpu_max_pixels
+from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, calibrates, configure_threads, cpu_max_pixels
 from medvlm.fast_cpu import load_dtype as fast_cpu_load_dtype
+from medvlm.fidelity import model_key
+from medvlm.gptq import VERSION as GPTQ_VERSION
+from medvlm.gptq import cache_file, calibration_inputs
 from medvlm.hub_access import hub_source, offline_mode_note
 from medvlm.metadata import read_metadata
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
@@ -64,7 +67,10 @@ class LoadedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     """The checkpoint's ``medvlm.json`` (training recipe and metrics, or the test-model marker)."""
     fast_cpu: FastCpuReport | None = None
-    """What the CPU fast path did (``None`` when it was off: switched off, or not on a CPU)."""
+    """What the CPU fast path did (``None`` when it was off: switched off, not on a CPU, or still to come)."""
+    fast_path_pending: bool = False
+    """The fast path's GPTQ has not run for this model yet and the load was asked not to wait for it
+    (``load_model(..., calibrate_now=False)``): this is the checkpoint in its own bf16, faithful and slower."""
 
     @property
     def prompt_style(self) -> PromptStyle:
@@ -92,7 +98,11 @@ class LoadedModel:
             "random_weights": self.is_test_model,
             "attention": self.model.config._attn_implementation,
             "fast_cpu": self.fast_cpu is not None,
-            "quantization": self.fast_cpu.quantization if self.fast_cpu else "none",
+            "quantization": self.fast_cpu.quantization
+            if self.fast_cpu
+            else "none (bf16 while GPTQ prepares the int8 fast path)"
+            if self.fast_path_pending
+            else "none",
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
 
@@ -163,6 +173,7 @@ def load_model(
     image_backend: str | None = None,
     attn_implementation: str | None = None,
     fast_cpu: bool | None = None,
+    calibrate_now: bool = True,
     **hub_kwargs: Any,
 ) -> LoadedModel:
     """Load a model and its processor, ready for ``medvlm.streaming.stream_completion``.
@@ -177,6 +188,12 @@ def load_model(
     leaves the model in fp32 (``describe()`` says so). Any failure raises ``ModelLoadError`` with
     a message that says what to do. A Hub id is checked against the Hub once first
     (:func:`medvlm.hub_access.hub_source`): without network a cached copy loads at once.
+
+    Where the fast path is ``bf16-int8``, its int8 weights are chosen by GPTQ on calibration prompts
+    the first time a model revision loads (minutes on a 2B model; :mod:`medvlm.gptq`) and read from a
+    cache afterwards. ``calibrate_now=False`` does not wait for that: without a cached choice the
+    model comes back in its own bf16 with ``fast_path_pending`` set (the app serves it and builds the
+    fast path in the background).
 
     Args:
         source: Hub id, checkpoint directory or LoRA adapter directory.
@@ -251,14 +268,21 @@ def load_model(
 
     model.to(resolved_device)
     model.eval()
-    fast_report = None
+    fast_report, fast_path_pending = None, False
     if use_fast_cpu:
-        fast_report = apply_fast_cpu(model)
-        resolved_dtype = next(model.get_input_embeddings().parameters()).dtype
         if max_pixels is None:
             processor.image_processor.size = pixel_bounds(
                 processor, max_pixels=cpu_max_pixels(_effective_max_pixels(processor), model)
             )
+        cache = cache_file(model_key(source_str, getattr(model.config, "_commit_hash", None), GPTQ_VERSION))
+        if not calibrate_now and calibrates(model) and not cache.is_file():
+            configure_threads()
+            fast_path_pending = True
+        else:
+            fast_report = apply_fast_cpu(
+                model, calibration=calibration_inputs(processor, dtype=load_dtype), cache=cache
+            )
+        resolved_dtype = next(model.get_input_embeddings().parameters()).dtype
     metadata = read_metadata(path) if is_local else {}
     if base is not None and Path(base).is_dir():
         metadata = {**read_metadata(base), **metadata}
@@ -273,6 +297,7 @@ def load_model(
         base_model=base,
         metadata=metadata,
         fast_cpu=fast_report,
+        fast_path_pending=fast_path_pending,
     )
 
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
 from transformers import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from medvlm.pixels import PIXELS_PER_IMAGE_TOKEN, RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS  # noqa: F401 - re-exported
+from medvlm.prompt import PromptStyle, build_messages
 
 
 def image_tokens(max_pixels: int) -> int:
@@ -121,3 +125,40 @@ def save_processor(processor: ProcessorMixin, directory: str | Path) -> None:
     (directory / "chat_template.json").write_text(
         json.dumps({"chat_template": processor.chat_template}, indent=2) + "\n"
     )
+
+
+def encode_prompts(
+    processor: ProcessorMixin,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    options: Sequence[Sequence[str]],
+    *,
+    style: PromptStyle | str = PromptStyle.MEDVLM,
+    max_pixels: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """A batch of (image, question, options) as model inputs on ``device``, pixels in ``dtype``.
+
+    Batches are left-padded, so that every row's new tokens start at the same position (what
+    batched generation needs; one row is just a batch of one).
+    """
+    texts = [
+        processor.apply_chat_template(
+            build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False
+        )
+        for question, opts in zip(questions, options, strict=True)
+    ]
+    image_kwargs = {"size": pixel_bounds(processor, max_pixels=max_pixels)} if max_pixels is not None else {}
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(
+        text=texts,
+        images=[image.convert("RGB") for image in images],
+        padding=True,
+        return_tensors="pt",
+        **image_kwargs,
+    )
+    inputs = inputs.to(device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    return dict(inputs)

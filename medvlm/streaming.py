@@ -28,8 +28,8 @@ from medvlm.errors import MedVLMError
 from medvlm.model import LoadedModel
 from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.pixels import MAX_RENDER_PIXELS
-from medvlm.processor import RECIPE_MIN_PIXELS, pixel_bounds
-from medvlm.prompt import PromptStyle, as_style, build_messages, validate_question
+from medvlm.processor import RECIPE_MIN_PIXELS, encode_prompts
+from medvlm.prompt import PromptStyle, as_style, validate_question
 from medvlm.speculation import speculation
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
@@ -173,26 +173,16 @@ def prepare_inputs(
     Batches are left-padded, so that every row's new tokens start at the same position (what
     batched generation needs; one row is just a batch of one).
     """
-    processor = loaded.processor
-    texts = [
-        processor.apply_chat_template(
-            build_messages(question, opts, style=style), add_generation_prompt=True, tokenize=False
-        )
-        for question, opts in zip(questions, options, strict=True)
-    ]
-    image_kwargs = {"size": pixel_bounds(processor, max_pixels=max_pixels)} if max_pixels is not None else {}
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(
-        text=texts,
-        images=[image.convert("RGB") for image in images],
-        padding=True,
-        return_tensors="pt",
-        **image_kwargs,
+    return encode_prompts(
+        loaded.processor,
+        images,
+        questions,
+        options,
+        style=style,
+        max_pixels=max_pixels,
+        device=loaded.device,
+        dtype=loaded.dtype,
     )
-    inputs = inputs.to(loaded.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
-    return dict(inputs)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ test, what the selected tests need from outside Python, said once."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from medvlm.tiny_model import build_tiny_checkpoint
 
 VOCABULARY_FIXTURES = {"qwen2_tokenizer", "qwen2_vocab_model_dir"}
 TRAINED_MODEL_FIXTURE = "trained_model_dir"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """GPTQ's cache (``medvlm.gptq.cache_file``) in a folder of this run's own, for the launched apps too: a test
+    never reads int8 weights another run chose, nor leaves its own in the user's cache."""
+    os.environ["MEDVLM_CACHE"] = tempfile.mkdtemp(prefix="medvlm-test-cache-")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from medvlm import fast_cpu
+from medvlm.gptq import round_to_nearest
 from medvlm.model import LoadedModel, default_attention, load_model
 from medvlm.processor import RECIPE_MAX_PIXELS
 from medvlm.streaming import GenerationSettings, stream_completion
@@ -137,7 +138,8 @@ def test_bf16_int8_keeps_int8_weights_and_bf16_everywhere_else(
     assert type(vision_layer) is nn.Linear and vision_layer.weight.dtype == torch.bfloat16
     assert loaded.model.get_input_embeddings().weight.dtype == torch.bfloat16 and loaded.dtype == torch.bfloat16
     described = loaded.describe()
-    assert described["quantization"].startswith("int8 weights, bf16 activations") and described["dtype"] == "bfloat16"
+    assert described["quantization"].startswith("int8 weights (GPTQ), bf16 activations")
+    assert described["dtype"] == "bfloat16"
     assert (
         loaded.fast_cpu is not None
         and loaded.fast_cpu.quantized_layers == 15
@@ -195,7 +197,7 @@ def test_int8_weight_linear_matches_the_dense_layer_in_both_paths(rows: int) -> 
 
 def test_int8_weights_are_quantized_in_blocks_of_rows_with_one_scale_per_row() -> None:
     weight = torch.randn(20_000, 16) * torch.linspace(0.01, 10, 20_000)[:, None]  # scales spanning 3 decades
-    layer = fast_cpu.Int8WeightLinear(weight, None)
+    layer = fast_cpu.Int8WeightLinear(*round_to_nearest(weight), None)
     assert layer.scales.shape == (20_000,) and layer.weight_int8.abs().amax(dim=1).min().item() >= 126
     rebuilt = layer.weight_int8.float() * layer.scales.float()[:, None]
     assert ((rebuilt - weight).abs() <= layer.scales.float()[:, None] * 0.5001).all()  # within half a step

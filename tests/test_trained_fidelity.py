@@ -18,12 +18,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 MEASURE = """
-import json, torch
+import json, sys, torch
 from bench import fidelity
 from medvlm import fast_cpu
 fast_cpu.MIN_QUANTIZED_WEIGHTS = 0  # every layer, as in the 2B model, whose layers are all above it
 torch.set_num_threads(2)
-tokens, reference, results = fidelity.teacher_forced("trained", ["bf16", "fast"], 16, free=False)
+tokens, reference, results = fidelity.teacher_forced("trained", sys.argv[1].split(","), int(sys.argv[2]), free=False)
 top1 = {variant: int((reference.argmax(-1) == forced.argmax(-1)).sum()) for variant, (forced, _) in results.items()}
 cosine = {
     variant: float(torch.nn.functional.cosine_similarity(reference, forced, dim=-1).min())
@@ -33,16 +33,25 @@ print(json.dumps({"scheme": fast_cpu.choose_scheme(), "tokens": len(reference), 
 """
 
 
+def measure(variants: list[str], steps: int, environment: dict[str, str] | None = None) -> dict:
+    """``MEASURE`` in a process of its own (the fast path sets process-wide threads and attention)."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, ",".join(variants), str(steps)],
+        cwd=ROOT,
+        env={**os.environ, **(environment or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("trained_model_dir")
 def test_the_avx2_default_keeps_a_trained_models_greedy_choices_as_bf16_does() -> None:
     """fp32 greedy on four medical cases: the AVX2 fast path, teacher-forced on it, keeps its choices as bf16 does."""
-    environment = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = measure(["bf16", "fast"], 16, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert measured["scheme"] == "fp32-bf16" and measured["tokens"] == 64
     floor = measured["top1"]["bf16"]
     assert floor >= 60, measured  # a trained model's logits are peaked: bf16 itself keeps nearly every token
@@ -51,18 +60,33 @@ def test_the_avx2_default_keeps_a_trained_models_greedy_choices_as_bf16_does() -
     assert measured["cosine_min"]["fast"] >= measured["cosine_min"]["bf16"] - 0.001, measured
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("trained_model_dir")
+def test_gptq_keeps_the_int8_schemes_choices_at_the_bf16_floor() -> None:
+    """``bf16-int8`` (AVX512-BF16 CPUs), its weights rounded by GPTQ on the calibration prompts, keeps a trained
+    model's greedy choices as bf16 does over 256 teacher-forced tokens; rounded to nearest it does not (which
+    is what makes this test able to tell)."""
+    measured = measure(["bf16", "fast-bf16-int8", "fast-bf16-int8-nearest"], 64)
+    assert measured["tokens"] == 256
+    floor, gptq, nearest = (measured["top1"][name] for name in ("bf16", "fast-bf16-int8", "fast-bf16-int8-nearest"))
+    assert floor >= 245, measured  # bf16 itself keeps nearly every token of a trained model
+    assert gptq >= floor - 1, measured
+    assert nearest < gptq - 2, measured  # per-channel rounding to nearest loses several tokens on the same cases
+
+
 LOOKUP = """
 import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from bench.trained_model import chat_prompts, checkpoint_dir
+from bench.trained_model import calibration_prompts, chat_prompts, checkpoint_dir
 from medvlm import fast_cpu
 fast_cpu.MIN_QUANTIZED_WEIGHTS = 0
 model = AutoModelForCausalLM.from_pretrained(checkpoint_dir(), dtype=torch.bfloat16).eval()
-report = fast_cpu.apply_fast_cpu(model, sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir())
+report = fast_cpu.apply_fast_cpu(model, sys.argv[1], calibration=calibration_prompts(tokenizer))
 passes = []
 model.get_decoder().register_forward_hook(lambda *args: passes.append(1))
 same, tokens, drafted_passes = [], 0, 0
-for ids in chat_prompts(AutoTokenizer.from_pretrained(checkpoint_dir())):
+for ids in chat_prompts(tokenizer):
     prompt = torch.tensor([ids])
     with torch.inference_mode():
         plain = model.generate(prompt, max_new_tokens=64, do_sample=False)

@@ -313,6 +313,8 @@ def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
         f"the recipe uses {RECIPE_MAX_PIXELS:,} = {image_tokens(RECIPE_MAX_PIXELS)}, set under Generation settings)"
     )
     report = model.fast_cpu
+    if model.fast_path_pending:
+        return f"CPU fast path being prepared (GPTQ, in the background): the model's own bf16 meanwhile, {images}."
     if report is None:
         return f"CPU fast path off: plain fp32, {images}."
     if not report.quantized:

@@ -34,6 +34,12 @@ from medvlm.ui.session import Session
 
 logger = logging.getLogger(__name__)
 
+PREPARING_FAST_PATH = (
+    "Answers come from the model's own bf16 weights (faithful, slower) while GPTQ prepares its int8 fast path in "
+    "the background: a few minutes for a 2B model on 2 cores, once per model revision; the app switches by itself."
+)
+"""The banner's notice while :attr:`Workbench.fast_path_builder` runs."""
+
 GPU_DURATION_S = 120
 """Seconds of ZeroGPU time asked for per answer: 512 tokens of a 2B model with room to spare."""
 
@@ -94,6 +100,8 @@ class Workbench:
         """Non-streamed batches (a campaign's answers); on ZeroGPU each batch holds a GPU while it runs."""
         self.fidelity: FidelityGuard | None = None
         """The background check of the CPU fast path (None when it does not apply)."""
+        self.fast_path_builder: threading.Thread | None = None
+        """Where GPTQ prepares the CPU fast path while the bf16 model answers (None when it is not needed)."""
         self._model_lock = threading.Lock()
         self.exports = tempfile.TemporaryDirectory(prefix="medvlm-exports-")
 
@@ -105,7 +113,7 @@ class Workbench:
         stop the app: the banner says why and what to do, and the Reviews tab still works.
         """
         baseline = resident_bytes()
-        model, load_error = _load(config.model, config)
+        model, load_error = _load(config.model, config, calibrate_now=False)
         notices, compare = [], None
         if config.compare_model and model is not None:
             compare, problem = _load_compare(config, model, baseline, resident_bytes() - baseline)
@@ -128,10 +136,44 @@ class Workbench:
             examples=load_examples(config.examples_file),
             notices=notices,
         )
-        if config.fidelity_check and model is not None and model.fast_cpu is not None and model.fast_cpu.quantized:
-            workbench.fidelity = FidelityGuard(store.data_dir, model, workbench._use_full_precision)
-            workbench.fidelity.start()  # in the background: the page does not wait for it
+        if model is not None and model.fast_path_pending:
+            workbench._prepare_fast_path()
+        else:
+            workbench._check_fidelity()
         return workbench
+
+    def _check_fidelity(self) -> None:
+        """Start the fidelity guard on a quantized model, in the background: the page does not wait for it."""
+        model = self.model
+        if (
+            self.config.fidelity_check
+            and model is not None
+            and model.fast_cpu is not None
+            and model.fast_cpu.quantized
+        ):
+            self.fidelity = FidelityGuard(self.store.data_dir, model, self._use_full_precision)
+            self.fidelity.start()
+
+    def _prepare_fast_path(self) -> None:
+        """GPTQ has not chosen this model's int8 weights yet (minutes on a 2B model, once per revision): serve the
+        checkpoint's own bf16 now, faithful and slower, and switch to the fast path in the background."""
+        self.notices.append(PREPARING_FAST_PATH)
+        self.fast_path_builder = threading.Thread(target=self._build_fast_path, name="medvlm-gptq", daemon=True)
+        self.fast_path_builder.start()
+
+    def _build_fast_path(self) -> None:
+        try:
+            fast = load_model(self.config.model, fast_cpu=self.config.fast_cpu)  # runs GPTQ and caches its choice
+        except Exception as error:  # noqa: BLE001 - keep serving bf16, and say so
+            logger.exception("The CPU fast path could not be prepared")
+            self.notices.remove(PREPARING_FAST_PATH)
+            self.notices.append(f"The int8 fast path could not be prepared ({error}); answers keep coming from bf16.")
+            return
+        with self._model_lock:
+            self.model = fast  # answers already streaming finish on the bf16 model they started on
+        self.notices.remove(PREPARING_FAST_PATH)
+        logger.info("CPU fast path ready: %s", fast.describe()["quantization"])
+        self._check_fidelity()
 
     def _use_full_precision(self, verdict: FidelityVerdict) -> None:
         """The fast path changes this model's answers: load it in full precision and answer with that."""
@@ -222,11 +264,12 @@ class Workbench:
         return self.model.max_pixels if self.model is not None else None
 
 
-def _load(source: str, config: AppConfig) -> tuple[LoadedModel | None, str | None]:
+def _load(source: str, config: AppConfig, *, calibrate_now: bool = True) -> tuple[LoadedModel | None, str | None]:
     """The model, or why not in words: a model that cannot be loaded (no network, wrong path, out of memory,
-    anything) must leave a working app behind."""
+    anything) must leave a working app behind. ``calibrate_now=False``: a fast path whose GPTQ has not run
+    yet is not waited for (:meth:`Workbench._prepare_fast_path`); a comparison model waits for it."""
     try:
-        return load_model(source, fast_cpu=config.fast_cpu), None
+        return load_model(source, fast_cpu=config.fast_cpu, calibrate_now=calibrate_now), None
     except MedVLMError as error:
         logger.error("Model not loaded: %s", error)
         return None, str(error)
