@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from medvlm.atomic import atomic_write_text
+from medvlm.weights_key import model_key
 
 if TYPE_CHECKING:
     import torch
@@ -108,21 +108,6 @@ class FidelityVerdict:
     @classmethod
     def from_json(cls, text: str) -> FidelityVerdict:
         return cls(**json.loads(text))
-
-
-def model_key(source: str, revision: str | None, scheme: str) -> str:
-    """What a verdict is about: the weights (Hub commit, or a local folder's files), the scheme, torch."""
-    import torch
-
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(child for child in path.iterdir() if child.is_file())
-        weights = [f"{child.name}:{child.stat().st_size}:{int(child.stat().st_mtime)}" for child in files]
-        identity = [str(path.resolve()), *weights]
-    else:
-        identity = [source, revision or "unknown revision"]
-    digest = hashlib.sha256(json.dumps([identity, scheme, torch.__version__]).encode()).hexdigest()[:16]
-    return f"{path.name if path.is_dir() else source.replace('/', '--')}-{scheme}-{digest}"
 
 
 # -- the measurement ---------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 from medvlm.errors import ModelLoadError
 from medvlm.fast_cpu import FastCpuReport, apply_fast_cpu, calibrates, configure_threads, cpu_max_pixels
 from medvlm.fast_cpu import load_dtype as fast_cpu_load_dtype
-from medvlm.fidelity import model_key
 from medvlm.gptq import VERSION as GPTQ_VERSION
 from medvlm.gptq import cache_file, calibration_inputs
 from medvlm.hub_access import hub_source, offline_mode_note
@@ -35,6 +34,7 @@ from medvlm.metadata import read_metadata
 from medvlm.processor import ImageOnlyQwen2VLProcessor, load_processor, pixel_bounds
 from medvlm.prompt import PromptStyle
 from medvlm.published import DEFAULT_MODEL_ID, looks_like_local_path, model_prompt_style
+from medvlm.weights_key import model_key
 
 logger = logging.getLogger(__name__)
 
