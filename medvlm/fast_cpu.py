@@ -432,7 +432,14 @@ def convert_linear_layers(
 
             quantize_with_calibration(model, names, calibration, keep)
             if cache:
-                write_cache(cache, chosen)
+                try:
+                    write_cache(cache, chosen)
+                except OSError as error:  # the model is converted: a full disk only costs the next load a new GPTQ
+                    logger.warning(
+                        "GPTQ's int8 weights could not be cached in %s (%s); the next load runs it again.",
+                        cache,
+                        error,
+                    )
     else:
         layer = Int8WeightLinear if scheme == BF16_INT8 else Bf16WeightLinear
         for name in names:

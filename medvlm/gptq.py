@@ -43,6 +43,10 @@ DAMPING = 0.1
 the 8960-wide inputs of a 2B model's down projections rank-deficient. 0.1 kept SmolLM2's answers at the
 bf16 floor (4-5 of 512 tokens off) where 0.01 left 9."""
 
+DAMPING_TRIES = 3
+"""Where a Hessian is not positive definite even so, the damping is multiplied by 10 and tried again, this
+many times in all (more damping moves GPTQ towards rounding to nearest, which it equals in the limit)."""
+
 BLOCK = 128
 """Columns rounded one by one before their errors are pushed onto the rest in one matmul (GPTQ's lazy
 batch update: same result, fewer passes over the weight)."""
@@ -107,9 +111,19 @@ class Hessian:
         hessian[dead, dead] = 1
         order = torch.argsort(hessian.diagonal(), descending=True)
         hessian = hessian[order][:, order]
-        hessian.diagonal().add_(damping * hessian.diagonal().mean())
-        spread = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
-        return cls(order=order, dead=dead, spread=spread)
+        mean = hessian.diagonal().mean()
+        for attempt in range(DAMPING_TRIES):  # fp32 rounding can leave a damped Hessian short of positive definite
+            damped = hessian.clone()
+            damped.diagonal().add_(damping * 10**attempt * mean)
+            try:
+                spread = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+            except torch.linalg.LinAlgError:
+                logger.info("GPTQ: a Hessian not positive definite at damping %g; damping more", damping * 10**attempt)
+                continue
+            return cls(order=order, dead=dead, spread=spread)
+        raise torch.linalg.LinAlgError(
+            f"GPTQ: no Cholesky factor even at damping {damping * 10 ** (DAMPING_TRIES - 1)}"
+        )
 
 
 def gptq(weight: torch.Tensor, hessian: Hessian) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,7 +333,8 @@ def read_cache(path: Path, names: Sequence[str]) -> dict[str, tuple[torch.Tensor
 
 def write_cache(path: Path, quantized: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Store ``quantized`` (layer name: int8 weights, scales) at ``path`` atomically: a crash leaves the old
-    file or none, never half of one."""
+    file or none, never half of one. Raises OSError when it cannot be written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,5 +342,10 @@ def write_cache(path: Path, quantized: Mapping[str, tuple[torch.Tensor, torch.Te
     tensors = {}
     for name, (weight_int8, scales) in quantized.items():
         tensors[f"{name}.weight_int8"], tensors[f"{name}.scales"] = weight_int8.contiguous(), scales.contiguous()
-    save_file(tensors, partial, metadata={"version": VERSION})
-    os.replace(partial, path)
+    try:
+        save_file(tensors, partial, metadata={"version": VERSION})
+        os.replace(partial, path)
+    except SafetensorError as error:  # how safetensors reports a failed write (a full disk among them)
+        raise OSError(f"could not write {path}: {error}") from error
+    finally:
+        partial.unlink(missing_ok=True)

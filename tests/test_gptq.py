@@ -133,6 +133,39 @@ def load_nearest(directory: Path):
 
 
 @pytest.mark.usefixtures("int8_everywhere")
+def test_a_cache_that_cannot_be_written_costs_only_the_next_load(
+    formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk or a read-only cache folder: the model is still GPTQ's int8 model and says so; nothing half
+    written is left behind."""
+    (tmp_path / "gptq").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("MEDVLM_CACHE", str(tmp_path))
+    loaded = load_model(formatted_model_dir)
+    assert loaded.fast_cpu is not None and loaded.fast_cpu.quantized and int8_weights(loaded)
+    assert loaded.describe()["quantization"].startswith("int8 weights (GPTQ)")
+    assert "could not be cached" in caplog.text and "the next load runs it again" in caplog.text
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gptq"]
+
+
+def test_a_hessian_short_of_positive_definite_is_damped_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 rounding can leave a damped Hessian without a Cholesky factor: GPTQ damps more rather than failing."""
+    calibration = correlated_inputs(64, 32)
+    cholesky, failures = torch.linalg.cholesky, []
+
+    def once_not_positive_definite(matrix, *args, **kwargs):
+        if not failures:
+            failures.append(matrix)
+            raise torch.linalg.LinAlgError("not positive definite")
+        return cholesky(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "cholesky", once_not_positive_definite)
+    hessian = gptq.Hessian.of(calibration.T @ calibration)
+    assert len(failures) == 1 and torch.isfinite(hessian.spread).all()
+    chosen, _ = gptq.gptq(torch.randn(8, 32), hessian)
+    assert chosen.abs().max() <= 127
+
+
+@pytest.mark.usefixtures("int8_everywhere")
 @pytest.mark.parametrize("damage", ["garbage", "other layers"])
 def test_a_damaged_or_foreign_cache_is_replaced_not_used(
     formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
