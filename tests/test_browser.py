@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import chromium_path, free_port, samples_file
+from helpers import chromium_path, free_port, running_app, samples_file
 from medvlm.annotations import FLAGS, AnnotationStore
 from medvlm.annotations.campaigns import Campaigns
 
@@ -955,3 +955,50 @@ def test_a_reviewer_judges_a_blind_comparison_campaign_with_the_keys_and_goes_ba
     expect(page.locator("#adjudicate-verdict")).to_be_visible()
     expect(page.locator("#adjudicate-flags")).to_be_hidden()
     page.close()
+
+
+def test_the_page_says_answers_are_slower_while_gptq_prepares_the_fast_path(
+    browser, formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start on a CPU with fast bf16: the page serves at once, tells the reviewer why answers are slow
+    for now, answers (from bf16), and after the switch a reload names the int8 fast path instead."""
+    import threading
+
+    import torch
+    from playwright.sync_api import expect
+
+    from medvlm import fast_cpu
+    from medvlm.ui.config import AppConfig
+    from medvlm.ui.workbench import PREPARING_FAST_PATH
+
+    monkeypatch.setenv("MEDVLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fast_cpu, "MIN_QUANTIZED_WEIGHTS", 0)  # the tiny model's layers are too small otherwise
+    monkeypatch.setattr(fast_cpu, "choose_scheme", lambda flags=None: fast_cpu.BF16_INT8)
+    release, calibrate = threading.Event(), fast_cpu.quantize_with_calibration
+
+    def held_back(*args, **kwargs) -> None:
+        release.wait(60)
+        calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(fast_cpu, "quantize_with_calibration", held_back)
+    threads = torch.get_num_threads()
+    config = AppConfig(model=str(formatted_model_dir), data_dir=tmp_path / "data", fidelity_check=False)
+    try:
+        with running_app(config) as app:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(app.url)
+            banner = page.locator("#model-banner")
+            expect(banner).to_contain_text(PREPARING_FAST_PATH, timeout=60_000)
+            page.locator("button#example-0").click()
+            expect(page.locator("#viewer img.picture")).to_be_visible(timeout=60_000)
+            page.locator("button#ask").click()
+            expect(page.locator("#answer .option.chosen")).to_have_count(1, timeout=120_000)  # answered meanwhile
+            release.set()
+            app.workbench.fast_path_builder.join(120)
+            page.reload()
+            expect(banner).to_contain_text("CPU fast path: int8 weights", timeout=60_000)
+            expect(banner).not_to_contain_text("Answers are slower")
+            page.close()
+    finally:
+        release.set()
+        torch.set_num_threads(threads)

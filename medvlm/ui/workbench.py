@@ -35,8 +35,8 @@ from medvlm.ui.session import Session
 logger = logging.getLogger(__name__)
 
 PREPARING_FAST_PATH = (
-    "Answers come from the model's own bf16 weights (faithful, slower) while GPTQ prepares its int8 fast path in "
-    "the background: a few minutes for a 2B model on 2 cores, once per model revision; the app switches by itself."
+    "Answers are slower for the first few minutes: the model answers at its own precision (bf16) while its faster "
+    "CPU version is prepared in the background (GPTQ, once per model version); the app switches by itself."
 )
 """The banner's notice while :attr:`Workbench.fast_path_builder` runs."""
 
