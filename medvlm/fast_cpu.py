@@ -196,9 +196,10 @@ def exact_prompt_lookup(model: nn.Module, scheme: str) -> int:
     """
     drafts = PROMPT_LOOKUP_TOKENS[scheme]
     weight = torch.randn(1536, 1536, generator=torch.Generator().manual_seed(0)) * 0.02
-    dense = nn.Linear(1536, 1536, bias=False)
-    dense.weight.data = weight
-    layer = Int8WeightLinear.from_linear(dense) if scheme == BF16_INT8 else Bf16WeightLinear(weight, None).float()
+    if scheme == BF16_INT8:
+        layer = Int8WeightLinear(*round_to_nearest(weight), None)
+    else:
+        layer = Bf16WeightLinear(weight, None).float()
     dtype = torch.bfloat16 if scheme == BF16_INT8 else torch.float32
     if not all(rows_are_independent(layer, rows, dtype) for rows in range(2, drafts + 2)):
         logger.info("CPU fast path: prompt lookup off, this CPU's %s kernels round rows by their batch", scheme)
