@@ -328,7 +328,9 @@ def read_cache(path: Path, names: Sequence[str]) -> dict[str, tuple[torch.Tensor
     if set(tensors) != {f"{name}.{part}" for name in names for part in ("weight_int8", "scales")}:
         logger.warning("Ignoring the GPTQ cache %s: it holds other layers; quantizing again.", path)
         return None
-    return {name: (tensors[f"{name}.weight_int8"], tensors[f"{name}.scales"]) for name in names}
+    # Copied out of the file's mapping: safetensors aligns tensors to 8 bytes only, and PyTorch's int8 kernel
+    # reads its weights with aligned AVX-512 loads (it crashed the process on 4 or more rows of a 2B model).
+    return {name: (tensors[f"{name}.weight_int8"].clone(), tensors[f"{name}.scales"].clone()) for name in names}
 
 
 def write_cache(path: Path, quantized: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:

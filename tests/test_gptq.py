@@ -132,6 +132,24 @@ def load_nearest(directory: Path):
         return load_model(directory)
 
 
+def test_cached_weights_are_aligned_for_the_int8_kernel(tmp_path: Path) -> None:
+    """safetensors places tensors 8 bytes apart; PyTorch's int8 kernel reads aligned: a weight read straight from
+    the file's mapping crashed the process on a decoding step of 4 or more rows (prompt lookup's verification)."""
+    # odd row counts put the tensors after the first off a 64-byte boundary in the file (the kernel wants 32 | in)
+    layers = {
+        f"layer{i}": (torch.ones(63 + 2 * i, 96, dtype=torch.int8), torch.full((63 + 2 * i,), 0.01)) for i in range(6)
+    }
+    path = tmp_path / "gptq" / "odd.safetensors"
+    gptq.write_cache(path, layers)
+    cached = gptq.read_cache(path, list(layers))
+    assert cached is not None
+    for name, (weight_int8, scales) in cached.items():
+        assert weight_int8.data_ptr() % 64 == 0 and scales.data_ptr() % 64 == 0, name
+        rows = torch.ones(8, weight_int8.shape[1], dtype=torch.bfloat16)
+        out = torch._weight_int8pack_mm(rows, weight_int8, scales.to(torch.bfloat16))
+        assert torch.allclose(out.float(), torch.full_like(out.float(), weight_int8.shape[1] * 0.01), rtol=0.02)
+
+
 @pytest.mark.usefixtures("int8_everywhere")
 def test_a_cache_that_cannot_be_written_costs_only_the_next_load(
     formatted_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
