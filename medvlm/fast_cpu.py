@@ -61,6 +61,11 @@ logger = logging.getLogger(__name__)
 #: Linear layers with fewer weights than this stay fp32 (per-call overhead beats the saving).
 MIN_QUANTIZED_WEIGHTS = 512 * 512
 
+INPUT_MULTIPLE = 16
+"""Layers whose input width is not a multiple of this stay as they are: ``torch._weight_int8pack_mm`` returns
+garbage for one row and crashes the process for several otherwise (torch 2.13; 104 inputs fail, 96 and 112 work).
+Qwen2-VL's (1536, 8960) and most models' widths are multiples."""
+
 #: Image-token budget on CPU: 256 tokens (the recipe's 512 doubles the time to first token).
 CPU_MAX_PIXELS = 256 * PIXELS_PER_IMAGE_TOKEN
 
@@ -245,6 +250,7 @@ def quantizable_layers(model: nn.Module) -> list[str]:
                 if type(layer) is nn.Linear
                 and layer.weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
                 and layer.weight.numel() >= MIN_QUANTIZED_WEIGHTS
+                and layer.in_features % INPUT_MULTIPLE == 0
             ]
     return names
 

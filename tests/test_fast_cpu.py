@@ -378,3 +378,15 @@ def test_cpu_attention_gives_each_decoding_row_its_own_step_and_leaves_the_visio
     whole, _ = fast_cpu.cpu_attention(vision, query, key, value, None, scaling=8**-0.5)
     expected, _ = sdpa_attention_forward(vision, query, key, value, None, scaling=8**-0.5)
     assert torch.allclose(whole, expected) and not torch.allclose(whole, rows)
+
+
+@pytest.mark.usefixtures("quantize_every_layer")
+def test_a_layer_the_int8_kernel_cannot_multiply_stays_as_it_is(tiny_model_dir: Path) -> None:
+    """An input width that is not a multiple of 16 makes PyTorch's int8 kernel return garbage or crash: such a
+    layer is left out of the fast path, and the rest is converted."""
+    loaded = load_model(tiny_model_dir, fast_cpu=False)
+    mlp = loaded.model.get_decoder().layers[0].mlp
+    mlp.down_proj = nn.Linear(104, mlp.down_proj.out_features, bias=False)
+    names = fast_cpu.quantizable_layers(loaded.model)
+    assert not any(name.endswith("layers.0.mlp.down_proj") for name in names)
+    assert any(name.endswith("layers.0.mlp.up_proj") for name in names) and len(names) == 2 * 7 + 1 - 1
