@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench.grpo_learning import OPTIONS, QUESTION, grpo_argv, write_task
+from bench.grpo_learning import grpo_argv
 from medvlm.hints import reasoning_hints
 from medvlm.model import load_model
+from medvlm.square_task import OPTIONS, QUESTION, write_square_task
 from medvlm.streaming import GenerationSettings
 from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
 from medvlm.vqa_records import load_records
@@ -76,8 +77,8 @@ def main() -> None:
     model_dir = warm_start_format(
         build_tiny_checkpoint(work / "tiny-model", seed=args.seed), seed=args.seed, example=contradicting_example
     )
-    train_questions = write_task(work / "train", 200, seed=args.seed)
-    test_questions = write_task(work / "test", 60, seed=args.seed + 1)
+    train_questions = write_square_task(work / "train", 200, seed=args.seed)
+    test_questions = write_square_task(work / "test", 60, seed=args.seed + 1)
     start = held_out(model_dir, test_questions)
     print(f"warm-started (seed {args.seed}): accuracy {start[0]:.2f}, contradiction rate {start[1]:.2f}")
     for rewards in (["accuracy", "format"], ["accuracy", "format", "consistency"]):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shlex
 import tempfile
 import time
@@ -28,9 +27,9 @@ from pathlib import Path
 from statistics import mean
 
 import torch
-from PIL import Image
 
 from medvlm.model import load_model
+from medvlm.square_task import write_square_task
 from medvlm.streaming import GenerationSettings
 from medvlm.tiny_model import build_tiny_checkpoint, warm_start_format
 from medvlm.vqa_records import load_records
@@ -38,38 +37,7 @@ from train.evaluate import evaluate
 from train.grpo import main as grpo_main
 from train.grpo import parse_args
 
-QUESTION, OPTIONS = "Is the square bright or dark?", ["Bright", "Dark"]
 RECIPE = Path(__file__).resolve().parents[1] / "train" / "recipes" / "tiny_cpu_smoke.yaml"
-
-
-def write_task(directory: Path, count: int, seed: int) -> Path:
-    """``count`` questions (half bright, half dark squares) as JSONL with PNGs next to it."""
-    rng = random.Random(seed)
-    (directory / "images").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for index in range(count):
-        bright = index % 2 == 0
-        image = Image.new("RGB", (56, 56), (128, 128, 128))
-        shade = rng.randint(190, 255) if bright else rng.randint(0, 65)
-        side = rng.randint(24, 44)
-        left, top = rng.randint(0, 56 - side), rng.randint(0, 56 - side)
-        image.paste((shade, shade, shade), (left, top, left + side, top + side))
-        name = f"images/{index:04d}.png"
-        image.save(directory / name)
-        lines.append(
-            json.dumps(
-                {
-                    "id": f"{directory.name}-{index}",
-                    "image": name,
-                    "question": QUESTION,
-                    "options": OPTIONS,
-                    "answer": "A" if bright else "B",
-                }
-            )
-        )
-    path = directory / "questions.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def grpo_argv(
@@ -122,8 +90,8 @@ def main() -> None:
     model_dir = warm_start_format(
         build_tiny_checkpoint(work / "tiny-model", seed=args.seed, hidden_size=args.hidden_size), seed=args.seed
     )
-    train_questions = write_task(work / "train", 200, seed=args.seed)
-    test_questions = write_task(work / "test", 60, seed=args.seed + 1)
+    train_questions = write_square_task(work / "train", 200, seed=args.seed)
+    test_questions = write_square_task(work / "test", 60, seed=args.seed + 1)
     run_dir = work / "run"
     argv = grpo_argv(
         model_dir, train_questions, run_dir, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed

@@ -138,3 +138,19 @@ def second_formatted_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path
     from medvlm.tiny_model import warm_start_format
 
     return warm_start_format(build_tiny_checkpoint(tmp_path_factory.mktemp("second-formatted-model")), seed=1)
+
+
+@pytest.fixture(scope="session")
+def looking_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint taught the square task from the pixels: its answers depend on the image (about 20 s)."""
+    from medvlm.square_task import build_square_model
+
+    return build_square_model(tmp_path_factory.mktemp("looking-model"), looks=True)
+
+
+@pytest.fixture(scope="session")
+def blind_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint that writes "The square is bright." and answers A whatever the image."""
+    from medvlm.square_task import build_square_model
+
+    return build_square_model(tmp_path_factory.mktemp("blind-model"), looks=False)

@@ -1,0 +1,343 @@
+"""Probes: does an answer depend on the image, and on the order of the options?
+
+Reviewers judge reasoning from its text. These probes add measured evidence beside it, the way
+published audits do ("Beyond Accuracy", arXiv 2603.03437: re-ask with a blank and with a shuffled
+image; MMBench's CircularEval: re-ask with the options rotated). For one finished output the same
+question is asked again, greedily and with the output's other settings, with:
+
+* ``blank``: a black image of the same size (nothing to see);
+* ``shuffle``: another case's image of the same modality (something plausible, but the wrong one);
+* ``rotate``: the options rotated, every rotation for up to four options (three spread out above),
+  each answer mapped back to the original lettering;
+* ``no_think``: without the ``<think>`` instruction (does the reasoning change the answer?).
+
+The verdicts: an answer that survives both the blank and the shuffled image is *image-invariant*;
+if its reasoning still makes visual claims (sentences naming findings: "a hyperdense lesion...",
+"the square is bright"), that is *image-invariant with visual claims*, the superficial-reasoning
+pattern both papers report. Rotation consistency is the share of rotations that pick the same
+option. These are evidence for a reviewer, never flags: a correct answer can survive a blank image
+because the question gives it away.
+
+Everything here is pure except :func:`model_answerer` (which wraps a loaded model): the runner takes
+any function that answers, so a fake model with known behaviour proves each verdict in tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from PIL import Image
+
+from medvlm.hints import reasoning_sentences
+from medvlm.model import LoadedModel
+from medvlm.parsing import parse_completion
+from medvlm.prompt import LETTERS, PromptStyle, as_style
+from medvlm.streaming import GenerationSettings, answer_batch
+
+MAX_ALL_ROTATIONS = 4
+"""Up to this many options every rotation is asked; above it, three rotations spread over the options."""
+
+
+class ProbeKind(str, enum.Enum):
+    """What a probe changes before asking again."""
+
+    BLANK = "blank"
+    SHUFFLE = "shuffle"
+    ROTATE = "rotate"
+    NO_THINK = "no_think"
+
+
+DEFAULT_KINDS: tuple[ProbeKind, ...] = (ProbeKind.BLANK, ProbeKind.SHUFFLE, ProbeKind.ROTATE)
+"""What the app, campaigns and evaluation run unless told otherwise (``no_think`` is opt-in)."""
+
+PROBE_LABELS: dict[ProbeKind, str] = {
+    ProbeKind.BLANK: "Blank image",
+    ProbeKind.SHUFFLE: "Another case's image",
+    ProbeKind.ROTATE: "Options rotated",
+    ProbeKind.NO_THINK: "Without reasoning",
+}
+
+Answerer = Callable[[Image.Image, str, Sequence[str], PromptStyle], str]
+"""Answers one question greedily: (image, question, options, prompt style) -> the completion."""
+
+
+def parse_kinds(text: str | Sequence[str]) -> tuple[ProbeKind, ...]:
+    """``"blank,shuffle,rotate"`` (or a list of names) as probe kinds; an unknown name raises ``ValueError``."""
+    names = [name.strip() for name in (text.split(",") if isinstance(text, str) else text) if name.strip()]
+    kinds = []
+    for name in names:
+        try:
+            kind = ProbeKind(name.replace("-", "_"))
+        except ValueError:
+            known = ", ".join(kind.value for kind in ProbeKind)
+            raise ValueError(f"Unknown probe {name!r}. Choose from: {known}.") from None
+        if kind not in kinds:
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+def blank_image(image: Image.Image) -> Image.Image:
+    """A black RGB image of the same size: the same number of image tokens, nothing to see."""
+    return Image.new("RGB", image.size, (0, 0, 0))
+
+
+def rotation_shifts(count: int) -> list[int]:
+    """The rotations to ask for ``count`` options: each shift moves every option that many letters up.
+
+    >>> rotation_shifts(2), rotation_shifts(4), rotation_shifts(10)
+    ([1], [1, 2, 3], [2, 5, 8])
+    """
+    if count <= MAX_ALL_ROTATIONS:
+        return list(range(1, count))
+    return sorted({round(step * count / MAX_ALL_ROTATIONS) for step in range(1, MAX_ALL_ROTATIONS)})
+
+
+def rotate_options(options: Sequence[str], shift: int) -> list[str]:
+    """The options as asked under rotation ``shift``: the option at A moves to the last letter, and so on.
+
+    >>> rotate_options(["CT", "MRI", "X-ray"], 1)
+    ['MRI', 'X-ray', 'CT']
+    """
+    return [*options[shift:], *options[:shift]]
+
+
+def unrotate_letter(letter: str | None, shift: int, count: int) -> str | None:
+    """The original letter of the option answered as ``letter`` under rotation ``shift``.
+
+    >>> unrotate_letter("A", 1, 3)  # A) was MRI, originally B
+    'B'
+    """
+    if letter is None:
+        return None
+    return LETTERS[(LETTERS.index(letter) + shift) % count]
+
+
+def partner_for(key: str, modality: str | None, pool: Sequence[tuple[str, str | None]]) -> str | None:
+    """For the ``shuffle`` probe: another key of ``pool`` ((key, modality) pairs) with the same modality.
+
+    Modalities compare case-blind; a case without one pairs with others without one. The pick is a
+    hash of ``key``, so probing the same case again uses the same partner (results stay comparable
+    and a resumed campaign asks what an interrupted one did). None when there is no other case.
+    """
+    wanted = (modality or "").casefold()
+    others = sorted({other for other, kind in pool if other != key and (kind or "").casefold() == wanted})
+    if not others:
+        return None
+    return others[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(others)]
+
+
+_FINDING_WORDS = frozenset(
+    """opacity opacities opacification consolidation effusion mass masses lesion lesions nodule nodules
+    fracture fractures dislocation hemorrhage haemorrhage bleed infarct infarction edema oedema enhancement
+    enhancing hyperdense hypodense isodense hyperintense hypointense isointense hyperechoic hypoechoic
+    anechoic echogenic attenuation density densities signal intensity bright dark darker brighter white
+    black grey gray shadow shadowing calcification calcified thickening thickened enlarged enlargement
+    dilated dilation narrowing stenosis collapse atelectasis pneumothorax air fluid cyst cystic tumor tumour
+    ring irregular smooth round oval wedge shaped margin margins border borders contour well-defined
+    ill-defined spiculated heterogeneous homogeneous focal diffuse midline shift asymmetry asymmetric
+    symmetric visible seen shows showing demonstrates depicted appears appearance visualized noted
+    observed evident square""".split()
+)
+"""Words by which a sentence makes a claim about what is in the image (findings, appearances, seeing)."""
+_WORD = re.compile(r"[A-Za-z][A-Za-z\-]*")
+
+
+def visual_claims(completion: str) -> list[tuple[int, int, str]]:
+    """The reasoning's sentences that claim something about the image, as ``(start, end, text)``.
+
+    A sentence is a visual claim when it uses a finding or appearance word (a fixed lexicon, so the
+    verdict can be explained: the word is there or not).
+
+    >>> [text for _, _, text in visual_claims(
+    ...     "<think>The question asks about the organ. A hypodense lesion is seen.</think><answer>A</answer>")]
+    ['A hypodense lesion is seen.']
+    """
+    return [
+        sentence
+        for sentence in reasoning_sentences(completion)
+        if any(word.lower() in _FINDING_WORDS for word in _WORD.findall(sentence[2]))
+    ]
+
+
+@dataclass(frozen=True)
+class ProbeCase:
+    """The output being probed: what was asked and what the model answered."""
+
+    image: Image.Image
+    question: str
+    options: tuple[str, ...]
+    completion: str
+    style: PromptStyle = PromptStyle.MEDVLM
+    partner: Image.Image | None = None
+    """Another case's image of the same modality, for the ``shuffle`` probe (None: it is not run)."""
+    partner_id: str | None = None
+    """What the partner is (an image hash, a record id), kept with the result."""
+
+    @property
+    def letter(self) -> str | None:
+        """The original answer's letter, read as the app reads it."""
+        return _letter(self.completion, self.options, self.style)
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """One re-ask and its answer, mapped back to the original letters."""
+
+    kind: ProbeKind
+    variant: str
+    """Which one of its kind: ``"black"``, the partner's id, ``"shift 1"``..."""
+    options: tuple[str, ...]
+    """The options as asked (rotated for ``rotate``)."""
+    completion: str
+    letter: str | None
+    """The option answered, in the *original* lettering (None: no option could be read)."""
+    changed: bool
+    """Whether it differs from the original answer."""
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value, "options": list(self.options)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeAnswer:
+        return cls(**{**data, "kind": ProbeKind(data["kind"]), "options": tuple(data["options"])})
+
+
+@dataclass(frozen=True)
+class ProbeSummary:
+    """The verdicts of one output's probes (None: the probes that decide it were not run)."""
+
+    image_invariant: bool | None
+    """The answer stayed the same with every image probe run (blank, shuffled)."""
+    invariant_with_visual_claims: bool | None
+    """Image-invariant, and the reasoning still makes visual claims."""
+    rotation_consistency: float | None
+    """Share of rotations that picked the original option."""
+    reasoning_changes_answer: bool | None
+    """Asked without ``<think>``, the answer differs."""
+    visual_claims: list[tuple[int, int, str]] = field(default_factory=list)
+    changed: dict[str, bool] = field(default_factory=dict)
+    """Per probe variant (``"blank"``, ``"shuffle"``, ``"rotate shift 1"``...): did the answer change."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The verdicts as sentences for a reviewer."""
+        lines = []
+        if self.image_invariant is not None:
+            if self.invariant_with_visual_claims:
+                lines.append(
+                    f"Image-invariant with visual claims: the answer did not change without the image, yet the "
+                    f"reasoning makes {len(self.visual_claims)} visual claim(s)."
+                )
+            elif self.image_invariant:
+                lines.append("Image-invariant: the answer did not change without the image.")
+            else:
+                which = [name for name in ("blank", "shuffle") if self.changed.get(name)]
+                lines.append(f"Image-dependent: the answer changed with the {' and the '.join(which)} image.")
+        if self.rotation_consistency is not None:
+            lines.append(f"Options rotated: the same option in {self.rotation_consistency:.0%} of rotations.")
+        if self.reasoning_changes_answer is not None:
+            lines.append(
+                "Without reasoning the answer changes."
+                if self.reasoning_changes_answer
+                else "Without reasoning the answer is the same."
+            )
+        return lines
+
+
+def run_probes(
+    case: ProbeCase,
+    answer: Answerer,
+    kinds: Sequence[ProbeKind] = DEFAULT_KINDS,
+    *,
+    cancel: threading.Event | None = None,
+) -> Iterator[ProbeAnswer]:
+    """Ask each probe in turn and yield its answer as soon as it is in (a UI shows each as it ends).
+
+    Stops before the next probe once ``cancel`` is set. ``shuffle`` is passed over when the case
+    has no partner image (there may be no other case of its modality).
+    """
+    original = case.letter
+    count = len(case.options)
+    for kind in kinds:
+        for variant, image, options, style, shift in _requests(case, ProbeKind(kind)):
+            if cancel is not None and cancel.is_set():
+                return
+            started = time.perf_counter()
+            completion = answer(image, case.question, options, style)
+            letter = unrotate_letter(_letter(completion, options, style), shift, count)
+            yield ProbeAnswer(
+                ProbeKind(kind),
+                variant,
+                tuple(options),
+                completion,
+                letter,
+                letter != original,
+                round(time.perf_counter() - started, 3),
+            )
+
+
+def _requests(case: ProbeCase, kind: ProbeKind) -> list[tuple[str, Image.Image, tuple[str, ...], PromptStyle, int]]:
+    """(variant, image, options, style, rotation shift) for each question ``kind`` asks."""
+    if kind is ProbeKind.BLANK:
+        return [("black", blank_image(case.image), case.options, case.style, 0)]
+    if kind is ProbeKind.SHUFFLE:
+        if case.partner is None:
+            return []
+        return [(case.partner_id or "partner", case.partner, case.options, case.style, 0)]
+    if kind is ProbeKind.ROTATE:
+        return [
+            (f"shift {shift}", case.image, tuple(rotate_options(case.options, shift)), case.style, shift)
+            for shift in rotation_shifts(len(case.options))
+        ]
+    return [("no think", case.image, case.options, PromptStyle.NO_THINK, 0)]
+
+
+def summarize(case: ProbeCase, answers: Sequence[ProbeAnswer]) -> ProbeSummary:
+    """The verdicts from the probes that were run."""
+    image_probes = [a for a in answers if a.kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE)]
+    rotations = [a for a in answers if a.kind is ProbeKind.ROTATE]
+    no_think = [a for a in answers if a.kind is ProbeKind.NO_THINK]
+    claims = visual_claims(case.completion)
+    invariant = not any(a.changed for a in image_probes) if image_probes else None
+    changed = {_name(a): a.changed for a in answers}
+    return ProbeSummary(
+        image_invariant=invariant,
+        invariant_with_visual_claims=None if invariant is None else invariant and bool(claims),
+        rotation_consistency=sum(not a.changed for a in rotations) / len(rotations) if rotations else None,
+        reasoning_changes_answer=no_think[0].changed if no_think else None,
+        visual_claims=claims,
+        changed=changed,
+    )
+
+
+def _name(answer: ProbeAnswer) -> str:
+    return f"rotate {answer.variant}" if answer.kind is ProbeKind.ROTATE else answer.kind.value
+
+
+def _letter(completion: str, options: Sequence[str], style: PromptStyle | str) -> str | None:
+    require_think = as_style(style) is not PromptStyle.NO_THINK
+    return parse_completion(completion, list(options), require_think=require_think, final=True).letter
+
+
+def model_answerer(loaded: LoadedModel, settings: GenerationSettings) -> Answerer:
+    """An :data:`Answerer` on a loaded model: greedy, with ``settings``' token and pixel budgets.
+
+    Probes are greedy whatever the output was generated with: a sampled re-ask would change its
+    answer by chance, and the probe would measure the dice instead of the image.
+    """
+    greedy = replace(settings, do_sample=False, seed=None)
+
+    def answer(image: Image.Image, question: str, options: Sequence[str], style: PromptStyle) -> str:
+        return answer_batch(loaded, [image], [question], [list(options)], greedy, style=style)[0].completion
+
+    return answer
