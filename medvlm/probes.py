@@ -254,6 +254,48 @@ class ProbeSummary:
         return lines
 
 
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One question a probe asks: what to show the model, and how to read its answer back."""
+
+    kind: ProbeKind
+    variant: str
+    image: Image.Image
+    options: tuple[str, ...]
+    style: PromptStyle
+    shift: int = 0
+    """The rotation applied to the options (0: none)."""
+
+    def read(self, completion: str, original: str | None, seconds: float = 0.0) -> ProbeAnswer:
+        """The probe's answer from the model's ``completion``, mapped back to the original letters."""
+        letter = unrotate_letter(_letter(completion, self.options, self.style), self.shift, len(self.options))
+        return ProbeAnswer(self.kind, self.variant, self.options, completion, letter, letter != original, seconds)
+
+
+def probe_requests(case: ProbeCase, kinds: Sequence[ProbeKind] = DEFAULT_KINDS) -> list[ProbeRequest]:
+    """Every question the probes ``kinds`` ask about ``case``, in order (batch them, or ask one by one).
+
+    ``shuffle`` asks nothing when the case has no partner image (there may be no other case of
+    its modality).
+    """
+    requests = []
+    for kind in map(ProbeKind, kinds):
+        if kind is ProbeKind.BLANK:
+            requests.append(ProbeRequest(kind, "black", blank_image(case.image), case.options, case.style))
+        elif kind is ProbeKind.SHUFFLE and case.partner is not None:
+            requests.append(ProbeRequest(kind, case.partner_id or "partner", case.partner, case.options, case.style))
+        elif kind is ProbeKind.ROTATE:
+            requests += [
+                ProbeRequest(
+                    kind, f"shift {shift}", case.image, tuple(rotate_options(case.options, shift)), case.style, shift
+                )
+                for shift in rotation_shifts(len(case.options))
+            ]
+        elif kind is ProbeKind.NO_THINK:
+            requests.append(ProbeRequest(kind, "no think", case.image, case.options, PromptStyle.NO_THINK))
+    return requests
+
+
 def run_probes(
     case: ProbeCase,
     answer: Answerer,
@@ -263,61 +305,103 @@ def run_probes(
 ) -> Iterator[ProbeAnswer]:
     """Ask each probe in turn and yield its answer as soon as it is in (a UI shows each as it ends).
 
-    Stops before the next probe once ``cancel`` is set. ``shuffle`` is passed over when the case
-    has no partner image (there may be no other case of its modality).
+    Stops before the next question once ``cancel`` is set.
     """
     original = case.letter
-    count = len(case.options)
-    for kind in kinds:
-        for variant, image, options, style, shift in _requests(case, ProbeKind(kind)):
-            if cancel is not None and cancel.is_set():
-                return
-            started = time.perf_counter()
-            completion = answer(image, case.question, options, style)
-            letter = unrotate_letter(_letter(completion, options, style), shift, count)
-            yield ProbeAnswer(
-                ProbeKind(kind),
-                variant,
-                tuple(options),
-                completion,
-                letter,
-                letter != original,
-                round(time.perf_counter() - started, 3),
-            )
+    for request in probe_requests(case, kinds):
+        if cancel is not None and cancel.is_set():
+            return
+        started = time.perf_counter()
+        completion = answer(request.image, case.question, request.options, request.style)
+        yield request.read(completion, original, round(time.perf_counter() - started, 3))
 
 
-def _requests(case: ProbeCase, kind: ProbeKind) -> list[tuple[str, Image.Image, tuple[str, ...], PromptStyle, int]]:
-    """(variant, image, options, style, rotation shift) for each question ``kind`` asks."""
-    if kind is ProbeKind.BLANK:
-        return [("black", blank_image(case.image), case.options, case.style, 0)]
-    if kind is ProbeKind.SHUFFLE:
-        if case.partner is None:
-            return []
-        return [(case.partner_id or "partner", case.partner, case.options, case.style, 0)]
-    if kind is ProbeKind.ROTATE:
-        return [
-            (f"shift {shift}", case.image, tuple(rotate_options(case.options, shift)), case.style, shift)
-            for shift in rotation_shifts(len(case.options))
-        ]
-    return [("no think", case.image, case.options, PromptStyle.NO_THINK, 0)]
-
-
-def summarize(case: ProbeCase, answers: Sequence[ProbeAnswer]) -> ProbeSummary:
-    """The verdicts from the probes that were run."""
+def summarize(completion: str, answers: Sequence[ProbeAnswer]) -> ProbeSummary:
+    """The verdicts of the probes that were run on the output ``completion``."""
     image_probes = [a for a in answers if a.kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE)]
     rotations = [a for a in answers if a.kind is ProbeKind.ROTATE]
     no_think = [a for a in answers if a.kind is ProbeKind.NO_THINK]
-    claims = visual_claims(case.completion)
+    claims = visual_claims(completion)
     invariant = not any(a.changed for a in image_probes) if image_probes else None
-    changed = {_name(a): a.changed for a in answers}
     return ProbeSummary(
         image_invariant=invariant,
         invariant_with_visual_claims=None if invariant is None else invariant and bool(claims),
         rotation_consistency=sum(not a.changed for a in rotations) / len(rotations) if rotations else None,
         reasoning_changes_answer=no_think[0].changed if no_think else None,
         visual_claims=claims,
-        changed=changed,
+        changed={_name(a): a.changed for a in answers},
     )
+
+
+@dataclass(frozen=True)
+class ProbedSample:
+    """One probed output of an evaluation or a campaign, with its correct answer when known."""
+
+    correct: str | None
+    letter: str | None
+    answers: tuple[ProbeAnswer, ...]
+    summary: ProbeSummary
+
+
+def probes_to_dict(sample: ProbedSample) -> dict[str, Any]:
+    """What an evaluation sample or an export keeps of its probes: every answer and the verdicts."""
+    return {"answers": [answer.to_dict() for answer in sample.answers], "summary": sample.summary.to_dict()}
+
+
+def probed_from_dict(data: dict[str, Any], correct: str | None, letter: str | None, completion: str) -> ProbedSample:
+    """The inverse of :func:`probes_to_dict`; the verdicts are worked out again from the answers."""
+    answers = tuple(ProbeAnswer.from_dict(answer) for answer in data.get("answers", []))
+    return ProbedSample(correct, letter, answers, summarize(completion, answers))
+
+
+RATE_COLUMNS = (
+    ("accuracy", "original", "accuracy"),
+    ("accuracy", "blank", "blank-image accuracy"),
+    ("accuracy", "shuffle", "shuffled-image accuracy"),
+    ("accuracy", "circular", "accuracy in all rotations"),
+    ("changed", "image", "answer changed without its image"),
+    ("rotation_consistency", None, "rotation consistency"),
+    ("invariant_with_visual_claims", None, "image-invariant with visual claims"),
+)
+"""The columns of a table of :func:`probe_rates`: (key, sub-key, title), for reports."""
+
+
+def probe_rates(samples: Sequence[ProbedSample]) -> dict[str, Any]:
+    """Accuracy under each probe, how often the answer changed, rotation consistency, over ``samples``.
+
+    ``accuracy.circular`` is MMBench's CircularEval: right in the original order *and* in every
+    rotation. A rate is None when no sample ran the probes it needs.
+    """
+
+    def share(values: Sequence[bool]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    def of(kind: ProbeKind) -> list[tuple[ProbedSample, list[ProbeAnswer]]]:
+        picked = [(sample, [a for a in sample.answers if a.kind is kind]) for sample in samples]
+        return [(sample, answers) for sample, answers in picked if answers]
+
+    known = [sample for sample in samples if sample.correct is not None]
+    accuracy: dict[str, float | None] = {"original": share([s.letter == s.correct for s in known])}
+    for kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE, ProbeKind.NO_THINK):
+        accuracy[kind.value] = share([a[0].letter == s.correct for s, a in of(kind) if s.correct is not None])
+    rotated = [(s, a) for s, a in of(ProbeKind.ROTATE) if s.correct is not None]
+    accuracy["circular"] = share([s.letter == s.correct and all(x.letter == s.correct for x in a) for s, a in rotated])
+    summaries = [sample.summary for sample in samples]
+    consistency = [s.rotation_consistency for s in summaries if s.rotation_consistency is not None]
+    return {
+        "n": len(samples),
+        "accuracy": accuracy,
+        "changed": {
+            ProbeKind.BLANK.value: share([a[0].changed for _, a in of(ProbeKind.BLANK)]),
+            ProbeKind.SHUFFLE.value: share([a[0].changed for _, a in of(ProbeKind.SHUFFLE)]),
+            "image": share([not s.image_invariant for s in summaries if s.image_invariant is not None]),
+            ProbeKind.NO_THINK.value: share([a[0].changed for _, a in of(ProbeKind.NO_THINK)]),
+        },
+        "rotation_consistency": sum(consistency) / len(consistency) if consistency else None,
+        "invariant_with_visual_claims": share(
+            [s.invariant_with_visual_claims for s in summaries if s.invariant_with_visual_claims is not None]
+        ),
+    }
 
 
 def _name(answer: ProbeAnswer) -> str:

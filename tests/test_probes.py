@@ -13,10 +13,12 @@ from PIL import Image, ImageStat
 from medvlm.model import load_model
 from medvlm.probes import (
     ProbeCase,
+    ProbedSample,
     ProbeKind,
     model_answerer,
     parse_kinds,
     partner_for,
+    probe_rates,
     rotate_options,
     rotation_shifts,
     run_probes,
@@ -55,7 +57,7 @@ def test_an_answer_read_from_the_image_changes_with_a_blank_and_a_shuffled_image
         (ProbeKind.SHUFFLE, "dark-1", "B", True),
         (ProbeKind.ROTATE, "shift 1", "A", False),
     ]
-    summary = summarize(probed, answers)
+    summary = summarize(probed.completion, answers)
     assert summary.image_invariant is False and summary.invariant_with_visual_claims is False
     assert summary.rotation_consistency == 1.0
     assert summary.lines()[0] == "Image-dependent: the answer changed with the blank and the shuffle image."
@@ -63,7 +65,7 @@ def test_an_answer_read_from_the_image_changes_with_a_blank_and_a_shuffled_image
 
 def test_an_answer_that_ignores_the_image_but_describes_it_is_image_invariant_with_visual_claims():
     probed = case(blind)
-    summary = summarize(probed, list(run_probes(probed, blind)))
+    summary = summarize(probed.completion, list(run_probes(probed, blind)))
     assert summary.image_invariant is True and summary.invariant_with_visual_claims is True
     assert [text for _, _, text in summary.visual_claims] == ["The square is bright."]
     # Always "A": under the one rotation of two options A is the other option.
@@ -76,7 +78,7 @@ def test_an_image_invariant_answer_without_visual_claims_is_not_called_superfici
         return "<think>The question gives it away.</think><answer>A</answer>"
 
     probed = case(terse)
-    summary = summarize(probed, list(run_probes(probed, terse)))
+    summary = summarize(probed.completion, list(run_probes(probed, terse)))
     assert summary.image_invariant is True and summary.invariant_with_visual_claims is False
     assert summary.lines()[0] == "Image-invariant: the answer did not change without the image."
 
@@ -93,7 +95,7 @@ def test_rotations_map_answers_back_to_the_original_letters():
     assert {a.letter for a in rotations} == {"B"} and not any(a.changed for a in rotations)
     first_letter = [a for a in run_probes(case(blind, options=options), blind, [ProbeKind.ROTATE])]
     assert [a.letter for a in first_letter] == ["B", "C", "D"]
-    assert summarize(case(blind, options=options), first_letter).rotation_consistency == 0.0
+    assert summarize(case(blind, options=options).completion, first_letter).rotation_consistency == 0.0
 
 
 def test_rotation_helpers():
@@ -120,7 +122,7 @@ def test_no_think_probe_asks_in_the_no_think_style():
     probed = case(depends_on_reasoning)
     answers = list(run_probes(probed, depends_on_reasoning, [ProbeKind.NO_THINK]))
     assert asked[-1] is PromptStyle.NO_THINK and answers[0].letter == "B" and answers[0].changed
-    summary = summarize(probed, answers)
+    summary = summarize(probed.completion, answers)
     assert summary.reasoning_changes_answer is True and summary.image_invariant is None
     assert summary.lines() == ["Without reasoning the answer changes."]
 
@@ -173,8 +175,31 @@ def test_tiny_models_taught_to_look_or_not_get_the_verdicts_they_were_taught(loo
     completion = answer(BRIGHT, QUESTION, OPTIONS, PromptStyle.MEDVLM)
     probed = ProbeCase(BRIGHT, QUESTION, OPTIONS, completion, partner=DARK, partner_id="dark")
     assert probed.letter == "A"  # both say bright: A) Bright
-    summary = summarize(probed, list(run_probes(probed, answer)))
+    summary = summarize(probed.completion, list(run_probes(probed, answer)))
     assert summary.image_invariant is (not looks)
     assert summary.invariant_with_visual_claims is (not looks)
     assert summary.rotation_consistency == (1.0 if looks else 0.0)
     assert summary.changed == {"blank": looks, "shuffle": looks, "rotate shift 1": not looks}
+
+
+def test_probe_rates_over_samples():
+    samples = []
+    for answerer, image, truth in [
+        (looking, BRIGHT, "A"),
+        (looking, DARK, "B"),
+        (blind, BRIGHT, "A"),
+        (blind, DARK, "B"),
+    ]:
+        probed = case(answerer, image=image, partner=DARK if image is BRIGHT else BRIGHT)
+        answers = tuple(run_probes(probed, answerer))
+        samples.append(ProbedSample(truth, probed.letter, answers, summarize(probed.completion, answers)))
+    rates = probe_rates(samples)
+    assert rates["n"] == 4
+    # Looking: right everywhere; blind: right only on the bright square, and wrong when rotated.
+    assert rates["accuracy"]["original"] == 0.75
+    assert rates["accuracy"]["blank"] == 0.5  # black reads as dark: right for the dark squares only
+    assert rates["accuracy"]["shuffle"] == 0.25  # only the blind model on the dark square's partner (bright)
+    assert rates["accuracy"]["circular"] == 0.5 and rates["accuracy"]["no_think"] is None
+    assert rates["changed"] == {"blank": 0.25, "shuffle": 0.5, "image": 0.5, "no_think": None}
+    assert rates["rotation_consistency"] == 0.5 and rates["invariant_with_visual_claims"] == 0.5
+    assert probe_rates([])["accuracy"]["original"] is None

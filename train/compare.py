@@ -29,6 +29,7 @@ from typing import Any
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import read_evaluation_samples
 from medvlm.hints import HINT_FLAGS, reasoning_hints
+from medvlm.probes import RATE_COLUMNS, probe_rates, probed_from_dict
 
 EXIT_ERROR = 2
 UNKNOWN_GROUP = "unknown"
@@ -130,6 +131,34 @@ def _summary(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "hint_rates": {kind: count / len(samples) for kind, count in hints.items()},
         "by_modality": _grouped(samples, "modality"),
         "by_question_type": _grouped(samples, "question_type"),
+        **_probes(samples),
+    }
+
+
+def _probes(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The probes' rates (``train.evaluate --probes``), overall and per modality, when the run has them."""
+    probed = [sample for sample in samples if sample.get("probes")]
+    if not probed:
+        return {}
+
+    def rates(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return probe_rates(
+            [
+                probed_from_dict(
+                    sample["probes"],
+                    sample.get("solution") or sample.get("correct_answer"),
+                    sample.get("letter"),
+                    sample["completion"],
+                )
+                for sample in group
+            ]
+        )
+
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for sample in probed:
+        groups[sample.get("modality") or UNKNOWN_GROUP].append(sample)
+    return {
+        "probes": {"overall": rates(probed), "by_modality": {name: rates(groups[name]) for name in sorted(groups)}}
     }
 
 
@@ -172,6 +201,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Flips: {test['right_to_wrong']} right to wrong, {test['wrong_to_right']} wrong to right; "
         f"McNemar's exact test p = {test['p_value']:.4g}.",
     ]
+    lines += _probe_rows(first, second, per)
     for key, title in (("by_modality", "modality"), ("by_question_type", "question type")):
         groups = sorted(set(per[first][key]) | set(per[second][key]))
         lines += ["", f"## By {title}", "", f"| {title} | n | {first} | {second} |", "| --- | ---: | ---: | ---: |"]
@@ -192,6 +222,34 @@ def render_markdown(report: dict[str, Any]) -> str:
                   for name in (first, second)),
             ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _probe_rows(first: str, second: str, per: dict[str, Any]) -> list[str]:
+    """The probes table: did the second model use the image more or less than the first?"""
+    if "probes" not in per[first] and "probes" not in per[second]:
+        return []
+
+    def cell(name: str, group: str | None, key: str, sub: str | None) -> str:
+        probes = per[name].get("probes")
+        rates = probes and (probes["overall"] if group is None else probes["by_modality"].get(group))
+        value = rates and (rates[key][sub] if sub else rates[key])
+        return "-" if value is None else f"{value:.2%}"
+
+    lines = ["", "## Probes", "", "| | " + f"{first} | {second} |", "| --- | ---: | ---: |"]
+    lines += [
+        f"| {title} | {cell(first, None, key, sub)} | {cell(second, None, key, sub)} |"
+        for key, sub, title in RATE_COLUMNS
+    ]
+    modalities = sorted(set().union(*(per[name].get("probes", {}).get("by_modality", {}) for name in (first, second))))
+    if modalities:
+        lines += ["", "| answer changed without its image | " + f"{first} | {second} |", "| --- | ---: | ---: |"]
+        lines += [
+            f"| modality: {group} | "
+            + " | ".join(cell(name, group, "changed", "image") for name in (first, second))
+            + " |"
+            for group in modalities
+        ]
+    return lines
 
 
 def write_comparison(report: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:

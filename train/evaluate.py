@@ -31,18 +31,32 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
 from transformers import HfArgumentParser
 
 from medvlm.annotations import ModelOutput
 from medvlm.errors import MedVLMError
 from medvlm.hints import HINT_FLAGS, reasoning_hints
 from medvlm.parsing import ParsedCompletion
+from medvlm.probes import (
+    RATE_COLUMNS,
+    ProbeAnswer,
+    ProbeCase,
+    ProbedSample,
+    ProbeKind,
+    parse_kinds,
+    partner_for,
+    probe_rates,
+    probe_requests,
+    probes_to_dict,
+    summarize,
+)
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
 from medvlm.vqa_records import FORMATS, LoadReport, VQARecord, load_records, no_records_message
@@ -69,10 +83,19 @@ class SampleResult:
     stop_reason: str
     """``"eos"`` (the model ended its turn) or ``"max_new_tokens"`` (cut off)."""
     new_tokens: int
+    probes: tuple[ProbeAnswer, ...] = ()
+    """The probes' answers (``--probes``), mapped back to the original letters."""
 
     @property
     def correct(self) -> bool:
         return self.parsed.letter == self.record.answer
+
+    @property
+    def probed(self) -> ProbedSample:
+        """This sample as :func:`medvlm.probes.probe_rates` counts it."""
+        return ProbedSample(
+            self.record.answer, self.parsed.letter, self.probes, summarize(self.completion, self.probes)
+        )
 
     @property
     def hints(self) -> list[str]:
@@ -108,6 +131,7 @@ class SampleResult:
             modality=record.modality,
             new_tokens=self.new_tokens,
             hints=self.hints,
+            **({"probes": probes_to_dict(self.probed)} if self.probes else {}),
         )
 
 
@@ -150,6 +174,9 @@ class EvaluationResult:
     elapsed_s: float
     generated_at: str = ""
     """When the run started (ISO-8601 UTC); every sample carries it, so the app stores one output per sample."""
+    probe_kinds: tuple[str, ...] = ()
+    probe_s: float = 0.0
+    """Time spent on the probes (included in ``elapsed_s``)."""
 
     @property
     def overall(self) -> Score:
@@ -157,17 +184,32 @@ class EvaluationResult:
 
     @property
     def by_modality(self) -> dict[str, Score]:
-        return self._grouped(lambda record: record.modality)
+        return {name: Score.of(group) for name, group in self._groups("modality").items()}
 
     @property
     def by_question_type(self) -> dict[str, Score]:
-        return self._grouped(lambda record: record.question_type)
+        return {name: Score.of(group) for name, group in self._groups("question_type").items()}
 
-    def _grouped(self, key: Callable[[VQARecord], str | None]) -> dict[str, Score]:
+    def _groups(self, attribute: str) -> dict[str, list[SampleResult]]:
         groups: dict[str, list[SampleResult]] = defaultdict(list)
         for sample in self.samples:
-            groups[key(sample.record) or UNKNOWN_GROUP].append(sample)
-        return {name: Score.of(groups[name]) for name in sorted(groups)}
+            groups[getattr(sample.record, attribute) or UNKNOWN_GROUP].append(sample)
+        return dict(sorted(groups.items()))
+
+    def probe_report(self) -> dict[str, Any]:
+        """The probes' rates overall, per modality and per question type (``report.json``'s ``probes``)."""
+        grouped = {
+            key: {name: probe_rates([s.probed for s in group]) for name, group in self._groups(attribute).items()}
+            for key, attribute in (("by_modality", "modality"), ("by_question_type", "question_type"))
+        }
+        return {
+            "kinds": list(self.probe_kinds),
+            "overall": probe_rates([sample.probed for sample in self.samples]),
+            **grouped,
+            "seconds": self.probe_s,
+            "protocol": "each probe re-asks greedily with the run's token and pixel budgets; answers are mapped back "
+            "to the original letters; 'changed' counts answers that differ from the model's own",
+        }
 
     @property
     def hint_counts(self) -> dict[str, int]:
@@ -214,6 +256,7 @@ class EvaluationResult:
             "reasoning_hints": self.hint_counts,
             "stopped_at_max_new_tokens": sum(sample.stop_reason == "max_new_tokens" for sample in self.samples),
             "timing": self.timing,
+            **({"probes": self.probe_report()} if self.probe_kinds else {}),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -229,11 +272,13 @@ def evaluate(
     settings: GenerationSettings | None = None,
     style: PromptStyle | str | None = None,
     progress: bool = True,
+    probes: Sequence[ProbeKind | str] = (),
 ) -> EvaluationResult:
     """Generate an answer for every record, in batches, and parse it; nothing is written to disk.
 
     ``settings`` default to the paper's (greedy, 512 new tokens). With ``settings.seed`` the random
     generator is seeded once, before the first batch. ``progress`` shows a tqdm bar on stderr.
+    ``probes`` (:mod:`medvlm.probes`) re-ask every question after the answers, batched the same way.
     """
     import torch
     from tqdm.auto import tqdm
@@ -254,6 +299,10 @@ def evaluate(
             batch = records[start : start + batch_size]
             samples.extend(_answer_batch(loaded, batch, settings, style))
             bar.update(len(batch))
+    kinds = tuple(map(ProbeKind, probes))
+    probes_started = time.perf_counter()
+    if kinds:
+        samples = _probe(loaded, samples, kinds, settings, style, batch_size, progress)
     return EvaluationResult(
         samples=samples,
         model=loaded.describe(),
@@ -262,23 +311,26 @@ def evaluate(
         batch_size=batch_size,
         elapsed_s=time.perf_counter() - started,
         generated_at=generated_at,
+        probe_kinds=tuple(kind.value for kind in kinds),
+        probe_s=time.perf_counter() - probes_started if kinds else 0.0,
     )
+
+
+def _image(record: VQARecord) -> Image.Image:
+    from medvlm.images import load_image
+
+    try:
+        return load_image(record.image_path).image
+    except MedVLMError as error:
+        raise MedVLMError(f"Question {record.id}: the image {record.image_path} could not be read: {error}") from error
 
 
 def _answer_batch(
     loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle
 ) -> list[SampleResult]:
-    from medvlm.images import load_image
     from medvlm.streaming import answer_batch
 
-    images = []
-    for record in batch:
-        try:
-            images.append(load_image(record.image_path).image)
-        except MedVLMError as error:
-            raise MedVLMError(
-                f"Question {record.id}: the image {record.image_path} could not be read: {error}"
-            ) from error
+    images = [_image(record) for record in batch]
     answers = answer_batch(
         loaded, images, [r.question for r in batch], [list(r.options) for r in batch], settings, style=style
     )
@@ -286,6 +338,73 @@ def _answer_batch(
         SampleResult(record, answer.completion, answer.parsed, answer.stop_reason, answer.new_tokens)
         for record, answer in zip(batch, answers, strict=True)
     ]
+
+
+def _probe(
+    loaded: LoadedModel,
+    samples: Sequence[SampleResult],
+    kinds: Sequence[ProbeKind],
+    settings: GenerationSettings,
+    style: PromptStyle,
+    batch_size: int,
+    progress: bool,
+) -> list[SampleResult]:
+    """Every sample's probes, asked in batches of ``batch_size`` (each prompt style in its own batches).
+
+    The shuffled image is another record's of the same modality (:func:`medvlm.probes.partner_for`).
+    """
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from medvlm.streaming import answer_batch
+
+    greedy = replace(settings, do_sample=False, seed=None)
+    by_id = {sample.record.id: sample.record for sample in samples}
+    pool = [(record.id, record.modality) for record in by_id.values()]
+    probed: list[SampleResult] = []
+    with tqdm(total=len(samples), desc="Probing", unit="question", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            asked: list[tuple[int, Any]] = []
+            for index, sample in enumerate(chunk):
+                partner = (
+                    partner_for(sample.record.id, sample.record.modality, pool) if ProbeKind.SHUFFLE in kinds else None
+                )
+                case = ProbeCase(
+                    _image(sample.record),
+                    sample.record.question,
+                    sample.record.options,
+                    sample.completion,
+                    style,
+                    partner=_image(by_id[partner]) if partner is not None else None,
+                    partner_id=partner,
+                )
+                asked += [(index, request) for request in probe_requests(case, kinds)]
+            answers: dict[int, ProbeAnswer] = {}
+            for request_style in dict.fromkeys(request.style for _, request in asked):
+                same = [
+                    (position, index, request)
+                    for position, (index, request) in enumerate(asked)
+                    if request.style is request_style
+                ]
+                for first in range(0, len(same), batch_size):
+                    part = same[first : first + batch_size]
+                    completions = answer_batch(
+                        loaded,
+                        [request.image for _, _, request in part],
+                        [chunk[index].record.question for _, index, _ in part],
+                        [list(request.options) for _, _, request in part],
+                        greedy,
+                        style=request_style,
+                    )
+                    for (position, index, request), done in zip(part, completions, strict=True):
+                        answers[position] = request.read(done.completion, chunk[index].parsed.letter)
+            for index, sample in enumerate(chunk):
+                found = tuple(answers[position] for position, (owner, _) in enumerate(asked) if owner == index)
+                probed.append(replace(sample, probes=found))
+            bar.update(len(chunk))
+    return probed
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -371,6 +490,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"- Rows skipped while loading: {overall['skipped_rows']}; accuracy counting them as wrong: "
             f"{overall['accuracy_with_skipped_as_wrong']:.2%}."
         )
+    if "probes" in report:
+        lines += _probe_tables(report["probes"])
     rate = timing["samples_per_s"]
     lines.append(
         f"- Time: {timing['total_s']:.1f} s"
@@ -378,6 +499,34 @@ def render_markdown(report: dict[str, Any]) -> str:
         + "."
     )
     return "\n".join(lines) + "\n"
+
+
+def _probe_tables(probes: dict[str, Any]) -> list[str]:
+    """The probes section of ``report.md``: one table, overall then per modality and question type."""
+
+    def cell(rates: dict[str, Any], key: str, sub: str | None) -> str:
+        value = rates[key][sub] if sub else rates[key]
+        return "-" if value is None else f"{value:.2%}"
+
+    lines = [
+        "",
+        f"## Probes ({', '.join(probes['kinds'])})",
+        "",
+        "Each question re-asked greedily: with a black image, another question's image of the same modality, the "
+        "options rotated (answers mapped back). Evidence beside the reasoning, not verdicts on it.",
+        "",
+        "| group | n | " + " | ".join(title for *_, title in RATE_COLUMNS) + " |",
+        "| --- | ---: |" + " ---: |" * len(RATE_COLUMNS),
+    ]
+    groups = [("**overall**", probes["overall"])]
+    groups += [(f"modality: {name}", rates) for name, rates in probes["by_modality"].items()]
+    groups += [(f"question type: {name}", rates) for name, rates in probes["by_question_type"].items()]
+    for name, rates in groups:
+        lines.append(
+            f"| {name} | {rates['n']} | " + " | ".join(cell(rates, key, sub) for key, sub, _ in RATE_COLUMNS) + " |"
+        )
+    lines += ["", f"- Probe time: {probes['seconds']:.1f} s."]
+    return lines
 
 
 def _row(name: str, score: dict[str, Any]) -> str:
@@ -447,6 +596,14 @@ class EvaluateArguments:
     output_dir: str = field(
         default="outputs/evaluation", metadata={"help": "Where report.json, report.md and samples.jsonl are written."}
     )
+    probes: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also re-ask every question with these probes, comma-separated (medvlm.probes): blank (a black "
+            "image), shuffle (another question's image of the same modality), rotate (the options rotated), no_think "
+            "(without the reasoning instruction). E.g. --probes blank,shuffle,rotate."
+        },
+    )
     compare_model: str | None = field(
         default=None,
         metadata={
@@ -454,6 +611,13 @@ class EvaluateArguments:
             "<output_dir>/<model name>/ and their comparison (train.compare) to <output_dir>/comparison.md."
         },
     )
+
+    def probe_kinds(self) -> tuple[ProbeKind, ...]:
+        """``--probes`` read; an unknown name is a ``MedVLMError``."""
+        try:
+            return parse_kinds(self.probes or "")
+        except ValueError as error:
+            raise MedVLMError(f"--probes: {error}") from None
 
     def generation_settings(self) -> GenerationSettings:
         """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
@@ -475,6 +639,7 @@ class EvaluateArguments:
 def run(args: EvaluateArguments) -> EvaluationResult:
     """Load the data (first: a data mistake costs seconds, not a model load), the model, evaluate, write."""
     settings = args.generation_settings()
+    args.probe_kinds()
     records, load_report = load_records(
         args.data,
         format=args.format,
@@ -534,7 +699,9 @@ def _evaluate_model(
             file=sys.stderr,
             flush=True,
         )
-    result = evaluate(loaded, records, batch_size=args.batch_size, settings=settings, style=args.style)
+    result = evaluate(
+        loaded, records, batch_size=args.batch_size, settings=settings, style=args.style, probes=args.probe_kinds()
+    )
     paths = write_outputs(result, output_dir, data=data, load_report=load_report)
     overall = result.overall
     print(
@@ -543,7 +710,27 @@ def _evaluate_model(
         f"report in {paths['report.md']}",
         flush=True,
     )
+    if result.probe_kinds:
+        print(probe_line(result.probe_report()["overall"]), flush=True)
     return result
+
+
+def probe_line(rates: dict[str, Any]) -> str:
+    """The probes' headline numbers in one line (the console, the report's notes)."""
+    accuracy, changed = rates["accuracy"], rates["changed"]
+    parts = [
+        f"{name} {accuracy[key]:.2%}"
+        for key, name in (("blank", "blank image"), ("shuffle", "shuffled image"), ("circular", "all rotations"))
+        if accuracy.get(key) is not None
+    ]
+    line = "Probes: accuracy with " + ", ".join(parts) if parts else "Probes:"
+    if changed["image"] is not None:
+        line += f"; the answer changed without its image for {changed['image']:.2%}"
+    if rates["rotation_consistency"] is not None:
+        line += f"; rotation consistency {rates['rotation_consistency']:.2%}"
+    if rates["invariant_with_visual_claims"] is not None:
+        line += f"; image-invariant with visual claims {rates['invariant_with_visual_claims']:.2%}"
+    return line + "."
 
 
 def _run_names(first: str, second: str) -> tuple[str, str]:
