@@ -31,15 +31,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from medvlm.hints import reasoning_sentences
-from medvlm.model import LoadedModel
 from medvlm.parsing import parse_completion
 from medvlm.prompt import LETTERS, PromptStyle, as_style
-from medvlm.streaming import GenerationSettings, answer_batch
+
+if TYPE_CHECKING:  # the store imports this module and must not load torch
+    from medvlm.model import LoadedModel
+    from medvlm.streaming import GenerationSettings
 
 MAX_ALL_ROTATIONS = 4
 """Up to this many options every rotation is asked; above it, three rotations spread over the options."""
@@ -413,15 +415,21 @@ def _letter(completion: str, options: Sequence[str], style: PromptStyle | str) -
     return parse_completion(completion, list(options), require_think=require_think, final=True).letter
 
 
-def model_answerer(loaded: LoadedModel, settings: GenerationSettings) -> Answerer:
+def model_answerer(
+    loaded: LoadedModel, settings: GenerationSettings, run: Callable[..., Any] | None = None
+) -> Answerer:
     """An :data:`Answerer` on a loaded model: greedy, with ``settings``' token and pixel budgets.
+
+    ``run`` replaces :func:`medvlm.streaming.answer_batch` (the app passes its ZeroGPU-wrapped one).
 
     Probes are greedy whatever the output was generated with: a sampled re-ask would change its
     answer by chance, and the probe would measure the dice instead of the image.
     """
+    from medvlm.streaming import answer_batch
+
     greedy = replace(settings, do_sample=False, seed=None)
 
     def answer(image: Image.Image, question: str, options: Sequence[str], style: PromptStyle) -> str:
-        return answer_batch(loaded, [image], [question], [list(options)], greedy, style=style)[0].completion
+        return (run or answer_batch)(loaded, [image], [question], [list(options)], greedy, style=style)[0].completion
 
     return answer

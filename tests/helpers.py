@@ -48,6 +48,8 @@ NOT_RETURNED = (
     "verdict_panel",
     "campaign_review_form",
     "campaign_pair_panel",
+    "probe_panel",
+    "probe_button",
 )
 """Outputs gradio_client returns no value for: layout blocks (a Row, a Column) and buttons."""
 
@@ -109,6 +111,8 @@ def generation_threads() -> list[threading.Thread]:
 def named(result: tuple, event: type[tuple]) -> dict:
     """An API result as {field: value}, by the handler's NamedTuple (the same one the layout wires)."""
     fields = [name for name in event._fields if name not in NOT_RETURNED]
+    if len(fields) == 1:  # gradio_client returns a lone output's value itself, not a tuple of one
+        result = (result,)
     return dict(zip(fields, result, strict=True))
 
 

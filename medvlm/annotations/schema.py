@@ -349,6 +349,32 @@ def _reviews_per_session_v10(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_probe_answers_v11(conn: sqlite3.Connection) -> None:
+    """Probes (:mod:`medvlm.probes`) re-ask an output's question; each answer is a machine annotation of it.
+
+    Kept apart from ``annotations`` (a person's review): ``probed_by`` names the model that answered,
+    never a person, so no failure rate counts a probe as a reviewer.
+    """
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE probe_answers (
+            output_id  TEXT NOT NULL REFERENCES outputs (output_id),
+            kind       TEXT NOT NULL CHECK (kind IN ('blank', 'shuffle', 'rotate', 'no_think')),
+            variant    TEXT NOT NULL,
+            options    TEXT NOT NULL,
+            completion TEXT NOT NULL,
+            letter     TEXT,
+            changed    INTEGER NOT NULL CHECK (changed IN (0, 1)),
+            seconds    REAL NOT NULL,
+            probed_by  TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (output_id, kind, variant)
+        );
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -376,6 +402,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_verdict_versions_v8,
     _add_pair_adjudications_v9,
     _reviews_per_session_v10,
+    _add_probe_answers_v11,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

@@ -45,6 +45,7 @@ from medvlm.annotations.records import (
 from medvlm.annotations.schema import migrate, set_wal, transaction
 from medvlm.atomic import PARTIAL_SUFFIX, atomic_write_bytes
 from medvlm.pixels import bare_image
+from medvlm.probes import ProbeAnswer, ProbeKind
 from medvlm.prompt import LETTERS
 from medvlm.user_text import name_key
 
@@ -229,6 +230,65 @@ class AnnotationStore:
             self._save_image(output.image, row["image_sha256"])
         for row in rows:
             _insert_output(conn, row)
+
+    def add_probe_answers(self, output: ModelOutput, answers: Sequence[ProbeAnswer], probed_by: str) -> None:
+        """Store probe answers of ``output`` (and the output itself, once), all or none.
+
+        A probe asked again (the same kind and variant) replaces its earlier answer: probing is
+        greedy, so the answer is the same unless the model changed, and then the newer one counts.
+        """
+        row = _output_row(output)
+        self._save_image(output.image, row["image_sha256"])
+        now = _now()
+        with self._connection(write=True) as conn:
+            _insert_output(conn, row)
+            conn.executemany(
+                "INSERT OR REPLACE INTO probe_answers (output_id, kind, variant, options, completion, letter, changed,"
+                " seconds, probed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        output.output_id,
+                        answer.kind.value,
+                        answer.variant,
+                        to_json(list(answer.options)),
+                        answer.completion,
+                        answer.letter,
+                        int(answer.changed),
+                        answer.seconds,
+                        probed_by,
+                        now,
+                    )
+                    for answer in answers
+                ],
+            )
+
+    def stored_images(self) -> list[tuple[str, str | None]]:
+        """Every stored image's hash with the modality of its outputs: the pool a shuffled-image probe draws from."""
+        with self._connection() as conn:
+            return [tuple(row) for row in conn.execute("SELECT DISTINCT image_sha256, modality FROM outputs")]
+
+    def stored_image(self, sha256: str) -> Image.Image:
+        """A stored image by its hash (what :meth:`stored_images` lists), as RGB."""
+        with Image.open(self.data_dir / image_relpath(sha256)) as image:
+            return image.convert("RGB")
+
+    def probe_answers(self, output_ids: Sequence[str]) -> dict[str, list[ProbeAnswer]]:
+        """The stored probe answers of each output that has any, in the order they were asked."""
+        found: dict[str, list[ProbeAnswer]] = {}
+        with self._connection() as conn:
+            for output_id in output_ids:
+                rows = conn.execute(
+                    "SELECT kind, variant, options, completion, letter, changed, seconds FROM probe_answers"
+                    " WHERE output_id = ? ORDER BY created_at, rowid",
+                    (output_id,),
+                ).fetchall()
+                if rows:
+                    found[output_id] = [
+                        ProbeAnswer(ProbeKind(kind), variant, tuple(json.loads(options)), completion, letter,
+                                    bool(changed), seconds)
+                        for kind, variant, options, completion, letter, changed, seconds in rows
+                    ]  # fmt: skip
+        return found
 
     def add_verdict(
         self,

@@ -135,6 +135,9 @@ class AnswerHandlers:
         cancel = CancelAll(cancels)
         session.cancel, session.options = cancel, request.options
         session.last_output = session.second_output = None
+        session.answered_by = session.relevance = None
+        if session.probing is not None:
+            session.probing.set()
         session.verdict_saved = False
         case = session.case_version
         streams = [
@@ -195,7 +198,7 @@ class AnswerHandlers:
             yield AskUpdate(**{**skips(AskUpdate._fields), "ask_button": _ready()})
             return
         assert None not in finals, "stream_completion always ends with a done update"
-        session.last_output = kept[0]
+        session.last_output, session.answered_by, session.relevance = kept[0], models[0], None
         session.second_output = kept[1] if len(kept) > 1 else None
         fields: dict[str, Any] = skips(SECOND_ANSWER_FIELDS)
         for column, (final, output) in enumerate(zip(finals, kept, strict=True)):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
+from medvlm.hints import reasoning_sentences
 from medvlm.ui import render
 from medvlm.ui.session import Session
 
@@ -32,8 +33,19 @@ IMAGE_FIELDS = (
 """The image on screen and its display controls."""
 ANSWER_FIELDS = ("answer", "reasoning", "raw_output", "timing")
 """The model's answer: the lettered options, the reasoning, the raw text and the timing line."""
-REVIEW_FIELDS = ("review_panel", "review_target", "output_id", "flags", "comment", "review_status", "submit_next")
-"""The review form, and the id of the answer it is for."""
+PROBE_FIELDS = ("probe_panel", "probe_results", "probe_button", "sentence", "relevance_status")
+"""The probes of the answer on screen and the sentence whose relevance map the viewer shows."""
+REVIEW_FIELDS = (
+    "review_panel",
+    "review_target",
+    "output_id",
+    "flags",
+    "comment",
+    "review_status",
+    "submit_next",
+    *PROBE_FIELDS,
+)
+"""The review form, the id of the answer it is for, and that answer's probes."""
 QUESTION_FIELDS = ("question", "options", "correct")
 SECOND_ANSWER_FIELDS = ("second_answer", "second_reasoning", "second_raw_output", "second_timing")
 """In a comparison (``--compare-model``), the answer shown second; hidden otherwise."""
@@ -92,6 +104,17 @@ AskUpdate = _event(
     (*ANSWER_FIELDS, *REVIEW_FIELDS, "ask_error", "ask_button", *PAIR_FIELDS),
     "One step of a streamed answer (or, in a comparison, of two); the last one names the answer (``output_id``, and "
     "``second_output_id``) and opens the review forms.",
+)
+
+ProbeUpdate = _event(
+    "ProbeUpdate",
+    ("probe_results", "probe_button"),
+    "The probes of the answer on screen, as each one ends (Probe disabled while they run), or why they cannot run.",
+)
+RelevanceShown = _event(
+    "RelevanceShown",
+    ("viewer", "relevance_status"),
+    "A reasoning sentence selected: the viewer with that sentence's relevance map over the image (or without one).",
 )
 
 Stopped = _event(
@@ -247,7 +270,33 @@ def review_fields(session: Session) -> dict[str, Any]:
         "verdict_panel": gr.update(visible=output is not None and second is not None),
         "verdict": None,
         "verdict_status": "",
+        **probe_fields(session),
     }
+
+
+def probe_fields(session: Session) -> dict[str, Any]:
+    """The probe panel for the answer on screen: shown for an answer this app generated, emptied."""
+    output = session.last_output
+    probeable = output is not None and session.answered_by is not None
+    sentences = reasoning_sentences(output.completion) if output is not None else []
+    return {
+        "probe_panel": gr.update(visible=probeable),
+        "probe_results": PROBE_INTRO,
+        "probe_button": gr.update(interactive=probeable, value=PROBE_LABEL),
+        "sentence": gr.update(
+            choices=[(NO_OVERLAY, "")] + [(text, str(index)) for index, (_, _, text) in enumerate(sentences)],
+            value="",
+        ),
+        "relevance_status": "",
+    }
+
+
+PROBE_LABEL = "Probe this answer"
+PROBE_INTRO = (
+    "Does the answer depend on the image? *Probe* asks again with a blank image, another case's image and the "
+    "options rotated."
+)
+NO_OVERLAY = "(no map)"
 
 
 def empty_answer_fields(session: Session) -> dict[str, Any]:

@@ -26,11 +26,15 @@ from medvlm.ui.campaign_handlers import CampaignHandlers
 from medvlm.ui.case_handlers import CaseHandlers
 from medvlm.ui.components import NumberField, SliderField
 from medvlm.ui.events import (
+    PROBE_INTRO,
+    PROBE_LABEL,
     AskUpdate,
     CampaignShown,
     CaseShown,
     ExampleShown,
     ImageRendered,
+    ProbeUpdate,
+    RelevanceShown,
     SampleShown,
     Stopped,
     VerdictSaved,
@@ -38,6 +42,7 @@ from medvlm.ui.events import (
     outputs_of,
 )
 from medvlm.ui.inputs import ANY, FILE_DEFAULT, window_choices
+from medvlm.ui.probe_handlers import ProbeHandlers
 from medvlm.ui.reviews_handlers import ReviewsHandlers, flag_choices
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer
@@ -265,6 +270,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
         with gr.Column(scale=6, min_width=320, elem_id="output-panel"):
             page["first_header"] = gr.Markdown(render.answer_header(1, None), visible=pair, elem_id="first-header")
             _answer_area(page, "")
+            _probe_panel(page)
             _review_panel(page, config)
         # With --compare-model, the other model's answer beside it, and its own review.
         with gr.Column(scale=6, min_width=320, visible=pair, elem_id="second-output-panel"):
@@ -275,6 +281,7 @@ def _ask_tab(demo: gr.Blocks, workbench: Workbench, session: gr.State) -> None:
 
     _wire_case(demo, page, session, cases, example_buttons)
     _wire_answer(demo, page, session, answers, stop_button, config)
+    _wire_probes(page, session, ProbeHandlers(workbench))
 
 
 def _settings(page: dict[str, Any], workbench: Workbench) -> None:
@@ -355,6 +362,21 @@ def _answer_area(page: dict[str, Any], prefix: str) -> None:
             buttons=["copy"],
             elem_id=f"{ids}raw-output",
         )
+
+
+def _probe_panel(page: dict[str, Any]) -> None:
+    """Evidence beside the reasoning: probes of the finished answer, and a sentence's map over the image."""
+    with gr.Group(visible=False, elem_id="probe-panel") as page["probe_panel"]:
+        with gr.Row():
+            page["probe_button"] = gr.Button(PROBE_LABEL, size="sm", min_width=100, elem_id="probe")
+            page["probe_stop"] = gr.Button(
+                "Stop probing", size="sm", variant="stop", min_width=100, elem_id="probe-stop"
+            )
+        page["probe_results"] = gr.Markdown(PROBE_INTRO, elem_id="probe-results")
+        page["sentence"] = gr.Radio(
+            [], label="Where did the model look? Select a sentence of the reasoning", elem_id="sentence"
+        )
+        page["relevance_status"] = gr.Markdown(elem_id="relevance-status")
 
 
 def _review_panel(page: dict[str, Any], config: Any, *, second: bool = False) -> None:
@@ -562,6 +584,27 @@ def _wire_answer(
     )
     if config.reviewer_mode == "password":
         demo.load(answers.whoami, None, [page["identity"]], api_visibility="private")
+
+
+def _wire_probes(page: dict[str, Any], session: gr.State, probes: ProbeHandlers) -> None:
+    """Probe and Stop probing; a selected sentence's map in the viewer."""
+    probe_event = page["probe_button"].click(
+        probes.probe, inputs_of(probes.probe, page, session=session), outputs_of(ProbeUpdate, page), api_name="probe"
+    )
+    page["probe_stop"].click(
+        probes.stop_probing,
+        [session],
+        outputs_of(ProbeUpdate, page),
+        api_name="stop_probing",
+        cancels=[probe_event],
+        queue=False,
+    )
+    page["sentence"].change(
+        probes.show_relevance,
+        inputs_of(probes.show_relevance, page, session=session),
+        outputs_of(RelevanceShown, page),
+        api_name="relevance",
+    )
 
 
 GROUPED_PLOTS = (("modality", "modality"), ("question_type", "question type"), ("model_id", "model"))

@@ -36,6 +36,12 @@ class Session:
     """Set to stop the running generation; None when nothing runs."""
     last_output: ModelOutput | None = None
     """The last finished answer: what a review is saved against (in a comparison, the one shown first)."""
+    answered_by: Any = None
+    """The ``LoadedModel`` that gave ``last_output`` (None for an imported sample): the one its probes re-ask."""
+    probing: threading.Event | None = None
+    """Set to stop the probes running on ``last_output``; None when none run."""
+    relevance: Any = None
+    """``(output_id, RelevanceMaps)`` of the answer on screen, once a sentence's map was asked for."""
     second_output: ModelOutput | None = None
     """In a comparison (``--compare-model``), the other model's finished answer, shown second."""
     pair_names: tuple[str, str] | None = None
@@ -83,7 +89,11 @@ class Session:
         """
         if self.cancel is not None:
             self.cancel.set()
+        if self.probing is not None:
+            self.probing.set()
         self.last_output = None
+        self.answered_by = None
+        self.relevance = None
         self.second_output = None
         self.pair_names = None
         self.verdict_saved = False
@@ -91,6 +101,8 @@ class Session:
         self.case_version += 1
 
     def close(self) -> None:
-        """Stop this tab's generation (the tab was closed or its state expired)."""
+        """Stop this tab's generation and probes (the tab was closed or its state expired)."""
         if self.cancel is not None:
             self.cancel.set()
+        if self.probing is not None:
+            self.probing.set()

@@ -44,6 +44,8 @@ TEMPLATE = """
   ${value && value.src
     ? `<img class="picture" src="${value.src}" alt="${value.alt}" draggable="false">`
     : `<div class="placeholder">{placeholder}</div>`}
+  ${value && value.src && value.overlay
+    ? `<img class="overlay" src="${value.overlay}" alt="Relevance map over the image" draggable="false">` : ''}
   ${value && value.src ? `<div class="readout">${value.readout}</div>` : ''}
   ${value && value.src ? `<div class="tools">
       <button type="button" class="zoom-in" title="Zoom in (wheel up)">+</button>
@@ -63,6 +65,8 @@ CSS = """
 .viewer .picture { position: absolute; left: 0; top: 0; transform-origin: 0 0; image-rendering: auto;
                    max-width: none; max-height: none; cursor: grab; }
 .viewer[data-windowable="true"] .picture { cursor: crosshair; }
+.viewer .overlay { position: absolute; left: 0; top: 0; transform-origin: 0 0; max-width: none; max-height: none;
+                   pointer-events: none; image-rendering: pixelated; }
 .viewer .placeholder { color: #bbb; display: flex; align-items: center; justify-content: center; height: 100%;
                        padding: 1em; text-align: center; }
 .viewer .readout { position: absolute; left: 8px; bottom: 6px; color: #fff; font: 12px/1.4 monospace;
@@ -108,8 +112,12 @@ const picture = () => element.querySelector('.picture');
 const current = () => props.value || {};
 
 function place() {
-  const img = picture();
+  const img = picture(), layer = element.querySelector('.overlay');
   if (img) img.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+  if (img && layer) {  // a relevance map: one pixel per block, stretched over the picture, moved with it
+    layer.style.width = `${img.naturalWidth}px`; layer.style.height = `${img.naturalHeight}px`;
+    layer.style.transform = img.style.transform;
+  }
 }
 function fit() {
   const img = picture(), panel = box();

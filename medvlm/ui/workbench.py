@@ -26,6 +26,7 @@ from medvlm.memory import check_two_models, resident_bytes
 from medvlm.model import LoadedModel, load_model
 from medvlm.prompt import PromptStyle
 from medvlm.published import model_prompt_style
+from medvlm.relevance import relevance_maps
 from medvlm.streaming import GenerationSettings, StreamUpdate, answer_batch, stream_completion
 from medvlm.ui import render
 from medvlm.ui.cases import Example, load_examples
@@ -97,7 +98,9 @@ class Workbench:
         """Start-up problems a maintainer should see (shown in the banner), e.g. a failed Hub sync."""
         self.generate = on_zero_gpu(generate)
         self.answer_batch = on_zero_gpu(answer_batch)
-        """Non-streamed batches (a campaign's answers); on ZeroGPU each batch holds a GPU while it runs."""
+        """Non-streamed batches (a campaign's answers, probes); on ZeroGPU each batch holds a GPU while it runs."""
+        self.relevance_maps = on_zero_gpu(relevance_maps)
+        """Where the model looked, per reasoning sentence (one prefill: the accelerator's work)."""
         self.fidelity: FidelityGuard | None = None
         """The background check of the CPU fast path (None when it does not apply)."""
         self.fast_path_builder: threading.Thread | None = None

@@ -1,0 +1,240 @@
+"""The Ask tab's evidence beside the reasoning: probes of the finished answer, and where the model looked.
+
+*Probe* re-asks the answer's question with a blank image, another stored case's image of the same
+modality and the options rotated (:mod:`medvlm.probes`), with the model that answered and its token
+and pixel budgets, greedily. Each probe's answer appears as it ends and is stored at once with the
+output, as a machine annotation (``probe_answers``: made by a model, never counted as a reviewer);
+*Stop probing* ends them after the current one. Selecting a sentence of the reasoning draws its
+relevance map (:mod:`medvlm.relevance`) over the image in the viewer.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from medvlm.annotations import ModelOutput
+from medvlm.errors import MedVLMError
+from medvlm.probes import (
+    DEFAULT_KINDS,
+    PROBE_LABELS,
+    ProbeAnswer,
+    ProbeCase,
+    model_answerer,
+    partner_for,
+    run_probes,
+    summarize,
+)
+from medvlm.prompt import LETTERS, PromptStyle
+from medvlm.relevance import OVERLAY_COLOUR, OVERLAY_OPACITY
+from medvlm.streaming import GenerationSettings
+from medvlm.ui import render
+from medvlm.ui.events import PROBE_LABEL, ProbeUpdate, RelevanceShown
+from medvlm.ui.session import Session
+from medvlm.ui.viewer import viewer_value
+from medvlm.ui.workbench import Workbench
+
+logger = logging.getLogger(__name__)
+
+PROBING = "Probing..."
+
+
+class ProbeHandlers:
+    """Probe (and stop probing) the answer on screen; show a sentence's relevance map."""
+
+    def __init__(self, workbench: Workbench) -> None:
+        self.workbench = workbench
+
+    def probe(self, session: Session, output_id: str | None) -> Iterator[ProbeUpdate]:
+        """Stream the probes of the answer named ``output_id`` (the one on screen), storing each as it ends."""
+        output, loaded = session.last_output, session.answered_by
+        problem = _unprobeable(session, output, output_id)
+        if problem:
+            yield ProbeUpdate(probe_results=render.error_markdown(problem), probe_button=gr.skip())
+            return
+        assert output is not None
+        case_version = session.case_version
+        cancel = threading.Event()
+        session.probing = cancel
+        partner_id, partner = self._partner(output)
+        case = ProbeCase(
+            output.image,
+            output.question,
+            tuple(output.options),
+            output.completion,
+            PromptStyle(output.prompt_style),
+            partner=partner,
+            partner_id=partner_id,
+        )
+        settings = GenerationSettings(**output.settings)
+        answer = model_answerer(loaded, settings, run=self.workbench.answer_batch)
+        answers: list[ProbeAnswer] = []
+        note = "" if partner is not None else NO_PARTNER
+        try:
+            yield ProbeUpdate(probe_results=probe_markdown(case, answers, note, running=True),
+                              probe_button=gr.update(interactive=False, value=PROBING))  # fmt: skip
+            for probe_answer in run_probes(case, answer, DEFAULT_KINDS, cancel=cancel):
+                if session.case_version != case_version or session.last_output is not output:
+                    return  # another case or answer is on screen: these probes belong to nothing shown
+                answers.append(probe_answer)
+                self.workbench.store.add_probe_answers(
+                    output, [probe_answer], probed_by=self.workbench.model_name(loaded)
+                )
+                yield ProbeUpdate(
+                    probe_results=probe_markdown(case, answers, note, running=True), probe_button=gr.skip()
+                )
+        except MedVLMError as error:
+            yield ProbeUpdate(
+                probe_results=probe_markdown(case, answers, note) + "\n\n" + render.error_markdown(str(error)),
+                probe_button=_ready(),
+            )
+            return
+        except Exception:  # noqa: BLE001 - the page must get a message, not a traceback
+            logger.exception("Probing failed")
+            yield ProbeUpdate(
+                probe_results=render.error_markdown(
+                    "Probing failed unexpectedly; the error was logged on the server."
+                ),
+                probe_button=_ready(),
+            )
+            return
+        finally:
+            if session.probing is cancel:
+                session.probing = None
+        stopped = "Stopped by you; the probes that finished are stored." if cancel.is_set() else ""
+        yield ProbeUpdate(probe_results=probe_markdown(case, answers, note or stopped), probe_button=_ready())
+
+    def stop_probing(self, session: Session) -> ProbeUpdate:
+        """Stop probing after the current probe (what finished is already stored)."""
+        if session.probing is not None:
+            session.probing.set()
+        return ProbeUpdate(probe_results=gr.skip(), probe_button=_ready())
+
+    def show_relevance(self, session: Session, sentence: str | None) -> RelevanceShown:
+        """The viewer with sentence ``sentence``'s map over the image ("": the image alone)."""
+        output, image = session.last_output, session.image
+        if image is None:
+            return RelevanceShown(viewer=gr.skip(), relevance_status="")
+        plain = viewer_value(image, case=session.case_version)
+        if not sentence:  # also when a new answer or case empties the choice: its map must not stay on the image
+            return RelevanceShown(viewer=plain, relevance_status="")
+        if output is None or session.answered_by is None:
+            return RelevanceShown(viewer=plain, relevance_status="")
+        try:
+            maps = self._maps(session, output)
+            index = int(sentence)
+            start, end, text = maps.sentences[index]
+        except MedVLMError as error:
+            return RelevanceShown(viewer=gr.skip(), relevance_status=render.error_markdown(str(error)))
+        except (ValueError, IndexError):
+            return RelevanceShown(
+                viewer=gr.skip(), relevance_status=render.error_markdown("That sentence is not in this answer.")
+            )
+        rows, cols = maps.grid
+        value = {
+            **plain,
+            "overlay": overlay_url(maps.maps[index]),
+            "readout": f"{plain['readout']} \u00b7 map: sentence {index + 1}",
+        }
+        status = (
+            f"Where the model's output layer reads *{html.escape(text)}* in the image: {rows}\u00d7{cols} blocks "
+            f"of 28 pixels as the model saw them, brightest where most (computed in {maps.seconds:.1f} s). "
+            "Evidence, not proof: see the probes for whether the answer depends on the image."
+        )
+        return RelevanceShown(viewer=value, relevance_status=status)
+
+    def _maps(self, session: Session, output: ModelOutput) -> Any:
+        if session.relevance is not None and session.relevance[0] == output.output_id:
+            return session.relevance[1]
+        maps = self.workbench.relevance_maps(
+            session.answered_by,
+            output.image,
+            output.question,
+            output.options,
+            output.completion,
+            style=output.prompt_style,
+            max_pixels=output.settings.get("max_pixels"),
+        )
+        session.relevance = (output.output_id, maps)
+        return maps
+
+    def _partner(self, output: ModelOutput) -> tuple[str | None, Image.Image | None]:
+        """Another stored case's image of the same modality, if the store has one."""
+        from medvlm.annotations.records import image_sha256
+
+        modality = (output.image_metadata or {}).get("modality")
+        own = image_sha256(output.image)
+        pool = [(sha, kind) for sha, kind in self.workbench.store.stored_images() if sha != own]
+        chosen = partner_for(own, modality, pool + [(own, modality)])
+        if chosen is None:
+            return None, None
+        return chosen[:12], self.workbench.store.stored_image(chosen)
+
+
+NO_PARTNER = (
+    "No other stored case of this modality yet, so the shuffled-image probe was not run (every reviewed or probed "
+    "answer adds its image to the pool)."
+)
+
+
+def _unprobeable(session: Session, output: ModelOutput | None, output_id: str | None) -> str | None:
+    if output is None or session.answered_by is None:
+        return "Ask a question first: probes re-ask a finished answer of this app's model."
+    if output_id and output_id != output.output_id:
+        return "That answer is no longer on screen; probe the one shown."
+    if session.generating:
+        return "An answer is still being generated; probe once it is finished."
+    if session.probing is not None:
+        return "The probes of this answer are still running."
+    return None
+
+
+def _ready() -> dict[str, Any]:
+    return gr.update(interactive=True, value=PROBE_LABEL)
+
+
+def probe_markdown(case: ProbeCase, answers: list[ProbeAnswer], note: str = "", *, running: bool = False) -> str:
+    """The probes so far as a table, the verdicts under it once they are all in."""
+    lines = [
+        "| probe | asked with | answer | |",
+        "| --- | --- | --- | --- |",
+    ]
+    for answer in answers:
+        shown = f"{answer.letter}) {case.options[LETTERS.index(answer.letter)]}" if answer.letter else "no option"
+        asked = (
+            "options " + ", ".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(answer.options))
+            if answer.kind.value == "rotate"
+            else html.escape(answer.variant)
+        )
+        verdict = "**changed**" if answer.changed else "same"
+        lines.append(f"| {PROBE_LABELS[answer.kind]} | {html.escape(asked)} | {html.escape(shown)} | {verdict} |")
+    parts = ["Re-asked greedily with the model that answered; answers mapped back to the original letters.", ""]
+    parts += lines if answers else ["The first probe is running..."]
+    if running and answers:
+        parts.append("\nMore probes are running...")
+    if not running and answers:
+        parts += ["", *[f"- {line}" for line in summarize(case.completion, answers).lines()]]
+    if note:
+        parts += ["", f"*{note}*"]
+    return "\n".join(parts)
+
+
+def overlay_url(relevance: np.ndarray) -> str:
+    """A relevance map as a transparent PNG, one pixel per 28-pixel block (the viewer stretches it over the image)."""
+    rows, cols = relevance.shape
+    alpha = np.uint8(np.clip(relevance, 0, 1) * 255 * OVERLAY_OPACITY)
+    rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
+    rgba[..., :3] = OVERLAY_COLOUR
+    rgba[..., 3] = alpha
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,104 @@
+"""Probe and the relevance overlay on the Ask page, through ``gradio_client`` against the launched app
+(the model: a tiny checkpoint taught to answer the square task from the pixels), and Stop probing
+through the handlers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers import answered, ask, client, named, review, running_app, upload
+from medvlm.probes import ProbeKind
+from medvlm.square_task import OPTIONS, QUESTION, square_image
+from medvlm.ui import AppConfig
+from medvlm.ui.events import ProbeUpdate, RelevanceShown
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(looking_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    config = AppConfig(model=str(looking_model_dir), data_dir=tmp_path_factory.mktemp("data"))
+    with running_app(config) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("squares")
+    paths = {}
+    for name, bright in (("bright", True), ("dark", False)):
+        paths[name] = folder / f"{name}.png"
+        square_image(random.Random(4), bright).save(paths[name])
+    return paths
+
+
+def asked(user, path: Path) -> dict:
+    upload(user, path)
+    return answered(ask(user, QUESTION, list(OPTIONS), max_new_tokens=40))
+
+
+def probed(user, output_id: str) -> list[dict]:
+    job = user.submit(output_id, api_name="/probe")
+    list(job)  # every streamed update, as it comes
+    return [named(update, ProbeUpdate) for update in job.outputs()]
+
+
+def test_probe_streams_each_probe_stores_it_and_reports_the_image_dependence(app, squares) -> None:
+    user = client(app.url)
+    first = asked(user, squares["bright"])
+    assert "<answer>A</answer>" in first["raw_output"]
+    updates = probed(user, first["output_id"])
+    final = updates[-1]["probe_results"]
+    # No other case is stored yet: blank and rotation only, and the page says why.
+    assert "| Blank image | black | B) Dark | **changed** |" in final
+    assert "| Options rotated | options A) Dark, B) Bright | A) Bright | same |" in final
+    assert "No other stored case of this modality yet" in final
+    assert "- Image-dependent: the answer changed with the blank image." in final
+    assert len(updates) >= 3 and "More probes are running" in updates[-2]["probe_results"]
+    stored = app.workbench.store.probe_answers([first["output_id"]])[first["output_id"]]
+    assert [(a.kind, a.letter, a.changed) for a in stored] == [(ProbeKind.BLANK, "B", True), (ProbeKind.ROTATE, "A", False)]
+
+    # Review a dark square's answer: it is stored, so the next bright square has a partner to swap in.
+    dark = asked(user, squares["dark"])
+    assert review(user, dark, ["superficial"]).startswith("Saved your review")
+    second = asked(user, squares["bright"])
+    final = probed(user, second["output_id"])[-1]["probe_results"]
+    assert "| Another case's image |" in final and final.count("**changed**") == 2
+    stored = app.workbench.store.probe_answers([second["output_id"]])[second["output_id"]]
+    shuffled = [a for a in stored if a.kind is ProbeKind.SHUFFLE]
+    assert len(shuffled) == 1 and shuffled[0].letter == "B" and shuffled[0].changed
+
+
+def test_a_probe_of_an_answer_no_longer_on_screen_is_refused(app, squares) -> None:
+    user = client(app.url)
+    earlier = asked(user, squares["bright"])
+    asked(user, squares["dark"])
+    final = probed(user, earlier["output_id"])[-1]
+    assert "That answer is no longer on screen" in final["probe_results"]
+    assert app.workbench.store.probe_answers([earlier["output_id"]]) == {}
+    fresh = client(app.url)
+    assert "Ask a question first" in probed(fresh, "")[-1]["probe_results"]
+
+
+def test_selecting_a_sentence_draws_its_map_over_the_image_and_clearing_it_removes_it(app, squares) -> None:
+    user = client(app.url)
+    shown = asked(user, squares["bright"])
+    assert "square is bright" in shown["reasoning"]
+    result = named(user.predict("0", api_name="/relevance"), RelevanceShown)
+    overlay = result["viewer"]["overlay"]
+    with Image.open(io.BytesIO(base64.b64decode(overlay.split(",", 1)[1]))) as layer:
+        assert layer.mode == "RGBA" and layer.size == (2, 2)  # 56 px: 2 x 2 blocks of 28
+        alpha = [pixel[3] for pixel in layer.getdata()]
+    assert max(alpha) > 0
+    assert "2\u00d72 blocks" in result["relevance_status"] and "The square is bright." in result["relevance_status"]
+    assert result["viewer"]["readout"].endswith("map: sentence 1")
+    cleared = named(user.predict("", api_name="/relevance"), RelevanceShown)
+    assert "overlay" not in cleared["viewer"] and cleared["relevance_status"] == ""
+    refused = named(user.predict("7", api_name="/relevance"), RelevanceShown)
+    assert "That sentence is not in this answer." in refused["relevance_status"]
