@@ -3,7 +3,8 @@
     medvlm campaign create "Chest CT round 1" --samples run/samples.jsonl --images data/ \\
         --reviews-per-output 3 [--guidelines guidelines.md] [--blind] [--data-dir DIR] [--by NAME]
     medvlm campaign create "Chest CT round 2" --data MRI_CT_XRAY_300each_dataset.json --data-root MedVLM-R1/ \\
-        --model JZPeterPan/MedVLM-R1 --reviews-per-output 3 [--batch-size 8] [--max-new-tokens 512 ...]
+        --model JZPeterPan/MedVLM-R1 --reviews-per-output 3 [--batch-size 8] [--max-new-tokens 512 ...] \\
+        [--probes blank,shuffle,rotate [--hide-probes]]
     medvlm campaign generate "Chest CT round 2"      # continue an interrupted generation
     medvlm campaign create "Base vs GRPO" --comparison runs/base-vs-grpo --images data/ \\
         --reviews-per-output 3 --blind [--flips-only]    # pairs from train.compare, judged side by side
@@ -39,6 +40,7 @@ from medvlm.cli_options import (
     settings_from,
 )
 from medvlm.errors import MedVLMError
+from medvlm.probes import parse_kinds
 from medvlm.vqa_records import FORMATS
 
 if TYPE_CHECKING:
@@ -80,6 +82,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     dataset.add_argument("--split", default="test", help="split of a Hub dataset (default: %(default)s)")
     dataset.add_argument("--limit", type=int, help="answer only the first N questions")
     dataset.add_argument("--batch-size", type=int, default=8, help="questions answered at once (default: %(default)s)")
+    dataset.add_argument(
+        "--probes",
+        help="also probe every answer as part of the generation, e.g. blank,shuffle,rotate (medvlm.probes): "
+        "re-ask with a black image, another question's image of the same modality, the options rotated",
+    )
+    dataset.add_argument(
+        "--hide-probes", action="store_true", help="keep the probes' results from reviewers (they are still stored)"
+    )
     add_model_options(dataset)
     add_generation_options(create)
     create.add_argument(
@@ -232,6 +242,10 @@ def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: Te
     from medvlm.vqa_records import load_records, no_records_message
 
     campaigns.check_new(args.name, args.reviews_per_output)  # before the dataset and the model load
+    try:
+        probes = parse_kinds(args.probes or "")
+    except ValueError as error:
+        raise MedVLMError(f"--probes: {error}") from None
     guidelines = _guidelines(args)
     settings = settings_from(args)
     records, report = load_records(
@@ -256,6 +270,8 @@ def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: Te
         guidelines=guidelines,
         blind=args.blind,
         created_by=args.by,
+        probes=probes,
+        show_probes=not args.hide_probes,
     )
     print(
         f"Created campaign {campaign.name!r}: {len(records)} questions, {campaign.reviews_per_output} review(s) "
@@ -284,12 +300,15 @@ def _generate(campaigns: Campaigns, name: str, loaded: LoadedModel, *, out: Text
         except KeyboardInterrupt:
             plan = campaigns.generation(name)
             print(
-                f"Interrupted: {plan.answered} of {plan.planned} answers are stored. "
+                f"Interrupted: {plan.answered} of {plan.planned} answers"
+                + (f" ({plan.probed} probed)" if plan.probes else "")
+                + " are stored. "
                 f"Continue with: medvlm campaign generate {shlex.quote(name)}",
                 file=out,
             )
             return 130
-    print(f"{name}: all {plan.planned} answers stored; reviewers can start.", file=out)
+    probed = f" and probed ({', '.join(plan.probes)})" if plan.probes else ""
+    print(f"{name}: all {plan.planned} answers stored{probed}; reviewers can start.", file=out)
     return 0
 
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ from medvlm.annotations.records import with_dataset_modality
 from medvlm.errors import ImageLoadError, MedVLMError
 from medvlm.images import load_image
 from medvlm.model import LoadedModel
+from medvlm.probes import ProbeCase, ProbeKind, ask_in_batches, partner_for
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.streaming import BatchAnswer, GenerationSettings, answer_batch
 from medvlm.vqa_records import VQARecord
@@ -53,8 +55,13 @@ def plan_campaign(
     guidelines: str = "",
     blind: bool = False,
     created_by: str,
+    probes: Sequence[ProbeKind | str] = (),
+    show_probes: bool = True,
 ) -> Campaign:
     """Store a campaign of ``records``' questions, to be answered by ``loaded`` with ``settings``.
+
+    ``probes`` (:mod:`medvlm.probes`) are run on every answer as part of the generation, and shown
+    to reviewers unless ``show_probes`` is False (a blind campaign's administrator may hide them).
 
     Any question whose image cannot be read stops the plan with its id: a campaign with holes is
     not the dataset. The images are read one at a time as they are stored, never all at once.
@@ -75,6 +82,8 @@ def plan_campaign(
         guidelines=guidelines,
         blind=blind,
         created_by=created_by,
+        probes=[ProbeKind(kind).value for kind in probes],
+        show_probes=show_probes,
     )
 
 
@@ -103,11 +112,13 @@ def generate_answers(
     progress: Callable[[int, int], None] | None = None,
     answer: AnswerBatch = answer_batch,
 ) -> Generation:
-    """Answer the campaign's questions that have none yet; return where the generation stands.
+    """Answer the campaign's questions that have none yet, then probe the answers not yet probed.
 
-    ``progress(answered, planned)`` is called before the first batch and after each one (a tqdm
-    bar, Gradio's progress). Only the model the campaign was planned with may answer it: answers
-    from two models in one campaign would make its failure rates meaningless.
+    ``progress(done, total)`` is called before the first batch and after each one (a tqdm bar,
+    Gradio's progress); with probes, each answer counts twice in ``total``: answered, then probed.
+    Only the model the campaign was planned with may answer it: answers from two models in one
+    campaign would make its failure rates meaningless. Each answer's probes are stored together,
+    so an interrupted run probes again only the answers it had not finished.
     """
     plan = campaigns.generation(name)
     if plan is None:
@@ -125,8 +136,9 @@ def generate_answers(
     style = as_style(plan.prompt_style)
     pending = campaigns.pending_questions(name)
     answered = plan.answered
+    total = plan.planned * (2 if plan.probes else 1)
     if progress is not None:
-        progress(answered, plan.planned)
+        progress(answered + plan.probed, total)
     campaign_id = campaigns.get(name).id
     for start in range(0, len(pending), plan.batch_size):
         batch = pending[start : start + plan.batch_size]
@@ -168,8 +180,51 @@ def generate_answers(
         )
         answered += len(batch)
         if progress is not None:
-            progress(answered, plan.planned)
+            progress(answered + plan.probed, total)
+    if plan.probes:
+        _probe_answers(
+            campaigns, name, loaded, plan, settings, answer, lambda done: progress and progress(answered + done, total)
+        )
     return campaigns.generation(name)
+
+
+def _probe_answers(
+    campaigns: Campaigns,
+    name: str,
+    loaded: LoadedModel,
+    plan: Generation,
+    settings: GenerationSettings,
+    answer: AnswerBatch,
+    progress: Callable[[int], Any],
+) -> None:
+    """Probe every answer without stored probes, a batch at a time; partners: the campaign's own images."""
+    pool = campaigns.output_images(name)
+    sha_of = {output_id: sha for output_id, sha, _ in pool}
+    by_sha = [(sha, modality) for _, sha, modality in pool]
+    kinds = [ProbeKind(kind) for kind in plan.probes]
+    probed = plan.probed
+    pending = campaigns.unprobed_outputs(name)
+    for start in range(0, len(pending), plan.batch_size):
+        batch = pending[start : start + plan.batch_size]
+        cases = []
+        for output in batch:
+            partner = partner_for(sha_of[output.output_id], (output.image_metadata or {}).get("modality"), by_sha)
+            cases.append(
+                ProbeCase(
+                    output.image,
+                    output.question,
+                    tuple(output.options),
+                    output.completion,
+                    as_style(output.prompt_style),
+                    partner=campaigns.store.stored_image(partner) if partner is not None else None,
+                    partner_id=partner[:12] if partner is not None else None,
+                )
+            )
+        replies = ask_in_batches(loaded, cases, kinds, settings, plan.batch_size, answer)
+        for output, answers in zip(batch, replies, strict=True):
+            campaigns.store.add_probe_answers(output, answers, probed_by=plan.model)
+        probed += len(batch)
+        progress(probed)
 
 
 def _output_id(campaign_id: int, position: int, model: str, completion: str) -> str:

@@ -318,6 +318,50 @@ def run_probes(
         yield request.read(completion, original, round(time.perf_counter() - started, 3))
 
 
+def ask_in_batches(
+    loaded: LoadedModel,
+    cases: Sequence[ProbeCase],
+    kinds: Sequence[ProbeKind],
+    settings: GenerationSettings,
+    batch_size: int,
+    run: Callable[..., Any] | None = None,
+) -> list[tuple[ProbeAnswer, ...]]:
+    """Every case's probes, asked ``batch_size`` questions to a ``generate`` call; each case's answers in order.
+
+    For evaluations and campaigns, where a batch of questions costs little more than one. Greedy
+    whatever ``settings`` say (see :func:`model_answerer`); each prompt style in its own batches.
+    ``run`` replaces :func:`medvlm.streaming.answer_batch` (the app passes its ZeroGPU-wrapped one).
+    """
+    from medvlm.streaming import answer_batch
+
+    greedy = replace(settings, do_sample=False, seed=None)
+    asked = [(index, request) for index, case in enumerate(cases) for request in probe_requests(case, kinds)]
+    originals = [case.letter for case in cases]
+    answers: dict[int, ProbeAnswer] = {}
+    for style in dict.fromkeys(request.style for _, request in asked):
+        same = [
+            (position, index, request) for position, (index, request) in enumerate(asked) if request.style is style
+        ]
+        for first in range(0, len(same), batch_size):
+            part = same[first : first + batch_size]
+            started = time.perf_counter()
+            replies = (run or answer_batch)(
+                loaded,
+                [request.image for _, _, request in part],
+                [cases[index].question for _, index, _ in part],
+                [list(request.options) for _, _, request in part],
+                greedy,
+                style=style,
+            )
+            seconds = round((time.perf_counter() - started) / len(part), 3)
+            for (position, index, request), reply in zip(part, replies, strict=True):
+                answers[position] = request.read(reply.completion, originals[index], seconds)
+    return [
+        tuple(answers[position] for position, (owner, _) in enumerate(asked) if owner == index)
+        for index in range(len(cases))
+    ]
+
+
 def summarize(completion: str, answers: Sequence[ProbeAnswer]) -> ProbeSummary:
     """The verdicts of the probes that were run on the output ``completion``."""
     image_probes = [a for a in answers if a.kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -207,13 +208,19 @@ def _percent(part: int, whole: int) -> str:
 HINT_COLUMNS: tuple[str, ...] = ("hint", "suggests", "reviews", "fired", "flagged", "both", "precision", "recall")
 
 
-def hint_accuracy(annotations: Sequence[Annotation]) -> pd.DataFrame:
+PROBE_HINT = "probe: image-invariant with visual claims"
+"""The probes' verdict as the hint table names it (:mod:`medvlm.probes`); it suggests the superficial flag."""
+
+
+def hint_accuracy(annotations: Sequence[Annotation], probes: Mapping[str, bool | None] | None = None) -> pd.DataFrame:
     """How well the pre-check hints (:func:`medvlm.hints.reasoning_hints`) foresee the reviewers' flags.
 
     Per hint kind, over the annotations given (one reviewer's review of one output each): how often
     the hint fired, how often reviewers set the flag it suggests, how often both, and so precision
     (of the reviews where it fired, the share flagged) and recall (of the flagged ones, the share it
-    fired on); NaN where there is nothing to divide by.
+    fired on); NaN where there is nothing to divide by. ``probes`` (output id: the probes' "image-
+    invariant with visual claims" verdict) adds that verdict as one more row against the superficial
+    flag, measured over the reviews of the outputs that have one.
     """
     from medvlm.hints import HINT_FLAGS, reasoning_hints
 
@@ -222,24 +229,31 @@ def hint_accuracy(annotations: Sequence[Annotation]) -> pd.DataFrame:
         kinds = {hint.kind for hint in reasoning_hints(annotation.completion, annotation.question, annotation.options)}
         for kind in HINT_FLAGS:
             fired_by_kind[kind].append(kind in kinds)
-    rows = []
-    for kind, flag in HINT_FLAGS.items():
-        fired = fired_by_kind[kind]
-        flagged = [flag in annotation.flags for annotation in annotations]
-        both = sum(a and b for a, b in zip(fired, flagged, strict=True))
-        rows.append(
-            {
-                "hint": kind,
-                "suggests": FLAGS[flag],
-                "reviews": len(annotations),
-                "fired": sum(fired),
-                "flagged": sum(flagged),
-                "both": both,
-                "precision": both / sum(fired) if sum(fired) else float("nan"),
-                "recall": both / sum(flagged) if sum(flagged) else float("nan"),
-            }
-        )
+    rows = [
+        _foresight(kind, flag, fired_by_kind[kind], [flag in annotation.flags for annotation in annotations])
+        for kind, flag in HINT_FLAGS.items()
+    ]
+    verdicts = {key: value for key, value in (probes or {}).items() if value is not None}
+    probed = [annotation for annotation in annotations if annotation.output_id in verdicts]
+    if verdicts:
+        fired = [bool(verdicts[annotation.output_id]) for annotation in probed]
+        rows.append(_foresight(PROBE_HINT, "superficial", fired, ["superficial" in a.flags for a in probed]))
     return pd.DataFrame(rows, columns=list(HINT_COLUMNS))
+
+
+def _foresight(hint: str, flag: str, fired: Sequence[bool], flagged: Sequence[bool]) -> dict[str, Any]:
+    """One row of the hint table: how often ``hint`` fired, the flag was set, both; precision and recall."""
+    both = sum(a and b for a, b in zip(fired, flagged, strict=True))
+    return {
+        "hint": hint,
+        "suggests": FLAGS[flag],
+        "reviews": len(fired),
+        "fired": sum(fired),
+        "flagged": sum(flagged),
+        "both": both,
+        "precision": both / sum(fired) if sum(fired) else float("nan"),
+        "recall": both / sum(flagged) if sum(flagged) else float("nan"),
+    }
 
 
 MIN_INTERVAL_OUTPUTS = 10

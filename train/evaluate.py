@@ -50,10 +50,10 @@ from medvlm.probes import (
     ProbeCase,
     ProbedSample,
     ProbeKind,
+    ask_in_batches,
     parse_kinds,
     partner_for,
     probe_rates,
-    probe_requests,
     probes_to_dict,
     summarize,
 )
@@ -349,7 +349,7 @@ def _probe(
     batch_size: int,
     progress: bool,
 ) -> list[SampleResult]:
-    """Every sample's probes, asked in batches of ``batch_size`` (each prompt style in its own batches).
+    """Every sample's probes, asked in batches of ``batch_size`` (:func:`medvlm.probes.ask_in_batches`).
 
     The shuffled image is another record's of the same modality (:func:`medvlm.probes.partner_for`).
     """
@@ -357,52 +357,29 @@ def _probe(
 
     from tqdm.auto import tqdm
 
-    from medvlm.streaming import answer_batch
-
-    greedy = replace(settings, do_sample=False, seed=None)
     by_id = {sample.record.id: sample.record for sample in samples}
     pool = [(record.id, record.modality) for record in by_id.values()]
     probed: list[SampleResult] = []
     with tqdm(total=len(samples), desc="Probing", unit="question", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
-            asked: list[tuple[int, Any]] = []
-            for index, sample in enumerate(chunk):
-                partner = (
-                    partner_for(sample.record.id, sample.record.modality, pool) if ProbeKind.SHUFFLE in kinds else None
-                )
-                case = ProbeCase(
-                    _image(sample.record),
-                    sample.record.question,
-                    sample.record.options,
-                    sample.completion,
-                    style,
-                    partner=_image(by_id[partner]) if partner is not None else None,
-                    partner_id=partner,
-                )
-                asked += [(index, request) for request in probe_requests(case, kinds)]
-            answers: dict[int, ProbeAnswer] = {}
-            for request_style in dict.fromkeys(request.style for _, request in asked):
-                same = [
-                    (position, index, request)
-                    for position, (index, request) in enumerate(asked)
-                    if request.style is request_style
-                ]
-                for first in range(0, len(same), batch_size):
-                    part = same[first : first + batch_size]
-                    completions = answer_batch(
-                        loaded,
-                        [request.image for _, _, request in part],
-                        [chunk[index].record.question for _, index, _ in part],
-                        [list(request.options) for _, _, request in part],
-                        greedy,
-                        style=request_style,
+            cases = []
+            for sample in chunk:
+                record = sample.record
+                partner = partner_for(record.id, record.modality, pool) if ProbeKind.SHUFFLE in kinds else None
+                cases.append(
+                    ProbeCase(
+                        _image(record),
+                        record.question,
+                        record.options,
+                        sample.completion,
+                        style,
+                        partner=_image(by_id[partner]) if partner is not None else None,
+                        partner_id=partner,
                     )
-                    for (position, index, request), done in zip(part, completions, strict=True):
-                        answers[position] = request.read(done.completion, chunk[index].parsed.letter)
-            for index, sample in enumerate(chunk):
-                found = tuple(answers[position] for position, (owner, _) in enumerate(asked) if owner == index)
-                probed.append(replace(sample, probes=found))
+                )
+            answers = ask_in_batches(loaded, cases, kinds, settings, batch_size)
+            probed += [replace(sample, probes=found) for sample, found in zip(chunk, answers, strict=True)]
             bar.update(len(chunk))
     return probed
 

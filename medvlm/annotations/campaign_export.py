@@ -16,11 +16,13 @@ holds the share of reviewers who set it, so stricter rules can be applied later.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from medvlm.annotations.campaigns import Campaigns
 from medvlm.annotations.records import FLAGS, Annotation, AnnotationError
+from medvlm.probes import ProbeAnswer, ProbedSample, probes_to_dict, summarize
 from medvlm.review_stats import reviewer_agreement
 
 PARQUET_NAME = "data/train-00000-of-00001.parquet"
@@ -43,8 +45,13 @@ def export_campaign(campaigns: Campaigns, name: str, folder: str | Path) -> Path
     for annotation in annotations:
         by_output.setdefault(annotation.output_id, []).append(annotation)
     decided = campaigns.adjudications(name)
+    probed = campaigns.store.probe_answers(list(by_output))
     rows = [
-        {**_row(reviews, campaign.reviews_per_output), "adjudicated_flags": list(decided.get(output_id, ()))}
+        {
+            **_row(reviews, campaign.reviews_per_output),
+            "adjudicated_flags": list(decided.get(output_id, ())),
+            "probes": _probes(reviews[0], probed.get(output_id)),
+        }
         for output_id, reviews in by_output.items()
     ]
     folder = Path(folder)
@@ -120,6 +127,7 @@ def _row(reviews: list[Annotation], wanted: int) -> dict[str, Any]:
         "reviews_wanted": wanted,
         "reviews": [
             {
+                "made_by": "person",
                 "reviewer": review.reviewer,
                 "flags": list(review.flags),
                 "comment": review.comment,
@@ -130,6 +138,22 @@ def _row(reviews: list[Annotation], wanted: int) -> dict[str, Any]:
         "flags": [flag for flag, share in shares.items() if share >= 0.5],
         **{f"flag_{flag}": share for flag, share in shares.items()},
     }
+
+
+def _probes(first: Annotation, answers: list[ProbeAnswer] | None) -> str | None:
+    """The output's probes as JSON (a machine's annotation: ``made_by`` says so), or None if it has none.
+
+    JSON text, not an Arrow struct: the verdicts hold lists of mixed types that a Parquet column cannot.
+    """
+    if not answers:
+        return None
+    summary = summarize(first.completion, answers)
+    return json.dumps(
+        {
+            "made_by": "probe",
+            **probes_to_dict(ProbedSample(first.correct_answer, first.letter, tuple(answers), summary)),
+        }
+    )
 
 
 def _card(campaign, rows: list[dict[str, Any]], annotations: list[Annotation]) -> str:
@@ -160,7 +184,9 @@ def _card(campaign, rows: list[dict[str, Any]], annotations: list[Annotation]) -
         "reviewer's flags, comment and marked passages (`reviews`; `spans` are character offsets into "
         "`completion`), the share of reviewers who set each flag (`flag_<key>`), the flags at least half "
         "of them set (`flags`) and, where reviewers disagreed and an adjudicator decided, the decision "
-        "(`adjudicated_flags`).",
+        "(`adjudicated_flags`). Every review is a person's (`made_by: person`); where the campaign probed its "
+        "answers, `probes` (JSON, `made_by: probe`) holds the model's answers to the same question with a blank "
+        "image, another case's image and the options rotated, and the verdicts drawn from them (medvlm.probes).",
         "",
         "## Guidelines given to the reviewers",
         "",

@@ -143,10 +143,16 @@ class Generation:
     batch_size: int
     planned: int
     answered: int
+    probes: tuple[str, ...] = ()
+    """The probes run on every answer (:mod:`medvlm.probes`), as part of the generation."""
+    show_probes: bool = True
+    """Whether reviewers see the probes' results beside the reasoning."""
+    probed: int = 0
+    """Answers whose probes are stored."""
 
     @property
     def done(self) -> bool:
-        return self.answered >= self.planned
+        return self.answered >= self.planned and (not self.probes or self.probed >= self.planned)
 
 
 class Campaigns:
@@ -199,6 +205,8 @@ class Campaigns:
         guidelines: str = "",
         blind: bool = False,
         created_by: str,
+        probes: Sequence[str] = (),
+        show_probes: bool = True,
     ) -> Campaign:
         """A new campaign over a dataset's questions, whose answers ``model`` will generate.
 
@@ -238,9 +246,17 @@ class Campaigns:
                 [(campaign_id, *row) for row in rows],
             )
             conn.execute(
-                "INSERT INTO campaign_generation (campaign_id, model, settings, prompt_style, batch_size)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (campaign_id, model, json.dumps(settings, sort_keys=True), prompt_style, batch_size),
+                "INSERT INTO campaign_generation (campaign_id, model, settings, prompt_style, batch_size, probes,"
+                " show_probes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    campaign_id,
+                    model,
+                    json.dumps(settings, sort_keys=True),
+                    prompt_style,
+                    batch_size,
+                    json.dumps(list(probes)),
+                    int(show_probes),
+                ),
             )
         return self.get(name)
 
@@ -264,14 +280,44 @@ class Campaigns:
             row = conn.execute(
                 "SELECT g.model, g.settings, g.prompt_style, g.batch_size,"
                 " (SELECT count(*) FROM campaign_questions q WHERE q.campaign_id = g.campaign_id),"
-                " (SELECT count(*) FROM campaign_outputs co WHERE co.campaign_id = g.campaign_id)"
+                " (SELECT count(*) FROM campaign_outputs co WHERE co.campaign_id = g.campaign_id),"
+                " g.probes, g.show_probes,"
+                " (SELECT count(*) FROM campaign_outputs co WHERE co.campaign_id = g.campaign_id"
+                "  AND EXISTS (SELECT 1 FROM probe_answers p WHERE p.output_id = co.output_id))"
                 " FROM campaign_generation g WHERE g.campaign_id = ?",
                 (campaign.id,),
             ).fetchone()
         if row is None:
             return None
-        model, settings, prompt_style, batch_size, planned, answered = row
-        return Generation(model, json.loads(settings), prompt_style, batch_size, planned, answered)
+        model, settings, prompt_style, batch_size, planned, answered, probes, show, probed = row
+        return Generation(
+            model, json.loads(settings), prompt_style, batch_size, planned, answered, tuple(json.loads(probes)),
+            bool(show), probed,
+        )  # fmt: skip
+
+    def unprobed_outputs(self, name: str) -> list[ModelOutput]:
+        """The campaign's answers that have no probe answers stored yet, in the campaign's order."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            rows = conn.execute(
+                "SELECT co.output_id FROM campaign_outputs co WHERE co.campaign_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM probe_answers p WHERE p.output_id = co.output_id) ORDER BY co.position",
+                (campaign.id,),
+            ).fetchall()
+        return [self.store.output(output_id) for (output_id,) in rows]
+
+    def output_images(self, name: str) -> list[tuple[str, str, str | None]]:
+        """Each answer's (output id, image hash, modality): the pool its shuffled-image probes draw partners from."""
+        campaign = self.get(name)
+        with self.store._connection() as conn:
+            return [
+                tuple(row)
+                for row in conn.execute(
+                    "SELECT o.output_id, o.image_sha256, o.modality FROM campaign_outputs co"
+                    " JOIN outputs o ON o.output_id = co.output_id WHERE co.campaign_id = ? ORDER BY co.position",
+                    (campaign.id,),
+                )
+            ]
 
     def pending_questions(self, name: str) -> list[PlannedQuestion]:
         """The questions of a generated campaign that have no answer yet, in the campaign's order."""
@@ -374,9 +420,14 @@ class Campaigns:
             )
         generation = self._generation(campaign)
         if generation is not None and not generation.done:
+            so_far = (
+                f"{generation.answered} of {generation.planned} answered"
+                + (f", {generation.probed} probed" if generation.probes else "")
+                + " so far"
+            )
             raise AnnotationError(
                 f"The campaign {campaign.name!r} is not ready: its answers are still being generated "
-                f"({generation.answered} of {generation.planned} so far). An administrator continues the "
+                f"({so_far}). An administrator continues the "
                 f"generation (medvlm campaign generate {campaign.name!r}, or the set-up panel)."
             )
         key = _reviewer_key(reviewer)

@@ -353,7 +353,9 @@ def _add_probe_answers_v11(conn: sqlite3.Connection) -> None:
     """Probes (:mod:`medvlm.probes`) re-ask an output's question; each answer is a machine annotation of it.
 
     Kept apart from ``annotations`` (a person's review): ``probed_by`` names the model that answered,
-    never a person, so no failure rate counts a probe as a reviewer.
+    never a person, so no failure rate counts a probe as a reviewer. A generated campaign may probe
+    its outputs (``campaign_generation.probes``, the kinds as JSON) and show the results to its
+    reviewers or not (``show_probes``).
     """
     _execute_script(
         conn,
@@ -371,6 +373,9 @@ def _add_probe_answers_v11(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL,
             PRIMARY KEY (output_id, kind, variant)
         );
+        ALTER TABLE campaign_generation ADD COLUMN probes TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE campaign_generation ADD COLUMN show_probes INTEGER NOT NULL DEFAULT 1
+            CHECK (show_probes IN (0, 1));
         """,
     )
 

@@ -26,6 +26,7 @@ from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import identical_answers_note, paired_runs, read_evaluation_samples, uploaded_outputs
 from medvlm.hints import reasoning_hints, reasoning_sentences
 from medvlm.model import LoadedModel
+from medvlm.probes import DEFAULT_KINDS, summarize
 from medvlm.review_stats import (
     agreement_intervals,
     flag_rates,
@@ -199,6 +200,8 @@ class CampaignHandlers:
         new_campaign_source: str | None = "run",
         new_campaign_second_run: str | None = None,
         new_campaign_flips_only: bool = False,
+        new_campaign_probes: bool = False,
+        new_campaign_show_probes: bool = True,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
@@ -211,6 +214,8 @@ class CampaignHandlers:
         ``"comparison"`` (a comparison campaign: the first run's samples.jsonl and images, and the
         second run's samples.jsonl as ``new_campaign_second_run``, paired by question id; with
         ``new_campaign_flips_only``, only the questions one run got right and the other wrong).
+        A dataset's answers are probed as part of the generation with ``new_campaign_probes``
+        (:mod:`medvlm.probes`), their results shown to reviewers with ``new_campaign_show_probes``.
         Returns (campaign choices, status).
 
         The name and k are checked before any file is read. Gradio's copies of the uploads are
@@ -235,6 +240,8 @@ class CampaignHandlers:
                 "created_by": getattr(request, "username", None) or getattr(profile, "username", None) or "admin",
             }
             if new_campaign_source == "dataset":
+                probes = DEFAULT_KINDS if new_campaign_probes else ()
+                settings.update(probes=probes, show_probes=bool(new_campaign_show_probes))
                 campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
             elif new_campaign_source == "comparison":
                 campaign, identical = self._compare_uploads(
@@ -351,8 +358,8 @@ class CampaignHandlers:
     def _generate(self, campaign: str, progress: gr.Progress) -> str:
         """Generate what is left, with Gradio's progress bar; the outcome as a sentence."""
 
-        def advance(answered: int, planned: int) -> None:
-            progress((answered, planned), desc="Answering the questions", unit="questions")
+        def advance(done: int, total: int) -> None:
+            progress((done, total), desc="Answering (and probing) the questions", unit="steps")
 
         try:
             plan = generate_answers(
@@ -360,7 +367,8 @@ class CampaignHandlers:
             )
         except MedVLMError as error:
             return render.error_markdown(str(error))
-        return f"all {plan.planned} questions answered by {escape_markdown(plan.model)}; reviewers can start."
+        probed = f" and probed ({', '.join(plan.probes)})" if plan.probes else ""
+        return f"all {plan.planned} questions answered{probed} by {escape_markdown(plan.model)}; reviewers can start."
 
     def save_guidelines(
         self,
@@ -406,7 +414,7 @@ class CampaignHandlers:
             intervals.loc[flag, "note"] or f"{intervals.loc[flag, 'low']:.2f} to {intervals.loc[flag, 'high']:.2f}"
             for flag in agreement["flag"]
         ]
-        hints = hint_accuracy(annotations)
+        hints = hint_accuracy(annotations, probes=self._probe_verdicts(campaign))
         for frame, columns in ((agreement, ("observed_agreement", "fleiss_kappa")), (hints, ("precision", "recall"))):
             for column in columns:
                 frame[column] = ["n/a" if pd.isna(value) else f"{value:.2f}" for value in frame[column]]
@@ -579,7 +587,7 @@ class CampaignHandlers:
             ),
             campaign_answer=render.output_html(output, shown_correct),
             campaign_reasoning=output.reasoning or output.completion,
-            campaign_hints=render.hints_markdown(hints),
+            campaign_hints=render.hints_markdown(hints) + self._probe_evidence(campaign.name, output),
             campaign_sentences=gr.update(
                 choices=[(text, f"{start}:{end}") for start, end, text in reasoning_sentences(output.completion)],
                 value=[],
@@ -591,6 +599,30 @@ class CampaignHandlers:
             campaign_status=status,
             **one_output_form(),
         )
+
+    def _probe_evidence(self, campaign: str, output: Any) -> str:
+        """The output's probe verdicts for its reviewer, unless the campaign hides them (or has none)."""
+        generation = self.campaigns.generation(campaign)
+        if generation is None or not generation.show_probes:
+            return ""
+        answers = self.campaigns.store.probe_answers([output.output_id]).get(output.output_id)
+        if not answers:
+            return ""
+        lines = summarize(output.completion, answers).lines()
+        return "\n\n**Probes** (the model asked again; evidence, not a flag):\n" + "\n".join(
+            f"- {line}" for line in lines
+        )
+
+    def _probe_verdicts(self, campaign: str) -> dict[str, bool | None]:
+        """Each probed output's "image-invariant with visual claims" verdict, for the report."""
+        outputs = {output_id: None for output_id in self.campaigns.output_ids(campaign)}
+        found = self.campaigns.store.probe_answers(list(outputs))
+        return {
+            output_id: summarize(
+                self.campaigns.store.output(output_id).completion, answers
+            ).invariant_with_visual_claims
+            for output_id, answers in found.items()
+        }
 
 
 def _discard(paths: list[str]) -> None:

@@ -794,6 +794,18 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     visible=False,
                     elem_id="new-campaign-flips-only",
                 )
+                new_probes = gr.Checkbox(
+                    label="Probe every answer as part of the generation: re-ask with a blank image, another "
+                    "question's image of the same modality and the options rotated",
+                    visible=False,
+                    elem_id="new-campaign-probes",
+                )
+                new_show_probes = gr.Checkbox(
+                    value=True,
+                    label="Show the probes' results to reviewers, beside the hints",
+                    visible=False,
+                    elem_id="new-campaign-show-probes",
+                )
         new_guidelines = gr.Textbox(
             label="Guidelines (Markdown)",
             lines=4,
@@ -815,16 +827,27 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             )
         admin_status = gr.Markdown(elem_id="campaign-admin-status")
     new_source.change(
-        lambda source: [gr.update(visible=source == "comparison")] * 2,
+        lambda source: [gr.update(visible=source == "comparison")] * 2 + [gr.update(visible=source == "dataset")] * 2,
         [new_source],
-        [new_second_run, new_flips_only],
+        [new_second_run, new_flips_only, new_probes, new_show_probes],
         api_visibility="private",
         queue=False,
     )
     clear_status = {"fn": lambda: "", "outputs": [admin_status], "api_visibility": "private", "queue": False}
     create.click(**clear_status).then(  # an earlier error never stays under the progress bar of this try
         handlers.create_campaign,
-        [new_files, new_name, new_k, new_guidelines, new_blind, new_source, new_second_run, new_flips_only],
+        [
+            new_files,
+            new_name,
+            new_k,
+            new_guidelines,
+            new_blind,
+            new_source,
+            new_second_run,
+            new_flips_only,
+            new_probes,
+            new_show_probes,
+        ],
         [page["campaign"], admin_status],
         api_name="campaign_create",
     )
