@@ -692,13 +692,17 @@ def test_the_schema_10_rebuild_keeps_every_review_its_flags_and_its_ids(tmp_path
         conn.execute("INSERT INTO annotations SELECT * FROM nine")
         conn.execute("DROP TABLE nine")
         conn.execute("UPDATE sqlite_sequence SET seq = 41 WHERE name = 'annotations'")  # reviews 2-41 deleted
+        conn.execute("DROP TABLE probe_answers")  # schema 11's additions
+        conn.execute("ALTER TABLE campaign_generation DROP COLUMN probes")
+        conn.execute("ALTER TABLE campaign_generation DROP COLUMN show_probes")
         conn.execute("PRAGMA user_version = 9")
         conn.execute("COMMIT")
     upgraded = AnnotationStore(tmp_path)
     kept = upgraded.get(first.id)
     assert (kept.flags, kept.comment, kept.revision) == (("superficial", "hallucination"), "kept", 1)
     with sqlite3.connect(upgraded.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+        assert conn.execute("SELECT count(*) FROM probe_answers").fetchone() == (0,)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     new, _ = upgraded.add(make_output(), Review("Dr Ten", (), "after"), session_key="tab")
     assert new.id == 42

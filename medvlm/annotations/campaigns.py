@@ -421,8 +421,8 @@ class Campaigns:
         generation = self._generation(campaign)
         if generation is not None and not generation.done:
             so_far = (
-                f"{generation.answered} of {generation.planned} answered"
-                + (f", {generation.probed} probed" if generation.probes else "")
+                f"{generation.answered} of {generation.planned}"
+                + (f" answered, {generation.probed} probed" if generation.probes else "")
                 + " so far"
             )
             raise AnnotationError(
