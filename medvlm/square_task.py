@@ -100,3 +100,23 @@ def build_square_model(directory: str | Path, *, looks: bool, steps: int = 800, 
     )
     write_metadata(directory, metadata)
     return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m medvlm.square_task DIR``: both tiny square models and a question file, for the probes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m medvlm.square_task", description=main.__doc__)
+    parser.add_argument("output_dir", type=Path, help="gets looking/, blind/ (two checkpoints) and task/ (questions)")
+    parser.add_argument("--questions", type=int, default=40, help="questions in task/ (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name, looks in (("looking", True), ("blind", False)):
+        build_square_model(args.output_dir / name, looks=looks, seed=args.seed)
+    questions = write_square_task(args.output_dir / "task", args.questions, args.seed, modalities=("CT", "MRI"))
+    print(f"Models in {args.output_dir / 'looking'} and {args.output_dir / 'blind'}; questions in {questions}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
