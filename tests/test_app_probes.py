@@ -56,20 +56,23 @@ def test_probe_streams_each_probe_stores_it_and_reports_the_image_dependence(app
     updates = probed(user, first["output_id"])
     final = updates[-1]["probe_results"]
     # No other case is stored yet: blank and rotation only, and the page says why.
-    assert "| Blank image | black | B) Dark | **changed** |" in final
-    assert "| Options rotated | options A) Dark, B) Bright | A) Bright | same |" in final
+    assert "- Blank image (black): B) Dark, **changed**" in final
+    assert "- Options rotated (options A) Dark, B) Bright): A) Bright, same answer" in final
     assert "No other stored case of this modality yet" in final
     assert "- Image-dependent: the answer changed with the blank image." in final
-    assert len(updates) >= 3 and "More probes are running" in updates[-2]["probe_results"]
+    assert len(updates) >= 3 and "more probes are running" in updates[-2]["probe_results"]
     stored = app.workbench.store.probe_answers([first["output_id"]])[first["output_id"]]
-    assert [(a.kind, a.letter, a.changed) for a in stored] == [(ProbeKind.BLANK, "B", True), (ProbeKind.ROTATE, "A", False)]
+    assert [(a.kind, a.letter, a.changed) for a in stored] == [
+        (ProbeKind.BLANK, "B", True),
+        (ProbeKind.ROTATE, "A", False),
+    ]
 
     # Review a dark square's answer: it is stored, so the next bright square has a partner to swap in.
     dark = asked(user, squares["dark"])
     assert review(user, dark, ["superficial"]).startswith("Saved your review")
     second = asked(user, squares["bright"])
     final = probed(user, second["output_id"])[-1]["probe_results"]
-    assert "| Another case's image |" in final and final.count("**changed**") == 2
+    assert "- Another case's image (" in final and final.count("**changed**") == 2
     stored = app.workbench.store.probe_answers([second["output_id"]])[second["output_id"]]
     shuffled = [a for a in stored if a.kind is ProbeKind.SHUFFLE]
     assert len(shuffled) == 1 and shuffled[0].letter == "B" and shuffled[0].changed

@@ -1002,3 +1002,61 @@ def test_the_page_says_answers_are_slower_while_gptq_prepares_the_fast_path(
     finally:
         release.set()
         torch.set_num_threads(threads)
+
+
+def test_probe_shows_each_probe_and_a_sentence_draws_its_map_over_the_image(
+    browser, looking_model_dir: Path, tmp_path: Path
+) -> None:
+    """The model answers the square task from the pixels: Probe finds the answer changes without the image,
+    and the selected sentence's map lies exactly over the picture, zoomed with it."""
+    import random
+
+    from playwright.sync_api import expect
+
+    from medvlm.square_task import QUESTION, square_image
+
+    scan = tmp_path / "square.png"
+    square_image(random.Random(4), True).save(scan)
+    data = tmp_path / "data"
+    with serving(["--model", str(looking_model_dir), "--data-dir", str(data)], tmp_path / "app.log") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(url)
+        page.locator("#case-sources input[type=file]").set_input_files(str(scan))
+        expect(page.locator("#viewer img.picture")).to_be_visible(timeout=60_000)
+        page.locator("#question textarea").fill(QUESTION)
+        page.locator("#options textarea").fill("Bright\nDark")
+        page.locator("button#ask").click()
+        expect(page.locator("#answer .option.chosen")).to_contain_text("Bright", timeout=120_000)
+
+        page.locator("button#probe").click()
+        results = page.locator("#probe-results")
+        expect(results).to_contain_text("Image-dependent: the answer changed with the blank image.", timeout=120_000)
+        expect(results).to_contain_text("Options rotated")
+        with sqlite3.connect(data / "annotations.sqlite3") as conn:
+            stored = conn.execute("SELECT kind, letter, changed FROM probe_answers ORDER BY kind").fetchall()
+        assert stored == [("blank", "B", 1), ("rotate", "A", 0)]
+
+        page.locator("#sentence").get_by_label("The square is bright.").check()
+        overlay = page.locator("#viewer img.overlay")
+        expect(overlay).to_be_visible(timeout=60_000)
+        expect(page.locator("#relevance-status")).to_contain_text("2\u00d72 blocks")
+        page.wait_for_function(
+            "() => { const o = document.querySelector('#viewer img.overlay');"
+            " return o && o.style.transform && o.style.transform.includes('scale'); }"
+        )
+        picture = page.locator("#viewer img.picture")
+
+        def aligned() -> None:
+            a, b = picture.bounding_box(), overlay.bounding_box()
+            assert all(abs(a[key] - b[key]) < 1.5 for key in ("x", "y", "width", "height")), (a, b)
+
+        aligned()
+        page.screenshot(path=str(tmp_path / "probe.png"))
+        box = page.locator("#viewer .viewer").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -400)
+        page.wait_for_timeout(300)
+        aligned()  # zoomed together
+        page.locator("#sentence").get_by_label("(no map)").check()
+        expect(overlay).to_have_count(0, timeout=30_000)
+        page.close()

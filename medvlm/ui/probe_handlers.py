@@ -11,7 +11,6 @@ relevance map (:mod:`medvlm.relevance`) over the image in the viewer.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import threading
@@ -42,6 +41,7 @@ from medvlm.ui.events import PROBE_LABEL, ProbeUpdate, RelevanceShown
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import viewer_value
 from medvlm.ui.workbench import Workbench
+from medvlm.user_text import escape_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class ProbeHandlers:
             "readout": f"{plain['readout']} \u00b7 map: sentence {index + 1}",
         }
         status = (
-            f"Where the model's output layer reads *{html.escape(text)}* in the image: {rows}\u00d7{cols} blocks "
+            f"Where the model's output layer reads *{escape_markdown(text)}* in the image: {rows}\u00d7{cols} blocks "
             f"of 28 pixels as the model saw them, brightest where most (computed in {maps.seconds:.1f} s). "
             "Evidence, not proof: see the probes for whether the answer depends on the image."
         )
@@ -203,26 +203,23 @@ def _ready() -> dict[str, Any]:
 
 
 def probe_markdown(case: ProbeCase, answers: list[ProbeAnswer], note: str = "", *, running: bool = False) -> str:
-    """The probes so far as a table, the verdicts under it once they are all in."""
-    lines = [
-        "| probe | asked with | answer | |",
-        "| --- | --- | --- | --- |",
-    ]
+    """The probes so far, one line each, and the verdicts under them once they are all in."""
+    parts = ["Re-asked greedily with the model that answered; answers mapped back to the original letters.", ""]
     for answer in answers:
         shown = f"{answer.letter}) {case.options[LETTERS.index(answer.letter)]}" if answer.letter else "no option"
         asked = (
             "options " + ", ".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(answer.options))
             if answer.kind.value == "rotate"
-            else html.escape(answer.variant)
+            else answer.variant
         )
-        verdict = "**changed**" if answer.changed else "same"
-        lines.append(f"| {PROBE_LABELS[answer.kind]} | {html.escape(asked)} | {html.escape(shown)} | {verdict} |")
-    parts = ["Re-asked greedily with the model that answered; answers mapped back to the original letters.", ""]
-    parts += lines if answers else ["The first probe is running..."]
-    if running and answers:
-        parts.append("\nMore probes are running...")
-    if not running and answers:
-        parts += ["", *[f"- {line}" for line in summarize(case.completion, answers).lines()]]
+        verdict = "**changed**" if answer.changed else "same answer"
+        parts.append(f"- {PROBE_LABELS[answer.kind]} ({escape_markdown(asked)}): {escape_markdown(shown)}, {verdict}")
+    if not answers:
+        parts.append("The first probe is running...")
+    elif running:
+        parts.append("- *more probes are running...*")
+    else:
+        parts += ["", "**What they show**", "", *[f"- {line}" for line in summarize(case.completion, answers).lines()]]
     if note:
         parts += ["", f"*{note}*"]
     return "\n".join(parts)

@@ -11,6 +11,9 @@ PAGE_CSS = """
    while the output above them is read (above the labels Gradio lifts to z-index 40). */
 #campaign-actions { position: sticky; bottom: 0; z-index: 100; background: var(--background-fill-primary, #fff);
                     border-top: 1px solid var(--border-color-primary); padding: 8px 0 4px; }
+/* Ask, on a wide screen: the case stays in view while the answer, its probes and its review scroll beside it, so a
+   sentence selected far down draws its map on an image the reviewer can see. */
+@media (min-width: 1024px) { #case-panel { position: sticky; top: 8px; align-self: flex-start; } }
 /* Ask: "Saved your review" beside the button that was clicked, not below the fold under it. */
 .review-actions { align-items: center; }
 """
