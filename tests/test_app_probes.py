@@ -103,3 +103,56 @@ def test_selecting_a_sentence_draws_its_map_over_the_image_and_clearing_it_remov
     assert result["viewer"]["readout"].endswith("map: sentence 1")
     cleared = named(user.predict("", api_name="/relevance"), RelevanceShown)
     assert "overlay" not in cleared["viewer"] and cleared["relevance_status"] == ""
+
+
+def test_stop_probing_ends_after_the_current_probe_and_keeps_what_finished(tmp_path: Path, looking_model_dir) -> None:
+    """Through the handlers: Stop probing pressed while the first probe runs; that one is stored, no other runs."""
+    import dataclasses
+    import threading
+    import types
+
+    from helpers import model_output
+    from medvlm.annotations import AnnotationStore
+    from medvlm.model import load_model
+    from medvlm.streaming import answer_batch
+    from medvlm.ui.probe_handlers import ProbeHandlers
+    from medvlm.ui.session import Session
+
+    loaded = load_model(looking_model_dir)
+    image = square_image(random.Random(4), True)
+    output = model_output(
+        image=image,
+        question=QUESTION,
+        options=list(OPTIONS),
+        completion="<think> The square is bright. </think>\n<answer>A</answer>",
+        settings={**model_output().settings, "max_new_tokens": 40},
+    )
+    asked, release = [], threading.Event()
+
+    def slow_batch(*args, **kwargs):
+        asked.append(args[3])
+        release.wait(30)  # the first probe is "running" until Stop has been pressed
+        return answer_batch(*args, **kwargs)
+
+    workbench = types.SimpleNamespace(
+        store=AnnotationStore(tmp_path), answer_batch=slow_batch, model_name=lambda model: "looking"
+    )
+    session = Session(last_output=output, answered_by=loaded)
+    probes = ProbeHandlers(workbench)
+    stream = probes.probe(session, output.output_id)
+    assert "The first probe is running" in next(stream).probe_results
+    result: list = []
+    worker = threading.Thread(target=lambda: result.extend(stream))
+    worker.start()
+    while not asked:
+        threading.Event().wait(0.01)
+    stopped = probes.stop_probing(session)
+    release.set()
+    worker.join(30)
+    assert stopped.probe_button["interactive"] is True
+    assert len(asked) == 1  # the blank probe finished; the rotation was never asked
+    assert "Stopped by you; the probes that finished are stored." in result[-1].probe_results
+    stored = workbench.store.probe_answers([output.output_id])[output.output_id]
+    assert [(a.kind, a.changed) for a in stored] == [(ProbeKind.BLANK, True)]
+    assert session.probing is None
+    assert dataclasses.replace(output) == session.last_output  # the answer on screen is untouched

@@ -111,7 +111,8 @@ class ProbeHandlers:
             if session.probing is cancel:
                 session.probing = None
         stopped = "Stopped by you; the probes that finished are stored." if cancel.is_set() else ""
-        yield ProbeUpdate(probe_results=probe_markdown(case, answers, note or stopped), probe_button=_ready())
+        notes = " ".join(part for part in (stopped, note) if part)
+        yield ProbeUpdate(probe_results=probe_markdown(case, answers, notes), probe_button=_ready())
 
     def stop_probing(self, session: Session) -> ProbeUpdate:
         """Stop probing after the current probe (what finished is already stored)."""
