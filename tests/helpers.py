@@ -251,6 +251,13 @@ class Page:
         raise AttributeError(name)
 
 
+def undo_schema_11(conn) -> None:
+    """Remove what schema 11 added (probe answers, a campaign's probe settings): a store as schema 10 wrote it."""
+    conn.execute("DROP TABLE probe_answers")
+    conn.execute("ALTER TABLE campaign_generation DROP COLUMN probes")
+    conn.execute("ALTER TABLE campaign_generation DROP COLUMN show_probes")
+
+
 def error_of(outputs) -> str:
     """The message of any handler's named outputs: beside the upload, the window, the question or the run."""
     for name in ("upload_error", "window_error", "ask_error", "evaluation_error"):

@@ -23,7 +23,7 @@ import medvlm
 import medvlm.annotations as annotations_module
 import medvlm.annotations.schema as schema_module
 import medvlm.annotations.store as store_module
-from helpers import make_image
+from helpers import make_image, undo_schema_11
 from helpers import model_output as make_output
 from medvlm.annotations import (
     DATA_DIR_ENV,
@@ -692,9 +692,7 @@ def test_the_schema_10_rebuild_keeps_every_review_its_flags_and_its_ids(tmp_path
         conn.execute("INSERT INTO annotations SELECT * FROM nine")
         conn.execute("DROP TABLE nine")
         conn.execute("UPDATE sqlite_sequence SET seq = 41 WHERE name = 'annotations'")  # reviews 2-41 deleted
-        conn.execute("DROP TABLE probe_answers")  # schema 11's additions
-        conn.execute("ALTER TABLE campaign_generation DROP COLUMN probes")
-        conn.execute("ALTER TABLE campaign_generation DROP COLUMN show_probes")
+        undo_schema_11(conn)
         conn.execute("PRAGMA user_version = 9")
         conn.execute("COMMIT")
     upgraded = AnnotationStore(tmp_path)

@@ -156,3 +156,52 @@ def test_stop_probing_ends_after_the_current_probe_and_keeps_what_finished(tmp_p
     assert [(a.kind, a.changed) for a in stored] == [(ProbeKind.BLANK, True)]
     assert session.probing is None
     assert dataclasses.replace(output) == session.last_output  # the answer on screen is untouched
+
+
+def test_an_administrator_makes_a_probed_campaign_and_reviewers_see_the_evidence(
+    blind_model_dir: Path, tmp_path: Path
+) -> None:
+    """The set-up panel through ``gradio_client``: a dataset answered and probed by the served model (a tiny one
+    that never looks), the verdicts shown beside the hints, measured in the report against the reviews."""
+    from gradio_client import handle_file
+
+    from medvlm.annotations import AnnotationStore
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.square_task import write_square_task
+    from medvlm.ui.events import CampaignShown
+
+    questions = write_square_task(tmp_path / "task", 4, seed=2, modalities=("CT",))
+    upload = [
+        handle_file(str(questions)),
+        *(handle_file(str(path)) for path in sorted((tmp_path / "task" / "images").iterdir())),
+    ]
+    config = AppConfig(model=str(blind_model_dir), data_dir=tmp_path / "data", users=(("alice", "pw"),))
+    with running_app(config) as app:
+        admin = client(app.url, auth=("alice", "pw"))
+        _, status = admin.predict(
+            upload, "Probed", 1, "", False, "dataset", None, False, True, True, api_name="/campaign_create"
+        )
+        assert "all 4 questions answered and probed (blank, shuffle, rotate)" in status, status
+        generation = Campaigns(AnnotationStore(tmp_path / "data")).generation("Probed")
+        assert generation.probed == 4 and generation.show_probes
+        shown = named(admin.predict("Probed", "", api_name="/campaign_start"), CampaignShown)
+        reviewed = 0
+        while shown["campaign_output_id"]:
+            assert "**Probes** (the model asked again; evidence, not a flag)" in shown["campaign_hints"]
+            assert "Image-invariant with visual claims" in shown["campaign_hints"]
+            flags = ["superficial"] if reviewed % 2 == 0 else ["sound"]
+            shown = named(
+                admin.predict(flags, "", "alice", shown["campaign_output_id"], api_name="/campaign_submit"),
+                CampaignShown,
+            )
+            reviewed += 1
+        assert reviewed == 4
+        _, _, hints, _ = admin.predict("Probed", api_name="/campaign_report")
+        rows = {row[0]: dict(zip(hints["headers"], row, strict=True)) for row in hints["data"]}
+        probe_row = rows["probe: image-invariant with visual claims"]
+        assert (probe_row["fired"], probe_row["both"], probe_row["precision"], probe_row["recall"]) == (
+            4,
+            2,
+            "0.50",
+            "1.00",
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import model_output
+from helpers import model_output, undo_schema_11
 from medvlm.annotations import VERDICT_CHOICES, AnnotationError, AnnotationStore, Verdict
 
 
@@ -121,6 +121,7 @@ def test_a_schema_7_store_keeps_its_verdicts_as_their_first_version(tmp_path: Pa
     with sqlite3.connect(store.db_path) as conn:  # what a store written before verdict versions holds
         conn.execute("DROP TABLE verdict_versions")
         conn.execute("DROP TABLE campaign_pair_adjudications")
+        undo_schema_11(conn)
         conn.execute("PRAGMA user_version = 7")
     reopened = AnnotationStore(tmp_path)
     (old,) = reopened.verdicts()
