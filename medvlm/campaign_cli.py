@@ -239,7 +239,7 @@ def _guidelines(args: argparse.Namespace) -> str:
 def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: TextIO) -> int:
     """``create --data``: read the dataset, store its questions, then generate the answers."""
     from medvlm.campaign_generation import plan_campaign
-    from medvlm.vqa_records import load_records, no_records_message
+    from medvlm.vqa_records import RecordSource, no_records_message
 
     campaigns.check_new(args.name, args.reviews_per_output)  # before the dataset and the model load
     try:
@@ -248,9 +248,8 @@ def _create_generated(campaigns: Campaigns, args: argparse.Namespace, *, out: Te
         raise MedVLMError(f"--probes: {error}") from None
     guidelines = _guidelines(args)
     settings = settings_from(args)
-    records, report = load_records(
-        args.data, format=args.format, data_root=args.data_root, limit=args.limit, split=args.split
-    )
+    source = RecordSource(args.data, format=args.format, data_root=args.data_root, limit=args.limit, split=args.split)
+    records, report = source.load()
     if not records:
         raise MedVLMError(
             no_records_message(args.data, args.data_root, report, purpose="review", root_flag="--data-root")

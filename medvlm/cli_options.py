@@ -79,14 +79,14 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
     """The :class:`GenerationSettings` the options give, checked."""
     from medvlm.streaming import GenerationSettings
 
-    return GenerationSettings(
+    return GenerationSettings.from_options(
         max_new_tokens=args.max_new_tokens,
-        do_sample=args.sample,
+        sample=args.sample,
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
         max_pixels=args.max_pixels,
-    ).validate()
+    )
 
 
 def load_model_from(args: argparse.Namespace, model: str | None = None) -> LoadedModel:

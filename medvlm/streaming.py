@@ -54,6 +54,38 @@ class GenerationSettings:
     max_pixels: int | None = None
     """Image-token budget for this request (``None``: the loaded model's setting)."""
 
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        max_new_tokens: int,
+        sample: bool,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        max_pixels: int | None = None,
+        strict: bool = False,
+    ) -> GenerationSettings:
+        """The settings a command line or the page's controls give, checked (:meth:`validate`).
+
+        The one builder behind ``medvlm ask``, ``medvlm campaign``, ``train.evaluate`` and the Ask
+        page. ``strict`` refuses a temperature or top-p given with greedy decoding, where they would
+        do nothing: a command line's typed ``--temperature`` must not be silently ignored (the page's
+        sliders always hold values, so it is not strict).
+        """
+        if strict and not sample and (temperature != 1.0 or top_p != 1.0):
+            raise MedVLMError(
+                "--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding."
+            )
+        return cls(
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            max_pixels=max_pixels,
+        ).validate()
+
     def validate(self) -> GenerationSettings:
         """Raise ``MedVLMError`` with a readable message for settings ``generate`` would reject."""
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:

@@ -634,6 +634,49 @@ def _image_problem(path: Path, check_images: bool) -> str | None:
 # -- the entry point -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RecordSource:
+    """Where a run's questions come from: the options of :func:`load_records` every command exposes.
+
+    ``train.evaluate``, ``train.grpo`` and ``medvlm campaign create --data`` each build one from
+    their own flags, so a new way to select rows is added here once, not three times.
+    """
+
+    source: str | Path
+    format: str = "auto"
+    data_root: str | Path | None = None
+    subset: str | None = None
+    modality: str | None = None
+    limit: int | None = None
+    split: str = "test"
+    check_images: bool = True
+
+    def load(self, image_files: Mapping[str, str | Path] | None = None) -> tuple[list[VQARecord], LoadReport]:
+        """The records and the report of what was skipped (:func:`load_records`)."""
+        return load_records(
+            self.source,
+            format=self.format,
+            data_root=self.data_root,
+            subset=self.subset,
+            modality=self.modality,
+            limit=self.limit,
+            split=self.split,
+            check_images=self.check_images,
+            image_files=image_files,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What a report or a run's metadata records of the data: where it came from and how it was selected."""
+        return {
+            "source": str(self.source),
+            "data_root": None if self.data_root is None else str(self.data_root),
+            "subset": self.subset,
+            "modality": self.modality,
+            "split": self.split,
+            "limit": self.limit,
+        }
+
+
 def load_records(
     source: str | Path,
     *,

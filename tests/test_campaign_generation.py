@@ -188,9 +188,9 @@ def test_planning_reads_and_stores_one_image_at_a_time(
 
     events = []
     read, campaigns = generation.load_image, Campaigns(AnnotationStore(tmp_path / "store"))
-    save = campaigns.store._save_image
+    save = campaigns.store.save_image
     monkeypatch.setattr(generation, "load_image", lambda path: events.append("read") or read(path))
-    monkeypatch.setattr(campaigns.store, "_save_image", lambda image, sha: events.append("stored") or save(image, sha))
+    monkeypatch.setattr(campaigns.store, "save_image", lambda image, sha: events.append("stored") or save(image, sha))
     plan(campaigns, "One at a time", records(tmp_path / "data", 3), formatted)
     assert events == ["read", "stored"] * 3
     assert campaigns.generation("One at a time").planned == 3

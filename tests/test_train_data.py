@@ -19,6 +19,7 @@ from medvlm.vqa_records import (
     CANONICAL_MODALITIES,
     DatasetError,
     LoadReport,
+    RecordSource,
     VQARecord,
     detect_format,
     load_records,
@@ -672,3 +673,18 @@ def test_training_rows_hold_the_image_the_app_shows_even_for_a_dicom() -> None:
     rendered = load_image(records[0].image_path).image
     assert records[0].image_path.suffix == ".dcm"
     assert np.array_equal(np.asarray(dataset[0]["image"].convert("RGB")), np.asarray(rendered))
+
+
+def test_a_record_source_selects_as_load_records_does_and_says_what_it_read(tmp_path: Path) -> None:
+    from medvlm.square_task import write_square_task
+
+    questions = write_square_task(tmp_path / "task", 8, seed=1, modalities=("CT", "MRI"))
+    source = RecordSource(questions, modality="MRI", limit=3, check_images=False)
+    records, report = source.load()
+    expected, _ = load_records(questions, modality="MRI", limit=3, check_images=False)
+    assert [record.id for record in records] == [record.id for record in expected]
+    assert len(records) == 3 and {record.modality for record in records} == {"MR"}
+    assert report.loaded == 3
+    assert source.describe() == {
+        "source": str(questions), "data_root": None, "subset": None, "modality": "MRI", "split": "test", "limit": 3,
+    }  # fmt: skip

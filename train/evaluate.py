@@ -59,7 +59,7 @@ from medvlm.probes import (
 )
 from medvlm.prompt import PromptStyle, as_style
 from medvlm.published import DEFAULT_MODEL_ID
-from medvlm.vqa_records import FORMATS, LoadReport, VQARecord, load_records, no_records_message
+from medvlm.vqa_records import FORMATS, LoadReport, RecordSource, VQARecord, no_records_message
 
 if TYPE_CHECKING:  # torch and the model code load when evaluating, not for --help
     from medvlm.model import LoadedModel
@@ -600,24 +600,21 @@ class EvaluateArguments:
         """The decoding settings; sampling values without ``--sample`` are refused, never silently ignored."""
         from medvlm.streaming import GenerationSettings
 
-        if not self.sample and (self.temperature != 1.0 or self.top_p != 1.0):
-            raise MedVLMError(
-                "--temperature and --top-p only apply when sampling: add --sample, or drop them for greedy decoding."
-            )
-        return GenerationSettings(
+        return GenerationSettings.from_options(
             max_new_tokens=self.max_new_tokens,
-            do_sample=self.sample,
+            sample=self.sample,
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
-        ).validate()
+            strict=True,
+        )
 
 
 def run(args: EvaluateArguments) -> EvaluationResult:
     """Load the data (first: a data mistake costs seconds, not a model load), the model, evaluate, write."""
     settings = args.generation_settings()
     args.probe_kinds()
-    records, load_report = load_records(
+    source = RecordSource(
         args.data,
         format=args.format,
         data_root=args.data_root,
@@ -627,18 +624,11 @@ def run(args: EvaluateArguments) -> EvaluationResult:
         split=args.split,
         check_images=args.check_images,
     )
+    records, load_report = source.load()
     print(load_report.summary(), file=sys.stderr, flush=True)
     if not records:
         raise MedVLMError(no_records_message(args.data, args.data_root, load_report, purpose="evaluate"))
-    data = {
-        "source": args.data,
-        "formats": sorted({record.source for record in records}),
-        "data_root": args.data_root,
-        "subset": args.subset,
-        "modality": args.modality,
-        "split": args.split,
-        "limit": args.limit,
-    }
+    data = {**source.describe(), "source": args.data, "formats": sorted({record.source for record in records})}
     if args.compare_model is None:
         return _evaluate_model(args, args.model, records, settings, args.output_dir, data, load_report)
     from train.compare import Run, compare, write_comparison

@@ -58,7 +58,7 @@ from medvlm.metadata import read_metadata, write_metadata
 from medvlm.pixels import RECIPE_MAX_PIXELS, RECIPE_MIN_PIXELS
 from medvlm.prompt import PromptStyle
 from medvlm.published import looks_like_local_path
-from medvlm.vqa_records import LoadReport, load_records, no_records_message
+from medvlm.vqa_records import LoadReport, RecordSource, no_records_message
 from train.data import to_grpo_dataset
 from train.rewards import REWARDS, get_rewards
 
@@ -127,6 +127,18 @@ class GRPOScriptArguments:
     recipe_file: str | None = field(
         default=None, init=False, metadata={"help": "The --config file (set by parse_args, recorded in medvlm.json)."}
     )
+
+    def record_source(self) -> RecordSource:
+        """The training questions' source, as :func:`medvlm.vqa_records.load_records` reads it."""
+        return RecordSource(
+            self.dataset_name,
+            format=self.dataset_format,
+            data_root=self.data_root,
+            subset=self.dataset_subset,
+            modality=self.modality,
+            limit=self.dataset_limit,
+            split=self.dataset_split,
+        )
 
 
 def recipes() -> dict[str, str]:
@@ -258,15 +270,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     ################
     # Dataset
     ################
-    records, report = load_records(
-        script_args.dataset_name,
-        format=script_args.dataset_format,
-        data_root=script_args.data_root,
-        subset=script_args.dataset_subset,
-        modality=script_args.modality,
-        limit=script_args.dataset_limit,
-        split=script_args.dataset_split,
-    )
+    records, report = script_args.record_source().load()
     logger.info("Training data from %s:\n%s", script_args.dataset_name, report.summary())
     if not records:
         raise MedVLMError(
@@ -426,11 +430,7 @@ def _run_metadata(
             "training_args": training_args.to_dict(),
         },
         "data": {
-            "source": script_args.dataset_name,
-            "split": script_args.dataset_split,
-            "subset": script_args.dataset_subset,
-            "modality": script_args.modality,
-            "limit": script_args.dataset_limit,
+            **script_args.record_source().describe(),
             "prompt_style": script_args.prompt_style,
             "load_report": report.to_dict(),
         },

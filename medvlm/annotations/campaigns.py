@@ -180,7 +180,7 @@ class Campaigns:
         ids = [output.output_id for output in outputs]
         if len(set(ids)) != len(ids):
             raise AnnotationError("The same model output appears twice in the campaign's set.")
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             self.store.add_outputs(outputs, conn)
             campaign_id = _insert_campaign(conn, name, guidelines, reviews_per_output, blind, created_by)
             conn.executemany(
@@ -223,7 +223,7 @@ class Campaigns:
         rows = []
         for position, question in enumerate(questions, start=1):
             sha = image_sha256(question.image)
-            self.store._save_image(question.image, sha)
+            self.store.save_image(question.image, sha)
             rows.append(
                 (
                     position,
@@ -238,7 +238,7 @@ class Campaigns:
             )
         if not rows:
             raise AnnotationError("A campaign needs at least one question to answer and review.")
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             campaign_id = _insert_campaign(conn, name, guidelines, reviews_per_output, blind, created_by)
             conn.executemany(
                 "INSERT INTO campaign_questions (campaign_id, position, source_id, question, options, correct_answer,"
@@ -267,7 +267,7 @@ class Campaigns:
         :meth:`create` and :meth:`plan` check again in their own transaction.
         """
         name = _checked_name(name, reviews_per_output)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             _refuse_taken(conn, name)
         return name
 
@@ -276,7 +276,7 @@ class Campaigns:
         return self._generation(self.get(name))
 
     def _generation(self, campaign: Campaign) -> Generation | None:
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             row = conn.execute(
                 "SELECT g.model, g.settings, g.prompt_style, g.batch_size,"
                 " (SELECT count(*) FROM campaign_questions q WHERE q.campaign_id = g.campaign_id),"
@@ -298,7 +298,7 @@ class Campaigns:
     def unprobed_outputs(self, name: str) -> list[ModelOutput]:
         """The campaign's answers that have no probe answers stored yet, in the campaign's order."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT co.output_id FROM campaign_outputs co WHERE co.campaign_id = ? AND NOT EXISTS"
                 " (SELECT 1 FROM probe_answers p WHERE p.output_id = co.output_id) ORDER BY co.position",
@@ -309,7 +309,7 @@ class Campaigns:
     def output_images(self, name: str) -> list[tuple[str, str, str | None]]:
         """Each answer's (output id, image hash, modality): the pool its shuffled-image probes draw partners from."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             return [
                 tuple(row)
                 for row in conn.execute(
@@ -322,7 +322,7 @@ class Campaigns:
     def pending_questions(self, name: str) -> list[PlannedQuestion]:
         """The questions of a generated campaign that have no answer yet, in the campaign's order."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT q.position, q.source_id, q.question, q.options, q.correct_answer, q.image_sha256,"
                 " q.image_metadata, q.question_type FROM campaign_questions q WHERE q.campaign_id = ?"
@@ -355,7 +355,7 @@ class Campaigns:
         one campaign at once would otherwise give a question two answers.
         """
         campaign = self.get(name)
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             for position, output in answers:
                 planned = conn.execute(
                     "SELECT correct_answer FROM campaign_questions WHERE campaign_id = ? AND position = ?",
@@ -378,7 +378,7 @@ class Campaigns:
                 )
 
     def get(self, name: str) -> Campaign:
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             row = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise AnnotationError(f"There is no campaign called {name!r}.")
@@ -386,12 +386,12 @@ class Campaigns:
 
     def all(self) -> list[Campaign]:
         """Every campaign, newest first."""
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id DESC").fetchall()
         return [_campaign(row) for row in rows]
 
     def set_guidelines(self, name: str, guidelines: str) -> Campaign:
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             changed = conn.execute("UPDATE campaigns SET guidelines = ? WHERE name = ?", (guidelines, name)).rowcount
         if not changed:
             raise AnnotationError(f"There is no campaign called {name!r}.")
@@ -399,7 +399,7 @@ class Campaigns:
 
     def output_ids(self, name: str) -> list[str]:
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT output_id FROM campaign_outputs WHERE campaign_id = ? ORDER BY position", (campaign.id,)
             ).fetchall()
@@ -432,7 +432,7 @@ class Campaigns:
             )
         key = _reviewer_key(reviewer)
         now = time.time() if now is None else now
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             _with_name_key(conn)
             conn.execute("DELETE FROM campaign_claims WHERE campaign_id = ? AND expires_at <= ?", (campaign.id, now))
             held = conn.execute(
@@ -491,7 +491,7 @@ class Campaigns:
         if not mine:
             return None
         last = mine[-1]
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             position, correct = conn.execute(
                 "SELECT position, correct_answer FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?",
                 (campaign.id, last.output_id),
@@ -526,7 +526,7 @@ class Campaigns:
         if _reviewer_key(review.reviewer) != key:
             raise AnnotationError("A review in a campaign is saved by the reviewer it was handed to.")
 
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             in_campaign = conn.execute(
                 "SELECT correct_answer FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?",
                 (campaign.id, output_id),
@@ -565,7 +565,7 @@ class Campaigns:
         reason = " ".join(str(reason or "").split())
         if not reason:
             raise AnnotationError("Say why you skip this output (for instance: image unreadable).")
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             if not conn.execute(
                 "SELECT 1 FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?", (campaign.id, output_id)
             ).fetchone():
@@ -586,7 +586,7 @@ class Campaigns:
         """The outputs reviewed by two or more people who did not all set the same flags, in campaign order."""
         campaign = self.get(name)
         decided = self.adjudications(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             positions = dict(
                 conn.execute(
                     "SELECT output_id, position FROM campaign_outputs WHERE campaign_id = ?", (campaign.id,)
@@ -619,7 +619,7 @@ class Campaigns:
         campaign = self.get(name)
         chosen = Review(adjudicator, tuple(flags), note or "").flags or ()  # the same checks as a review's flags
         adjudicator = normalize_name(adjudicator, error=AnnotationError)
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             if not conn.execute(
                 "SELECT 1 FROM campaign_outputs WHERE campaign_id = ? AND output_id = ?", (campaign.id, output_id)
             ).fetchone():
@@ -634,7 +634,7 @@ class Campaigns:
     def adjudications(self, name: str) -> dict[str, tuple[str, ...]]:
         """Output id -> the flags its adjudicator decided."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT output_id, flags FROM campaign_adjudications WHERE campaign_id = ?", (campaign.id,)
             ).fetchall()
@@ -650,7 +650,7 @@ class Campaigns:
         """How far a review campaign is (a comparison campaign's: :meth:`ComparisonCampaigns.progress`)."""
         campaign = self.get(name)
         wanted = campaign.reviews_per_output
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             counts = [
                 count
                 for (count,) in conn.execute(

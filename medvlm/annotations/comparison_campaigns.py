@@ -120,7 +120,7 @@ class ComparisonCampaigns:
                 raise AnnotationError(
                     f"Pair {position}: the two answers are to different cases (image, question or options differ)."
                 )
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             self.store.add_outputs([output for pair in pairs for output in pair], conn)
             campaign_id = _insert_campaign(
                 conn, name, guidelines, verdicts_per_pair, blind, created_by, kind="comparison"
@@ -144,7 +144,7 @@ class ComparisonCampaigns:
     def pairs(self, name: str) -> list[tuple[str, str]]:
         """The campaign's pairs as (first run's output id, second's), in order."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             return conn.execute(
                 "SELECT first_output, second_output FROM campaign_pairs WHERE campaign_id = ? ORDER BY position",
                 (campaign.id,),
@@ -158,7 +158,7 @@ class ComparisonCampaigns:
         key = _reviewer_key(reviewer)
         now = time.time() if now is None else now
         values = {"campaign": campaign.id, "key": key, "now": now, "wanted": campaign.reviews_per_output}
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             _with_name_key(conn)
             conn.execute("DELETE FROM campaign_claims WHERE campaign_id = ? AND expires_at <= ?", (campaign.id, now))
             held = conn.execute(
@@ -203,7 +203,7 @@ class ComparisonCampaigns:
         campaign = self.get(name)
         key = _reviewer_key(reviewer)
         now = time.time() if now is None else now
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             found = conn.execute(
                 "SELECT first_output, correct_answer FROM campaign_pairs WHERE campaign_id = ?"
                 " AND ((first_output = ? AND second_output = ?) OR (first_output = ? AND second_output = ?))",
@@ -241,7 +241,7 @@ class ComparisonCampaigns:
     def pair_of(self, name: str, output_id: str) -> str | None:
         """The pair (its name, :attr:`PairAssignment.pair`) that ``output_id``, either side, belongs to."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             found = conn.execute(
                 "SELECT first_output FROM campaign_pairs WHERE campaign_id = ? AND ? IN (first_output, second_output)",
                 (campaign.id, output_id),
@@ -258,7 +258,7 @@ class ComparisonCampaigns:
         pair = self.pair_of(name, output_id)
         if pair is None:
             raise AnnotationError(f"That pair is not part of the campaign {campaign.name!r}.")
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             conn.execute(
                 "INSERT INTO campaign_skips (campaign_id, output_id, reviewer_key, reason, skipped_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
@@ -303,7 +303,7 @@ class ComparisonCampaigns:
         verdicts = self.verdicts(name)
         counts = Counter(frozenset(_sides(verdict)) for verdict in verdicts)
         pairs = [frozenset(pair) for pair in self.pairs(name)]
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             skipped = conn.execute(
                 "SELECT count(*) FROM campaign_skips WHERE campaign_id = ?", (campaign.id,)
             ).fetchone()[0]
@@ -356,7 +356,7 @@ class ComparisonCampaigns:
         decided = replace(
             Verdict.from_sides(first, second, choice, reviewer=adjudicator, blind=False), decided_at=_now()
         )
-        with self.store._connection(write=True) as conn:
+        with self.store.connection(write=True) as conn:
             conn.execute(
                 "INSERT INTO campaign_pair_adjudications (campaign_id, first_output, outcome, preferred, note,"
                 " adjudicator, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, first_output)"
@@ -377,7 +377,7 @@ class ComparisonCampaigns:
     def adjudications(self, name: str) -> dict[str, Verdict]:
         """The pair's name (its first run's output id) -> its adjudicator's verdict (the first run's answer first)."""
         campaign = self.get(name)
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT NULL, min(a.first_output, p.second_output), max(a.first_output, p.second_output),"
                 " a.first_output, a.outcome, a.preferred, 0, a.adjudicator, a.decided_at"
@@ -397,7 +397,7 @@ class ComparisonCampaigns:
         return first_model, second_model
 
     def _assignment(self, campaign: Campaign, pair: str, key: str) -> PairAssignment:
-        with self.store._connection() as conn:
+        with self.store.connection() as conn:
             position, second, correct = conn.execute(
                 "SELECT position, second_output, correct_answer FROM campaign_pairs"
                 " WHERE campaign_id = ? AND first_output = ?",

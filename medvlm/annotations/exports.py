@@ -8,30 +8,27 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medvlm.annotations.records import FREE_FORM_FIELDS, Annotation, AnnotationError, image_relpath
 from medvlm.atomic import atomic_write, atomic_write_text
 
-if TYPE_CHECKING:
-    from medvlm.annotations.store import AnnotationStore
 
-
-def export_jsonl(store: AnnotationStore, path: str | Path) -> Path:
-    """Write every annotation (oldest first) as one JSON object per line; return the path.
+def export_jsonl(annotations: Sequence[Annotation], path: str | Path) -> Path:
+    """Write ``annotations`` (the store's, oldest first) as one JSON object per line; return the path.
 
     Image paths in the records are relative to the file's folder: images not already there are
     copied to ``<folder>/images/``, so the file and that folder travel together.
     """
-    target, annotations = _export_target(store, path)
+    target = _export_target(annotations, path)
     for annotation in annotations:
         copy_image(annotation, target.parent)
     return atomic_write_text(target, "".join(annotation.to_json_line() for annotation in annotations))
 
 
-def export_parquet(store: AnnotationStore, path: str | Path) -> Path:
-    """Write every annotation (oldest first) as a self-contained Parquet file; return the path.
+def export_parquet(annotations: Sequence[Annotation], path: str | Path) -> Path:
+    """Write ``annotations`` (the store's, oldest first) as a self-contained Parquet file; return the path.
 
     The ``image`` column is a ``datasets.Image()`` feature holding the PNG bytes, so
     ``datasets.load_dataset("parquet", data_files=...)`` or ``Dataset.from_parquet`` decode it to
@@ -42,7 +39,7 @@ def export_parquet(store: AnnotationStore, path: str | Path) -> Path:
     """
     import datasets  # slow to import; only exports need it
 
-    target, annotations = _export_target(store, path)
+    target = _export_target(annotations, path)
     records = [
         {
             **annotation.to_record(),
@@ -55,14 +52,13 @@ def export_parquet(store: AnnotationStore, path: str | Path) -> Path:
     return atomic_write(target, lambda tmp: dataset.to_parquet(str(tmp)))
 
 
-def _export_target(store: AnnotationStore, path: str | Path) -> tuple[Path, list[Annotation]]:
-    """The resolved export path (its folder created) and all annotations, oldest first."""
-    annotations = store.query()[::-1]
+def _export_target(annotations: Sequence[Annotation], path: str | Path) -> Path:
+    """The resolved export path, its folder created; refused when there is nothing to export."""
     if not annotations:
         raise AnnotationError("There are no annotations to export yet.")
     target = Path(path).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    return target, annotations
+    return target
 
 
 def copy_image(annotation: Annotation, folder: str | Path) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 import medvlm
+from medvlm.annotations.exports import export_jsonl, export_parquet
 from medvlm.annotations.records import (
     FLAGS,
     IMAGES_DIR,
@@ -148,9 +149,9 @@ class AnnotationStore:
                 f"({len(output.completion)} characters)."
             )
         spans = to_json([[span.start, span.end, span.label] for span in review.spans])
-        self._save_image(output.image, row["image_sha256"])
+        self.save_image(output.image, row["image_sha256"])
         now = _now()
-        with self._connection(write=True) as conn:
+        with self.connection(write=True) as conn:
             if within is not None:
                 within(conn)
             _insert_output(conn, row)
@@ -227,7 +228,7 @@ class AnnotationStore:
         """
         rows = [_output_row(output) for output in outputs]
         for output, row in zip(outputs, rows, strict=True):
-            self._save_image(output.image, row["image_sha256"])
+            self.save_image(output.image, row["image_sha256"])
         for row in rows:
             _insert_output(conn, row)
 
@@ -238,9 +239,9 @@ class AnnotationStore:
         greedy, so the answer is the same unless the model changed, and then the newer one counts.
         """
         row = _output_row(output)
-        self._save_image(output.image, row["image_sha256"])
+        self.save_image(output.image, row["image_sha256"])
         now = _now()
-        with self._connection(write=True) as conn:
+        with self.connection(write=True) as conn:
             _insert_output(conn, row)
             conn.executemany(
                 "INSERT OR REPLACE INTO probe_answers (output_id, kind, variant, options, completion, letter, changed,"
@@ -264,7 +265,7 @@ class AnnotationStore:
 
     def stored_images(self) -> list[tuple[str, str | None]]:
         """Every stored image's hash with the modality of its outputs: the pool a shuffled-image probe draws from."""
-        with self._connection() as conn:
+        with self.connection() as conn:
             return [tuple(row) for row in conn.execute("SELECT DISTINCT image_sha256, modality FROM outputs")]
 
     def stored_image(self, sha256: str) -> Image.Image:
@@ -275,7 +276,7 @@ class AnnotationStore:
     def probe_answers(self, output_ids: Sequence[str]) -> dict[str, list[ProbeAnswer]]:
         """The stored probe answers of each output that has any, in the order they were asked."""
         found: dict[str, list[ProbeAnswer]] = {}
-        with self._connection() as conn:
+        with self.connection() as conn:
             for output_id in output_ids:
                 rows = conn.execute(
                     "SELECT kind, variant, options, completion, letter, changed, seconds FROM probe_answers"
@@ -317,7 +318,7 @@ class AnnotationStore:
                 "A verdict compares two answers to the same case; these two differ in image, question or options."
             )
         now = _now()
-        with self._connection(write=True) as conn:
+        with self.connection(write=True) as conn:
             if within is not None:
                 within(conn)
             self.add_outputs([first, second], conn)
@@ -359,13 +360,13 @@ class AnnotationStore:
             ids = "(SELECT value FROM json_each(?1))"
             sql += f" WHERE output_a IN {ids} OR output_b IN {ids}"
             params = (json.dumps(list(output_ids)),)
-        with self._connection() as conn:
+        with self.connection() as conn:
             rows = conn.execute(f"{sql} ORDER BY id", params).fetchall()
         return [Verdict.from_row(row) for row in rows]
 
     def verdict_history(self, verdict_id: int) -> list[Verdict]:
         """Every saved version of one verdict, oldest first (the last is what :meth:`verdicts` gives)."""
-        with self._connection() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT v.output_a, v.output_b, h.shown_first, h.outcome, h.preferred, h.blind, v.reviewer,"
                 " h.decided_at FROM verdict_versions h JOIN verdicts v ON v.id = h.verdict_id"
@@ -378,7 +379,7 @@ class AnnotationStore:
 
     def output(self, output_id: str) -> ModelOutput:
         """A stored output, with its image, as it was when it was stored (no correct answer: that is a review's)."""
-        with self._connection() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 f"SELECT {', '.join(OUTPUT_COLUMNS)} FROM outputs WHERE output_id = ?", (output_id,)
             ).fetchone()
@@ -391,8 +392,11 @@ class AnnotationStore:
         fields.pop("model_id")
         return ModelOutput(image=picture, correct_answer=None, **fields)
 
-    def _save_image(self, image: Image.Image, sha256: str) -> None:
-        """Write ``images/<sha>.png`` once, from the pixels alone (no metadata chunk can follow)."""
+    def save_image(self, image: Image.Image, sha256: str) -> None:
+        """Write ``images/<sha>.png`` once, from the pixels alone (no metadata chunk can follow).
+
+        Campaigns store a question's image this way before its output exists.
+        """
         path = self.data_dir / image_relpath(sha256)
         if path.exists():
             return
@@ -410,13 +414,13 @@ class AnnotationStore:
     def get(self, annotation_id: int) -> Annotation:
         """The annotation with this id; :class:`AnnotationError` if there is none (or the id is no id at all)."""
         annotation_id = _check_id(annotation_id)
-        with self._connection() as conn:
+        with self.connection() as conn:
             return self._fetch_one(conn, annotation_id)
 
     def history(self, annotation_id: int) -> list[ReviewVersion]:
         """Every saved version of one review, oldest first (the last is what :meth:`get` shows)."""
         annotation_id = _check_id(annotation_id)
-        with self._connection() as conn:
+        with self.connection() as conn:
             self._fetch_one(conn, annotation_id)  # an unknown id is an error, not an empty history
             rows = conn.execute(
                 "SELECT version, flags, comment, correct_answer, app_version, saved_at FROM annotation_versions"
@@ -438,7 +442,7 @@ class AnnotationStore:
     def reviews_of(self, output_ids: Sequence[str]) -> list[Annotation]:
         """Every review of these outputs, in the order the ids are given, then oldest first (a campaign's set)."""
         order = {output_id: index for index, output_id in enumerate(output_ids)}
-        with self._connection() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"{_SELECT_ANNOTATIONS} WHERE a.output_id IN (SELECT value FROM json_each(?)) ORDER BY a.id",
                 (json.dumps(list(order)),),
@@ -472,7 +476,7 @@ class AnnotationStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self._connection() as conn:
+        with self.connection() as conn:
             return [self._annotation(row) for row in conn.execute(sql, params)]
 
     def distinct(self, column: str) -> list[str]:
@@ -480,7 +484,7 @@ class AnnotationStore:
         if column not in _DISTINCT_COLUMNS:
             raise AnnotationError(f"Cannot list values of {column!r}; choose from: {', '.join(_DISTINCT_COLUMNS)}.")
         expression = _DISTINCT_COLUMNS[column]
-        with self._connection() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT DISTINCT {expression} FROM annotations a JOIN outputs o ON o.output_id = a.output_id"
                 f" WHERE {expression} IS NOT NULL ORDER BY 1"
@@ -489,28 +493,24 @@ class AnnotationStore:
 
     def count(self) -> int:
         """The number of annotations (reviews), not of outputs."""
-        with self._connection() as conn:
+        with self.connection() as conn:
             return conn.execute("SELECT count(*) FROM annotations").fetchone()[0]
 
     # -- exports ---------------------------------------------------------------------------------
 
     def export_jsonl(self, path: str | Path) -> Path:
         """Every annotation as JSON Lines (:func:`medvlm.annotations.exports.export_jsonl`)."""
-        from medvlm.annotations.exports import export_jsonl
-
-        return export_jsonl(self, path)
+        return export_jsonl(self.query()[::-1], path)
 
     def export_parquet(self, path: str | Path) -> Path:
         """Every annotation with its image as one Parquet file (:func:`medvlm.annotations.exports.export_parquet`)."""
-        from medvlm.annotations.exports import export_parquet
-
-        return export_parquet(self, path)
+        return export_parquet(self.query()[::-1], path)
 
     def close(self) -> None:
         """Fold the WAL into the database file (so a copy of the ``.sqlite3`` alone is complete), then close."""
         if self._closed:
             return
-        with self._connection() as conn:
+        with self.connection() as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._closed = True
 
@@ -527,11 +527,13 @@ class AnnotationStore:
         return conn
 
     @contextmanager
-    def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A fresh connection (one per call: threads never share one), closed afterwards.
 
         ``write=True`` wraps it in one transaction: all of it commits, or none. SQLite errors
-        become :class:`AnnotationError` with a readable message.
+        become :class:`AnnotationError` with a readable message. Public, as datasette's
+        ``execute_fn``/``execute_write_fn`` are, so campaigns and comparisons built on the store
+        run their own queries through it (and its error handling) instead of reaching inside.
         """
         try:
             with closing(self._connect()) as conn, transaction(conn) if write else nullcontext():

@@ -297,14 +297,14 @@ class AnswerHandlers:
         tokens = as_number(max_new_tokens, "Maximum new tokens", whole=True)
         if tokens is None:
             raise MedVLMError("Please give the maximum number of new tokens.")
-        settings = GenerationSettings(
+        settings = GenerationSettings.from_options(
             max_new_tokens=tokens,
-            do_sample=decoding == "sample",
+            sample=decoding == "sample",
             temperature=or_default(as_number(temperature, "The temperature"), 1.0),
             top_p=or_default(as_number(top_p, "Top-p"), 1.0),
             seed=seed_from(seed, sampling=decoding == "sample"),
             max_pixels=as_number(max_pixels, "The image resolution (max pixels)", whole=True),
-        ).validate()
+        )
         try:
             prompt_style = PromptStyle(style or workbench.default_style())
         except ValueError:
