@@ -37,7 +37,15 @@ from medvlm.review_stats import (
 from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload, file_name
-from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message, one_output_form
+from medvlm.ui.events import (
+    CampaignCreated,
+    CampaignDashboard,
+    CampaignReport,
+    CampaignShown,
+    campaign_dashboard,
+    campaign_message,
+    one_output_form,
+)
 from medvlm.ui.inputs import as_number
 from medvlm.ui.pair_handlers import PairHandlers
 from medvlm.ui.reviews_handlers import AGREEMENT_HEADERS
@@ -205,7 +213,7 @@ class CampaignHandlers:
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for a progress bar
-    ):
+    ) -> CampaignCreated:
         """An administrator's new campaign, from an uploaded run or from a dataset the served model answers now.
 
         ``new_campaign_source`` is ``"run"`` (samples.jsonl and its images: the run's answers),
@@ -216,7 +224,6 @@ class CampaignHandlers:
         ``new_campaign_flips_only``, only the questions one run got right and the other wrong).
         A dataset's answers are probed as part of the generation with ``new_campaign_probes``
         (:mod:`medvlm.probes`), their results shown to reviewers with ``new_campaign_show_probes``.
-        Returns (campaign choices, status).
 
         The name and k are checked before any file is read. Gradio's copies of the uploads are
         deleted once the campaign is made (or refused to a non-administrator); after a problem the
@@ -229,7 +236,7 @@ class CampaignHandlers:
             self._check_admin(profile, request, "create a campaign")
         except MedVLMError as error:
             _discard(paths + second_run)
-            return gr.skip(), render.error_markdown(str(error))
+            return CampaignCreated(campaign=gr.skip(), campaign_admin_status=render.error_markdown(str(error)))
         try:
             reviews = as_number(new_campaign_k, "The reviews wanted per output", whole=True)
             self.campaigns.check_new(new_campaign_name or "", reviews if reviews is not None else 0)
@@ -254,7 +261,7 @@ class CampaignHandlers:
                 outputs = uploaded_outputs(samples, images)
                 campaign = self.campaigns.create(new_campaign_name or "", outputs, **settings)
         except MedVLMError as error:
-            return gr.skip(), render.error_markdown(str(error))
+            return CampaignCreated(campaign=gr.skip(), campaign_admin_status=render.error_markdown(str(error)))
         _discard(paths + second_run)
         names = [known.name for known in self.campaigns.all()]
         status = f"Created campaign {escape_markdown(campaign.name)}"
@@ -268,7 +275,7 @@ class CampaignHandlers:
             ).strip()
         else:
             status += f": {len(self.campaigns.output_ids(campaign.name))} outputs, {reviews} review(s) each."
-        return gr.update(choices=names, value=campaign.name), status
+        return CampaignCreated(campaign=gr.update(choices=names, value=campaign.name), campaign_admin_status=status)
 
     def continue_generation(
         self,
@@ -388,13 +395,10 @@ class CampaignHandlers:
             return gr.skip(), render.error_markdown(str(error))
         return updated.guidelines or "No guidelines were written for this campaign.", "Guidelines saved."
 
-    def report(self, campaign: str | None):
-        """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags.
-
-        Returns (summary, agreement table, hint table, disagreements to adjudicate).
-        """
+    def report(self, campaign: str | None) -> CampaignReport:
+        """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags."""
         if not campaign:
-            return render.error_markdown("Choose a campaign first."), None, None, None
+            return CampaignReport(render.error_markdown("Choose a campaign first."), None, None, None)
         try:
             if self.campaigns.get(campaign).kind == "comparison":
                 return self.pairs.report(campaign)
@@ -402,7 +406,7 @@ class CampaignHandlers:
             annotations = self.campaigns.annotations(campaign)
             disagreements = self.campaigns.disagreements(campaign)
         except MedVLMError as error:
-            return render.error_markdown(str(error)), None, None, None
+            return CampaignReport(render.error_markdown(str(error)), None, None, None)
         reviewers = ", ".join(f"{escape_markdown(name)} {count}" for name, count in progress.by_reviewer.items())
         summary = (
             f"{progress.complete} of {progress.outputs} outputs complete, {progress.reviews} of {progress.wanted} "
@@ -440,24 +444,24 @@ class CampaignHandlers:
                 "95% interval of kappa": "95% interval of kappa",
             }
         )
-        return summary, table, hints, split
+        return CampaignReport(
+            campaign_report=summary, campaign_agreement=table, campaign_hint_table=hints, campaign_disagreements=split
+        )
 
-    def dashboard(self, campaign: str | None):
+    def dashboard(self, campaign: str | None) -> CampaignDashboard:
         """The campaign's progress over time and its flag rates by modality, question type and model
         (a comparison's: its verdicts by modality and question type, :meth:`PairHandlers.dashboard`).
-
-        Returns (reviews over time, flag rates by modality, by question type, by model, reviews per reviewer).
         """
         empty = pd.DataFrame()
         if not campaign:
-            return empty, empty, empty, empty, empty
+            return CampaignDashboard(empty, empty, empty, empty, empty)
         try:
             if self.campaigns.get(campaign).kind == "comparison":
                 return self.pairs.dashboard(campaign)
             annotations = self.campaigns.annotations(campaign)
             progress = self.campaigns.progress(campaign)
         except MedVLMError:
-            return empty, empty, empty, empty, empty
+            return CampaignDashboard(empty, empty, empty, empty, empty)
         return campaign_dashboard(
             reviews_over_time([annotation.created_at for annotation in annotations]),
             flag_rates(annotations, by="modality"),

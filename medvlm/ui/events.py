@@ -160,6 +160,46 @@ CampaignShown = _event(
 )
 
 
+CampaignCreated = _event(
+    "CampaignCreated",
+    ("campaign", "campaign_admin_status"),
+    "A campaign made in the set-up panel (the campaign chooser now lists it and has it chosen), or why not.",
+)
+CampaignReport = _event(
+    "CampaignReport",
+    ("campaign_report", "campaign_agreement", "campaign_hint_table", "campaign_disagreements"),
+    "The campaign report's summary and tables: agreement, the hints (and probes) against the flags, what to "
+    "adjudicate (a comparison campaign: its verdicts' summary, agreement, no hint table, the split pairs).",
+)
+CampaignDashboard = _event(
+    "CampaignDashboard",
+    (
+        "campaign_over_time",
+        "campaign_by_modality",
+        "campaign_by_question_type",
+        "campaign_by_model",
+        "campaign_per_reviewer",
+    ),
+    "The campaign report's plots: reviews (or verdicts) over time, flag (or verdict) rates by modality, question "
+    "type and model, and the count per reviewer.",
+)
+
+
+ReviewsSummary = _event(
+    "ReviewsSummary",
+    (
+        "reviews_summary",
+        "reviews_flag_rates",
+        "reviews_by_modality",
+        "reviews_by_model",
+        "reviews_agreement_note",
+        "reviews_agreement",
+    ),
+    "The Reviews tab's summary of the reviews the filters select: the text, flag rates overall, by modality and "
+    "by model, and the agreement between reviewers with its caution.",
+)
+
+
 def campaign_dashboard(
     over_time: Any,
     by_modality: Any,
@@ -168,7 +208,7 @@ def campaign_dashboard(
     by_reviewer: Mapping[str, int],
     *,
     comparison: bool,
-) -> tuple[Any, ...]:
+) -> CampaignDashboard:
     """The campaign dashboard's five plots, titled for what they count: reviews and flags, or a comparison's
     verdicts (the plots are shared, so each answer sets its titles). ``by_reviewer``: each one's count."""
     unit, parts, part = ("verdicts", "Verdicts", "Verdict") if comparison else ("reviews", "Flags", "Flag")
@@ -185,7 +225,7 @@ def campaign_dashboard(
         )
         for frame, what in ((by_modality, "modality"), (by_question_type, "question type"), (by_model, "model"))
     ]
-    return (
+    return CampaignDashboard(
         gr.update(
             value=over_time, title=f"{unit.capitalize()} submitted so far", y_title=f"{unit.capitalize()}, cumulative"
         ),
@@ -230,14 +270,14 @@ def outputs_of(event: type[tuple], page: Mapping[str, Any]) -> list[Any]:
 def inputs_of(handler: Callable[..., Any], page: Mapping[str, Any], *, session: Any) -> list[Any]:
     """The inputs list of a handler, from its parameter names: ``session`` is the tab's state.
 
-    Parameters Gradio fills itself (a ``gr.Request``, an OAuth profile, event data) are left out,
+    Parameters Gradio fills itself (a ``gr.Request``, an OAuth profile, event data, a progress bar) are left out,
     so the handler's signature is the one place that says what it reads from the page.
     """
     names = [
         name
         for name, parameter in inspect.signature(handler).parameters.items()
         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.POSITIONAL_ONLY)
-        and name not in ("profile", "request", "evt")
+        and name not in ("profile", "request", "evt", "progress")
     ]
     return [session if name == "session" else page[name] for name in names]
 

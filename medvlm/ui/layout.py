@@ -29,12 +29,16 @@ from medvlm.ui.events import (
     PROBE_INTRO,
     PROBE_LABEL,
     AskUpdate,
+    CampaignCreated,
+    CampaignDashboard,
+    CampaignReport,
     CampaignShown,
     CaseShown,
     ExampleShown,
     ImageRendered,
     ProbeUpdate,
     RelevanceShown,
+    ReviewsSummary,
     SampleShown,
     Stopped,
     VerdictSaved,
@@ -834,21 +838,23 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         queue=False,
     )
     clear_status = {"fn": lambda: "", "outputs": [admin_status], "api_visibility": "private", "queue": False}
+    page.update(
+        new_campaign_files=new_files,
+        new_campaign_name=new_name,
+        new_campaign_k=new_k,
+        new_campaign_guidelines=new_guidelines,
+        new_campaign_blind=new_blind,
+        new_campaign_source=new_source,
+        new_campaign_second_run=new_second_run,
+        new_campaign_flips_only=new_flips_only,
+        new_campaign_probes=new_probes,
+        new_campaign_show_probes=new_show_probes,
+        campaign_admin_status=admin_status,
+    )
     create.click(**clear_status).then(  # an earlier error never stays under the progress bar of this try
         handlers.create_campaign,
-        [
-            new_files,
-            new_name,
-            new_k,
-            new_guidelines,
-            new_blind,
-            new_source,
-            new_second_run,
-            new_flips_only,
-            new_probes,
-            new_show_probes,
-        ],
-        [page["campaign"], admin_status],
+        inputs_of(handlers.create_campaign, page, session=None),
+        outputs_of(CampaignCreated, page),
         api_name="campaign_create",
     )
     continue_generation.click(**clear_status).then(
@@ -985,11 +991,32 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         [export_status],
         api_name="campaign_push",
     )
-    report_tables = [report_summary, report_agreement, report_hints, report_disagreements]
-    report_plots = [progress_plot, campaign_by_modality, campaign_by_question_type, campaign_by_model, per_reviewer]
+    page.update(
+        campaign_report=report_summary,
+        campaign_agreement=report_agreement,
+        campaign_hint_table=report_hints,
+        campaign_disagreements=report_disagreements,
+        campaign_over_time=progress_plot,
+        campaign_by_modality=campaign_by_modality,
+        campaign_by_question_type=campaign_by_question_type,
+        campaign_by_model=campaign_by_model,
+        campaign_per_reviewer=per_reviewer,
+    )
     shown_report = [report_button.click, report_box.expand]  # opening the report loads it: no Refresh needed
-    gr.on(shown_report, handlers.report, [page["campaign"]], report_tables, api_name="campaign_report")
-    gr.on(shown_report, handlers.dashboard, [page["campaign"]], report_plots, api_name="campaign_dashboard")
+    gr.on(
+        shown_report,
+        handlers.report,
+        inputs_of(handlers.report, page, session=None),
+        outputs_of(CampaignReport, page),
+        api_name="campaign_report",
+    )
+    gr.on(
+        shown_report,
+        handlers.dashboard,
+        inputs_of(handlers.dashboard, page, session=None),
+        outputs_of(CampaignDashboard, page),
+        api_name="campaign_dashboard",
+    )
     gr.on(
         shown_report,
         handlers.adjudication_form,
@@ -1010,7 +1037,12 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note, adjudicate_verdict],
         [adjudicate_status],
         api_name="campaign_adjudicate",
-    ).then(handlers.report, [page["campaign"]], report_tables, api_visibility="private")  # the decision, shown
+    ).then(  # the decision, shown
+        handlers.report,
+        inputs_of(handlers.report, page, session=None),
+        outputs_of(CampaignReport, page),
+        api_visibility="private",
+    )
     campaigns_tab.select(
         handlers.campaign_choices,
         None,
@@ -1162,11 +1194,19 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         [table],
         api_name="reviews",
     )
+    page.update(
+        reviews_summary=summary,
+        reviews_flag_rates=flags_plot,
+        reviews_by_modality=by_modality,
+        reviews_by_model=by_model,
+        reviews_agreement_note=agreement_note,
+        reviews_agreement=agreement,
+    )
     gr.on(
         triggers,
         reviews.reviews_summary,
         inputs_of(reviews.reviews_summary, page, session=None),
-        [summary, flags_plot, by_modality, by_model, agreement_note, agreement],
+        outputs_of(ReviewsSummary, page),
         api_name="review_summary",
     )
     table.select(

@@ -23,7 +23,7 @@ from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints
 from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa, reviews_over_time, verdict_rates
 from medvlm.ui import render
-from medvlm.ui.events import CampaignShown, campaign_dashboard, campaign_message
+from medvlm.ui.events import CampaignDashboard, CampaignReport, CampaignShown, campaign_dashboard, campaign_message
 from medvlm.ui.inputs import as_number
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import stored_value
@@ -78,9 +78,9 @@ class PairHandlers:
         earlier = verdict.choice(assignment.first.output_id)  # in terms of the sides as shown again
         return shown._replace(campaign_verdict=gr.update(visible=True, value=earlier))
 
-    def report(self, campaign: str) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    def report(self, campaign: str) -> CampaignReport:
         """A comparison campaign's report: which model the verdicts preferred, how far reviewers agree, and the
-        pairs they split on. Returns (summary, agreement table, an empty hint table, split pairs)."""
+        pairs they split on (no hint table: hints read one answer's reasoning)."""
         comparisons = self.comparisons
         progress, tally, outcomes = (
             comparisons.progress(campaign),
@@ -123,7 +123,12 @@ class PairHandlers:
             ],
             columns=["pair", "question", "verdicts", "split votes", "adjudicated"],
         )
-        return summary, agreement, pd.DataFrame(), split
+        return CampaignReport(
+            campaign_report=summary,
+            campaign_agreement=agreement,
+            campaign_hint_table=pd.DataFrame(),
+            campaign_disagreements=split,
+        )
 
     def adjudicate(self, campaign: str, number: Any, choice: str | None, adjudicator: str, note: str) -> str:
         """An administrator's verdict on a split pair (by its number; answer 1 is the first run's)."""
@@ -140,7 +145,7 @@ class PairHandlers:
             "the reviewers' verdicts are kept as they were."
         )
 
-    def dashboard(self, campaign: str) -> tuple:
+    def dashboard(self, campaign: str) -> CampaignDashboard:
         """A comparison campaign's dashboard: its verdicts over time (by their latest save) and per reviewer,
         and how they fell (each model preferred, tie, both poor) by modality, by question type and overall."""
         comparisons = self.comparisons

@@ -15,6 +15,7 @@ from medvlm.annotations import FLAGS
 from medvlm.errors import MedVLMError
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.ui import render
+from medvlm.ui.events import ReviewsSummary
 from medvlm.ui.inputs import ANY, any_filter, as_number
 from medvlm.ui.workbench import Workbench
 
@@ -69,12 +70,8 @@ class ReviewsHandlers:
         modality_filter: str | None,
         reviewer_filter: str | None,
         model_filter: str | None,
-    ):
-        """Summary of the annotations matching the filters.
-
-        Returns (summary text, flag rates, flag rates by modality, by model, agreement caution,
-        reviewer agreement).
-        """
+    ) -> ReviewsSummary:
+        """Summary of the annotations matching the filters."""
         annotations = self._query(flag_filter, modality_filter, reviewer_filter, model_filter)
         agreement = reviewer_agreement(annotations)
         outputs = int(agreement["outputs"].iloc[0]) if len(agreement) else 0
@@ -90,13 +87,13 @@ class ReviewsHandlers:
         else:
             caution = f"Agreement over the {outputs} outputs reviewed by two or more people."
         table = agreement[list(AGREEMENT_HEADERS)].rename(columns=AGREEMENT_HEADERS)
-        return (
-            summary_text(annotations),
-            flag_rates(annotations),
-            flag_rates(annotations, by="modality"),
-            flag_rates(annotations, by="model_id"),
-            caution,
-            table,
+        return ReviewsSummary(
+            reviews_summary=summary_text(annotations),
+            reviews_flag_rates=flag_rates(annotations),
+            reviews_by_modality=flag_rates(annotations, by="modality"),
+            reviews_by_model=flag_rates(annotations, by="model_id"),
+            reviews_agreement_note=caution,
+            reviews_agreement=table,
         )
 
     def open_review(self, review_id: Any):
