@@ -547,7 +547,7 @@ def test_reviews_tab_filters_opens_summarises_and_exports(workbench: Workbench, 
     assert image.size == session.image.image.size
     assert "Hallucinated finding" in detail and "sees a fracture" in detail and 'class="option chosen' in detail
     selected = workbench.select_review(gr.SelectData(None, {"index": [0, 1], "value": "x", "row_value": list(row)}))
-    assert selected[0] == row["Review id"] and selected[2] == detail
+    assert selected.review_id == row["Review id"] and selected.review_detail == detail
     assert workbench.open_review(99999) == (None, render.error_html("There is no annotation with id 99999."))
     assert "**" not in render.error_html("There is no annotation with id 99999.")  # HTML, not raw Markdown
 

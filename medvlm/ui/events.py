@@ -185,6 +185,24 @@ CampaignDashboard = _event(
 )
 
 
+ReviewFilters = _event(
+    "ReviewFilters",
+    ("modality_filter", "reviewer_filter", "model_filter"),
+    "The Reviews tab's filters, their choices read from the store (the flags are fixed).",
+)
+ReviewOpened = _event(
+    "ReviewOpened",
+    ("review_image", "review_detail"),
+    "One stored review in full (its image, its details and earlier versions), or why it cannot be shown.",
+)
+ReviewSelected = _event(
+    "ReviewSelected",
+    ("review_id", *ReviewOpened._fields),
+    "A row of the reviews table clicked: its id, and it opened.",
+)
+ReviewsExported = _event(
+    "ReviewsExported", ("export_file", "export_status"), "Every review as a file to download, or why not."
+)
 ReviewsSummary = _event(
     "ReviewsSummary",
     (

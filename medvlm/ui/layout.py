@@ -38,6 +38,10 @@ from medvlm.ui.events import (
     ImageRendered,
     ProbeUpdate,
     RelevanceShown,
+    ReviewFilters,
+    ReviewOpened,
+    ReviewSelected,
+    ReviewsExported,
     ReviewsSummary,
     SampleShown,
     Stopped,
@@ -1178,29 +1182,34 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
     )
     export_status = gr.Markdown(elem_id="export-status")
 
-    filters = [page[name] for name in ("flag_filter", "modality_filter", "reviewer_filter", "model_filter")]
-    triggers = [reviews_tab.select, refresh.click, *(dropdown.input for dropdown in filters)]
-    gr.on(
-        [reviews_tab.select, refresh.click],
-        reviews.review_filters,
-        None,
-        filters[1:],
-        api_name="review_filters",
-    )
-    gr.on(
-        triggers,
-        reviews.reviews_table,
-        inputs_of(reviews.reviews_table, page, session=None),
-        [table],
-        api_name="reviews",
-    )
     page.update(
+        reviews_table=table,
+        review_image=review_image,
+        review_detail=review_detail,
+        export_file=export_file,
+        export_status=export_status,
         reviews_summary=summary,
         reviews_flag_rates=flags_plot,
         reviews_by_modality=by_modality,
         reviews_by_model=by_model,
         reviews_agreement_note=agreement_note,
         reviews_agreement=agreement,
+    )
+    filters = [page[name] for name in ("flag_filter", "modality_filter", "reviewer_filter", "model_filter")]
+    triggers = [reviews_tab.select, refresh.click, *(dropdown.input for dropdown in filters)]
+    gr.on(
+        [reviews_tab.select, refresh.click],
+        reviews.review_filters,
+        None,
+        outputs_of(ReviewFilters, page),
+        api_name="review_filters",
+    )
+    gr.on(
+        triggers,
+        reviews.reviews_table,
+        inputs_of(reviews.reviews_table, page, session=None),
+        [page["reviews_table"]],  # one output: the handler returns its value, which Gradio takes as it is
+        api_name="reviews",
     )
     gr.on(
         triggers,
@@ -1209,28 +1218,16 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         outputs_of(ReviewsSummary, page),
         api_name="review_summary",
     )
-    table.select(
-        reviews.select_review,
-        None,
-        [page["review_id"], review_image, review_detail],
-        api_visibility="private",
-    )
+    table.select(reviews.select_review, None, outputs_of(ReviewSelected, page), api_visibility="private")
     gr.on(
         [open_button.click, page["review_id"].submit],
         reviews.open_review,
         inputs_of(reviews.open_review, page, session=None),
-        [review_image, review_detail],
+        outputs_of(ReviewOpened, page),
         api_name="open_review",
     )
-    export_jsonl.click(
-        reviews.export_jsonl,
-        None,
-        [export_file, export_status],
-        api_name="export_jsonl",
-    )
-    export_parquet.click(
-        reviews.export_parquet,
-        None,
-        [export_file, export_status],
-        api_name="export_parquet",
-    )
+    for button, handler, api_name in (
+        (export_jsonl, reviews.export_jsonl, "export_jsonl"),
+        (export_parquet, reviews.export_parquet, "export_parquet"),
+    ):
+        button.click(handler, None, outputs_of(ReviewsExported, page), api_name=api_name)

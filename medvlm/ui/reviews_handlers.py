@@ -15,7 +15,13 @@ from medvlm.annotations import FLAGS
 from medvlm.errors import MedVLMError
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.ui import render
-from medvlm.ui.events import ReviewsSummary
+from medvlm.ui.events import (
+    ReviewFilters,
+    ReviewOpened,
+    ReviewSelected,
+    ReviewsExported,
+    ReviewsSummary,
+)
 from medvlm.ui.inputs import ANY, any_filter, as_number
 from medvlm.ui.workbench import Workbench
 
@@ -44,13 +50,13 @@ class ReviewsHandlers:
     def __init__(self, workbench: Workbench) -> None:
         self.workbench = workbench
 
-    def review_filters(self):
+    def review_filters(self) -> ReviewFilters:
         """Current choices of the modality, reviewer and model filters (the flags are fixed)."""
 
         def choices(column: str) -> dict[str, Any]:
             return gr.update(choices=[ANY, *self.workbench.store.distinct(column)])
 
-        return choices("modality"), choices("reviewer"), choices("model_id")
+        return ReviewFilters(choices("modality"), choices("reviewer"), choices("model_id"))
 
     def reviews_table(
         self,
@@ -59,7 +65,7 @@ class ReviewsHandlers:
         reviewer_filter: str | None,
         model_filter: str | None,
     ) -> pd.DataFrame:
-        """The annotations matching the filters, newest first."""
+        """The annotations matching the filters, newest first (one output: Gradio takes it as it is)."""
         return render.reviews_frame(
             self._query(flag_filter, modality_filter, reviewer_filter, model_filter, limit=TABLE_LIMIT)
         )
@@ -96,49 +102,51 @@ class ReviewsHandlers:
             reviews_agreement=table,
         )
 
-    def open_review(self, review_id: Any):
-        """One stored review in full, with its earlier versions. Returns (image, details as HTML)."""
+    def open_review(self, review_id: Any) -> ReviewOpened:
+        """One stored review in full, with its earlier versions."""
         store = self.workbench.store
         try:
             number = as_number(review_id, "A review id", whole=True)
             if number is None:
-                return None, render.error_html("Enter the id of a review (the first column of the table).")
+                return ReviewOpened(
+                    None, render.error_html("Enter the id of a review (the first column of the table).")
+                )
             annotation = store.get(number)
             history = store.history(number)
         except MedVLMError as error:
-            return None, render.error_html(str(error))
+            return ReviewOpened(None, render.error_html(str(error)))
         with Image.open(annotation.image_path) as image:
-            return image.convert("RGB"), render.annotation_html(annotation, history)
+            return ReviewOpened(image.convert("RGB"), render.annotation_html(annotation, history))
 
-    def select_review(self, evt: gr.SelectData):
-        """A row of the table was clicked: open it. Returns (id, image, details)."""
+    def select_review(self, evt: gr.SelectData) -> ReviewSelected:
+        """A row of the table was clicked: open it."""
         row = evt.row_value or []
         review_id = row[render.REVIEW_COLUMNS.index("Review id")] if row else None
-        return (review_id, *self.open_review(review_id))
+        return ReviewSelected(review_id, *self.open_review(review_id))
 
-    def export_jsonl(self):
-        """All annotations as JSON Lines. Returns (file, status)."""
+    def export_jsonl(self) -> ReviewsExported:
+        """All annotations as JSON Lines."""
         return self._export(
             "annotations.jsonl",
             self.workbench.store.export_jsonl,
             "Images are not inside a JSONL file; the Parquet export carries them.",
         )
 
-    def export_parquet(self):
-        """All annotations with their images as one Parquet file. Returns (file, status)."""
+    def export_parquet(self) -> ReviewsExported:
+        """All annotations with their images as one Parquet file."""
         return self._export(
             "annotations.parquet",
             self.workbench.store.export_parquet,
             "Load it with datasets.load_dataset('parquet', data_files=...).",
         )
 
-    def _export(self, name: str, write: Callable[[Path], Path], note: str):
+    def _export(self, name: str, write: Callable[[Path], Path], note: str) -> ReviewsExported:
         folder = Path(tempfile.mkdtemp(dir=self.workbench.exports.name))
         try:
             path = write(folder / name)
         except MedVLMError as error:
-            return None, render.error_markdown(str(error))
-        return str(path), f"Exported {self.workbench.store.count()} review(s). {note}"
+            return ReviewsExported(None, render.error_markdown(str(error)))
+        return ReviewsExported(str(path), f"Exported {self.workbench.store.count()} review(s). {note}")
 
     def _query(
         self,
