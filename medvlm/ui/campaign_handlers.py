@@ -38,10 +38,15 @@ from medvlm.ui import render
 from medvlm.ui.case_handlers import read_run_uploads
 from medvlm.ui.cases import discard_upload, file_name
 from medvlm.ui.events import (
+    AdjudicationForm,
     CampaignCreated,
     CampaignDashboard,
+    CampaignExported,
     CampaignReport,
     CampaignShown,
+    CampaignSourceChosen,
+    GuidelinesSaved,
+    ReportClosed,
     campaign_dashboard,
     campaign_message,
     one_output_form,
@@ -78,7 +83,23 @@ class CampaignHandlers:
             blind = False
         return render.blind_banner() if blind else self.workbench.banner()
 
-    def campaign_choices(self):
+    @staticmethod
+    def source_chosen(new_campaign_source: str | None) -> CampaignSourceChosen:
+        """The set-up panel asks for a second run (a comparison) or for probes (a dataset) only when they apply."""
+        comparison, dataset = new_campaign_source == "comparison", new_campaign_source == "dataset"
+        return CampaignSourceChosen(
+            new_campaign_second_run=gr.update(visible=comparison),
+            new_campaign_flips_only=gr.update(visible=comparison),
+            new_campaign_probes=gr.update(visible=dataset),
+            new_campaign_show_probes=gr.update(visible=dataset),
+        )
+
+    @staticmethod
+    def report_closed() -> ReportClosed:
+        """Another campaign chosen: its report is loaded when opened, never the last one's left on show."""
+        return ReportClosed(campaign_report_box=gr.update(open=False), campaign_report="")
+
+    def campaign_choices(self) -> dict[str, Any]:
         """The campaigns to choose from (refreshed whenever the tab opens)."""
         names = [campaign.name for campaign in self.campaigns.all()]
         return gr.update(choices=names, value=names[0] if names else None)
@@ -383,8 +404,8 @@ class CampaignHandlers:
         guidelines_edit: str | None,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
-    ):
-        """An administrator changes the selected campaign's guidelines. Returns (guidelines, status)."""
+    ) -> GuidelinesSaved:
+        """An administrator changes the selected campaign's guidelines."""
         try:
             if not self.workbench.is_admin(profile, request):
                 raise MedVLMError("Only an administrator can change the guidelines (a user of --auth, or the owner).")
@@ -392,8 +413,10 @@ class CampaignHandlers:
                 raise MedVLMError("Choose a campaign first.")
             updated = self.campaigns.set_guidelines(campaign, guidelines_edit or "")
         except MedVLMError as error:
-            return gr.skip(), render.error_markdown(str(error))
-        return updated.guidelines or "No guidelines were written for this campaign.", "Guidelines saved."
+            return GuidelinesSaved(gr.skip(), render.error_markdown(str(error)))
+        return GuidelinesSaved(
+            updated.guidelines or "No guidelines were written for this campaign.", "Guidelines saved."
+        )
 
     def report(self, campaign: str | None) -> CampaignReport:
         """The campaign's report: who reviewed how much, agreement per flag, and how well the hints foresee flags."""
@@ -506,20 +529,21 @@ class CampaignHandlers:
 
     def export_campaign(
         self, campaign: str | None, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None
-    ):
+    ) -> CampaignExported:
         """An administrator downloads the campaign as a ``datasets`` dataset: a zip of its Parquet file and card.
 
         Administrators only: the export holds every reviewer's review and, for a blind campaign,
-        the model and the correct answers its reviewers must not see. Returns (file, status).
+        the model and the correct answers its reviewers must not see.
         """
         try:
             folder = self._exported(campaign, profile, request)
         except MedVLMError as error:
-            return None, render.error_markdown(str(error))
+            return CampaignExported(None, render.error_markdown(str(error)))
         archive = shutil.make_archive(str(folder), "zip", root_dir=folder)
-        return archive, (
+        return CampaignExported(
+            archive,
             f"Exported {escape_markdown(campaign or '')}: unzip it and load the folder with "
-            "`datasets.load_dataset(folder)`."
+            "`datasets.load_dataset(folder)`.",
         )
 
     def push_campaign(
@@ -545,13 +569,13 @@ class CampaignHandlers:
         folder = Path(tempfile.mkdtemp(dir=self.workbench.exports.name)) / stem
         return export_campaign(self.campaigns, campaign, folder)
 
-    def adjudication_form(self, campaign: str | None) -> tuple[Any, Any]:
+    def adjudication_form(self, campaign: str | None) -> AdjudicationForm:
         """The adjudication form for the campaign reported on: flags for outputs, a verdict for a pair."""
         try:
             comparison = bool(campaign) and self.campaigns.get(campaign).kind == "comparison"
         except MedVLMError:
             comparison = False
-        return gr.update(visible=not comparison), gr.update(visible=comparison)
+        return AdjudicationForm(gr.update(visible=not comparison), gr.update(visible=comparison))
 
     def _show(self, session: Session, reviewer: str, assignment: Assignment | None, *, status: str) -> CampaignShown:
         campaign = self.campaigns.get(session.campaign)

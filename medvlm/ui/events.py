@@ -165,6 +165,29 @@ CampaignCreated = _event(
     ("campaign", "campaign_admin_status"),
     "A campaign made in the set-up panel (the campaign chooser now lists it and has it chosen), or why not.",
 )
+GuidelinesSaved = _event(
+    "GuidelinesSaved",
+    ("campaign_guidelines", "campaign_admin_status"),
+    "An administrator's new guidelines, shown as reviewers see them, or why they were not saved.",
+)
+CampaignExported = _event(
+    "CampaignExported", ("campaign_export_file", "campaign_export_status"), "The campaign as a zip, or why not."
+)
+AdjudicationForm = _event(
+    "AdjudicationForm",
+    ("adjudicate_flags", "adjudicate_verdict"),
+    "The adjudication form for the campaign's kind: flags for a review campaign, a verdict for a comparison.",
+)
+ReportClosed = _event(
+    "ReportClosed",
+    ("campaign_report_box", "campaign_report"),
+    "Another campaign chosen: the report closed and emptied (it loads when opened, never the last one's shown).",
+)
+CampaignSourceChosen = _event(
+    "CampaignSourceChosen",
+    ("new_campaign_second_run", "new_campaign_flips_only", "new_campaign_probes", "new_campaign_show_probes"),
+    "What the set-up panel asks for a campaign made from a run, a dataset or two runs.",
+)
 CampaignReport = _event(
     "CampaignReport",
     ("campaign_report", "campaign_agreement", "campaign_hint_table", "campaign_disagreements"),

@@ -28,16 +28,21 @@ from medvlm.ui.components import NumberField, SliderField
 from medvlm.ui.events import (
     PROBE_INTRO,
     PROBE_LABEL,
+    AdjudicationForm,
     AskUpdate,
     CampaignCreated,
     CampaignDashboard,
+    CampaignExported,
     CampaignReport,
     CampaignShown,
+    CampaignSourceChosen,
     CaseShown,
     ExampleShown,
+    GuidelinesSaved,
     ImageRendered,
     ProbeUpdate,
     RelevanceShown,
+    ReportClosed,
     ReviewFilters,
     ReviewOpened,
     ReviewSelected,
@@ -834,14 +839,6 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                 elem_id="campaign-continue-generation",
             )
         admin_status = gr.Markdown(elem_id="campaign-admin-status")
-    new_source.change(
-        lambda source: [gr.update(visible=source == "comparison")] * 2 + [gr.update(visible=source == "dataset")] * 2,
-        [new_source],
-        [new_second_run, new_flips_only, new_probes, new_show_probes],
-        api_visibility="private",
-        queue=False,
-    )
-    clear_status = {"fn": lambda: "", "outputs": [admin_status], "api_visibility": "private", "queue": False}
     page.update(
         new_campaign_files=new_files,
         new_campaign_name=new_name,
@@ -854,7 +851,21 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         new_campaign_probes=new_probes,
         new_campaign_show_probes=new_show_probes,
         campaign_admin_status=admin_status,
+        guidelines_edit=new_guidelines,
     )
+    new_source.change(
+        handlers.source_chosen,
+        inputs_of(handlers.source_chosen, page, session=None),
+        outputs_of(CampaignSourceChosen, page),
+        api_visibility="private",
+        queue=False,
+    )
+    clear_status = {
+        "fn": lambda: "",
+        "outputs": [page["campaign_admin_status"]],
+        "api_visibility": "private",
+        "queue": False,
+    }
     create.click(**clear_status).then(  # an earlier error never stays under the progress bar of this try
         handlers.create_campaign,
         inputs_of(handlers.create_campaign, page, session=None),
@@ -863,14 +874,14 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     )
     continue_generation.click(**clear_status).then(
         handlers.continue_generation,
-        [page["campaign"]],
-        [admin_status],
+        inputs_of(handlers.continue_generation, page, session=None),
+        [page["campaign_admin_status"]],  # one output: the handler returns its value, which Gradio takes as it is
         api_name="campaign_continue_generation",
     )
     save_guidelines.click(
         handlers.save_guidelines,
-        [page["campaign"], new_guidelines],
-        [page["campaign_guidelines"], admin_status],
+        inputs_of(handlers.save_guidelines, page, session=None),
+        outputs_of(GuidelinesSaved, page),
         api_name="campaign_guidelines",
     )
     with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box") as report_box:
@@ -983,19 +994,26 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                     elem_id="campaign-push",
                 )
         export_status = gr.Markdown(elem_id="campaign-export-status")
+    page.update(campaign_export_file=export_file, campaign_export_status=export_status, export_hub_repo=export_repo)
     export_download.click(
         handlers.export_campaign,
-        [page["campaign"]],
-        [export_file, export_status],
+        inputs_of(handlers.export_campaign, page, session=None),
+        outputs_of(CampaignExported, page),
         api_name="campaign_export",
     )
     export_push.click(
         handlers.push_campaign,
-        [page["campaign"], export_repo],
-        [export_status],
+        inputs_of(handlers.push_campaign, page, session=None),
+        [page["campaign_export_status"]],  # one output
         api_name="campaign_push",
     )
     page.update(
+        campaign_report_box=report_box,
+        adjudicate_output=adjudicate_output,
+        adjudicate_flags=adjudicate_flags,
+        adjudicate_note=adjudicate_note,
+        adjudicate_verdict=adjudicate_verdict,
+        adjudicate_status=adjudicate_status,
         campaign_report=report_summary,
         campaign_agreement=report_agreement,
         campaign_hint_table=report_hints,
@@ -1024,22 +1042,18 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     gr.on(
         shown_report,
         handlers.adjudication_form,
-        [page["campaign"]],
-        [adjudicate_flags, adjudicate_verdict],
+        inputs_of(handlers.adjudication_form, page, session=None),
+        outputs_of(AdjudicationForm, page),
         api_visibility="private",
         queue=False,
     )
-    page["campaign"].change(  # another campaign: its report is loaded when opened, never the last one's shown
-        lambda: (gr.update(open=False), ""),
-        None,
-        [report_box, report_summary],
-        api_visibility="private",
-        queue=False,
+    page["campaign"].change(
+        handlers.report_closed, None, outputs_of(ReportClosed, page), api_visibility="private", queue=False
     )
     adjudicate.click(
         handlers.adjudicate,
-        [page["campaign"], adjudicate_output, adjudicate_flags, adjudicate_note, adjudicate_verdict],
-        [adjudicate_status],
+        inputs_of(handlers.adjudicate, page, session=None),
+        [page["adjudicate_status"]],  # one output
         api_name="campaign_adjudicate",
     ).then(  # the decision, shown
         handlers.report,
