@@ -26,7 +26,17 @@ from medvlm.prompt import LETTERS, PromptStyle, validate_question
 from medvlm.streaming import CancelAll, GenerationSettings, StreamUpdate, interleave
 from medvlm.ui import render
 from medvlm.ui.case_handlers import CaseHandlers
-from medvlm.ui.events import SECOND_ANSWER_FIELDS, AskUpdate, SampleShown, Stopped, VerdictSaved, review_fields, skips
+from medvlm.ui.events import (
+    SECOND_ANSWER_FIELDS,
+    AnswerMarked,
+    AskUpdate,
+    OptionsPreviewed,
+    SampleShown,
+    Stopped,
+    VerdictSaved,
+    review_fields,
+    skips,
+)
 from medvlm.ui.inputs import as_number, or_default, seed_from, split_options
 from medvlm.ui.session import Session
 from medvlm.ui.workbench import Workbench
@@ -55,15 +65,14 @@ class AnswerHandlers:
 
     # -- the question ----------------------------------------------------------------------------
 
-    def preview_options(self, session: Session, options: str, correct: str | None):
+    def preview_options(self, session: Session, options: str, correct: str | None) -> OptionsPreviewed:
         """The options as typed, lettered; the correct-answer choices follow them.
 
         The correct answer is kept only while the option it names reads as it did (or while it
         named none yet: a letter chosen before its option was typed): typing another option under
         it clears it, so a review never stores a correct answer nobody chose for the options on
         screen. While the options are those of the last answer (an evaluation sample just shown
-        sets them too), that answer stays highlighted. Returns (answer panel, correct-answer
-        dropdown, the second answer panel of a comparison).
+        sets them too), that answer stays highlighted; in a comparison, both.
         """
         parsed = split_options(options)[: len(LETTERS)]
         before, session.typed_options = session.typed_options, parsed
@@ -77,9 +86,9 @@ class AnswerHandlers:
             return render.options_html(parsed)
 
         choices = gr.update(choices=render.letter_choices(parsed), value=keep)
-        return panel(session.last_output), choices, panel(session.second_output)
+        return OptionsPreviewed(panel(session.last_output), choices, panel(session.second_output))
 
-    def show_answer(self, session: Session, correct: str | None):
+    def show_answer(self, session: Session, correct: str | None) -> AnswerMarked:
         """The correct answer was changed after the answers came: mark right and wrong again (each, in a pair)."""
 
         def panel(output: ModelOutput | None) -> Any:
@@ -87,7 +96,7 @@ class AnswerHandlers:
                 return gr.skip()
             return render.output_html(output, correct or None)
 
-        return panel(session.last_output), panel(session.second_output)
+        return AnswerMarked(panel(session.last_output), panel(session.second_output))
 
     # -- the generation --------------------------------------------------------------------------
 

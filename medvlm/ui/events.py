@@ -117,6 +117,18 @@ RelevanceShown = _event(
     "A reasoning sentence selected: the viewer with that sentence's relevance map over the image (or without one).",
 )
 
+OptionsPreviewed = _event(
+    "OptionsPreviewed",
+    ("answer", "correct", "second_answer"),
+    "The options as typed, lettered (the last answer still highlighted while they are its own), and the "
+    "correct-answer choices that follow them.",
+)
+AnswerMarked = _event(
+    "AnswerMarked",
+    ("answer", "second_answer"),
+    "The correct answer changed after the answers came: each marked right or wrong again.",
+)
+
 Stopped = _event(
     "Stopped",
     ("answer", "timing", "ask_button", "second_answer", "second_timing"),

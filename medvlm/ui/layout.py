@@ -29,6 +29,7 @@ from medvlm.ui.events import (
     PROBE_INTRO,
     PROBE_LABEL,
     AdjudicationForm,
+    AnswerMarked,
     AskUpdate,
     CampaignCreated,
     CampaignDashboard,
@@ -40,6 +41,7 @@ from medvlm.ui.events import (
     ExampleShown,
     GuidelinesSaved,
     ImageRendered,
+    OptionsPreviewed,
     ProbeUpdate,
     RelevanceShown,
     ReportClosed,
@@ -545,14 +547,14 @@ def _wire_answer(
     page["options"].change(
         answers.preview_options,
         inputs_of(answers.preview_options, page, session=session),
-        [page["answer"], page["correct"], page["second_answer"]],
+        outputs_of(OptionsPreviewed, page),
         api_visibility="private",
         queue=False,
     )
     page["correct"].input(
         answers.show_answer,
         inputs_of(answers.show_answer, page, session=session),
-        [page["answer"], page["second_answer"]],
+        outputs_of(AnswerMarked, page),
         api_visibility="private",
         queue=False,
     )
