@@ -652,6 +652,44 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
     handlers = CampaignHandlers(workbench)
     config = workbench.config
     page: dict[str, Any] = {}
+    _campaign_review_form(page, handlers, config)
+    _campaign_admin(page, handlers)
+    _campaign_report(page, handlers)
+    campaigns_tab.select(
+        handlers.campaign_choices,
+        None,
+        [page["campaign"]],
+        api_name="campaign_choices",
+    )
+    page["campaign_start_button"].click(
+        handlers.start,
+        inputs_of(handlers.start, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_start",
+    ).then(handlers.banner, [session], [banner], api_visibility="private")
+    campaigns_tab.select(handlers.banner, [session], [banner], api_visibility="private")
+    page["campaign_submit_button"].click(
+        handlers.submit_and_next,
+        inputs_of(handlers.submit_and_next, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_submit",
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
+    page["campaign_back_button"].click(
+        handlers.back,
+        inputs_of(handlers.back, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_back",
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
+    page["campaign_skip_button"].click(
+        handlers.skip,
+        inputs_of(handlers.skip, page, session=session),
+        outputs_of(CampaignShown, page),
+        api_name="campaign_skip",
+    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
+
+
+def _campaign_review_form(page: dict[str, Any], handlers: CampaignHandlers, config: Any) -> None:
+    """The campaign chooser, the guidelines, the output handed out (or a comparison's pair) and the review form."""
     with gr.Row(equal_height=False):
         names = [campaign.name for campaign in handlers.campaigns.all()]
         page["campaign"] = gr.Dropdown(
@@ -669,7 +707,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             scale=2,
             elem_id="campaign-reviewer",
         )
-        start = gr.Button(
+        page["campaign_start_button"] = gr.Button(
             "Start",
             variant="primary",
             scale=1,
@@ -724,13 +762,13 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             )
             with gr.Column(elem_id="campaign-actions"):  # kept on screen while the output is read
                 with gr.Row():
-                    back = gr.Button(
+                    page["campaign_back_button"] = gr.Button(
                         "Back",
                         scale=0,
                         min_width=80,
                         elem_id="campaign-back",
                     )
-                    submit = gr.Button(
+                    page["campaign_submit_button"] = gr.Button(
                         "Submit & next",
                         variant="primary",
                         elem_id="campaign-submit",
@@ -741,7 +779,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
                         container=False,
                         elem_id="campaign-skip-reason",
                     )
-                    skip = gr.Button(
+                    page["campaign_skip_button"] = gr.Button(
                         "Skip",
                         elem_id="campaign-skip",
                     )
@@ -756,6 +794,9 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         with gr.Column(scale=6, min_width=320, visible=False, elem_id="campaign-pair") as page["campaign_pair_panel"]:
             _campaign_answer(page, "campaign_second_", header="campaign_second_header")
 
+
+def _campaign_admin(page: dict[str, Any], handlers: CampaignHandlers) -> None:
+    """Set up campaigns (administrators): from a run, a dataset the served model answers, or two runs."""
     with gr.Accordion("Set up campaigns (administrators)", open=False, elem_id="campaign-admin"):
         gr.Markdown(
             "A campaign is made from a `train.evaluate` run (its samples.jsonl and the image files it names), "
@@ -886,6 +927,10 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         outputs_of(GuidelinesSaved, page),
         api_name="campaign_guidelines",
     )
+
+
+def _campaign_report(page: dict[str, Any], handlers: CampaignHandlers) -> None:
+    """The campaign report (loaded when opened), adjudication, and the export (administrators)."""
     with gr.Accordion("Campaign report", open=False, elem_id="campaign-report-box") as report_box:
         report_button = gr.Button(
             "Refresh the report",
@@ -968,47 +1013,7 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
             elem_id="adjudicate-save",
         )
         adjudicate_status = gr.Markdown(elem_id="adjudicate-status")
-        gr.Markdown(
-            "**Export (administrators).** The campaign as a `datasets` dataset: one row per output with its "
-            "image, every review, its marked passages and the aggregated and adjudicated flags, and a card "
-            "with the guidelines and the agreement. Download it, or push it to a private Hub dataset with the "
-            "server's token (`HF_TOKEN`, a Space secret)."
-        )
-        with gr.Row(equal_height=False):
-            with gr.Column():
-                export_download = gr.Button(
-                    "Download the campaign as a dataset (zip)",
-                    elem_id="campaign-export",
-                )
-                export_file = gr.File(
-                    label="The exported campaign",
-                    interactive=False,
-                    elem_id="campaign-export-file",
-                )
-            with gr.Column():
-                export_repo = gr.Textbox(
-                    label="Hub dataset repository",
-                    placeholder="owner/name",
-                    elem_id="campaign-export-repo",
-                )
-                export_push = gr.Button(
-                    "Push to the Hub",
-                    elem_id="campaign-push",
-                )
-        export_status = gr.Markdown(elem_id="campaign-export-status")
-    page.update(campaign_export_file=export_file, campaign_export_status=export_status, export_hub_repo=export_repo)
-    export_download.click(
-        handlers.export_campaign,
-        inputs_of(handlers.export_campaign, page, session=None),
-        outputs_of(CampaignExported, page),
-        api_name="campaign_export",
-    )
-    export_push.click(
-        handlers.push_campaign,
-        inputs_of(handlers.push_campaign, page, session=None),
-        [page["campaign_export_status"]],  # one output
-        api_name="campaign_push",
-    )
+        _campaign_export(page, handlers)
     page.update(
         campaign_report_box=report_box,
         adjudicate_output=adjudicate_output,
@@ -1063,37 +1068,51 @@ def _campaigns_tab(workbench: Workbench, session: gr.State, campaigns_tab: gr.Ta
         outputs_of(CampaignReport, page),
         api_visibility="private",
     )
-    campaigns_tab.select(
-        handlers.campaign_choices,
-        None,
-        [page["campaign"]],
-        api_name="campaign_choices",
+
+
+def _campaign_export(page: dict[str, Any], handlers: CampaignHandlers) -> None:
+    """Export (administrators): the campaign as a ``datasets`` zip to download, or pushed to a private Hub dataset."""
+    gr.Markdown(
+        "**Export (administrators).** The campaign as a `datasets` dataset: one row per output with its "
+        "image, every review, its marked passages and the aggregated and adjudicated flags, and a card "
+        "with the guidelines and the agreement. Download it, or push it to a private Hub dataset with the "
+        "server's token (`HF_TOKEN`, a Space secret)."
     )
-    start.click(
-        handlers.start,
-        inputs_of(handlers.start, page, session=session),
-        outputs_of(CampaignShown, page),
-        api_name="campaign_start",
-    ).then(handlers.banner, [session], [banner], api_visibility="private")
-    campaigns_tab.select(handlers.banner, [session], [banner], api_visibility="private")
-    submit.click(
-        handlers.submit_and_next,
-        inputs_of(handlers.submit_and_next, page, session=session),
-        outputs_of(CampaignShown, page),
-        api_name="campaign_submit",
-    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
-    back.click(
-        handlers.back,
-        inputs_of(handlers.back, page, session=session),
-        outputs_of(CampaignShown, page),
-        api_name="campaign_back",
-    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
-    skip.click(
-        handlers.skip,
-        inputs_of(handlers.skip, page, session=session),
-        outputs_of(CampaignShown, page),
-        api_name="campaign_skip",
-    ).then(None, [page["campaign_status"]], None, js=SHOW_NEW_OUTPUT)
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            export_download = gr.Button(
+                "Download the campaign as a dataset (zip)",
+                elem_id="campaign-export",
+            )
+            export_file = gr.File(
+                label="The exported campaign",
+                interactive=False,
+                elem_id="campaign-export-file",
+            )
+        with gr.Column():
+            export_repo = gr.Textbox(
+                label="Hub dataset repository",
+                placeholder="owner/name",
+                elem_id="campaign-export-repo",
+            )
+            export_push = gr.Button(
+                "Push to the Hub",
+                elem_id="campaign-push",
+            )
+    export_status = gr.Markdown(elem_id="campaign-export-status")
+    page.update(campaign_export_file=export_file, campaign_export_status=export_status, export_hub_repo=export_repo)
+    export_download.click(
+        handlers.export_campaign,
+        inputs_of(handlers.export_campaign, page, session=None),
+        outputs_of(CampaignExported, page),
+        api_name="campaign_export",
+    )
+    export_push.click(
+        handlers.push_campaign,
+        inputs_of(handlers.push_campaign, page, session=None),
+        [page["campaign_export_status"]],  # one output
+        api_name="campaign_push",
+    )
 
 
 def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
@@ -1150,38 +1169,7 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
             js_on_load=None,
             elem_id="review-detail",
         )
-    gr.Markdown("### Summary of the reviews shown")
-    summary = gr.Markdown(elem_id="reviews-summary")
-    with gr.Row():
-        flags_plot = gr.BarPlot(
-            x="label",
-            y="rate",
-            title="Share of reviews with each flag",
-            x_title="Flag",
-            y_title="Share of the reviews shown (0 to 1)",
-            y_lim=[0, 1],
-            x_label_angle=-30,
-            elem_id="plot-flags",
-        )
-        by_modality, by_model = (
-            gr.BarPlot(
-                x=column,
-                y="rate",
-                color="label",
-                title=f"Flags per review, by {what}",
-                x_title=what.capitalize(),
-                y_title=f"Share of that {what}'s reviews, stacked by flag",
-                color_title="Flag",
-                elem_id=f"plot-{what}",
-            )
-            for column, what in (("modality", "modality"), ("model_id", "model"))
-        )
-    agreement_note = gr.Markdown(elem_id="agreement-note")
-    agreement = gr.Dataframe(
-        label="Agreement between reviewers, per flag",
-        interactive=False,
-        elem_id="reviewer-agreement",
-    )
+    _reviews_summary_area(page)
     with gr.Row():
         export_jsonl = gr.Button(
             "Export JSONL",
@@ -1204,12 +1192,6 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         review_detail=review_detail,
         export_file=export_file,
         export_status=export_status,
-        reviews_summary=summary,
-        reviews_flag_rates=flags_plot,
-        reviews_by_modality=by_modality,
-        reviews_by_model=by_model,
-        reviews_agreement_note=agreement_note,
-        reviews_agreement=agreement,
     )
     filters = [page[name] for name in ("flag_filter", "modality_filter", "reviewer_filter", "model_filter")]
     triggers = [reviews_tab.select, refresh.click, *(dropdown.input for dropdown in filters)]
@@ -1247,3 +1229,47 @@ def _reviews_tab(workbench: Workbench, reviews_tab: gr.Tab) -> None:
         (export_parquet, reviews.export_parquet, "export_parquet"),
     ):
         button.click(handler, None, outputs_of(ReviewsExported, page), api_name=api_name)
+
+
+def _reviews_summary_area(page: dict[str, Any]) -> None:
+    """The summary of the reviews the filters select: text, flag-rate plots, agreement (:data:`ReviewsSummary`)."""
+    gr.Markdown("### Summary of the reviews shown")
+    summary = gr.Markdown(elem_id="reviews-summary")
+    with gr.Row():
+        flags_plot = gr.BarPlot(
+            x="label",
+            y="rate",
+            title="Share of reviews with each flag",
+            x_title="Flag",
+            y_title="Share of the reviews shown (0 to 1)",
+            y_lim=[0, 1],
+            x_label_angle=-30,
+            elem_id="plot-flags",
+        )
+        by_modality, by_model = (
+            gr.BarPlot(
+                x=column,
+                y="rate",
+                color="label",
+                title=f"Flags per review, by {what}",
+                x_title=what.capitalize(),
+                y_title=f"Share of that {what}'s reviews, stacked by flag",
+                color_title="Flag",
+                elem_id=f"plot-{what}",
+            )
+            for column, what in (("modality", "modality"), ("model_id", "model"))
+        )
+    agreement_note = gr.Markdown(elem_id="agreement-note")
+    agreement = gr.Dataframe(
+        label="Agreement between reviewers, per flag",
+        interactive=False,
+        elem_id="reviewer-agreement",
+    )
+    page.update(
+        reviews_summary=summary,
+        reviews_flag_rates=flags_plot,
+        reviews_by_modality=by_modality,
+        reviews_by_model=by_model,
+        reviews_agreement_note=agreement_note,
+        reviews_agreement=agreement,
+    )
