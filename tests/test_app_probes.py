@@ -205,3 +205,31 @@ def test_an_administrator_makes_a_probed_campaign_and_reviewers_see_the_evidence
             "0.50",
             "1.00",
         )
+
+
+def test_a_selected_sentences_map_stays_over_the_image_when_the_window_changes(
+    looking_model_dir: Path, tmp_path: Path
+) -> None:
+    """Through the handlers: a CT answered, a sentence's map shown, the window dragged: the map is still drawn;
+    a new answer removes it."""
+    from pydicom.data import get_testdata_file
+
+    from helpers import Page
+    from medvlm.ui import Workbench
+    from medvlm.ui.probe_handlers import ProbeHandlers
+    from medvlm.ui.session import Session
+
+    bench = Page(Workbench.start(AppConfig(model=str(looking_model_dir), data_dir=tmp_path / "data")))
+    session = Session()
+    bench.load_file(session, get_testdata_file("CT_small.dcm"))
+    list(bench.ask(session, QUESTION, "\n".join(OPTIONS), max_new_tokens=40))
+    assert session.last_output is not None and session.image.metadata.window_width is not None
+    shown = ProbeHandlers(bench.workbench).show_relevance(session, "0")
+    assert "overlay" in shown.viewer
+    metadata = session.image.metadata
+    dragged = {**shown.viewer, "center": metadata.window_center + 40, "width": metadata.window_width + 100}
+    rendered = bench.view(session, dragged)
+    assert rendered.viewer["overlay"] == shown.viewer["overlay"]
+    assert rendered.viewer["readout"].endswith("map: sentence 1") and "W " in rendered.viewer["readout"]
+    list(bench.ask(session, QUESTION, "\n".join(OPTIONS), max_new_tokens=40))
+    assert "overlay" not in bench.view(session, {**dragged, "width": metadata.window_width + 200}).viewer

@@ -49,7 +49,7 @@ from medvlm.ui.inputs import (
     window_from,
 )
 from medvlm.ui.session import Session
-from medvlm.ui.viewer import viewer_value
+from medvlm.ui.viewer import viewer_value, with_overlay
 from medvlm.ui.workbench import Workbench
 from medvlm.user_text import escape_markdown
 
@@ -280,7 +280,7 @@ class CaseHandlers:
         kept = window if window in choices and window != CUSTOM else FILE_DEFAULT
         frames = metadata.frame_count if metadata is not None else 1
         return {
-            "viewer": viewer_value(image, case=session.case_version, note=_answered_with(session)),
+            "viewer": _with_map(session, viewer_value(image, case=session.case_version, note=_answered_with(session))),
             "image_info": render.image_markdown(metadata, label=session.source_label) if metadata else "",
             "dicom_controls": gr.update(visible=windowable),
             "window": gr.update(choices=choices, value=kept),
@@ -408,3 +408,15 @@ def _no_sample(error: str, *, slider: Any = None) -> SampleShown:
         evaluation_sample=gr.skip() if slider is None else slider,
         evaluation_error=render.error_markdown(error),
     )
+
+
+def _with_map(session: Session, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The viewer value with the selected sentence's relevance map, while it belongs to the answer on screen.
+
+    A window change re-renders the picture of the same case: the map the reviewer chose stays on it.
+    """
+    output, selected = session.last_output, session.relevance
+    index = session.relevance_sentence
+    if value is None or output is None or selected is None or index is None or selected[0] != output.output_id:
+        return value
+    return with_overlay(value, selected[1].maps[index], index)

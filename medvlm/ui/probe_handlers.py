@@ -10,15 +10,12 @@ relevance map (:mod:`medvlm.relevance`) over the image in the viewer.
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from medvlm.annotations import ModelOutput
@@ -34,12 +31,11 @@ from medvlm.probes import (
     summarize,
 )
 from medvlm.prompt import LETTERS, PromptStyle
-from medvlm.relevance import OVERLAY_COLOUR, OVERLAY_OPACITY
 from medvlm.streaming import GenerationSettings
 from medvlm.ui import render
 from medvlm.ui.events import PROBE_LABEL, ProbeUpdate, RelevanceShown
 from medvlm.ui.session import Session
-from medvlm.ui.viewer import viewer_value
+from medvlm.ui.viewer import viewer_value, with_overlay
 from medvlm.ui.workbench import Workbench
 from medvlm.user_text import escape_markdown
 
@@ -126,6 +122,7 @@ class ProbeHandlers:
         if image is None:
             return RelevanceShown(viewer=gr.skip(), relevance_status="")
         plain = viewer_value(image, case=session.case_version)
+        session.relevance_sentence = None
         if not sentence:  # also when a new answer or case empties the choice: its map must not stay on the image
             return RelevanceShown(viewer=plain, relevance_status="")
         if output is None or session.answered_by is None:
@@ -141,11 +138,8 @@ class ProbeHandlers:
                 viewer=gr.skip(), relevance_status=render.error_markdown("That sentence is not in this answer.")
             )
         rows, cols = maps.grid
-        value = {
-            **plain,
-            "overlay": overlay_url(maps.maps[index]),
-            "readout": f"{plain['readout']} \u00b7 map: sentence {index + 1}",
-        }
+        session.relevance_sentence = index
+        value = with_overlay(plain, maps.maps[index], index)
         status = (
             f"Where the model's output layer reads *{escape_markdown(text)}* in the image: {rows}\u00d7{cols} blocks "
             f"of 28 pixels as the model saw them, brightest where most (computed in {maps.seconds:.1f} s). "
@@ -224,15 +218,3 @@ def probe_markdown(case: ProbeCase, answers: list[ProbeAnswer], note: str = "", 
     if note:
         parts += ["", f"*{note}*"]
     return "\n".join(parts)
-
-
-def overlay_url(relevance: np.ndarray) -> str:
-    """A relevance map as a transparent PNG, one pixel per 28-pixel block (the viewer stretches it over the image)."""
-    rows, cols = relevance.shape
-    alpha = np.uint8(np.clip(relevance, 0, 1) * 255 * OVERLAY_OPACITY)
-    rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
-    rgba[..., :3] = OVERLAY_COLOUR
-    rgba[..., 3] = alpha
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

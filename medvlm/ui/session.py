@@ -42,6 +42,8 @@ class Session:
     """Set to stop the probes running on ``last_output``; None when none run."""
     relevance: Any = None
     """``(output_id, RelevanceMaps)`` of the answer on screen, once a sentence's map was asked for."""
+    relevance_sentence: int | None = None
+    """The sentence whose map the viewer shows (kept over a re-render in another window), or None."""
     second_output: ModelOutput | None = None
     """In a comparison (``--compare-model``), the other model's finished answer, shown second."""
     pair_names: tuple[str, str] | None = None
@@ -94,6 +96,7 @@ class Session:
         self.last_output = None
         self.answered_by = None
         self.relevance = None
+        self.relevance_sentence = None
         self.second_output = None
         self.pair_names = None
         self.verdict_saved = False

@@ -29,10 +29,12 @@ import io
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from medvlm.annotations import ModelOutput
 from medvlm.images import LoadedImage, SafeMetadata
+from medvlm.relevance import OVERLAY_COLOUR, OVERLAY_OPACITY
 
 DISPLAY_MAX_SIDE = 2048
 """Longest side of the picture sent to the browser (the model's own input is never reduced for display)."""
@@ -310,6 +312,27 @@ def stored_value(output: ModelOutput, *, case: int) -> dict[str, Any] | None:
     value["local"] = True
     value["hint"] = "wheel: zoom, drag: window (of the stored picture), shift-drag: pan, double-click: reset"
     return value
+
+
+def with_overlay(value: dict[str, Any], relevance: np.ndarray, index: int) -> dict[str, Any]:
+    """``value`` with reasoning sentence ``index``'s relevance map drawn over the picture (and said in the readout)."""
+    return {
+        **value,
+        "overlay": overlay_url(relevance),
+        "readout": f"{value['readout']} \u00b7 map: sentence {index + 1}",
+    }
+
+
+def overlay_url(relevance: np.ndarray) -> str:
+    """A relevance map as a transparent PNG, one pixel per 28-pixel block (the viewer stretches it over the image)."""
+    rows, cols = relevance.shape
+    alpha = np.uint8(np.clip(relevance, 0, 1) * 255 * OVERLAY_OPACITY)
+    rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
+    rgba[..., :3] = OVERLAY_COLOUR
+    rgba[..., 3] = alpha
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def picture(value: dict[str, Any] | None) -> Image.Image | None:
