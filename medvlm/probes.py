@@ -318,6 +318,12 @@ def run_probes(
         yield request.read(completion, original, round(time.perf_counter() - started, 3))
 
 
+def greedy_settings(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` decoded greedily: a sampled re-ask would change its answer by chance, and the probe
+    would measure the dice instead of the image. Token and pixel budgets stay the output's own."""
+    return replace(settings, do_sample=False, seed=None)
+
+
 def ask_in_batches(
     loaded: LoadedModel,
     cases: Sequence[ProbeCase],
@@ -334,7 +340,7 @@ def ask_in_batches(
     """
     from medvlm.streaming import answer_batch
 
-    greedy = replace(settings, do_sample=False, seed=None)
+    greedy = greedy_settings(settings)
     asked = [(index, request) for index, case in enumerate(cases) for request in probe_requests(case, kinds)]
     originals = [case.letter for case in cases]
     answers: dict[int, ProbeAnswer] = {}
@@ -465,13 +471,10 @@ def model_answerer(
     """An :data:`Answerer` on a loaded model: greedy, with ``settings``' token and pixel budgets.
 
     ``run`` replaces :func:`medvlm.streaming.answer_batch` (the app passes its ZeroGPU-wrapped one).
-
-    Probes are greedy whatever the output was generated with: a sampled re-ask would change its
-    answer by chance, and the probe would measure the dice instead of the image.
     """
     from medvlm.streaming import answer_batch
 
-    greedy = replace(settings, do_sample=False, seed=None)
+    greedy = greedy_settings(settings)
 
     def answer(image: Image.Image, question: str, options: Sequence[str], style: PromptStyle) -> str:
         return (run or answer_batch)(loaded, [image], [question], [list(options)], greedy, style=style)[0].completion

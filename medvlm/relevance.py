@@ -69,10 +69,6 @@ class RelevanceMaps:
                 return index
         return None
 
-    def overlay(self, image: Image.Image, index: int) -> Image.Image:
-        """``image`` with sentence ``index``'s map blended over it (nearest blocks, as the model saw them)."""
-        return blend(image, self.maps[index])
-
 
 def blend(image: Image.Image, relevance: np.ndarray) -> Image.Image:
     """``relevance`` (rows x cols in [0, 1]) drawn over ``image`` as an orange wash, block by block."""

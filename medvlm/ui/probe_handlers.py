@@ -31,6 +31,7 @@ from medvlm.probes import (
     summarize,
 )
 from medvlm.prompt import LETTERS, PromptStyle
+from medvlm.relevance import RelevanceMaps
 from medvlm.streaming import GenerationSettings
 from medvlm.ui import render
 from medvlm.ui.events import PROBE_LABEL, ProbeUpdate, RelevanceShown
@@ -147,7 +148,7 @@ class ProbeHandlers:
         )
         return RelevanceShown(viewer=value, relevance_status=status)
 
-    def _maps(self, session: Session, output: ModelOutput) -> Any:
+    def _maps(self, session: Session, output: ModelOutput) -> RelevanceMaps:
         if session.relevance is not None and session.relevance[0] == output.output_id:
             return session.relevance[1]
         maps = self.workbench.relevance_maps(
