@@ -103,7 +103,7 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from medvlm.ui import AppConfig, Workbench, build_demo
-    from medvlm.ui.case_handlers import CaseHandlers
+    from medvlm.ui.ask.case_handlers import CaseHandlers
     from medvlm.ui.events import CaseShown
     from medvlm.ui.session import Session
 

@@ -1,6 +1,6 @@
 """An evaluation run written by ``train.evaluate`` (its ``samples.jsonl``), read back as model outputs.
 
-The app imports a run to review it (:mod:`medvlm.ui.case_handlers`, images uploaded with it) and
+The app imports a run to review it (:mod:`medvlm.ui.ask.case_handlers`, images uploaded with it) and
 a review campaign is made from one (``medvlm campaign create``, images from a folder on the
 operator's machine): both read the lines here, each checked with a message naming the line.
 """

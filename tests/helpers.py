@@ -227,16 +227,16 @@ def model_output(index: int = 0, **changes: object) -> ModelOutput:
 class Page:
     """Every handler of the app over one workbench, as the layout wires them (tests call them directly).
 
-    ``page.load_file(...)`` is the Ask tab's :class:`~medvlm.ui.case_handlers.CaseHandlers`
-    method, ``page.ask(...)`` the :class:`~medvlm.ui.answer_handlers.AnswerHandlers` one,
+    ``page.load_file(...)`` is the Ask tab's :class:`~medvlm.ui.ask.case_handlers.CaseHandlers`
+    method, ``page.ask(...)`` the :class:`~medvlm.ui.ask.answer_handlers.AnswerHandlers` one,
     ``page.reviews_table(...)`` the Reviews tab's; anything else (``store``, ``model``,
     ``banner()``) is the workbench's.
     """
 
     def __init__(self, workbench: Workbench) -> None:
-        from medvlm.ui.answer_handlers import AnswerHandlers
-        from medvlm.ui.case_handlers import CaseHandlers
-        from medvlm.ui.reviews_handlers import ReviewsHandlers
+        from medvlm.ui.ask.answer_handlers import AnswerHandlers
+        from medvlm.ui.ask.case_handlers import CaseHandlers
+        from medvlm.ui.reviews.handlers import ReviewsHandlers
 
         workbench = workbench.workbench if isinstance(workbench, Page) else workbench
         self.workbench = workbench

@@ -226,7 +226,7 @@ def test_a_create_refused_for_a_taken_name_works_again_with_the_same_uploads(
 
     from helpers import samples_file
     from medvlm.ui import Workbench
-    from medvlm.ui.campaign_handlers import CampaignHandlers
+    from medvlm.ui.campaigns.admin_handlers import CampaignAdmin
 
     Image.radial_gradient("L").resize((64, 64)).save(tmp_path / "scan.png")
     samples = samples_file(tmp_path, ["scan.png"] * 2, questions=["First?", "Second?"])
@@ -238,7 +238,7 @@ def test_a_create_refused_for_a_taken_name_works_again_with_the_same_uploads(
     workbench = Workbench.start(config)
     try:
         Campaigns(workbench.store).create("Taken", campaign_outputs(1), reviews_per_output=1, created_by="bob")
-        handlers = CampaignHandlers(workbench)
+        handlers = CampaignAdmin(workbench, Campaigns(workbench.store))
         alice = types.SimpleNamespace(username="alice")
         _, refused = handlers.create_campaign(paths, "Taken", 2, "", False, "run", request=alice)
         assert "already" in refused and all(Path(path).exists() for path in paths)

@@ -1026,7 +1026,7 @@ def test_a_bad_evaluation_file_is_explained(workbench: Workbench, tmp_path: Path
 
 
 def test_name_mode_says_it_is_for_a_trusted_team(workbench: Workbench) -> None:
-    from medvlm.ui.layout import NAME_MODE_NOTE
+    from medvlm.ui.ask.layout import NAME_MODE_NOTE
 
     demo = build_demo(workbench)
     (name_box,) = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "reviewer-name"]

@@ -115,7 +115,7 @@ def test_stop_probing_ends_after_the_current_probe_and_keeps_what_finished(tmp_p
     from medvlm.annotations import AnnotationStore
     from medvlm.model import load_model
     from medvlm.streaming import answer_batch
-    from medvlm.ui.probe_handlers import ProbeHandlers
+    from medvlm.ui.ask.probe_handlers import ProbeHandlers
     from medvlm.ui.session import Session
 
     loaded = load_model(looking_model_dir)
@@ -216,7 +216,7 @@ def test_a_selected_sentences_map_stays_over_the_image_when_the_window_changes(
 
     from helpers import Page
     from medvlm.ui import Workbench
-    from medvlm.ui.probe_handlers import ProbeHandlers
+    from medvlm.ui.ask.probe_handlers import ProbeHandlers
     from medvlm.ui.session import Session
 
     bench = Page(Workbench.start(AppConfig(model=str(looking_model_dir), data_dir=tmp_path / "data")))

@@ -19,7 +19,7 @@ from medvlm.probes import DEFAULT_KINDS, ProbeKind
 from medvlm.review_stats import PROBE_HINT, hint_accuracy
 from medvlm.square_task import write_square_task
 from medvlm.streaming import GenerationSettings, answer_batch
-from medvlm.ui.campaign_handlers import CampaignHandlers
+from medvlm.ui.campaigns.review_kind import OutputReviews
 from medvlm.vqa_records import load_records
 
 
@@ -90,24 +90,23 @@ def test_reviewers_see_the_probes_unless_hidden_and_the_report_measures_them(
 ) -> None:
     campaigns = planned(tmp_path / "shown", blind_model)
     generate_answers(campaigns, "Squares", blind_model)
-    handlers = CampaignHandlers.__new__(CampaignHandlers)
-    handlers.campaigns = campaigns
+    handlers = OutputReviews(campaigns)
     output = campaigns.next_output("Squares", "Dr A").output
-    evidence = handlers._probe_evidence("Squares", output)
+    evidence = handlers.probe_evidence("Squares", output)
     assert "**Probes**" in evidence and "Image-invariant with visual claims" in evidence
     assert "Options rotated: the same option in 0% of rotations." in evidence
 
     hidden = planned(tmp_path / "hidden", blind_model, show=False)
     generate_answers(hidden, "Squares", blind_model)
-    handlers.campaigns = hidden
-    assert handlers._probe_evidence("Squares", hidden.next_output("Squares", "Dr A").output) == ""
+    handlers = OutputReviews(hidden)
+    assert handlers.probe_evidence("Squares", hidden.next_output("Squares", "Dr A").output) == ""
 
     # Reviews: two outputs flagged superficial, the rest sound. Every output is image-invariant with claims.
-    handlers.campaigns = campaigns
+    handlers = OutputReviews(campaigns)
     for index, output_id in enumerate(campaigns.output_ids("Squares")):
         flags = ("superficial",) if index < 2 else ("sound",)
         campaigns.store.add(campaigns.store.output(output_id), Review("Dr A", flags))
-    table = hint_accuracy(campaigns.annotations("Squares"), probes=handlers._probe_verdicts("Squares"))
+    table = hint_accuracy(campaigns.annotations("Squares"), probes=handlers.probe_verdicts("Squares"))
     row = table[table["hint"] == PROBE_HINT].iloc[0]
     assert (row["reviews"], row["fired"], row["flagged"], row["both"]) == (6, 6, 2, 2)
     assert row["precision"] == pytest.approx(2 / 6) and row["recall"] == 1.0

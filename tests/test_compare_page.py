@@ -91,7 +91,7 @@ def test_a_blind_pair_hides_the_models_until_the_verdict_and_stores_it_by_output
     pair_page: Page, png: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workbench = pair_page.workbench
-    monkeypatch.setattr("medvlm.ui.answer_handlers.secrets.randbelow", lambda n: 1)  # the draw: swap the sides
+    monkeypatch.setattr("medvlm.ui.ask.answer_handlers.secrets.randbelow", lambda n: 1)  # the draw: swap the sides
     session = Session()
     pair_page.load_file(session, str(png))
     final = asked(pair_page, session)[-1]

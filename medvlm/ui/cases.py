@@ -1,5 +1,6 @@
-"""Where cases come from besides an upload: the bundled examples, and the disposal of Gradio's copies
-of uploaded files. (An evaluation run's samples are read by :mod:`medvlm.evaluation_runs`.)
+"""Where cases come from besides an upload: the bundled examples, an evaluation run uploaded with its
+images (the Ask tab reviews it, the Campaigns tab makes a campaign of it), and the disposal of
+Gradio's copies of uploaded files. (A run's samples are parsed by :mod:`medvlm.evaluation_runs`.)
 """
 
 from __future__ import annotations
@@ -8,8 +9,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gradio.utils import get_upload_folder as gradio_upload_folder
+
+from medvlm.errors import MedVLMError
+from medvlm.evaluation_runs import read_evaluation_samples
+from medvlm.images import MAX_INPUT_BYTES, read_input
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +99,30 @@ def discard_upload(path: str | Path) -> None:
 def file_name(path: str) -> str:
     """The last part of a path written on any system (``samples.jsonl`` may come from Windows)."""
     return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def read_run_uploads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """The samples of the one ``.jsonl`` among the uploads, and the other uploads (images) by file name."""
+    jsonl = [path for path in paths if file_name(path).lower().endswith(".jsonl")]
+    if len(jsonl) != 1:
+        raise MedVLMError(
+            "Choose one samples.jsonl (written by train.evaluate), together with the image files it names."
+        )
+    try:
+        samples = read_evaluation_samples(jsonl[0])
+    except (OSError, UnicodeDecodeError):
+        raise MedVLMError("The evaluation file could not be read as text.") from None
+    images: dict[str, bytes] = {}
+    for path in paths:
+        if path == jsonl[0]:
+            continue
+        name = file_name(path)
+        if name in images:
+            raise MedVLMError(f"Two uploaded images are called {name}; upload each image file once.")
+        images[name] = read_input(path)
+        if sum(map(len, images.values())) > MAX_INPUT_BYTES:
+            raise MedVLMError(
+                f"The uploaded images come to more than {MAX_INPUT_BYTES // 2**20:,} MiB; review the run in parts, "
+                "or have the operator start the app with --evaluation-images pointing at the images."
+            )
+    return samples, images

@@ -315,9 +315,14 @@ def skips(fields: Sequence[str]) -> dict[str, Any]:
     return {name: gr.skip() for name in fields}
 
 
-def outputs_of(event: type[tuple], page: Mapping[str, Any]) -> list[Any]:
-    """The outputs list of an event, in the order of its NamedTuple's fields (each names a component)."""
-    return [page[name] for name in event._fields]
+def outputs_of(event: type[tuple] | str, page: Mapping[str, Any]) -> list[Any]:
+    """The outputs list of an event, in the order of its NamedTuple's fields (each names a component).
+
+    A handler that changes one component returns its value, and is wired with that component's
+    name: Gradio hands a lone output whatever the handler returns, so a one-field tuple would be
+    shown as the tuple itself.
+    """
+    return [page[event]] if isinstance(event, str) else [page[name] for name in event._fields]
 
 
 def inputs_of(handler: Callable[..., Any], page: Mapping[str, Any], *, session: Any) -> list[Any]:

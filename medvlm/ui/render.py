@@ -327,6 +327,15 @@ def speed_note(model: LoadedModel, fidelity: str | None = None) -> str:
     )
 
 
+AGREEMENT_HEADERS = {
+    "label": "Flag",
+    "outputs": "Outputs reviewed by 2+ people",
+    "ratings": "Reviews of them",
+    "observed_agreement": "Observed agreement",
+    "fleiss_kappa": "Fleiss' kappa",
+}
+"""The agreement table's headers, on the Reviews tab and in a campaign report."""
+
 REVIEW_COLUMNS = [
     "Review id",
     "Question",

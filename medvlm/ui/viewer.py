@@ -13,7 +13,7 @@ A ``gr.HTML`` component with its own template, CSS and script (Gradio's custom H
 Window and frame changes are rendered on the server from the original pixel values (an 8-bit
 picture cannot be re-windowed): the script puts the requested centre, width or frame into the
 component's value and fires its ``input`` event, which the layout sends to
-:meth:`~medvlm.ui.case_handlers.CaseHandlers.view`, at most one request in flight
+:meth:`~medvlm.ui.ask.case_handlers.CaseHandlers.view`, at most one request in flight
 (``trigger_mode="always_last"``). ``bench/render_latency.py`` measures that round trip.
 
 The value is a plain dict (:func:`viewer_value`); the picture travels inside it as a PNG data URL,

@@ -1,8 +1,8 @@
 """What every user of the app shares, created once at start-up: the model (or why it could not be
 loaded), the annotation store, the optional Hub sync, the example cases and the CPU fidelity check.
 
-The handlers of each tab (:mod:`medvlm.ui.case_handlers`, :mod:`medvlm.ui.answer_handlers`,
-:mod:`medvlm.ui.reviews_handlers`) hold a workbench and read these from it; nothing here is
+The handlers of each tab (:mod:`medvlm.ui.ask.case_handlers`, :mod:`medvlm.ui.ask.answer_handlers`,
+:mod:`medvlm.ui.reviews.handlers`) hold a workbench and read these from it; nothing here is
 per-user (that is :class:`~medvlm.ui.session.Session`).
 """
 

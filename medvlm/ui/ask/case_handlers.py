@@ -19,11 +19,10 @@ import gradio as gr
 from medvlm.annotations import ModelOutput
 from medvlm.dicom import WINDOW_PRESETS, Window
 from medvlm.errors import ImageLoadError, MedVLMError
-from medvlm.evaluation_runs import read_evaluation_samples
-from medvlm.images import MAX_INPUT_BYTES, LoadedImage, load_image, read_input
+from medvlm.images import LoadedImage, load_image, read_input
 from medvlm.prompt import LETTERS, validate_question
 from medvlm.ui import render
-from medvlm.ui.cases import discard_upload, file_name
+from medvlm.ui.cases import discard_upload, file_name, read_run_uploads
 from medvlm.ui.events import (
     ANSWER_FIELDS,
     IMAGE_FIELDS,
@@ -371,33 +370,6 @@ def _open(session: Session, source: str | Path, window: Window | None) -> str:
     if metadata.source_format == "DICOM" or metadata.frame_count > 1:
         session.file_bytes = data
     return ""
-
-
-def read_run_uploads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-    """The samples of the one ``.jsonl`` among the uploads, and the other uploads (images) by file name."""
-    jsonl = [path for path in paths if file_name(path).lower().endswith(".jsonl")]
-    if len(jsonl) != 1:
-        raise MedVLMError(
-            "Choose one samples.jsonl (written by train.evaluate), together with the image files it names."
-        )
-    try:
-        samples = read_evaluation_samples(jsonl[0])
-    except (OSError, UnicodeDecodeError):
-        raise MedVLMError("The evaluation file could not be read as text.") from None
-    images: dict[str, bytes] = {}
-    for path in paths:
-        if path == jsonl[0]:
-            continue
-        name = file_name(path)
-        if name in images:
-            raise MedVLMError(f"Two uploaded images are called {name}; upload each image file once.")
-        images[name] = read_input(path)
-        if sum(map(len, images.values())) > MAX_INPUT_BYTES:
-            raise MedVLMError(
-                f"The uploaded images come to more than {MAX_INPUT_BYTES // 2**20:,} MiB; review the run in parts, "
-                "or have the operator start the app with --evaluation-images pointing at the images."
-            )
-    return samples, images
 
 
 def _no_sample(error: str, *, slider: Any = None) -> SampleShown:

@@ -30,14 +30,6 @@ TABLE_LIMIT = 1000
 MIN_AGREEMENT_OUTPUTS = 10
 """Below this many outputs reviewed by two or more people, agreement figures come with a caution."""
 
-AGREEMENT_HEADERS = {
-    "label": "Flag",
-    "outputs": "Outputs reviewed by 2+ people",
-    "ratings": "Reviews of them",
-    "observed_agreement": "Observed agreement",
-    "fleiss_kappa": "Fleiss' kappa",
-}
-
 
 def flag_choices() -> list[tuple[str, str]]:
     """Choices of the flag filter: any, then each flag by its label."""
@@ -92,7 +84,7 @@ class ReviewsHandlers:
             )
         else:
             caution = f"Agreement over the {outputs} outputs reviewed by two or more people."
-        table = agreement[list(AGREEMENT_HEADERS)].rename(columns=AGREEMENT_HEADERS)
+        table = agreement[list(render.AGREEMENT_HEADERS)].rename(columns=render.AGREEMENT_HEADERS)
         return ReviewsSummary(
             reviews_summary=summary_text(annotations),
             reviews_flag_rates=flag_rates(annotations),

@@ -3,15 +3,13 @@
 The same loop as a review campaign (Start, Submit & next, Skip with a reason, Back), over the
 pairs :class:`~medvlm.annotations.comparison_campaigns.ComparisonCampaigns` hands out. The two
 answers stand side by side; in a blind campaign without model names, which are revealed in the
-status line once the verdict is saved. :class:`~medvlm.ui.campaign_handlers.CampaignHandlers`
-sends a comparison campaign's events here.
+status line once the verdict is saved. It is the comparison :class:`~medvlm.ui.campaigns.kinds.CampaignKind`.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -23,15 +21,16 @@ from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints
 from medvlm.review_stats import MIN_INTERVAL_OUTPUTS, fleiss_kappa, reviews_over_time, verdict_rates
 from medvlm.ui import render
-from medvlm.ui.events import CampaignDashboard, CampaignReport, CampaignShown, campaign_dashboard, campaign_message
+from medvlm.ui.campaigns.kinds import NO_GUIDELINES, Adjudication, SubmittedForm
+from medvlm.ui.events import AdjudicationForm, CampaignDashboard, CampaignReport, CampaignShown, campaign_dashboard
 from medvlm.ui.inputs import as_number
 from medvlm.ui.session import Session
 from medvlm.ui.viewer import stored_value
 from medvlm.user_text import escape_markdown
 
 
-class PairHandlers:
-    """Start, submit a verdict and go on, skip, go back: for comparison campaigns."""
+class PairVerdicts:
+    """Start, submit a verdict and go on, skip, go back, report and adjudicate: for comparison campaigns."""
 
     def __init__(self, campaigns: Campaigns) -> None:
         self.comparisons = ComparisonCampaigns(campaigns)
@@ -40,39 +39,31 @@ class PairHandlers:
         assignment = self.comparisons.next_pair(session.campaign, reviewer)
         return self._show(session, reviewer, assignment, status="")
 
-    def submit_and_next(
-        self, session: Session, reviewer: str, first: str, second: str | None, verdict: str | None
-    ) -> CampaignShown:
-        """Store the verdict on the pair shown (``first`` left, ``second`` right), reveal it, show the next pair."""
-        if not verdict:
-            return campaign_message("Choose which answer's reasoning is better (or a tie, or both poor) first.")
-        try:
-            saved, created = self.comparisons.submit(session.campaign, reviewer, first, second or "", verdict)
-            assignment = self.comparisons.next_pair(session.campaign, reviewer)
-        except MedVLMError as error:
-            return campaign_message(str(error))
+    def submit_and_next(self, session: Session, reviewer: str, form: SubmittedForm) -> CampaignShown:
+        """Store the verdict on the pair shown (``form.output_id`` left, ``form.second_output_id`` right), reveal
+        the models, show the next pair."""
+        if not form.verdict:
+            raise MedVLMError("Choose which answer's reasoning is better (or a tie, or both poor) first.")
+        first, second = form.output_id, form.second_output_id
+        saved, created = self.comparisons.submit(session.campaign, reviewer, first, second, form.verdict)
+        assignment = self.comparisons.next_pair(session.campaign, reviewer)
         names = [self.comparisons.store.output(output_id).model.get("model", "?") for output_id in (first, second)]
         action = "Saved" if created else "Changed"
         status = (
-            f"{action} your verdict (#{saved.id}): {VERDICT_CHOICES[verdict].lower()}. {render.revealed_pair(*names)}"
+            f"{action} your verdict (#{saved.id}): {VERDICT_CHOICES[form.verdict].lower()}. "
+            f"{render.revealed_pair(*names)}"
         )
         return self._show(session, reviewer, assignment, status=status)
 
-    def skip(self, session: Session, reviewer: str, output_id: str, reason: str | None) -> CampaignShown:
-        try:
-            self.comparisons.skip(session.campaign, reviewer, output_id, reason or "")
-            assignment = self.comparisons.next_pair(session.campaign, reviewer)
-        except MedVLMError as error:
-            return campaign_message(str(error))
+    def skip(self, session: Session, reviewer: str, output_id: str, reason: str) -> CampaignShown:
+        self.comparisons.skip(session.campaign, reviewer, output_id, reason)
+        assignment = self.comparisons.next_pair(session.campaign, reviewer)
         return self._show(session, reviewer, assignment, status="Skipped; it will not be offered to you again.")
 
     def back(self, session: Session, reviewer: str, output_id: str | None) -> CampaignShown:
-        try:
-            found = self.comparisons.previous(session.campaign, reviewer, before=output_id or None)
-        except MedVLMError as error:
-            return campaign_message(str(error))
+        found = self.comparisons.previous(session.campaign, reviewer, before=output_id or None)
         if found is None:
-            return campaign_message("There is no earlier verdict of yours in this campaign.")
+            raise MedVLMError("There is no earlier verdict of yours in this campaign.")
         assignment, verdict = found
         shown = self._show(session, reviewer, assignment, status="Your earlier verdict: change it and Submit & next.")
         earlier = verdict.choice(assignment.first.output_id)  # in terms of the sides as shown again
@@ -130,20 +121,25 @@ class PairHandlers:
             campaign_disagreements=split,
         )
 
-    def adjudicate(self, campaign: str, number: Any, choice: str | None, adjudicator: str, note: str) -> str:
+    def adjudicate(self, campaign: str, decision: Adjudication) -> str:
         """An administrator's verdict on a split pair (by its number; answer 1 is the first run's)."""
-        position = as_number(number, "The pair number", whole=True)
+        position = as_number(decision.number, "The pair number", whole=True)
         if position is None:
             raise MedVLMError("Give the number of the pair to adjudicate (the first column of the split pairs).")
-        if not choice:
+        if not decision.verdict:
             raise MedVLMError("Choose the adjudicated verdict.")
-        decided = self.comparisons.adjudicate(campaign, position, choice, adjudicator, note)
+        decided = self.comparisons.adjudicate(
+            campaign, position, decision.verdict, decision.adjudicator, decision.note
+        )
         first = self.comparisons.pairs(campaign)[position - 1][0]
         models = self.comparisons.models(campaign)
         return (
             f"Adjudicated pair {position}: {escape_markdown(_decision(decided, first, models))}; "
             "the reviewers' verdicts are kept as they were."
         )
+
+    def adjudication_form(self) -> AdjudicationForm:
+        return AdjudicationForm(gr.update(visible=False), gr.update(visible=True))
 
     def dashboard(self, campaign: str) -> CampaignDashboard:
         """A comparison campaign's dashboard: its verdicts over time (by their latest save) and per reviewer,
@@ -172,7 +168,7 @@ class PairHandlers:
         campaign = self.comparisons.get(session.campaign)
         progress = self.comparisons.progress(campaign.name)
         overall = render.campaign_progress(progress, reviewer, campaign.reviews_per_output, comparison=True)
-        guidelines = campaign.guidelines or "No guidelines were written for this campaign."
+        guidelines = campaign.guidelines or NO_GUIDELINES
         if assignment is None:
             session.campaign_output_id = None
             empty = {field: "" for field in CampaignShown._fields}

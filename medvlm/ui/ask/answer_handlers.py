@@ -25,7 +25,7 @@ from medvlm.model import LoadedModel
 from medvlm.prompt import LETTERS, PromptStyle, validate_question
 from medvlm.streaming import CancelAll, GenerationSettings, StreamUpdate, interleave
 from medvlm.ui import render
-from medvlm.ui.case_handlers import CaseHandlers
+from medvlm.ui.ask.case_handlers import CaseHandlers
 from medvlm.ui.events import (
     SECOND_ANSWER_FIELDS,
     AnswerMarked,

@@ -1,0 +1,1 @@
+"""The Reviews tab: every stored review, filtered, summarised and exported (:mod:`.layout`)."""
