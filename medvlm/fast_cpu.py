@@ -358,7 +358,7 @@ def cpu_attention(
     took 0.65 ms and 0.08 ms in fp32, while a prefill's or the vision encoder's long sequences run
     as fast in bf16 as in fp32; the inputs are bf16 values, so fp32 is at least as accurate.
 
-    One at a time: a step that verifies drafted tokens (prompt lookup, :func:`medvlm.speculation.speculation`)
+    One at a time: a step that verifies drafted tokens (prompt lookup, :func:`medvlm.streaming.speculation`)
     gives each row exactly the computation a plain decoding step would have given it, so greedy
     speculation keeps the model's own tokens; SDPA's kernels for one query and for several round
     differently, which flipped near-tied tokens of a trained model.

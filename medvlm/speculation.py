@@ -14,20 +14,17 @@ Three things make that so on the CPU fast path:
   kernels, and a trained model's near-tied tokens flipped there.
 
 ``tests/test_trained_fidelity.py`` holds the result on a trained model: the same 256 greedy tokens
-with and without prompt lookup, in fewer forward passes.
+with and without prompt lookup, in fewer forward passes. Where it is switched on for an answer is
+:func:`medvlm.streaming.speculation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from medvlm.model import LoadedModel
-    from medvlm.streaming import GenerationSettings
 
 
 def rows_are_independent(layer: nn.Module, rows: int, dtype: torch.dtype) -> bool:
@@ -63,15 +60,3 @@ def draft_after_prefill(model: nn.Module) -> None:
         return generator
 
     model._get_candidate_generator = build_without_first_drafts
-
-
-def speculation(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
-    """``generate`` arguments for prompt-lookup decoding of one greedy answer, where it is exact and measured.
-
-    Prompt lookup drafts what followed the last tokens earlier in the prompt or the answer, and a
-    reasoning model restates the question and its options. It is on for the CPU fast path where the
-    load found it exact (:attr:`medvlm.fast_cpu.FastCpuReport.prompt_lookup_tokens`); sampling,
-    batches, other devices and full precision decode as before.
-    """
-    tokens = loaded.fast_cpu.prompt_lookup_tokens if loaded.fast_cpu is not None else 0
-    return {"prompt_lookup_num_tokens": tokens} if tokens and not settings.do_sample else {}

@@ -30,7 +30,6 @@ from medvlm.parsing import ParsedCompletion, parse_completion
 from medvlm.pixels import MAX_RENDER_PIXELS
 from medvlm.processor import RECIPE_MIN_PIXELS, encode_prompts
 from medvlm.prompt import PromptStyle, as_style, validate_question
-from medvlm.speculation import speculation
 
 #: Upper bound on new tokens a user may ask for (the recipe uses 512).
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -466,3 +465,15 @@ def interleave(streams: Sequence[Iterator[Any]], stop: threading.Event) -> Itera
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def speculation(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
+    """``generate`` arguments for prompt-lookup decoding of one greedy answer, where it is exact and measured.
+
+    Prompt lookup drafts what followed the last tokens earlier in the prompt or the answer, and a
+    reasoning model restates the question and its options. It is on for the CPU fast path where the
+    load found it exact (:attr:`medvlm.fast_cpu.FastCpuReport.prompt_lookup_tokens`); sampling,
+    batches, other devices and full precision decode as before.
+    """
+    tokens = loaded.fast_cpu.prompt_lookup_tokens if loaded.fast_cpu is not None else 0
+    return {"prompt_lookup_num_tokens": tokens} if tokens and not settings.do_sample else {}

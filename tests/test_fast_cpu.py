@@ -350,7 +350,7 @@ def test_prompt_lookup_stays_off_where_the_kernels_round_rows_by_their_batch(
     formatted_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Drafts would not be verified exactly there: the answer is decoded one token per pass, as without the path."""
-    from medvlm.speculation import speculation
+    from medvlm.streaming import speculation
 
     monkeypatch.setattr(fast_cpu, "rows_are_independent", lambda layer, rows, dtype: rows < 3)
     loaded = load_model(formatted_model_dir)
