@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from medvlm.annotations import FLAGS
+from medvlm.annotations import FLAGS, Annotation
 from medvlm.errors import MedVLMError
 from medvlm.review_stats import flag_rates, reviewer_agreement, summary_text
 from medvlm.ui import render
@@ -147,7 +147,7 @@ class ReviewsHandlers:
         reviewer: str | None,
         model_id: str | None,
         limit: int | None = None,
-    ):
+    ) -> list[Annotation]:
         return self.workbench.store.query(
             flag=any_filter(flag),
             modality=any_filter(modality),
