@@ -287,7 +287,12 @@ def _generate(campaigns: Campaigns, name: str, loaded: LoadedModel, *, out: Text
 
     from medvlm.campaign_generation import generate_answers
 
-    with tqdm(desc="Answering", unit="question", file=sys.stderr) as bar:
+    probing = bool(campaigns.generation(name).probes)  # the bar counts the probes' re-asks too
+    with tqdm(
+        desc="Answering and probing" if probing else "Answering",
+        unit="step" if probing else "question",
+        file=sys.stderr,
+    ) as bar:
 
         def progress(answered: int, planned: int) -> None:
             bar.total = planned

@@ -62,22 +62,6 @@ class RelevanceMaps:
     def grid(self) -> tuple[int, int]:
         return self.maps.shape[1], self.maps.shape[2]
 
-    def sentence_at(self, offset: int) -> int | None:
-        """The index of the sentence that holds character ``offset`` of the completion."""
-        for index, (start, end, _) in enumerate(self.sentences):
-            if start <= offset < end:
-                return index
-        return None
-
-
-def blend(image: Image.Image, relevance: np.ndarray) -> Image.Image:
-    """``relevance`` (rows x cols in [0, 1]) drawn over ``image`` as an orange wash, block by block."""
-    base = image.convert("RGB")
-    cells = Image.fromarray(np.uint8(np.clip(relevance, 0, 1) * 255), mode="L")
-    alpha = cells.resize(base.size, Image.Resampling.NEAREST).point(lambda value: int(value * OVERLAY_OPACITY))
-    colour = Image.new("RGB", base.size, OVERLAY_COLOUR)
-    return Image.composite(colour, base, alpha)
-
 
 def sentence_relevance(
     activations: np.ndarray,

@@ -121,3 +121,34 @@ def test_reviewers_see_the_probes_unless_hidden_and_the_report_measures_them(
         assert [answer["kind"] for answer in probes["answers"]] == ["blank", "shuffle", "rotate"]
         assert [review["made_by"] for review in row["reviews"]] == ["person"]
     assert "made_by: probe" in (exported / "README.md").read_text()
+
+
+def test_the_command_line_probes_a_campaign_it_generates_and_can_hide_the_probes(
+    tmp_path: Path, blind_model_dir: Path
+) -> None:
+    """``medvlm campaign create --probes --hide-probes``: every answer probed and stored, hidden from reviewers."""
+    import contextlib
+    import io
+
+    from medvlm.cli import main
+
+    data = write_square_task(tmp_path / "task", 4, seed=5, modalities=("CT",))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(
+            ["campaign", "create", "Probed", "--data", str(data), "--model", str(blind_model_dir),
+             "--probes", "blank,shuffle,rotate", "--hide-probes", "--reviews-per-output", "1",
+             "--max-new-tokens", "24", "--batch-size", "4", "--data-dir", str(tmp_path / "store")]
+        )  # fmt: skip
+    assert status == 0, err.getvalue()
+    assert "all 4 answers stored and probed (blank, shuffle, rotate)" in out.getvalue()
+    assert "Answering and probing" in err.getvalue()  # the bar says it counts the probes too
+    campaigns = Campaigns(AnnotationStore(tmp_path / "store"))
+    generation = campaigns.generation("Probed")
+    assert generation.probes == DEFAULT_KINDS and not generation.show_probes and generation.done
+    probed = campaigns.store.probe_answers(campaigns.output_ids("Probed"))
+    assert len(probed) == 4 and all(
+        {answer.kind for answer in answers} == set(DEFAULT_KINDS) for answers in probed.values()
+    )
+    reviews = OutputReviews(campaigns)
+    assert reviews.probe_evidence("Probed", campaigns.store.output(campaigns.output_ids("Probed")[0])) == ""
