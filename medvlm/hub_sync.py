@@ -6,7 +6,7 @@ folder in the background every few minutes, following the append-only pattern of
 documentation (one JSONL file per process, written under ``scheduler.lock``)::
 
     README.md                       dataset card: the viewer and load_dataset read annotations/*.jsonl
-    annotations/<process uuid>.jsonl  one to_record() per line
+    annotations/<process uuid>.jsonl  one review per line (its output's probes with it, as the exports write it)
     images/<sha256>.png             each image once; records name it "images/<sha256>.png"
 
 The folder is the root of the repository (not a sub-folder) so that the card's ``configs`` apply,
@@ -23,6 +23,7 @@ commit, so nothing is missed for good.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -39,6 +40,7 @@ from medvlm.annotations import (
     AnnotationStore,
     copy_image,
 )
+from medvlm.annotations.exports import Probes, export_record
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ configs:
 Reviewers' flags on the reasoning of a medical vision-language model, written by the medvlm
 workbench. One JSON object per line in `annotations/`; `image` is the path of the de-identified
 image in this repository. A re-submitted review is a new line: per (`output_id`, `reviewer`) keep
-the line with the greatest `updated_at`.
+the line with the greatest `updated_at`. Where the output was probed before the review was saved,
+`probes` holds the model's answers to the same question with a blank image, another case's image
+and the options rotated, and the verdicts drawn from them (`made_by: probe`, evidence beside a
+person's flags); otherwise it is null.
 """
 
 
@@ -96,12 +101,13 @@ class HubSync:
             ) from error
         self._stopped = False
 
-    def record(self, annotation: Annotation) -> None:
-        """Queue one saved annotation for upload: its image (once) and one JSON line.
+    def record(self, annotation: Annotation, probes: Probes | None = None) -> None:
+        """Queue one saved annotation for upload: its image (once) and one JSON line, with the output's ``probes``
+        (by output id) as they stand now.
 
         Done under ``scheduler.lock`` so that a commit never lists a half-written file.
         """
-        line = annotation.to_json_line()
+        line = json.dumps(export_record(annotation, probes), ensure_ascii=False) + "\n"
         with self.scheduler.lock:
             copy_image(annotation, self.folder)
             with self.lines_path.open("a", encoding="utf-8") as handle:

@@ -400,6 +400,17 @@ def probes_to_dict(sample: ProbedSample) -> dict[str, Any]:
     return {"answers": [answer.to_dict() for answer in sample.answers], "summary": sample.summary.to_dict()}
 
 
+def probe_record(
+    completion: str, correct: str | None, letter: str | None, answers: Sequence[ProbeAnswer]
+) -> dict[str, Any] | None:
+    """An output's probes as an export holds them, marked as a machine's annotation (``made_by: probe``, where a
+    review is a person's); None when the output was never probed."""
+    if not answers:
+        return None
+    sample = ProbedSample(correct, letter, tuple(answers), summarize(completion, answers))
+    return {"made_by": "probe", **probes_to_dict(sample)}
+
+
 def probed_from_dict(data: dict[str, Any], correct: str | None, letter: str | None, completion: str) -> ProbedSample:
     """The inverse of :func:`probes_to_dict`; the verdicts are worked out again from the answers."""
     answers = tuple(ProbeAnswer.from_dict(answer) for answer in data.get("answers", []))

@@ -491,6 +491,31 @@ def test_parquet_export_is_self_contained(filled_store: AnnotationStore, tmp_pat
     assert json.loads(rows[0]["model"])["model"] == "JZPeterPan/MedVLM-R1"
 
 
+def test_a_probed_outputs_reviews_carry_its_probes_in_both_exports(
+    filled_store: AnnotationStore, tmp_path: Path
+) -> None:
+    """The probes travel with the reviews (marked as a machine's); an output never probed gets null."""
+    import datasets
+
+    from medvlm.probes import ProbeAnswer, ProbeKind
+
+    probed = filled_store.query()[-1]  # the first output: its model answered A
+    blank = ProbeAnswer(ProbeKind.BLANK, "black", tuple(probed.options), "<answer>A</answer>", "A", False, 0.5)
+    filled_store.add_probe_answers(make_output(1), [blank], probed_by="test")
+    jsonl = filled_store.export_jsonl(tmp_path / "out" / "annotations.jsonl")
+    parquet = filled_store.export_parquet(tmp_path / "out" / "annotations.parquet")
+    by_jsonl = {row["output_id"]: row["probes"] for row in map(json.loads, jsonl.read_text().splitlines())}
+    by_parquet = {
+        row["output_id"]: row["probes"] and json.loads(row["probes"])
+        for row in datasets.Dataset.from_parquet(str(parquet), cache_dir=str(tmp_path / "cache"))
+    }
+    for found in (by_jsonl, by_parquet):
+        assert found[probed.output_id]["made_by"] == "probe"
+        assert found[probed.output_id]["answers"] == [blank.to_dict()]
+        assert found[probed.output_id]["summary"]["image_invariant"] is True  # the blank image gave the same answer
+        assert [value for key, value in found.items() if key != probed.output_id] == [None, None]
+
+
 def test_exporting_nothing_is_refused(store: AnnotationStore, tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match="no annotations to export"):
         store.export_jsonl(tmp_path / "x.jsonl")

@@ -97,7 +97,8 @@ def test_record_appends_a_line_and_places_the_image_once(sync: HubSync, store: A
 
     records = lines(sync)
     assert [record["flags"] for record in records] == [["superficial"], ["sound"], ["hallucination"]]
-    assert records[0] == first.to_record() and records[1] == updated.to_record()
+    unprobed = {"probes": None}  # what the exports write for an output never probed
+    assert records[0] == {**first.to_record(), **unprobed} and records[1] == {**updated.to_record(), **unprobed}
     assert records[1]["updated_at"] >= records[0]["updated_at"]  # consumers keep the latest per (output_id, reviewer)
     assert len(list((sync.folder / "annotations").glob("*.jsonl"))) == 1  # one file per process
     images = sorted((sync.folder / "images").iterdir())
@@ -106,6 +107,22 @@ def test_record_appends_a_line_and_places_the_image_once(sync: HubSync, store: A
         with Image.open(sync.folder / record["image"]) as image:  # record paths resolve in the repo
             assert image.size == (24, 16)
     assert "data_files: annotations/*.jsonl" in (sync.folder / "README.md").read_text()
+
+
+def test_a_probed_outputs_review_syncs_with_its_probes(sync: HubSync, store: AnnotationStore) -> None:
+    """The Ask page probes an answer, then its review is saved: the Hub line carries the probes, marked as a
+    machine's, as the exports write them."""
+    from medvlm.probes import ProbeAnswer, ProbeKind
+
+    output = make_output(1)
+    blank = ProbeAnswer(ProbeKind.BLANK, "black", tuple(output.options), "<answer>B</answer>", "B", True, 0.5)
+    store.add_probe_answers(output, [blank], probed_by="Dr Grey")
+    annotation, _ = store.add(output, Review("Dr Grey", ("sound",)))
+    sync.record(annotation, store.probe_answers([annotation.output_id]))
+    (record,) = lines(sync)
+    assert record["probes"]["made_by"] == "probe" and record["probes"]["answers"] == [blank.to_dict()]
+    assert record["probes"]["summary"]["image_invariant"] is False
+    assert "probes" in (sync.folder / "README.md").read_text()
 
 
 def test_record_writes_only_under_the_scheduler_lock(sync: HubSync, store: AnnotationStore) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from medvlm.annotations.campaigns import Campaigns
 from medvlm.annotations.records import FLAGS, Annotation, AnnotationError
-from medvlm.probes import ProbeAnswer, ProbedSample, probes_to_dict, summarize
+from medvlm.probes import ProbeAnswer, probe_record
 from medvlm.review_stats import reviewer_agreement
 
 PARQUET_NAME = "data/train-00000-of-00001.parquet"
@@ -141,19 +141,12 @@ def _row(reviews: list[Annotation], wanted: int) -> dict[str, Any]:
 
 
 def _probes(first: Annotation, answers: list[ProbeAnswer] | None) -> str | None:
-    """The output's probes as JSON (a machine's annotation: ``made_by`` says so), or None if it has none.
+    """The output's probes as JSON (:func:`~medvlm.probes.probe_record`), or None if it has none.
 
     JSON text, not an Arrow struct: the verdicts hold lists of mixed types that a Parquet column cannot.
     """
-    if not answers:
-        return None
-    summary = summarize(first.completion, answers)
-    return json.dumps(
-        {
-            "made_by": "probe",
-            **probes_to_dict(ProbedSample(first.correct_answer, first.letter, tuple(answers), summary)),
-        }
-    )
+    record = probe_record(first.completion, first.correct_answer, first.letter, answers or ())
+    return None if record is None else json.dumps(record)
 
 
 def _card(campaign, rows: list[dict[str, Any]], annotations: list[Annotation]) -> str:

@@ -1,21 +1,28 @@
 """Exports of the annotation store: JSON Lines with images beside it, and self-contained Parquet.
 
 Both are what ``datasets.load_dataset`` reads and ``train.data`` trains on; both are written
-atomically (:func:`medvlm.atomic.atomic_write`), so a reader never sees half a file.
+atomically (:func:`medvlm.atomic.atomic_write`), so a reader never sees half a file. Each review's
+row carries its output's probes where it was probed (``probes``, marked ``made_by: probe``:
+a machine's evidence beside a person's flags; :func:`medvlm.probes.probe_record`), else null.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from medvlm.annotations.records import FREE_FORM_FIELDS, Annotation, AnnotationError, image_relpath
 from medvlm.atomic import atomic_write, atomic_write_text
+from medvlm.probes import ProbeAnswer, probe_record
+
+Probes = Mapping[str, Sequence[ProbeAnswer]]
+"""The stored probe answers of the exported outputs, by output id (:meth:`AnnotationStore.probe_answers`)."""
 
 
-def export_jsonl(annotations: Sequence[Annotation], path: str | Path) -> Path:
+def export_jsonl(annotations: Sequence[Annotation], path: str | Path, probes: Probes | None = None) -> Path:
     """Write ``annotations`` (the store's, oldest first) as one JSON object per line; return the path.
 
     Image paths in the records are relative to the file's folder: images not already there are
@@ -24,16 +31,17 @@ def export_jsonl(annotations: Sequence[Annotation], path: str | Path) -> Path:
     target = _export_target(annotations, path)
     for annotation in annotations:
         copy_image(annotation, target.parent)
-    return atomic_write_text(target, "".join(annotation.to_json_line() for annotation in annotations))
+    lines = (json.dumps(export_record(annotation, probes), ensure_ascii=False) + "\n" for annotation in annotations)
+    return atomic_write_text(target, "".join(lines))
 
 
-def export_parquet(annotations: Sequence[Annotation], path: str | Path) -> Path:
+def export_parquet(annotations: Sequence[Annotation], path: str | Path, probes: Probes | None = None) -> Path:
     """Write ``annotations`` (the store's, oldest first) as a self-contained Parquet file; return the path.
 
     The ``image`` column is a ``datasets.Image()`` feature holding the PNG bytes, so
     ``datasets.load_dataset("parquet", data_files=...)`` or ``Dataset.from_parquet`` decode it to
     PIL with no other file. The free-form dictionaries (``image_metadata``, ``model``,
-    ``settings``, ``timing``) are JSON strings here: as Arrow structs, an empty one cannot be
+    ``settings``, ``timing``) and ``probes`` are JSON strings here: as Arrow structs, an empty one cannot be
     written at all and rows from different app versions would disagree on the schema. Holds every
     image in memory while writing.
     """
@@ -42,14 +50,22 @@ def export_parquet(annotations: Sequence[Annotation], path: str | Path) -> Path:
     target = _export_target(annotations, path)
     records = [
         {
-            **annotation.to_record(),
+            **(record := export_record(annotation, probes)),
             **{key: json.dumps(getattr(annotation, key), sort_keys=True) for key in FREE_FORM_FIELDS},
+            "probes": None if record["probes"] is None else json.dumps(record["probes"], sort_keys=True),
             "image": {"bytes": annotation.image_path.read_bytes(), "path": image_relpath(annotation.image_sha256)},
         }
         for annotation in annotations
     ]
     dataset = datasets.Dataset.from_list(records).cast_column("image", datasets.Image())
     return atomic_write(target, lambda tmp: dataset.to_parquet(str(tmp)))
+
+
+def export_record(annotation: Annotation, probes: Probes | None = None) -> dict[str, Any]:
+    """One review as the exports and the Hub sync write it: :meth:`Annotation.to_record` and its output's probes."""
+    answers = (probes or {}).get(annotation.output_id, ())
+    found = probe_record(annotation.completion, annotation.correct_answer, annotation.letter, answers)
+    return {**annotation.to_record(), "probes": found}
 
 
 def _export_target(annotations: Sequence[Annotation], path: str | Path) -> Path:

@@ -353,10 +353,6 @@ class Annotation:
                 record[field.name] = getattr(self, field.name)
         return record
 
-    def to_json_line(self) -> str:
-        """:meth:`to_record` as one JSON line: the format of the JSONL export and of the Hub dataset."""
-        return json.dumps(self.to_record(), ensure_ascii=False) + "\n"
-
 
 @dataclass(frozen=True)
 class ReviewVersion:

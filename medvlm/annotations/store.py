@@ -499,12 +499,17 @@ class AnnotationStore:
     # -- exports ---------------------------------------------------------------------------------
 
     def export_jsonl(self, path: str | Path) -> Path:
-        """Every annotation as JSON Lines (:func:`medvlm.annotations.exports.export_jsonl`)."""
-        return export_jsonl(self.query()[::-1], path)
+        """Every annotation as JSON Lines with its probes (:func:`medvlm.annotations.exports.export_jsonl`)."""
+        annotations = self.query()[::-1]
+        return export_jsonl(annotations, path, self._probes_of(annotations))
 
     def export_parquet(self, path: str | Path) -> Path:
         """Every annotation with its image as one Parquet file (:func:`medvlm.annotations.exports.export_parquet`)."""
-        return export_parquet(self.query()[::-1], path)
+        annotations = self.query()[::-1]
+        return export_parquet(annotations, path, self._probes_of(annotations))
+
+    def _probes_of(self, annotations: Sequence[Annotation]) -> dict[str, list[ProbeAnswer]]:
+        return self.probe_answers(list(dict.fromkeys(annotation.output_id for annotation in annotations)))
 
     def close(self) -> None:
         """Fold the WAL into the database file (so a copy of the ``.sqlite3`` alone is complete), then close."""
