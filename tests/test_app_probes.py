@@ -43,8 +43,8 @@ def asked(user, path: Path) -> dict:
     return answered(ask(user, QUESTION, list(OPTIONS), max_new_tokens=40))
 
 
-def probed(user, output_id: str) -> list[dict]:
-    job = user.submit(output_id, api_name="/probe")
+def probed(user, output_id: str, kinds: list[str] | None = None) -> list[dict]:
+    job = user.submit(output_id, *([] if kinds is None else [kinds]), api_name="/probe")
     list(job)  # every streamed update, as it comes
     return [named(update, ProbeUpdate) for update in job.outputs()]
 
@@ -76,6 +76,21 @@ def test_probe_streams_each_probe_stores_it_and_reports_the_image_dependence(app
     stored = app.workbench.store.probe_answers([second["output_id"]])[second["output_id"]]
     shuffled = [a for a in stored if a.kind is ProbeKind.SHUFFLE]
     assert len(shuffled) == 1 and shuffled[0].letter == "B" and shuffled[0].changed
+
+
+def test_the_probes_ticked_are_the_ones_run_the_no_reasoning_one_included(app, squares) -> None:
+    """The page's probe choices reach the run: the blank image and the answer without reasoning, nothing else;
+    none ticked is refused with a sentence and stores nothing."""
+    user = client(app.url)
+    shown = asked(user, squares["bright"])
+    final = probed(user, shown["output_id"], ["blank", "no_think"])[-1]["probe_results"]
+    assert "- Without reasoning (no think): " in final and "Options rotated" not in final
+    assert "Without reasoning the answer " in final  # its verdict under the table
+    stored = app.workbench.store.probe_answers([shown["output_id"]])[shown["output_id"]]
+    assert [a.kind for a in stored] == [ProbeKind.BLANK, ProbeKind.NO_THINK]
+    again = asked(user, squares["dark"])
+    assert "Choose at least one probe" in probed(user, again["output_id"], [])[-1]["probe_results"]
+    assert app.workbench.store.probe_answers([again["output_id"]]) == {}
 
 
 def test_a_probe_of_an_answer_no_longer_on_screen_is_refused(app, squares) -> None:

@@ -391,8 +391,8 @@ def probe_fields(session: Session) -> dict[str, Any]:
 
 PROBE_LABEL = "Probe this answer"
 PROBE_INTRO = (
-    "Does the answer depend on the image? *Probe* asks again with a blank image, another case's image and the "
-    "options rotated."
+    "Does the answer depend on the image, or on its reasoning? *Probe* asks again with the probes ticked: a blank "
+    "image, another case's image, the options rotated, or without reasoning."
 )
 NO_OVERLAY = "(no map)"
 

@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from medvlm.annotations import FLAGS, VERDICT_CHOICES
+from medvlm.probes import DEFAULT_KINDS, PROBE_LABELS, ProbeKind
 from medvlm.prompt import PromptStyle
 from medvlm.streaming import MAX_NEW_TOKENS_LIMIT
 from medvlm.ui import render
@@ -296,6 +297,12 @@ def _probe_panel(page: dict[str, Any]) -> None:
             page["probe_stop"] = gr.Button(
                 "Stop probing", size="sm", variant="stop", min_width=100, elem_id="probe-stop"
             )
+        page["probe_kinds"] = gr.CheckboxGroup(
+            [(PROBE_LABELS[kind], kind.value) for kind in ProbeKind],
+            value=[kind.value for kind in DEFAULT_KINDS],
+            label="Probes to run",
+            elem_id="probe-kinds",
+        )
         page["probe_results"] = gr.Markdown(PROBE_INTRO, elem_id="probe-results")
         page["sentence"] = gr.Radio(
             [], label="Where did the model look? Select a sentence of the reasoning", elem_id="sentence"

@@ -1,11 +1,12 @@
 """The Ask tab's evidence beside the reasoning: probes of the finished answer, and where the model looked.
 
 *Probe* re-asks the answer's question with a blank image, another stored case's image of the same
-modality and the options rotated (:mod:`medvlm.probes`), with the model that answered and its token
-and pixel budgets, greedily. Each probe's answer appears as it ends and is stored at once with the
-output, as a machine annotation (``probe_answers``: made by a model, never counted as a reviewer);
-*Stop probing* ends them after the current one. Selecting a sentence of the reasoning draws its
-relevance map (:mod:`medvlm.relevance`) over the image in the viewer.
+modality and the options rotated (:mod:`medvlm.probes`), and, when ticked, without the reasoning
+instruction, with the model that answered and its token and pixel budgets, greedily. Each probe's
+answer appears as it ends and is stored at once with the output, as a machine annotation
+(``probe_answers``: made by a model, never counted as a reviewer); *Stop probing* ends them after
+the current one. Selecting a sentence of the reasoning draws its relevance map
+(:mod:`medvlm.relevance`) over the image in the viewer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from medvlm.probes import (
     PROBE_LABELS,
     ProbeAnswer,
     ProbeCase,
+    ProbeKind,
     model_answerer,
+    parse_kinds,
     partner_for,
     run_probes,
     summarize,
@@ -51,10 +54,14 @@ class ProbeHandlers:
     def __init__(self, workbench: Workbench) -> None:
         self.workbench = workbench
 
-    def probe(self, session: Session, output_id: str | None) -> Iterator[ProbeUpdate]:
-        """Stream the probes of the answer named ``output_id`` (the one on screen), storing each as it ends."""
+    def probe(
+        self, session: Session, output_id: str | None, probe_kinds: list[str] | None = None
+    ) -> Iterator[ProbeUpdate]:
+        """Stream the probes ``probe_kinds`` (default: :data:`~medvlm.probes.DEFAULT_KINDS`) of the answer named
+        ``output_id`` (the one on screen), storing each as it ends."""
         output, loaded = session.last_output, session.answered_by
-        problem = _unprobeable(session, output, output_id)
+        kinds = DEFAULT_KINDS if probe_kinds is None else parse_kinds(probe_kinds)
+        problem = _unprobeable(session, output, output_id) or _unaskable(output, kinds)
         if problem:
             yield ProbeUpdate(probe_results=render.error_markdown(problem), probe_button=gr.skip())
             return
@@ -79,7 +86,7 @@ class ProbeHandlers:
         try:
             yield ProbeUpdate(probe_results=probe_markdown(case, answers, note, running=True),
                               probe_button=gr.update(interactive=False, value=PROBING))  # fmt: skip
-            for probe_answer in run_probes(case, answer, DEFAULT_KINDS, cancel=cancel):
+            for probe_answer in run_probes(case, answer, kinds, cancel=cancel):
                 if session.case_version != case_version or session.last_output is not output:
                     return  # another case or answer is on screen: these probes belong to nothing shown
                 answers.append(probe_answer)
@@ -191,6 +198,15 @@ def _unprobeable(session: Session, output: ModelOutput | None, output_id: str | 
         return "An answer is still being generated; probe once it is finished."
     if session.probing is not None:
         return "The probes of this answer are still running."
+    return None
+
+
+def _unaskable(output: ModelOutput | None, kinds: tuple[ProbeKind, ...]) -> str | None:
+    """Why these probes cannot be asked of ``output`` (the page offers only known kinds), or None."""
+    if not kinds:
+        return "Choose at least one probe to run."
+    if ProbeKind.NO_THINK in kinds and output is not None and output.prompt_style == PromptStyle.NO_THINK.value:
+        return "This answer was given without reasoning already; untick the no-reasoning probe."
     return None
 
 
