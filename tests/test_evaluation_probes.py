@@ -82,3 +82,33 @@ def test_an_unknown_probe_is_refused_before_anything_loads(tmp_path: Path, capsy
     assert capsys.readouterr().err.strip() == (
         "error: --probes: Unknown probe 'mirror'. Choose from: blank, shuffle, rotate, no_think."
     )
+
+
+def test_each_image_is_decoded_once_for_its_answer_and_its_probes(
+    tmp_path: Path, blind_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probes reuse the batch's decoded images; only a shuffle partner's image is read again."""
+    import medvlm.images
+    from medvlm.model import load_model
+    from medvlm.streaming import GenerationSettings
+    from medvlm.vqa_records import load_records
+    from train.evaluate import evaluate
+
+    records, _ = load_records(write_square_task(tmp_path / "task", 6, seed=2, modalities=("CT",)))
+    decoded: list[str] = []
+    real = medvlm.images.load_image
+
+    def counted(source, *args, **kwargs):
+        decoded.append(Path(source).name)
+        return real(source, *args, **kwargs)
+
+    loaded = load_model(blind_model_dir)  # (its CPU fidelity check reads a bundled DICOM)
+    monkeypatch.setattr(medvlm.images, "load_image", counted)
+    settings = GenerationSettings(max_new_tokens=24)
+    result = evaluate(loaded, records, batch_size=4, settings=settings, probes=("blank", "rotate"), progress=False)
+    assert sorted(decoded) == sorted(Path(record.image_path).name for record in records)
+    assert all(len(sample.probes) == 2 for sample in result.samples)  # the blank image and one rotation
+    assert 0 < result.probe_s < result.elapsed_s
+    decoded.clear()
+    evaluate(loaded, records, batch_size=4, settings=settings, probes=("shuffle",), progress=False)
+    assert len(decoded) == 2 * len(records)  # each answer's image, and each one's partner

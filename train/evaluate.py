@@ -278,7 +278,7 @@ def evaluate(
 
     ``settings`` default to the paper's (greedy, 512 new tokens). With ``settings.seed`` the random
     generator is seeded once, before the first batch. ``progress`` shows a tqdm bar on stderr.
-    ``probes`` (:mod:`medvlm.probes`) re-ask every question after the answers, batched the same way.
+    ``probes`` (:mod:`medvlm.probes`) re-ask each batch's questions after its answers, on the same decoded images.
     """
     import torch
     from tqdm.auto import tqdm
@@ -294,15 +294,16 @@ def evaluate(
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     samples: list[SampleResult] = []
-    with tqdm(total=len(records), desc="Evaluating", unit="question", file=sys.stderr, disable=not progress) as bar:
+    kinds = tuple(map(ProbeKind, probes))
+    prober = _Prober(loaded, records, kinds, settings, style, batch_size) if kinds else None
+    desc = "Evaluating and probing" if kinds else "Evaluating"
+    with tqdm(total=len(records), desc=desc, unit="question", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            samples.extend(_answer_batch(loaded, batch, settings, style))
+            images = [_image(record) for record in batch]  # decoded once, for the answers and their probes
+            answered = _answer_batch(loaded, batch, images, settings, style)
+            samples.extend(prober.probe(answered, images) if prober else answered)
             bar.update(len(batch))
-    kinds = tuple(map(ProbeKind, probes))
-    probes_started = time.perf_counter()
-    if kinds:
-        samples = _probe(loaded, samples, kinds, settings, style, batch_size, progress)
     return EvaluationResult(
         samples=samples,
         model=loaded.describe(),
@@ -312,7 +313,7 @@ def evaluate(
         elapsed_s=time.perf_counter() - started,
         generated_at=generated_at,
         probe_kinds=tuple(kind.value for kind in kinds),
-        probe_s=time.perf_counter() - probes_started if kinds else 0.0,
+        probe_s=prober.seconds if prober else 0.0,
     )
 
 
@@ -326,11 +327,14 @@ def _image(record: VQARecord) -> Image.Image:
 
 
 def _answer_batch(
-    loaded: LoadedModel, batch: Sequence[VQARecord], settings: GenerationSettings, style: PromptStyle
+    loaded: LoadedModel,
+    batch: Sequence[VQARecord],
+    images: Sequence[Image.Image],
+    settings: GenerationSettings,
+    style: PromptStyle,
 ) -> list[SampleResult]:
     from medvlm.streaming import answer_batch
 
-    images = [_image(record) for record in batch]
     answers = answer_batch(
         loaded, images, [r.question for r in batch], [list(r.options) for r in batch], settings, style=style
     )
@@ -340,48 +344,58 @@ def _answer_batch(
     ]
 
 
-def _probe(
-    loaded: LoadedModel,
-    samples: Sequence[SampleResult],
-    kinds: Sequence[ProbeKind],
-    settings: GenerationSettings,
-    style: PromptStyle,
-    batch_size: int,
-    progress: bool,
-) -> list[SampleResult]:
-    """Every sample's probes, asked in batches of ``batch_size`` (:func:`medvlm.probes.ask_in_batches`).
+class _Prober:
+    """Each batch's probes right after its answers, on the images decoded for them
+    (:func:`medvlm.probes.ask_in_batches`, in batches of ``batch_size``).
 
-    The shuffled image is another record's of the same modality (:func:`medvlm.probes.partner_for`).
+    The shuffled image is another record's of the same modality (:func:`medvlm.probes.partner_for`),
+    chosen from the whole dataset and decoded when it is needed.
     """
-    from dataclasses import replace
 
-    from tqdm.auto import tqdm
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        records: Sequence[VQARecord],
+        kinds: Sequence[ProbeKind],
+        settings: GenerationSettings,
+        style: PromptStyle,
+        batch_size: int,
+    ) -> None:
+        self.loaded, self.kinds, self.settings, self.style, self.batch_size = (
+            loaded,
+            kinds,
+            settings,
+            style,
+            batch_size,
+        )
+        self.by_id = {record.id: record for record in records}
+        self.pool = [(record.id, record.modality) for record in self.by_id.values()]
+        self.seconds = 0.0
+        """Time spent on the probes (part of the run's ``elapsed_s``)."""
 
-    by_id = {sample.record.id: sample.record for sample in samples}
-    pool = [(record.id, record.modality) for record in by_id.values()]
-    probed: list[SampleResult] = []
-    with tqdm(total=len(samples), desc="Probing", unit="question", file=sys.stderr, disable=not progress) as bar:
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start : start + batch_size]
-            cases = []
-            for sample in chunk:
-                record = sample.record
-                partner = partner_for(record.id, record.modality, pool) if ProbeKind.SHUFFLE in kinds else None
-                cases.append(
-                    ProbeCase(
-                        _image(record),
-                        record.question,
-                        record.options,
-                        sample.completion,
-                        style,
-                        partner=_image(by_id[partner]) if partner is not None else None,
-                        partner_id=partner,
-                    )
+    def probe(self, samples: Sequence[SampleResult], images: Sequence[Image.Image]) -> list[SampleResult]:
+        """``samples`` with their probes' answers; ``images`` are theirs, in order."""
+        from dataclasses import replace
+
+        started = time.perf_counter()
+        cases = []
+        for sample, image in zip(samples, images, strict=True):
+            record = sample.record
+            partner = partner_for(record.id, record.modality, self.pool) if ProbeKind.SHUFFLE in self.kinds else None
+            cases.append(
+                ProbeCase(
+                    image,
+                    record.question,
+                    record.options,
+                    sample.completion,
+                    self.style,
+                    partner=_image(self.by_id[partner]) if partner is not None else None,
+                    partner_id=partner,
                 )
-            answers = ask_in_batches(loaded, cases, kinds, settings, batch_size)
-            probed += [replace(sample, probes=found) for sample, found in zip(chunk, answers, strict=True)]
-            bar.update(len(chunk))
-    return probed
+            )
+        answers = ask_in_batches(self.loaded, cases, self.kinds, self.settings, self.batch_size)
+        self.seconds += time.perf_counter() - started
+        return [replace(sample, probes=found) for sample, found in zip(samples, answers, strict=True)]
 
 
 # -- outputs ---------------------------------------------------------------------------------------
