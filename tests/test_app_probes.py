@@ -194,7 +194,17 @@ def test_an_administrator_makes_a_probed_campaign_and_reviewers_see_the_evidence
     with running_app(config) as app:
         admin = client(app.url, auth=("alice", "pw"))
         _, status = admin.predict(
-            upload, "Probed", 1, "", False, "dataset", None, False, True, True, api_name="/campaign_create"
+            upload,
+            "Probed",
+            1,
+            "",
+            False,
+            "dataset",
+            None,
+            False,
+            ["blank", "shuffle", "rotate"],
+            True,
+            api_name="/campaign_create",
         )
         assert "all 4 questions answered and probed (blank, shuffle, rotate)" in status, status
         generation = Campaigns(AnnotationStore(tmp_path / "data")).generation("Probed")

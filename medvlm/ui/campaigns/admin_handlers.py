@@ -22,7 +22,7 @@ from medvlm.campaign_generation import generate_answers, plan_campaign
 from medvlm.errors import MedVLMError
 from medvlm.evaluation_runs import identical_answers_note, paired_runs, read_evaluation_samples, uploaded_outputs
 from medvlm.model import LoadedModel
-from medvlm.probes import DEFAULT_KINDS
+from medvlm.probes import parse_kinds
 from medvlm.ui import render
 from medvlm.ui.campaigns.kinds import NO_GUIDELINES
 from medvlm.ui.cases import discard_upload, file_name, read_run_uploads
@@ -67,7 +67,7 @@ class CampaignAdmin:
         new_campaign_source: str | None = "run",
         new_campaign_second_run: str | None = None,
         new_campaign_flips_only: bool = False,
-        new_campaign_probes: bool = False,
+        new_campaign_probes: list[str] | None = None,
         new_campaign_show_probes: bool = True,
         profile: gr.OAuthProfile | None = None,
         request: gr.Request | None = None,
@@ -81,7 +81,7 @@ class CampaignAdmin:
         ``"comparison"`` (a comparison campaign: the first run's samples.jsonl and images, and the
         second run's samples.jsonl as ``new_campaign_second_run``, paired by question id; with
         ``new_campaign_flips_only``, only the questions one run got right and the other wrong).
-        A dataset's answers are probed as part of the generation with ``new_campaign_probes``
+        A dataset's answers are probed as part of the generation with the kinds ticked in ``new_campaign_probes``
         (:mod:`medvlm.probes`), their results shown to reviewers with ``new_campaign_show_probes``.
 
         The name and k are checked before any file is read. Gradio's copies of the uploads are
@@ -106,7 +106,7 @@ class CampaignAdmin:
                 "created_by": getattr(request, "username", None) or getattr(profile, "username", None) or "admin",
             }
             if new_campaign_source == "dataset":
-                probes = DEFAULT_KINDS if new_campaign_probes else ()
+                probes = parse_kinds(new_campaign_probes or ())  # Gradio lets only the offered kinds through
                 settings.update(probes=probes, show_probes=bool(new_campaign_show_probes))
                 campaign = self._plan_from_upload(paths, new_campaign_name or "", settings)
             elif new_campaign_source == "comparison":

@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from medvlm.probes import PROBE_LABELS, ProbeKind
 from medvlm.ui.campaigns.admin_handlers import CampaignAdmin
 from medvlm.ui.components import NumberField
 from medvlm.ui.events import (
@@ -77,9 +78,11 @@ def admin_panel(page: dict[str, Any], admin: CampaignAdmin) -> None:
                     visible=False,
                     elem_id="new-campaign-flips-only",
                 )
-                new_probes = gr.Checkbox(
-                    label="Probe every answer as part of the generation: re-ask with a blank image, another "
-                    "question's image of the same modality and the options rotated",
+                new_probes = gr.CheckboxGroup(
+                    [(PROBE_LABELS[kind], kind.value) for kind in ProbeKind],
+                    label="Probe every answer as part of the generation (none ticked: no probes): re-ask with a "
+                    "blank image, another question's image of the same modality, the options rotated, or without "
+                    "reasoning",
                     visible=False,
                     elem_id="new-campaign-probes",
                 )
