@@ -98,12 +98,25 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-def test_no_module_of_the_project_imports_itself_through_others() -> None:
+def _graph() -> dict[str, set[str]]:
     known = _modules()
-    graph = {name: _imports(path, known) - {name} for name, path in known.items()}
-    assert _cycles(graph) == []
+    return {name: _imports(path, known) - {name} for name, path in known.items()}
+
+
+def test_no_module_of_the_project_imports_itself_through_others() -> None:
+    assert _cycles(_graph()) == []
     # The check finds a cycle when there is one.
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_library_never_imports_train_and_the_rewards_only_the_parser() -> None:
+    """``train`` stands on ``medvlm`` for the prompt and the parsing, never the other way round; the reward
+    functions read completions, not datasets."""
+    graph = _graph()
+    assert [f"{name} -> {dep}" for name, deps in graph.items() if name.startswith("medvlm") for dep in deps
+            if dep.startswith("train")] == []  # fmt: skip
+    assert "medvlm.parsing" in graph["train.rewards"]
+    assert not {"train.data", "medvlm.vqa_records"} & graph["train.rewards"]
 
 
 @pytest.mark.parametrize("tab", TABS)

@@ -1,7 +1,8 @@
 """The clinician-facing Gradio app: ``config`` (flags and environment), ``workbench`` (what all
-users share), ``session`` (one tab's state), the handlers of each tab (``case_handlers``,
-``answer_handlers``, ``reviews_handlers``), ``events`` (what each event changes), ``layout``
-(the page), ``viewer`` (the image viewer), ``render`` (the HTML and Markdown it shows).
+users share), ``session`` (one tab's state), ``layout`` (the page), one folder per tab with its
+layout and handlers (``ask``, ``campaigns``, ``reviews``), and what the tabs share: ``events``
+(what each event changes), ``viewer`` (the image viewer), ``render`` (the HTML and Markdown it
+shows), ``cases`` and ``inputs``.
 
 The names below load on first use (PEP 562), so ``medvlm.ui.config`` (all ``app.py --help``
 needs) imports without Gradio or torch.
