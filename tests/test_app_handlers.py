@@ -509,14 +509,15 @@ def test_reviewer_identity_follows_the_login_mode(
 
 def test_saved_reviews_are_recorded_to_the_hub_sync(workbench: Workbench, sample_png: Path) -> None:
     recorded = []
-    workbench.workbench.hub_sync = types.SimpleNamespace(record=recorded.append)
+    workbench.workbench.hub_sync = types.SimpleNamespace(record=lambda *args: recorded.append(args))
     try:
         session = uploaded(workbench, sample_png)
         ask(workbench, session)
-        submit(workbench, session, ["hallucination"], "", None, "Dr Sync")
+        saved = submit(workbench, session, ["hallucination"], "", None, "Dr Sync")
     finally:
         workbench.workbench.hub_sync = None
-    assert [annotation.reviewer for annotation in recorded] == ["Dr Sync"]
+    assert saved.startswith("Saved") and "failed" not in saved
+    assert [(annotation.reviewer, probes) for annotation, probes in recorded] == [("Dr Sync", {})]  # never probed
 
 
 # -- the Reviews tab -----------------------------------------------------------------------------
