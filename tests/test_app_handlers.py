@@ -140,6 +140,8 @@ def test_dicom_upload_shows_safe_tags_and_window_controls(workbench: Workbench) 
         assert (rendered.center, rendered.width) == (-600, 1500)
     rendered = workbench.render_image(session, CUSTOM, 40, 400)
     assert error_of(rendered) == "" and "window: custom (centre 40 HU, width 400 HU)" in rendered.image_info
+    # The fields keep what is typed in them while this render runs (they are not written back).
+    assert rendered.center == gr.skip() and rendered.width == gr.skip()
     rendered = workbench.render_image(session, CUSTOM, 40, -5)
     assert "The window width must be greater than 0" in rendered.window_error
     assert rendered.viewer == gr.skip()  # the image on screen stays

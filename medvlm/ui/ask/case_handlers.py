@@ -98,12 +98,19 @@ class CaseHandlers:
         """Another window (preset, automatic or custom) or frame (numbered from 1) of the file on screen.
 
         Choosing "Custom" without a width fills in the window currently shown, so there is
-        something to adjust. Every bad value gets a sentence under the controls; the image stays.
+        something to adjust. Otherwise the centre and width fields are left as they are: writing
+        back the values this render was sent would overwrite what the person typed meanwhile. Every
+        bad value gets a sentence under the controls; the image stays.
         """
         image = session.image
-        if window == CUSTOM and not width and image is not None:  # a browser sends an empty number as 0
+        fill_in = window == CUSTOM and not width and image is not None  # a browser sends an empty number as 0
+        if fill_in:
             center, width = image.metadata.window_center, image.metadata.window_width
-        custom = {"custom_window": gr.update(visible=window == CUSTOM), "center": center, "width": width}
+        custom = {
+            "custom_window": gr.update(visible=window == CUSTOM),
+            "center": center if fill_in else gr.skip(),
+            "width": width if fill_in else gr.skip(),
+        }
         nothing = {**skips(ImageRendered._fields), **custom}
         if session.file_bytes is None or image is None:
             return ImageRendered(**{**nothing, "window_error": ""})
