@@ -522,6 +522,36 @@ def test_saved_reviews_are_recorded_to_the_hub_sync(workbench: Workbench, sample
     assert [(annotation.reviewer, probes) for annotation, probes in recorded] == [("Dr Sync", {})]  # never probed
 
 
+def test_a_campaigns_reviews_go_to_the_hub_sync_too_and_a_failed_copy_is_said(workbench: Workbench) -> None:
+    """On a Space without persistent storage the Hub copy is what survives a restart: campaign reviews included."""
+    from helpers import model_output
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.ui.campaigns.handlers import CampaignHandlers
+
+    bench = workbench.workbench
+    Campaigns(bench.store).create("Synced", [model_output(0), model_output(1)], reviews_per_output=1, created_by="a")
+    handlers, session, recorded = CampaignHandlers(bench), Session(), []
+
+    def record(annotation, probes):
+        if recorded:
+            raise OSError("the Hub is unreachable")
+        recorded.append(annotation)
+
+    bench.hub_sync = types.SimpleNamespace(record=record)
+    try:
+        shown = handlers.start(session, "Synced", "Dr Sync")
+        first = shown.campaign_output_id
+        shown = handlers.submit_and_next(session, ["sound"], "", "Dr Sync", first)
+        assert shown.campaign_status.startswith("Saved your review") and "failed" not in shown.campaign_status
+        assert [(annotation.output_id, annotation.flags) for annotation in recorded] == [(first, ("sound",))]
+        second = shown.campaign_output_id
+        shown = handlers.submit_and_next(session, ["superficial"], "", "Dr Sync", second)
+    finally:
+        bench.hub_sync = None
+    assert shown.campaign_status.endswith(render.MIRROR_FAILED)  # saved here, and the page says the copy failed
+    assert [a.flags for a in bench.store.query(reviewer="Dr Sync") if a.output_id == second] == [("superficial",)]
+
+
 # -- the Reviews tab -----------------------------------------------------------------------------
 
 

@@ -54,6 +54,8 @@ CUT_OFF_HINT = (
 WAITING_FOR_FIRST = "Waiting: on a CPU the two models answer one after the other, and this one is second."
 STOPPED = "You stopped the generation before it finished, so there is no answer to review."
 RESEARCH_ONLY = "Research use only: not a medical device, not for diagnosis."
+MIRROR_FAILED = " It is stored locally; copying it to the Hub dataset failed and was logged."
+"""Said after a saved review whose copy to the Hub dataset failed (:meth:`~medvlm.ui.workbench.Workbench.mirror`)."""
 
 
 def options_html(

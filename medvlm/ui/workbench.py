@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from medvlm.annotations import AnnotationStore
+from medvlm.annotations import Annotation, AnnotationStore
 from medvlm.errors import MedVLMError
 from medvlm.fast_cpu import has_fast_bf16
 from medvlm.fidelity import FidelityGuard, FidelityVerdict
@@ -236,6 +236,22 @@ class Workbench:
                 raise MedVLMError("Please sign in to save a review.")
             return username
         return name or ""
+
+    def mirror(self, annotation: Annotation) -> bool:
+        """Copy a saved review (with its output's probes) to the Hub dataset when syncing is on, from any tab.
+
+        On a Space without persistent storage the Hub copy is what survives a restart, so the Ask
+        tab's reviews and a campaign's go there alike. False when the copy failed (logged): the
+        review is safe in the local store, and the page says so.
+        """
+        if self.hub_sync is None:
+            return True
+        try:
+            self.hub_sync.record(annotation, self.store.probe_answers([annotation.output_id]))
+        except Exception as error:  # noqa: BLE001 - the review is safe locally; say so
+            logger.warning("Hub sync of annotation %s failed: %s", annotation.id, error)
+            return False
+        return True
 
     def session_key(self, session: Session) -> str:
         """Whose saves are one person's beyond the name: in name mode the browser tab's own key (anyone can type any

@@ -511,12 +511,8 @@ class AnswerHandlers:
             message = (
                 f"Updated your review (#{annotation.id}, version {annotation.revision}; earlier versions are kept)."
             )
-        if workbench.hub_sync is not None:
-            try:
-                workbench.hub_sync.record(annotation, workbench.store.probe_answers([annotation.output_id]))
-            except Exception as error:  # noqa: BLE001 - the review is safe locally; say so
-                logger.warning("Hub sync of annotation %s failed: %s", annotation.id, error)
-                message += " It is stored locally; copying it to the Hub dataset failed and was logged."
+        if not workbench.mirror(annotation):
+            message += render.MIRROR_FAILED
         return True, message
 
 

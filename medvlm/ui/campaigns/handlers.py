@@ -41,7 +41,7 @@ class CampaignHandlers:
         self.workbench = workbench
         self.campaigns = campaigns or Campaigns(workbench.store)
         self.kinds: dict[str, CampaignKind] = {
-            "review": OutputReviews(self.campaigns),
+            "review": OutputReviews(self.campaigns, mirror=workbench.mirror),
             "comparison": PairVerdicts(self.campaigns),
         }
 

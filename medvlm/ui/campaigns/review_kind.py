@@ -10,11 +10,12 @@ stale page is checked by the store like any other.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import gradio as gr
 import pandas as pd
 
-from medvlm.annotations import FLAGS, ModelOutput, Review, Span
+from medvlm.annotations import FLAGS, Annotation, ModelOutput, Review, Span
 from medvlm.annotations.campaigns import Assignment, Campaigns
 from medvlm.errors import MedVLMError
 from medvlm.hints import reasoning_hints, reasoning_sentences
@@ -45,8 +46,10 @@ from medvlm.user_text import escape_markdown
 class OutputReviews:
     """Start, review and go on, skip, go back, report and adjudicate: for review campaigns."""
 
-    def __init__(self, campaigns: Campaigns) -> None:
+    def __init__(self, campaigns: Campaigns, mirror: Callable[[Annotation], bool] | None = None) -> None:
         self.campaigns = campaigns
+        self.mirror = mirror
+        """Copies each saved review to the Hub dataset (:meth:`~medvlm.ui.workbench.Workbench.mirror`)."""
 
     def start(self, session: Session, reviewer: str) -> CampaignShown:
         return self._show(session, reviewer, self.campaigns.next_output(session.campaign, reviewer), status="")
@@ -58,8 +61,10 @@ class OutputReviews:
         annotation = self.campaigns.submit(
             session.campaign, reviewer, form.output_id, review, session_key=form.session_key
         )
+        mirrored = self.mirror is None or self.mirror(annotation)
         assignment = self.campaigns.next_output(session.campaign, reviewer)
-        return self._show(session, reviewer, assignment, status=f"Saved your review (#{annotation.id}).")
+        status = f"Saved your review (#{annotation.id})." + ("" if mirrored else render.MIRROR_FAILED)
+        return self._show(session, reviewer, assignment, status=status)
 
     def skip(self, session: Session, reviewer: str, output_id: str, reason: str) -> CampaignShown:
         self.campaigns.skip(session.campaign, reviewer, output_id, reason)
