@@ -7,6 +7,7 @@ documentation (one JSONL file per process, written under ``scheduler.lock``)::
 
     README.md                       dataset card: the viewer and load_dataset read annotations/*.jsonl
     annotations/<process uuid>.jsonl  one review per line (its output's probes with it, as the exports write it)
+    verdicts/<process uuid>.jsonl     one pairwise verdict per line, with both answers it compares
     images/<sha256>.png             each image once; records name it "images/<sha256>.png"
 
 The folder is the root of the repository (not a sub-folder) so that the card's ``configs`` apply,
@@ -38,9 +39,13 @@ from medvlm.annotations import (
     Annotation,
     AnnotationError,
     AnnotationStore,
+    ModelOutput,
+    Verdict,
     copy_image,
+    image_relpath,
+    image_sha256,
 )
-from medvlm.annotations.exports import Probes, export_record
+from medvlm.annotations.exports import Probes, copy_stored_image, export_record, verdict_record
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ DATASET_CARD = """---
 configs:
 - config_name: default
   data_files: annotations/*.jsonl
+- config_name: verdicts
+  data_files: verdicts/*.jsonl
 ---
 # medvlm annotations
 
@@ -61,7 +68,10 @@ image in this repository. A re-submitted review is a new line: per (`output_id`,
 the line with the greatest `updated_at`. Where the output was probed before the review was saved,
 `probes` holds the model's answers to the same question with a blank image, another case's image
 and the options rotated, and the verdicts drawn from them (`made_by: probe`, evidence beside a
-person's flags); otherwise it is null.
+person's flags); otherwise it is null. The `verdicts` configuration holds the pairwise verdicts
+(which of two answers to the same case reasons better, in terms of their output ids), one per
+line with both answers; a changed verdict is a new line, so keep the latest `decided_at` per
+(`output_a`, `output_b`, `reviewer`).
 """
 
 
@@ -79,11 +89,15 @@ class HubSync:
         scheduler_factory: Callable[..., Any] = CommitScheduler,
     ) -> None:
         self.folder: Path = store.data_dir / HUB_DIR
-        (self.folder / "annotations").mkdir(parents=True, exist_ok=True)
+        for part in ("annotations", "verdicts"):
+            (self.folder / part).mkdir(parents=True, exist_ok=True)
         card = self.folder / "README.md"
         if not card.exists():  # written before the scheduler starts, so it never sees half of it
             card.write_text(DATASET_CARD, encoding="utf-8")
-        self.lines_path: Path = self.folder / "annotations" / f"{uuid.uuid4().hex}.jsonl"
+        process = uuid.uuid4().hex
+        self.lines_path: Path = self.folder / "annotations" / f"{process}.jsonl"
+        self.verdicts_path: Path = self.folder / "verdicts" / f"{process}.jsonl"
+        self.store = store
         try:  # CommitScheduler creates the repository now: a bad token or no network fails here
             self.scheduler = scheduler_factory(
                 repo_id=repo_id,
@@ -111,6 +125,18 @@ class HubSync:
         with self.scheduler.lock:
             copy_image(annotation, self.folder)
             with self.lines_path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+
+    def record_verdict(
+        self, verdict: Verdict, first: ModelOutput, second: ModelOutput, campaign: str | None = None
+    ) -> None:
+        """Queue one saved pairwise verdict for upload: the case's image (once) and one JSON line holding the
+        verdict and both answers (:func:`~medvlm.annotations.exports.verdict_record`)."""
+        line = json.dumps(verdict_record(verdict, first, second, campaign), ensure_ascii=False) + "\n"
+        sha = image_sha256(first.image)
+        with self.scheduler.lock:
+            copy_stored_image(self.store.data_dir / image_relpath(sha), sha, self.folder)
+            with self.verdicts_path.open("a", encoding="utf-8") as handle:
                 handle.write(line)
 
     def stop(self) -> None:

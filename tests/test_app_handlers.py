@@ -552,6 +552,44 @@ def test_a_campaigns_reviews_go_to_the_hub_sync_too_and_a_failed_copy_is_said(wo
     assert [a.flags for a in bench.store.query(reviewer="Dr Sync") if a.output_id == second] == [("superficial",)]
 
 
+def test_pairwise_verdicts_go_to_the_hub_sync_from_a_comparison_campaign(workbench: Workbench) -> None:
+    """A comparison campaign's verdict is copied with both answers; a failed copy is said, the verdict kept."""
+    import dataclasses
+
+    from helpers import model_output
+    from medvlm.annotations.campaigns import Campaigns
+    from medvlm.annotations.comparison_campaigns import ComparisonCampaigns
+    from medvlm.ui.campaigns.handlers import CampaignHandlers
+
+    bench = workbench.workbench
+    made = []
+    for index in (7, 8):
+        base = model_output(index)
+        made.append((base, dataclasses.replace(base, output_id=f"{index + 2000:032x}", model={"model": "grpo"})))
+    campaigns = Campaigns(bench.store)
+    ComparisonCampaigns(campaigns).create("Pairs synced", made, verdicts_per_pair=1, blind=True, created_by="a")
+    handlers, session, recorded = CampaignHandlers(bench, campaigns), Session(), []
+
+    def record_verdict(verdict, first, second, campaign):
+        if recorded:
+            raise OSError("the Hub is unreachable")
+        recorded.append((verdict.reviewer, verdict.preferred, first.output_id, second.output_id, campaign))
+
+    bench.hub_sync = types.SimpleNamespace(record_verdict=record_verdict)
+    try:
+        shown = handlers.start(session, "Pairs synced", "Dr Pair")
+        first, second = shown.campaign_output_id, shown.campaign_second_output_id
+        shown = handlers.submit_and_next(session, [], "", "Dr Pair", first, [], None, "second", second)
+        assert shown.campaign_status.startswith("Saved your verdict") and "failed" not in shown.campaign_status
+        assert recorded == [("Dr Pair", second, first, second, "Pairs synced")]
+        pair = shown.campaign_output_id, shown.campaign_second_output_id
+        shown = handlers.submit_and_next(session, [], "", "Dr Pair", pair[0], [], None, "tie", pair[1])
+    finally:
+        bench.hub_sync = None
+    assert shown.campaign_status.endswith(render.MIRROR_FAILED)
+    assert len(ComparisonCampaigns(campaigns).verdicts("Pairs synced")) == 2  # both kept here
+
+
 # -- the Reviews tab -----------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ page calls them; then the launched app is driven through ``gradio_client``.
 from __future__ import annotations
 
 import threading
+import types
 from pathlib import Path
 
 import gradio as gr
@@ -111,8 +112,14 @@ def test_a_blind_pair_hides_the_models_until_the_verdict_and_stores_it_by_output
     refused = pair_page.submit_second_review(session, ["sound"], "", None, "Dr Pair", left.output_id)
     assert "not saved: the answer it is for is no longer on screen" in refused
 
+    mirrored = []  # the Hub sync, when on, gets the verdict with both answers
+    hub = types.SimpleNamespace(record_verdict=lambda *args: mirrored.append(args))
+    monkeypatch.setattr(workbench, "hub_sync", hub)
     saved = pair_page.save_verdict(session, "first", "Dr Pair", left.output_id, right.output_id)
     assert isinstance(saved, VerdictSaved) and saved.verdict_status.startswith("Saved your verdict (#")
+    assert [(v.preferred, first.output_id, second.output_id, campaign) for v, first, second, campaign in mirrored] == [
+        (left.output_id, left.output_id, right.output_id, None)
+    ]
     assert saved.first_header == f"### Answer 1: {workbench.config.compare_model}"
     assert saved.second_header == f"### Answer 2: {workbench.config.model}"
     (verdict,) = workbench.store.verdicts([left.output_id])

@@ -125,6 +125,41 @@ def test_a_probed_outputs_review_syncs_with_its_probes(sync: HubSync, store: Ann
     assert "probes" in (sync.folder / "README.md").read_text()
 
 
+def test_a_verdict_syncs_as_one_line_with_both_answers_and_the_image_once(
+    sync: HubSync, store: AnnotationStore
+) -> None:
+    """Pairwise verdicts go to their own configuration (``verdicts/``): each line stands alone."""
+    import dataclasses
+
+    from datasets import load_dataset
+
+    from medvlm.annotations import Verdict
+
+    base = make_output(3)
+    other = dataclasses.replace(base, output_id="f" * 32, completion="<think>x</think><answer>B</answer>", letter="B",
+                                model={**base.model, "model": "grpo-run"})  # fmt: skip
+    verdict = Verdict.from_sides(other.output_id, base.output_id, "first", reviewer="Dr Grey", blind=True)
+    stored, _ = store.add_verdict(base, other, verdict)
+    sync.record_verdict(stored, base, other, "base vs grpo")
+    sync.record_verdict(stored, base, other, "base vs grpo")
+    (verdicts_file,) = (sync.folder / "verdicts").glob("*.jsonl")
+    assert verdicts_file.stem == sync.lines_path.stem  # one pair of files per process
+    first, again = [json.loads(line) for line in verdicts_file.read_text().splitlines()]
+    assert first == again and first["preferred"] == other.output_id and first["shown_first"] == other.output_id
+    assert first["campaign"] == "base vs grpo" and first["reviewer"] == "Dr Grey" and first["blind"] is True
+    assert first["answers"][other.output_id] == {
+        "completion": other.completion, "letter": "B", "format_ok": other.format_ok, "model": "grpo-run"
+    }  # fmt: skip
+    assert first["answers"][base.output_id]["model"] == base.model["model"]
+    assert [path.name for path in (sync.folder / "images").iterdir()] == [Path(first["image"]).name]
+    with Image.open(sync.folder / first["image"]) as image:
+        assert image.size == (24, 16)
+    card = (sync.folder / "README.md").read_text()
+    assert "config_name: verdicts" in card and "data_files: verdicts/*.jsonl" in card
+    rows = load_dataset("json", data_files=str(verdicts_file), split="train", cache_dir=str(sync.folder.parent / "c"))
+    assert rows[0]["outcome"] == "preferred" and rows[0]["question"] == base.question
+
+
 def test_record_writes_only_under_the_scheduler_lock(sync: HubSync, store: AnnotationStore) -> None:
     annotation, _ = store.add(make_output(1), Review("Dr Grey", ("sound",)))
     with sync.scheduler.lock:  # a commit is listing files

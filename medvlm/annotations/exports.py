@@ -8,13 +8,22 @@ a machine's evidence beside a person's flags; :func:`medvlm.probes.probe_record`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medvlm.annotations.records import FREE_FORM_FIELDS, Annotation, AnnotationError, image_relpath
+from medvlm.annotations.records import (
+    FREE_FORM_FIELDS,
+    Annotation,
+    AnnotationError,
+    ModelOutput,
+    Verdict,
+    image_relpath,
+    image_sha256,
+)
 from medvlm.atomic import atomic_write, atomic_write_text
 from medvlm.probes import ProbeAnswer, probe_record
 
@@ -68,6 +77,28 @@ def export_record(annotation: Annotation, probes: Probes | None = None) -> dict[
     return {**annotation.to_record(), "probes": found}
 
 
+def verdict_record(verdict: Verdict, first: ModelOutput, second: ModelOutput, campaign: str | None) -> dict[str, Any]:
+    """One pairwise verdict as the Hub sync writes it, standing alone: the judgement in terms of outputs (which one
+    was preferred, which was shown first), the question, the image's path and both answers with their models."""
+    answers = {
+        output.output_id: {
+            "completion": output.completion,
+            "letter": output.letter,
+            "format_ok": output.format_ok,
+            "model": output.model.get("model"),
+        }
+        for output in (first, second)
+    }
+    return {
+        **dataclasses.asdict(verdict),
+        "campaign": campaign,
+        "question": first.question,
+        "options": list(first.options),
+        "image": image_relpath(image_sha256(first.image)),
+        "answers": answers,
+    }
+
+
 def _export_target(annotations: Sequence[Annotation], path: str | Path) -> Path:
     """The resolved export path, its folder created; refused when there is nothing to export."""
     if not annotations:
@@ -80,11 +111,19 @@ def _export_target(annotations: Sequence[Annotation], path: str | Path) -> Path:
 def copy_image(annotation: Annotation, folder: str | Path) -> Path:
     """Make ``<folder>/images/<sha256>.png`` exist, so a record's relative image path resolves there.
 
-    A real (atomic) copy, not a hard link: whoever edits an exported image in place must not
-    change the stored original. Used by the JSONL export and the Hub sync.
+    Used by the JSONL export and the Hub sync (:func:`copy_stored_image`).
     """
-    target = Path(folder) / image_relpath(annotation.image_sha256)
+    return copy_stored_image(annotation.image_path, annotation.image_sha256, folder)
+
+
+def copy_stored_image(source: Path, sha256: str, folder: str | Path) -> Path:
+    """Make ``<folder>/images/<sha256>.png`` exist as a copy of the stored ``source``.
+
+    A real (atomic) copy, not a hard link: whoever edits an exported image in place must not
+    change the stored original.
+    """
+    target = Path(folder) / image_relpath(sha256)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda tmp: shutil.copyfile(annotation.image_path, tmp))
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     return target

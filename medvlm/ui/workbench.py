@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from medvlm.annotations import Annotation, AnnotationStore
+from medvlm.annotations import Annotation, AnnotationStore, ModelOutput, Verdict
 from medvlm.errors import MedVLMError
 from medvlm.fast_cpu import has_fast_bf16
 from medvlm.fidelity import FidelityGuard, FidelityVerdict
@@ -250,6 +250,20 @@ class Workbench:
             self.hub_sync.record(annotation, self.store.probe_answers([annotation.output_id]))
         except Exception as error:  # noqa: BLE001 - the review is safe locally; say so
             logger.warning("Hub sync of annotation %s failed: %s", annotation.id, error)
+            return False
+        return True
+
+    def mirror_verdict(
+        self, verdict: Verdict, first: ModelOutput, second: ModelOutput, campaign: str | None = None
+    ) -> bool:
+        """Copy a saved pairwise verdict, with the two answers it judges, to the Hub dataset when syncing is on
+        (:meth:`mirror`, for verdicts: the Ask tab's comparison and a comparison campaign's)."""
+        if self.hub_sync is None:
+            return True
+        try:
+            self.hub_sync.record_verdict(verdict, first, second, campaign)
+        except Exception as error:  # noqa: BLE001 - the verdict is safe locally; say so
+            logger.warning("Hub sync of verdict %s failed: %s", verdict.id, error)
             return False
         return True
 

@@ -430,11 +430,13 @@ class AnswerHandlers:
         except MedVLMError as error:
             return VerdictSaved(verdict_status=render.error_markdown(str(error)), **unchanged)
         session.verdict_saved = True
+        mirrored = workbench.mirror_verdict(stored, first, second)
         first_name, second_name = session.shown_names()
         action = "Saved" if created else "Changed"
         return VerdictSaved(
             verdict_status=f"{action} your verdict (#{stored.id}): {VERDICT_CHOICES[verdict].lower()}. "
-            + render.revealed_pair(first_name, second_name),
+            + render.revealed_pair(first_name, second_name)
+            + ("" if mirrored else render.MIRROR_FAILED),
             first_header=render.answer_header(1, first_name),
             second_header=render.answer_header(2, second_name),
         )

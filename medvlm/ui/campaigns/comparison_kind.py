@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 import gradio as gr
 import pandas as pd
@@ -32,8 +33,10 @@ from medvlm.user_text import escape_markdown
 class PairVerdicts:
     """Start, submit a verdict and go on, skip, go back, report and adjudicate: for comparison campaigns."""
 
-    def __init__(self, campaigns: Campaigns) -> None:
+    def __init__(self, campaigns: Campaigns, mirror: Callable[..., bool] | None = None) -> None:
         self.comparisons = ComparisonCampaigns(campaigns)
+        self.mirror = mirror
+        """Copies each saved verdict to the Hub dataset (:meth:`~medvlm.ui.workbench.Workbench.mirror_verdict`)."""
 
     def start(self, session: Session, reviewer: str) -> CampaignShown:
         assignment = self.comparisons.next_pair(session.campaign, reviewer)
@@ -46,12 +49,14 @@ class PairVerdicts:
             raise MedVLMError("Choose which answer's reasoning is better (or a tie, or both poor) first.")
         first, second = form.output_id, form.second_output_id
         saved, created = self.comparisons.submit(session.campaign, reviewer, first, second, form.verdict)
+        outputs = [self.comparisons.store.output(output_id) for output_id in (first, second)]
+        mirrored = self.mirror is None or self.mirror(saved, *outputs, session.campaign)
         assignment = self.comparisons.next_pair(session.campaign, reviewer)
-        names = [self.comparisons.store.output(output_id).model.get("model", "?") for output_id in (first, second)]
         action = "Saved" if created else "Changed"
         status = (
             f"{action} your verdict (#{saved.id}): {VERDICT_CHOICES[form.verdict].lower()}. "
-            f"{render.revealed_pair(*names)}"
+            f"{render.revealed_pair(*(output.model.get('model', '?') for output in outputs))}"
+            + ("" if mirrored else render.MIRROR_FAILED)
         )
         return self._show(session, reviewer, assignment, status=status)
 

@@ -42,7 +42,7 @@ class CampaignHandlers:
         self.campaigns = campaigns or Campaigns(workbench.store)
         self.kinds: dict[str, CampaignKind] = {
             "review": OutputReviews(self.campaigns, mirror=workbench.mirror),
-            "comparison": PairVerdicts(self.campaigns),
+            "comparison": PairVerdicts(self.campaigns, mirror=workbench.mirror_verdict),
         }
 
     def kind(self, campaign: str) -> CampaignKind:
