@@ -132,8 +132,8 @@ class HubSync:
     ) -> None:
         """Queue one saved pairwise verdict for upload: the case's image (once) and one JSON line holding the
         verdict and both answers (:func:`~medvlm.annotations.exports.verdict_record`)."""
-        line = json.dumps(verdict_record(verdict, first, second, campaign), ensure_ascii=False) + "\n"
-        sha = image_sha256(first.image)
+        sha = image_sha256(first.image)  # hashed once: the line names the image, the copy is of it
+        line = json.dumps(verdict_record(verdict, first, second, campaign, sha), ensure_ascii=False) + "\n"
         with self.scheduler.lock:
             copy_stored_image(self.store.data_dir / image_relpath(sha), sha, self.folder)
             with self.verdicts_path.open("a", encoding="utf-8") as handle:

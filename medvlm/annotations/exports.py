@@ -22,7 +22,6 @@ from medvlm.annotations.records import (
     ModelOutput,
     Verdict,
     image_relpath,
-    image_sha256,
 )
 from medvlm.atomic import atomic_write, atomic_write_text
 from medvlm.probes import ProbeAnswer, probe_record
@@ -77,9 +76,12 @@ def export_record(annotation: Annotation, probes: Probes | None = None) -> dict[
     return {**annotation.to_record(), "probes": found}
 
 
-def verdict_record(verdict: Verdict, first: ModelOutput, second: ModelOutput, campaign: str | None) -> dict[str, Any]:
+def verdict_record(
+    verdict: Verdict, first: ModelOutput, second: ModelOutput, campaign: str | None, image_sha: str
+) -> dict[str, Any]:
     """One pairwise verdict as the Hub sync writes it, standing alone: the judgement in terms of outputs (which one
-    was preferred, which was shown first), the question, the image's path and both answers with their models."""
+    was preferred, which was shown first), the question, the image's path (``image_sha``: the case's stored image,
+    :func:`image_sha256`) and both answers with their models."""
     answers = {
         output.output_id: {
             "completion": output.completion,
@@ -94,7 +96,7 @@ def verdict_record(verdict: Verdict, first: ModelOutput, second: ModelOutput, ca
         "campaign": campaign,
         "question": first.question,
         "options": list(first.options),
-        "image": image_relpath(image_sha256(first.image)),
+        "image": image_relpath(image_sha),
         "answers": answers,
     }
 
