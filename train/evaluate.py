@@ -361,13 +361,11 @@ class _Prober:
         style: PromptStyle,
         batch_size: int,
     ) -> None:
-        self.loaded, self.kinds, self.settings, self.style, self.batch_size = (
-            loaded,
-            kinds,
-            settings,
-            style,
-            batch_size,
-        )
+        self.loaded = loaded
+        self.kinds = kinds
+        self.settings = settings
+        self.style = style
+        self.batch_size = batch_size
         self.by_id = {record.id: record for record in records}
         self.pool = [(record.id, record.modality) for record in self.by_id.values()]
         self.seconds = 0.0
