@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -296,14 +298,40 @@ def test_two_cpu_processes_with_accelerate_launch(formatted_model_dir: Path, que
         "--output_dir", str(output_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    result = run_or_show_stacks(command, env, timeout_s=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Process 0/2, device cpu" in result.stdout
+    # the DDP wrapper was freed before the process group, so no process can hang on exit (ResumableGRPOTrainer.end)
+    assert "Freed the DistributedDataParallel wrapper before the process group" in result.stdout
     steps = [entry for entry in log_history(output_dir) if "reward" in entry]
     # each step took one prompt (a group of 4 completions) on each process: the 8 questions in 4 steps
     assert [entry["step"] for entry in steps] == [1, 2, 3, 4] and steps[-1]["epoch"] == 1.0
     loaded, updates = streamed_answer(output_dir)
     assert loaded.is_test_model and updates[-1].done
+
+
+def run_or_show_stacks(command: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose timeout says where each process was stuck, not only that it was.
+
+    Every process runs with faulthandler on; at the timeout each one still alive is sent SIGABRT,
+    which prints its threads' Python stacks into the captured stderr, and the test fails with them.
+    """
+    import psutil
+
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    launcher = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        for process in psutil.Process(launcher.pid).children(recursive=True):
+            process.send_signal(signal.SIGABRT)
+        time.sleep(5)  # time to print the stacks
+        os.killpg(launcher.pid, signal.SIGKILL)
+        stdout, stderr = launcher.communicate()
+        pytest.fail(f"still running after {timeout_s} s; stacks and output:\n{stderr[-8000:]}\n{stdout[-2000:]}")
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
 
 
 def resume_and_record(monkeypatch: pytest.MonkeyPatch, *run, stop_after: int | None = None) -> dict:

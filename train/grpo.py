@@ -68,7 +68,9 @@ if TYPE_CHECKING:  # torch, transformers and TRL load when training starts, so -
 RECIPES = Path(__file__).resolve().parent / "recipes"
 EXIT_ERROR = 2
 
-logger = logging.getLogger(__name__)
+# One name whether imported or run with `python -m` (where __name__ is "__main__"): train/trainer.py logs
+# under it too, at the level _setup_logging sets.
+logger = logging.getLogger("train.grpo")
 
 MODEL_CARD_TAGS = ["medvlm", "medvlm-r1", "grpo", "medical-vqa"]
 

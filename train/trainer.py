@@ -1,15 +1,19 @@
-"""The trainer ``train.grpo`` runs: TRL's ``GRPOTrainer``, with a resume that restores what was trained.
+"""The trainer ``train.grpo`` runs: TRL's ``GRPOTrainer``, with a resume that restores what was trained
+and an end that lets every process exit.
 
 Imported by ``train.grpo`` only when training starts (it pulls in torch, transformers and TRL).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
+from torch.nn.parallel import DistributedDataParallel
 from trl import GRPOTrainer
 
 logger = logging.getLogger("train.grpo")
@@ -44,3 +48,29 @@ class ResumableGRPOTrainer(GRPOTrainer):
         model.load_state_dict(saved.state_dict(), strict=True)  # every key, or an error: never a silent restart
         del saved
         logger.info("Restored the weights of %s", resume_from_checkpoint)
+
+    def end(self) -> None:
+        """Release the DDP wrapper, then the process group (``Trainer.end``).
+
+        The order keeps a finished run from hanging on exit. DDP's C++ ``Reducer`` holds a reference
+        to the process group and is freed with the GIL held. If it outlives the group's registration,
+        it drops the last reference, and gloo's destructor joins its worker threads while holding the
+        GIL; a worker still freeing the tensors of the last collective waits for the GIL, and the
+        process never exits (pytorch/pytorch#56297; about one CPU run in ten here). Freed first, the
+        wrapper leaves the last reference to ``destroy_process_group``, whose binding releases the GIL.
+        """
+        wrapper = self.model_wrapped
+        if isinstance(wrapper, DistributedDataParallel):
+            released = weakref.ref(wrapper)
+            del wrapper
+            self.model_wrapped = self.model
+            self.accelerator.free_memory()  # drops the accelerator's reference to the wrapped model
+            gc.collect()  # DDP's hooks make reference cycles
+            if released() is None:
+                logger.info("Freed the DistributedDataParallel wrapper before the process group")
+            else:
+                logger.warning(
+                    "The DistributedDataParallel wrapper is still referenced after training: "
+                    "the processes may hang on exit (pytorch/pytorch#56297)."
+                )
+        super().end()
