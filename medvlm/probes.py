@@ -16,7 +16,8 @@ if its reasoning still makes visual claims (sentences naming findings: "a hyperd
 "the square is bright"), that is *image-invariant with visual claims*, the superficial-reasoning
 pattern both papers report. Rotation consistency is the share of rotations that pick the same
 option. These are evidence for a reviewer, never flags: a correct answer can survive a blank image
-because the question gives it away.
+because the question gives it away. An answer whose option cannot be read (cut off, or no option
+named), the output's or the probe's, decides nothing: two unreadable answers are not "the same".
 
 Everything here is pure except :func:`model_answerer` (which wraps a loaded model): the runner takes
 any function that answers, so a fake model with known behaviour proves each verdict in tests.
@@ -200,8 +201,8 @@ class ProbeAnswer:
     completion: str
     letter: str | None
     """The option answered, in the *original* lettering (None: no option could be read)."""
-    changed: bool
-    """Whether it differs from the original answer."""
+    changed: bool | None
+    """Whether it differs from the original answer (None: either one names no option, see :func:`answer_changed`)."""
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,7 +218,7 @@ class ProbeSummary:
     """The verdicts of one output's probes (None: the probes that decide it were not run)."""
 
     image_invariant: bool | None
-    """The answer stayed the same with every image probe run (blank, shuffled)."""
+    """The answer stayed the same with every image probe run (blank, shuffled) whose answer could be read."""
     invariant_with_visual_claims: bool | None
     """Image-invariant, and the reasoning still makes visual claims."""
     rotation_consistency: float | None
@@ -225,8 +226,8 @@ class ProbeSummary:
     reasoning_changes_answer: bool | None
     """Asked without ``<think>``, the answer differs."""
     visual_claims: list[tuple[int, int, str]] = field(default_factory=list)
-    changed: dict[str, bool] = field(default_factory=dict)
-    """Per probe variant (``"blank"``, ``"shuffle"``, ``"rotate shift 1"``...): did the answer change."""
+    changed: dict[str, bool | None] = field(default_factory=dict)
+    """Per probe variant (``"blank"``, ``"shuffle"``, ``"rotate shift 1"``): did the answer change (None: not read)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -253,6 +254,12 @@ class ProbeSummary:
                 if self.reasoning_changes_answer
                 else "Without reasoning the answer is the same."
             )
+        unread = ", ".join(name.replace("_", " ") for name, changed in self.changed.items() if changed is None)
+        if unread:
+            lines.append(
+                f"No option could be read from the original answer or the probe ({unread}): "
+                "those probes decide nothing."
+            )
         return lines
 
 
@@ -271,7 +278,24 @@ class ProbeRequest:
     def read(self, completion: str, original: str | None, seconds: float = 0.0) -> ProbeAnswer:
         """The probe's answer from the model's ``completion``, mapped back to the original letters."""
         letter = unrotate_letter(_letter(completion, self.options, self.style), self.shift, len(self.options))
-        return ProbeAnswer(self.kind, self.variant, self.options, completion, letter, letter != original, seconds)
+        return ProbeAnswer(
+            self.kind, self.variant, self.options, completion, letter, answer_changed(letter, original), seconds
+        )
+
+
+def answer_changed(letter: str | None, original: str | None) -> bool | None:
+    """Whether a probe's answer ``letter`` differs from the ``original`` one; None when either names no option.
+
+    A cut-off or option-less answer says nothing about the image or the option order: counted as
+    "the same", two unreadable answers would make an output look image-invariant; counted as
+    "changed", one would make it look image-dependent. Either way a rate would measure truncation.
+
+    >>> answer_changed("A", "B"), answer_changed("A", "A"), answer_changed(None, None), answer_changed("A", None)
+    (True, False, None, None)
+    """
+    if letter is None or original is None:
+        return None
+    return letter != original
 
 
 def probe_requests(case: ProbeCase, kinds: Sequence[ProbeKind] = DEFAULT_KINDS) -> list[ProbeRequest]:
@@ -369,10 +393,12 @@ def ask_in_batches(
 
 
 def summarize(completion: str, answers: Sequence[ProbeAnswer]) -> ProbeSummary:
-    """The verdicts of the probes that were run on the output ``completion``."""
-    image_probes = [a for a in answers if a.kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE)]
-    rotations = [a for a in answers if a.kind is ProbeKind.ROTATE]
-    no_think = [a for a in answers if a.kind is ProbeKind.NO_THINK]
+    """The verdicts of the probes that were run on the output ``completion``; an answer that names no option
+    (or an output that named none) decides none of them."""
+    decided = [a for a in answers if a.changed is not None]
+    image_probes = [a for a in decided if a.kind in (ProbeKind.BLANK, ProbeKind.SHUFFLE)]
+    rotations = [a for a in decided if a.kind is ProbeKind.ROTATE]
+    no_think = [a for a in decided if a.kind is ProbeKind.NO_THINK]
     claims = visual_claims(completion)
     invariant = not any(a.changed for a in image_probes) if image_probes else None
     return ProbeSummary(
@@ -412,8 +438,13 @@ def probe_record(
 
 
 def probed_from_dict(data: dict[str, Any], correct: str | None, letter: str | None, completion: str) -> ProbedSample:
-    """The inverse of :func:`probes_to_dict`; the verdicts are worked out again from the answers."""
-    answers = tuple(ProbeAnswer.from_dict(answer) for answer in data.get("answers", []))
+    """The inverse of :func:`probes_to_dict`; the verdicts are worked out again from the answers, and whether
+    each answer changed again from the letters (files written before :func:`answer_changed` counted two
+    unreadable answers as the same)."""
+    answers = tuple(
+        replace(answer, changed=answer_changed(answer.letter, letter))
+        for answer in map(ProbeAnswer.from_dict, data.get("answers", []))
+    )
     return ProbedSample(correct, letter, answers, summarize(completion, answers))
 
 
@@ -433,11 +464,13 @@ def probe_rates(samples: Sequence[ProbedSample]) -> dict[str, Any]:
     """Accuracy under each probe, how often the answer changed, rotation consistency, over ``samples``.
 
     ``accuracy.circular`` is MMBench's CircularEval: right in the original order *and* in every
-    rotation. A rate is None when no sample ran the probes it needs.
+    rotation. A rate is None when no sample ran the probes it needs. An answer that names no option is
+    wrong in every accuracy, and left out of every "changed" rate (:func:`answer_changed`).
     """
 
-    def share(values: Sequence[bool]) -> float | None:
-        return sum(values) / len(values) if values else None
+    def share(values: Sequence[bool | None]) -> float | None:
+        known = [value for value in values if value is not None]
+        return sum(known) / len(known) if known else None
 
     def of(kind: ProbeKind) -> list[tuple[ProbedSample, list[ProbeAnswer]]]:
         picked = [(sample, [a for a in sample.answers if a.kind is kind]) for sample in samples]
@@ -461,9 +494,7 @@ def probe_rates(samples: Sequence[ProbedSample]) -> dict[str, Any]:
             ProbeKind.NO_THINK.value: share([a[0].changed for _, a in of(ProbeKind.NO_THINK)]),
         },
         "rotation_consistency": sum(consistency) / len(consistency) if consistency else None,
-        "invariant_with_visual_claims": share(
-            [s.invariant_with_visual_claims for s in summaries if s.invariant_with_visual_claims is not None]
-        ),
+        "invariant_with_visual_claims": share([s.invariant_with_visual_claims for s in summaries]),
     }
 
 

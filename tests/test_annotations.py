@@ -724,11 +724,68 @@ def test_the_schema_10_rebuild_keeps_every_review_its_flags_and_its_ids(tmp_path
     kept = upgraded.get(first.id)
     assert (kept.flags, kept.comment, kept.revision) == (("superficial", "hallucination"), "kept", 1)
     with sqlite3.connect(upgraded.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
         assert conn.execute("SELECT count(*) FROM probe_answers").fetchone() == (0,)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     new, _ = upgraded.add(make_output(), Review("Dr Ten", (), "after"), session_key="tab")
     assert new.id == 42
+
+
+def test_a_schema_11_store_stops_counting_unread_probe_answers_as_the_same(tmp_path: Path) -> None:
+    """Schema 11 stored "changed" as 0 or 1, so an unreadable probe answer to an unreadable output read as "the
+    same answer" (image-invariant). Upgraded, every answer with a missing letter decides nothing (NULL); the
+    others keep what they said, in the order they were asked."""
+    from medvlm.probes import ProbeAnswer, ProbeKind
+
+    old = AnnotationStore(tmp_path)
+    answered, cut_off = make_output(1), make_output(2, letter=None, completion="<think>The lobes are")
+    old.add_probe_answers(answered, [], probed_by="test")
+    old.add_probe_answers(cut_off, [], probed_by="test")
+    options = tuple(answered.options)
+    schema_11_rows = [  # (output, kind, variant, letter, changed as schema 11 stored it)
+        (answered, "blank", "black", "B", 0),
+        (answered, "rotate", "shift 1", None, 1),  # the probe named no option
+        (answered, "rotate", "shift 2", "C", 1),
+        (cut_off, "blank", "black", None, 0),  # neither named one: stored as "the same"
+        (cut_off, "no_think", "no think", "A", 1),
+    ]
+    with sqlite3.connect(old.db_path, isolation_level=None) as conn:  # back to schema 11, as 0.2 wrote it
+        conn.execute("BEGIN")
+        conn.execute("DROP TABLE probe_answers")
+        conn.execute(
+            "CREATE TABLE probe_answers (output_id TEXT NOT NULL REFERENCES outputs (output_id), kind TEXT NOT NULL,"
+            " variant TEXT NOT NULL, options TEXT NOT NULL, completion TEXT NOT NULL, letter TEXT,"
+            " changed INTEGER NOT NULL CHECK (changed IN (0, 1)), seconds REAL NOT NULL, probed_by TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, PRIMARY KEY (output_id, kind, variant))"
+        )
+        conn.executemany(
+            "INSERT INTO probe_answers VALUES (?, ?, ?, ?, ?, ?, ?, 0.5, 'test', '2026-01-01T00:00:00+00:00')",
+            [
+                (output.output_id, kind, variant, json.dumps(list(options)), "probe", letter, changed)
+                for output, kind, variant, letter, changed in schema_11_rows
+            ],
+        )
+        conn.execute("PRAGMA user_version = 11")
+        conn.execute("COMMIT")
+
+    upgraded = AnnotationStore(tmp_path)
+    found = upgraded.probe_answers([answered.output_id, cut_off.output_id])
+    assert [(a.kind, a.variant, a.letter, a.changed) for a in found[answered.output_id]] == [
+        (ProbeKind.BLANK, "black", "B", False),
+        (ProbeKind.ROTATE, "shift 1", None, None),
+        (ProbeKind.ROTATE, "shift 2", "C", True),
+    ]
+    assert [a.changed for a in found[cut_off.output_id]] == [None, None]
+    with sqlite3.connect(upgraded.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        with pytest.raises(sqlite3.IntegrityError):  # a "changed" without the letter it was read from
+            conn.execute(
+                "UPDATE probe_answers SET changed = 1 WHERE output_id = ? AND kind = 'blank'", (cut_off.output_id,)
+            )
+    again = ProbeAnswer(ProbeKind.BLANK, "black", options, "<think>", None, None, 0.2)
+    upgraded.add_probe_answers(cut_off, [again], probed_by="test")  # a new unread answer is stored as such
+    assert upgraded.probe_answers([cut_off.output_id])[cut_off.output_id][-1] == again
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,10 @@ def test_the_probes_ticked_are_the_ones_run_the_no_reasoning_one_included(app, s
     shown = asked(user, squares["bright"])
     final = probed(user, shown["output_id"], ["blank", "no_think"])[-1]["probe_results"]
     assert "- Without reasoning (no think): " in final and "Options rotated" not in final
-    assert "Without reasoning the answer " in final  # its verdict under the table
+    # the tiny model answers only in the <think> format it was taught: asked without it, it names no option,
+    # which decides nothing (not "the answer changes")
+    assert "- Without reasoning (no think): no option, decides nothing" in final
+    assert "the probe (no think): those probes decide nothing" in final and "Without reasoning the answer" not in final
     stored = app.workbench.store.probe_answers([shown["output_id"]])[shown["output_id"]]
     assert [a.kind for a in stored] == [ProbeKind.BLANK, ProbeKind.NO_THINK]
     again = asked(user, squares["dark"])

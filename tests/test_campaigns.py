@@ -192,7 +192,7 @@ def test_a_database_of_the_previous_schema_migrates_without_loss(tmp_path: Path)
 
     reopened = AnnotationStore(tmp_path)
     with sqlite3.connect(reopened.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
     assert reopened.verdicts() == []
     (kept,) = reopened.query()
     assert (kept.id, kept.flags, kept.comment, kept.spans) == (1, ("superficial",), "before campaigns", ())

@@ -19,6 +19,8 @@ from medvlm.probes import (
     parse_kinds,
     partner_for,
     probe_rates,
+    probed_from_dict,
+    probes_to_dict,
     rotate_options,
     rotation_shifts,
     run_probes,
@@ -29,6 +31,7 @@ from medvlm.probes import (
 from medvlm.prompt import LETTERS, PromptStyle
 from medvlm.square_task import OPTIONS, QUESTION, square_image
 from medvlm.streaming import GenerationSettings
+from medvlm.ui.ask.probe_handlers import probe_markdown
 
 BRIGHT, DARK = square_image(random.Random(1), True), square_image(random.Random(2), False)
 
@@ -180,6 +183,53 @@ def test_tiny_models_taught_to_look_or_not_get_the_verdicts_they_were_taught(loo
     assert summary.invariant_with_visual_claims is (not looks)
     assert summary.rotation_consistency == (1.0 if looks else 0.0)
     assert summary.changed == {"blank": looks, "shuffle": looks, "rotate shift 1": not looks}
+
+
+def test_an_answer_that_names_no_option_decides_nothing():
+    """A cut-off answer is neither "the same" nor "changed": two of them must not make an output image-invariant."""
+
+    def cut_off(image, question, options, style):
+        return "<think>The square is bright, so the answer is"
+
+    probed = case(cut_off)
+    assert probed.letter is None
+    answers = list(run_probes(probed, cut_off))
+    assert [a.changed for a in answers] == [None, None, None]
+    summary = summarize(probed.completion, answers)
+    assert summary.image_invariant is None and summary.invariant_with_visual_claims is None
+    assert summary.rotation_consistency is None
+    assert summary.lines() == [
+        "No option could be read from the original answer or the probe (blank, shuffle, rotate shift 1): "
+        "those probes decide nothing."
+    ]
+    shown = probe_markdown(probed, answers)  # the Ask page's probe panel
+    assert "- Blank image (black): no option, decides nothing" in shown and "same answer" not in shown
+
+    def blank_cuts_off(image, question, options, style):  # reads the image, but says nothing of a black one
+        return (
+            cut_off(image, question, options, style)
+            if image.getbbox() is None
+            else looking(image, question, options, style)
+        )
+
+    probed = case(blank_cuts_off)
+    answers = list(run_probes(probed, blank_cuts_off))
+    assert [(a.kind, a.letter, a.changed) for a in answers] == [
+        (ProbeKind.BLANK, None, None),
+        (ProbeKind.SHUFFLE, "B", True),
+        (ProbeKind.ROTATE, "A", False),
+    ]
+    summary = summarize(probed.completion, answers)
+    assert summary.image_invariant is False and summary.changed["blank"] is None
+    sample = ProbedSample("A", probed.letter, tuple(answers), summary)
+    rates = probe_rates([sample])
+    assert rates["changed"]["blank"] is None and rates["changed"]["shuffle"] == 1.0
+    assert rates["accuracy"]["blank"] == 0.0  # no option named is a wrong answer
+
+    # A file written before this rule stored the cut-off blank answer as "changed"; read back, it decides nothing.
+    stored = probes_to_dict(sample)
+    stored["answers"][0]["changed"] = True
+    assert probed_from_dict(stored, "A", probed.letter, probed.completion).answers[0].changed is None
 
 
 def test_probe_rates_over_samples():

@@ -208,7 +208,8 @@ class EvaluationResult:
             **grouped,
             "seconds": self.probe_s,
             "protocol": "each probe re-asks greedily with the run's token and pixel budgets; answers are mapped back "
-            "to the original letters; 'changed' counts answers that differ from the model's own",
+            "to the original letters; 'changed' counts answers that differ from the model's own, among those where "
+            "both name an option (one that names none is wrong in every accuracy and decides nothing)",
         }
 
     @property

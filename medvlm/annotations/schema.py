@@ -380,6 +380,42 @@ def _add_probe_answers_v11(conn: sqlite3.Connection) -> None:
     )
 
 
+def _probe_answers_unread_v12(conn: sqlite3.Connection) -> None:
+    """``probe_answers.changed`` may be NULL: the probe's answer or the output's names no option, so it decides
+    nothing (:func:`medvlm.probes.answer_changed`). Before, two unreadable answers were stored as "the same" (0).
+
+    SQLite cannot drop a NOT NULL or CHECK constraint in place, so the table is rebuilt (new table, copy in rowid
+    order, which keeps the order the probes were asked in, drop, rename); the copy writes NULL where either
+    letter is missing and keeps every other row as it was.
+    """
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE probe_answers_v12 (
+            output_id  TEXT NOT NULL REFERENCES outputs (output_id),
+            kind       TEXT NOT NULL CHECK (kind IN ('blank', 'shuffle', 'rotate', 'no_think')),
+            variant    TEXT NOT NULL,
+            options    TEXT NOT NULL,
+            completion TEXT NOT NULL,
+            letter     TEXT,
+            changed    INTEGER CHECK (changed IS NULL OR (changed IN (0, 1) AND letter IS NOT NULL)),
+            seconds    REAL NOT NULL,
+            probed_by  TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (output_id, kind, variant)
+        );
+        INSERT INTO probe_answers_v12
+            SELECT p.output_id, p.kind, p.variant, p.options, p.completion, p.letter,
+                   CASE WHEN p.letter IS NULL OR o.letter IS NULL THEN NULL ELSE p.changed END,
+                   p.seconds, p.probed_by, p.created_at
+            FROM probe_answers AS p LEFT JOIN outputs AS o USING (output_id)
+            ORDER BY p.rowid;
+        DROP TABLE probe_answers;
+        ALTER TABLE probe_answers_v12 RENAME TO probe_answers;
+        """,
+    )
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run each statement of ``script`` inside the caller's transaction.
 
@@ -408,6 +444,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_pair_adjudications_v9,
     _reviews_per_session_v10,
     _add_probe_answers_v11,
+    _probe_answers_unread_v12,
 )
 """``MIGRATIONS[n]`` upgrades a database from version n to n + 1 (version 0: empty file).
 

@@ -254,7 +254,7 @@ class AnnotationStore:
                         to_json(list(answer.options)),
                         answer.completion,
                         answer.letter,
-                        int(answer.changed),
+                        None if answer.changed is None else int(answer.changed),
                         answer.seconds,
                         probed_by,
                         now,
@@ -286,7 +286,7 @@ class AnnotationStore:
                 if rows:
                     found[output_id] = [
                         ProbeAnswer(ProbeKind(kind), variant, tuple(json.loads(options)), completion, letter,
-                                    bool(changed), seconds)
+                                    None if changed is None else bool(changed), seconds)
                         for kind, variant, options, completion, letter, changed, seconds in rows
                     ]  # fmt: skip
         return found

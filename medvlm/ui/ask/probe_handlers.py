@@ -224,7 +224,7 @@ def probe_markdown(case: ProbeCase, answers: list[ProbeAnswer], note: str = "", 
             if answer.kind.value == "rotate"
             else answer.variant
         )
-        verdict = "**changed**" if answer.changed else "same answer"
+        verdict = {True: "**changed**", False: "same answer", None: "decides nothing"}[answer.changed]
         parts.append(f"- {PROBE_LABELS[answer.kind]} ({escape_markdown(asked)}): {escape_markdown(shown)}, {verdict}")
     if not answers:
         parts.append("The first probe is running...")
