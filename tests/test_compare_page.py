@@ -17,8 +17,9 @@ from helpers import Page, client, named, running_app, upload
 from medvlm import memory
 from medvlm.streaming import interleave
 from medvlm.ui import AppConfig, Workbench, build_demo, render
+from medvlm.ui.ask.probe_handlers import ProbeHandlers
 from medvlm.ui.config import COMPARE_MODEL_ENV
-from medvlm.ui.events import AskUpdate, VerdictSaved
+from medvlm.ui.events import AskUpdate, ProbeUpdate, VerdictSaved
 from medvlm.ui.session import Session
 
 QUESTION = "Which imaging modality was used?"
@@ -128,6 +129,32 @@ def test_a_blind_pair_hides_the_models_until_the_verdict_and_stores_it_by_output
     changed_mind = pair_page.save_verdict(session, "both_poor", "Dr Pair", left.output_id, right.output_id)
     assert changed_mind.verdict_status.startswith("Changed your verdict")
     assert [v.outcome for v in workbench.store.verdicts([left.output_id])] == ["both_poor"]
+
+
+def test_probe_reasks_both_answers_of_a_pair_each_with_the_model_that_gave_it(
+    pair_page: Page, png: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Did training make the model look? In a comparison *Probe* probes both columns, each answer with its own
+    model, in sections titled like the columns, so a blind pair stays blind."""
+    workbench = pair_page.workbench
+    monkeypatch.setattr("medvlm.ui.ask.answer_handlers.secrets.randbelow", lambda n: 1)  # the compare model first
+    session = Session()
+    pair_page.load_file(session, str(png))
+    asked(pair_page, session)
+    left, right = session.last_output, session.second_output
+    updates = list(ProbeHandlers(workbench).probe(session, left.output_id, ["blank", "rotate"]))
+    assert "**Answer 1**" in updates[0].probe_results and "Not probed yet." in updates[0].probe_results
+    shown = updates[-1].probe_results
+    first, second = shown.split("**Answer 2**")
+    assert "**Answer 1**" in first and first.count("Blank image (black)") == second.count("Blank image (black)") == 1
+    assert first.count("**What they show**") == second.count("**What they show**") == 1
+    assert workbench.config.model not in shown and workbench.config.compare_model not in shown  # still blind
+    with workbench.store.connection() as conn:
+        probed_by = dict(conn.execute("SELECT DISTINCT output_id, probed_by FROM probe_answers").fetchall())
+    assert probed_by == {left.output_id: workbench.config.compare_model, right.output_id: workbench.config.model}
+    stored = workbench.store.probe_answers([left.output_id, right.output_id])
+    assert [a.kind.value for a in stored[left.output_id]] == [a.kind.value for a in stored[right.output_id]]
+    assert {a.variant for a in stored[right.output_id]} == {"black", "shift 1", "shift 2", "shift 3"}
 
 
 def test_a_verdict_is_refused_while_answering_without_a_choice_or_for_another_pair(pair_page: Page, png: Path) -> None:
@@ -260,6 +287,11 @@ def test_the_launched_app_streams_two_answers_and_stores_a_blind_verdict(
         assert (final["first_header"], final["second_header"]) == ("### Answer 1", "### Answer 2")
         left_id, right_id = final["output_id"], final["second_output_id"]
         assert len(left_id) == len(right_id) == 32 and left_id != right_id
+        probe = user.submit(left_id, ["blank"], api_name="/probe")  # both columns, before the verdict
+        probe.result()
+        probed = named(probe.outputs()[-1], ProbeUpdate)["probe_results"]
+        assert "**Answer 1**" in probed and "**Answer 2**" in probed and probed.count("Blank image (black)") == 2
+        assert set(app.workbench.store.probe_answers([left_id, right_id])) == {left_id, right_id}
 
         status, first_header, second_header = user.predict(
             verdict="second",

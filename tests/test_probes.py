@@ -31,7 +31,7 @@ from medvlm.probes import (
 from medvlm.prompt import LETTERS, PromptStyle
 from medvlm.square_task import OPTIONS, QUESTION, square_image
 from medvlm.streaming import GenerationSettings
-from medvlm.ui.ask.probe_handlers import probe_markdown
+from medvlm.ui.ask.probe_handlers import ProbeSection, probes_markdown
 
 BRIGHT, DARK = square_image(random.Random(1), True), square_image(random.Random(2), False)
 
@@ -202,7 +202,7 @@ def test_an_answer_that_names_no_option_decides_nothing():
         "No option could be read from the original answer or the probe (blank, shuffle, rotate shift 1): "
         "those probes decide nothing."
     ]
-    shown = probe_markdown(probed, answers)  # the Ask page's probe panel
+    shown = probes_markdown([ProbeSection(None, probed, answers)])  # the Ask page's probe panel
     assert "- Blank image (black): no option, decides nothing" in shown and "same answer" not in shown
 
     def blank_cuts_off(image, question, options, style):  # reads the image, but says nothing of a black one

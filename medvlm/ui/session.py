@@ -46,6 +46,8 @@ class Session:
     """The sentence whose map the viewer shows (kept over a re-render in another window), or None."""
     second_output: ModelOutput | None = None
     """In a comparison (``--compare-model``), the other model's finished answer, shown second."""
+    second_answered_by: Any = None
+    """The ``LoadedModel`` that gave ``second_output``: *Probe* re-asks each answer of a pair with its own model."""
     pair_names: tuple[str, str] | None = None
     """In a comparison, the models answering first and second, as drawn for the question on screen."""
     blind: bool = True
@@ -98,6 +100,7 @@ class Session:
         self.relevance = None
         self.relevance_sentence = None
         self.second_output = None
+        self.second_answered_by = None
         self.pair_names = None
         self.verdict_saved = False
         self.evaluation_index = None

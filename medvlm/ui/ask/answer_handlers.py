@@ -144,7 +144,7 @@ class AnswerHandlers:
         cancel = CancelAll(cancels)
         session.cancel, session.options = cancel, request.options
         session.last_output = session.second_output = None
-        session.answered_by = session.relevance = None
+        session.answered_by = session.second_answered_by = session.relevance = None
         if session.probing is not None:
             session.probing.set()
         session.verdict_saved = False
@@ -208,7 +208,7 @@ class AnswerHandlers:
             return
         assert None not in finals, "stream_completion always ends with a done update"
         session.last_output, session.answered_by, session.relevance = kept[0], models[0], None
-        session.second_output = kept[1] if len(kept) > 1 else None
+        session.second_output, session.second_answered_by = (kept[1], models[1]) if len(kept) > 1 else (None, None)
         fields: dict[str, Any] = skips(SECOND_ANSWER_FIELDS)
         for column, (final, output) in enumerate(zip(finals, kept, strict=True)):
             fields.update(_in_column(column, _finished_fields(request, final, output)))

@@ -2,8 +2,10 @@
 
 *Probe* re-asks the answer's question with a blank image, another stored case's image of the same
 modality and the options rotated (:mod:`medvlm.probes`), and, when ticked, without the reasoning
-instruction, with the model that answered and its token and pixel budgets, greedily. Each probe's
-answer appears as it ends and is stored at once with the output, as a machine annotation
+instruction, with the model that answered and its token and pixel budgets, greedily. In a
+comparison both answers are probed, each with the model that gave it, so the two columns' verdicts
+can be set side by side (did training make the model look at the image?). Each probe's answer
+appears as it ends and is stored at once with the output, as a machine annotation
 (``probe_answers``: made by a model, never counted as a reviewer); *Stop probing* ends them after
 the current one. Selecting a sentence of the reasoning draws its relevance map
 (:mod:`medvlm.relevance`) over the image in the viewer.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -58,47 +61,57 @@ class ProbeHandlers:
         self, session: Session, output_id: str | None, probe_kinds: list[str] | None = None
     ) -> Iterator[ProbeUpdate]:
         """Stream the probes ``probe_kinds`` (default: :data:`~medvlm.probes.DEFAULT_KINDS`) of the answer named
-        ``output_id`` (the one on screen), storing each as it ends."""
-        output, loaded = session.last_output, session.answered_by
+        ``output_id`` (the one on screen) and, in a comparison, of the answer beside it, each re-asked with the
+        model that gave it; every probe answer is stored as it ends."""
+        first = session.last_output
         kinds = DEFAULT_KINDS if probe_kinds is None else parse_kinds(probe_kinds)
-        problem = _unprobeable(session, output, output_id) or _unaskable(output, kinds)
+        problem = _unprobeable(session, first, output_id) or _unaskable(first, kinds)
         if problem:
             yield ProbeUpdate(probe_results=render.error_markdown(problem), probe_button=gr.skip())
             return
-        assert output is not None
+        assert first is not None
+        targets = [(first, session.answered_by)]
+        if session.second_output is not None and session.second_answered_by is not None:
+            targets.append((session.second_output, session.second_answered_by))
         case_version = session.case_version
         cancel = threading.Event()
         session.probing = cancel
-        partner_id, partner = self._partner(output)
-        case = ProbeCase(
-            output.image,
-            output.question,
-            tuple(output.options),
-            output.completion,
-            PromptStyle(output.prompt_style),
-            partner=partner,
-            partner_id=partner_id,
-        )
-        settings = GenerationSettings(**output.settings)
-        answer = model_answerer(loaded, settings, run=self.workbench.answer_batch)
-        answers: list[ProbeAnswer] = []
+        partner_id, partner = self._partner(first)  # both answers of a pair are about one image: one partner
+        sections = [
+            ProbeSection(
+                f"Answer {number}" if len(targets) > 1 else None,
+                ProbeCase(
+                    output.image,
+                    output.question,
+                    tuple(output.options),
+                    output.completion,
+                    PromptStyle(output.prompt_style),
+                    partner=partner,
+                    partner_id=partner_id,
+                ),
+            )
+            for number, (output, _) in enumerate(targets, start=1)
+        ]
         note = "" if partner is not None else NO_PARTNER
         try:
-            yield ProbeUpdate(probe_results=probe_markdown(case, answers, note, running=True),
+            yield ProbeUpdate(probe_results=probes_markdown(sections, note, running=True),
                               probe_button=gr.update(interactive=False, value=PROBING))  # fmt: skip
-            for probe_answer in run_probes(case, answer, kinds, cancel=cancel):
-                if session.case_version != case_version or session.last_output is not output:
-                    return  # another case or answer is on screen: these probes belong to nothing shown
-                answers.append(probe_answer)
-                self.workbench.store.add_probe_answers(
-                    output, [probe_answer], probed_by=self.workbench.model_name(loaded)
-                )
-                yield ProbeUpdate(
-                    probe_results=probe_markdown(case, answers, note, running=True), probe_button=gr.skip()
-                )
+            for section, (output, loaded) in zip(sections, targets, strict=True):
+                settings = GenerationSettings(**output.settings)
+                answer = model_answerer(loaded, settings, run=self.workbench.answer_batch)
+                for probe_answer in run_probes(section.case, answer, kinds, cancel=cancel):
+                    if session.case_version != case_version or session.last_output is not first:
+                        return  # another case or answer is on screen: these probes belong to nothing shown
+                    section.answers.append(probe_answer)
+                    self.workbench.store.add_probe_answers(
+                        output, [probe_answer], probed_by=self.workbench.model_name(loaded)
+                    )
+                    yield ProbeUpdate(
+                        probe_results=probes_markdown(sections, note, running=True), probe_button=gr.skip()
+                    )
         except MedVLMError as error:
             yield ProbeUpdate(
-                probe_results=probe_markdown(case, answers, note) + "\n\n" + render.error_markdown(str(error)),
+                probe_results=probes_markdown(sections, note) + "\n\n" + render.error_markdown(str(error)),
                 probe_button=_ready(),
             )
             return
@@ -116,7 +129,7 @@ class ProbeHandlers:
                 session.probing = None
         stopped = "Stopped by you; the probes that finished are stored." if cancel.is_set() else ""
         notes = " ".join(part for part in (stopped, note) if part)
-        yield ProbeUpdate(probe_results=probe_markdown(case, answers, notes), probe_button=_ready())
+        yield ProbeUpdate(probe_results=probes_markdown(sections, notes), probe_button=_ready())
 
     def stop_probing(self, session: Session) -> ProbeUpdate:
         """Stop probing after the current probe (what finished is already stored)."""
@@ -214,24 +227,44 @@ def _ready() -> dict[str, Any]:
     return gr.update(interactive=True, value=PROBE_LABEL)
 
 
-def probe_markdown(case: ProbeCase, answers: list[ProbeAnswer], note: str = "", *, running: bool = False) -> str:
-    """The probes so far, one line each, and the verdicts under them once they are all in."""
-    parts = ["Re-asked greedily with the model that answered; answers mapped back to the original letters.", ""]
-    for answer in answers:
-        shown = f"{answer.letter}) {case.options[LETTERS.index(answer.letter)]}" if answer.letter else "no option"
-        asked = (
-            "options " + ", ".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(answer.options))
-            if answer.kind.value == "rotate"
-            else answer.variant
-        )
-        verdict = {True: "**changed**", False: "same answer", None: "decides nothing"}[answer.changed]
-        parts.append(f"- {PROBE_LABELS[answer.kind]} ({escape_markdown(asked)}): {escape_markdown(shown)}, {verdict}")
-    if not answers:
-        parts.append("The first probe is running...")
-    elif running:
-        parts.append("- *more probes are running...*")
-    else:
-        parts += ["", "**What they show**", "", *[f"- {line}" for line in summarize(case.completion, answers).lines()]]
+@dataclass
+class ProbeSection:
+    """One answer's probes on the panel: in a comparison, titled with the column it is in."""
+
+    title: str | None
+    case: ProbeCase
+    answers: list[ProbeAnswer] = field(default_factory=list)
+
+
+def probes_markdown(sections: list[ProbeSection], note: str = "", *, running: bool = False) -> str:
+    """Each answer's probes so far (in a comparison, one titled section per column), and the verdicts under
+    them once they are all in."""
+    parts = ["Re-asked greedily with the model that answered; answers mapped back to the original letters."]
+    answered = [index for index, section in enumerate(sections) if section.answers]
+    active = (answered[-1] if answered else 0) if running else None  # sections are probed in order
+    for index, section in enumerate(sections):
+        parts.append("")
+        if section.title:
+            parts += [f"**{section.title}**", ""]
+        parts += [_answer_line(section.case, answer) for answer in section.answers]
+        if index == active:
+            parts.append("- *more probes are running...*" if section.answers else "The first probe is running...")
+        elif not section.answers:
+            parts.append("Not probed yet." if running else "Not probed.")
+        else:
+            lines = summarize(section.case.completion, section.answers).lines()
+            parts += ["", "**What they show**", "", *[f"- {line}" for line in lines]]
     if note:
         parts += ["", f"*{note}*"]
     return "\n".join(parts)
+
+
+def _answer_line(case: ProbeCase, answer: ProbeAnswer) -> str:
+    shown = f"{answer.letter}) {case.options[LETTERS.index(answer.letter)]}" if answer.letter else "no option"
+    asked = (
+        "options " + ", ".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(answer.options))
+        if answer.kind.value == "rotate"
+        else answer.variant
+    )
+    verdict = {True: "**changed**", False: "same answer", None: "decides nothing"}[answer.changed]
+    return f"- {PROBE_LABELS[answer.kind]} ({escape_markdown(asked)}): {escape_markdown(shown)}, {verdict}"
