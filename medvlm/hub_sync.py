@@ -46,6 +46,7 @@ from medvlm.annotations import (
     image_sha256,
 )
 from medvlm.annotations.exports import Probes, copy_stored_image, export_record, verdict_record
+from medvlm.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,18 @@ line with both answers; a changed verdict is a new line, so keep the latest `dec
 """
 
 
+def _write_card(card: Path) -> None:
+    """Write the dataset card unless it is already this version's.
+
+    A folder kept on persistent storage holds the card an earlier version wrote, and a card that
+    lacks a configuration (``verdicts`` was added later) hides those files from the viewer and from
+    ``load_dataset(repo_id, name)``. Written atomically, so the scheduler of another process sharing
+    the folder never uploads half of it.
+    """
+    if not card.exists() or card.read_text(encoding="utf-8") != DATASET_CARD:
+        atomic_write_text(card, DATASET_CARD)
+
+
 class HubSync:
     """Appends saved annotations to a folder that a ``CommitScheduler`` pushes to the Hub."""
 
@@ -91,9 +104,7 @@ class HubSync:
         self.folder: Path = store.data_dir / HUB_DIR
         for part in ("annotations", "verdicts"):
             (self.folder / part).mkdir(parents=True, exist_ok=True)
-        card = self.folder / "README.md"
-        if not card.exists():  # written before the scheduler starts, so it never sees half of it
-            card.write_text(DATASET_CARD, encoding="utf-8")
+        _write_card(self.folder / "README.md")
         process = uuid.uuid4().hex
         self.lines_path: Path = self.folder / "annotations" / f"{process}.jsonl"
         self.verdicts_path: Path = self.folder / "verdicts" / f"{process}.jsonl"

@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 import medvlm.hub_sync as hub_sync_module
 from helpers import model_output
 from medvlm.annotations import AnnotationError, AnnotationStore, ModelOutput, Review
-from medvlm.hub_sync import HUB_DATASET_ENV, TOKEN_ENV, HubSync, hub_sync_from_env
+from medvlm.hub_sync import DATASET_CARD, HUB_DATASET_ENV, HUB_DIR, TOKEN_ENV, HubSync, hub_sync_from_env
 
 MARKER = "DOE^JANE-PATIENT-4471"
 
@@ -107,6 +107,22 @@ def test_record_appends_a_line_and_places_the_image_once(sync: HubSync, store: A
         with Image.open(sync.folder / record["image"]) as image:  # record paths resolve in the repo
             assert image.size == (24, 16)
     assert "data_files: annotations/*.jsonl" in (sync.folder / "README.md").read_text()
+
+
+def test_a_card_an_earlier_version_wrote_is_brought_up_to_date_and_the_current_one_left_alone(
+    store: AnnotationStore,
+) -> None:
+    """A folder kept on persistent storage has the card an earlier version wrote (before the verdicts
+    configuration): started again, the sync rewrites it, or the verdicts stay invisible to the viewer."""
+    card = store.data_dir / HUB_DIR / "README.md"
+    card.parent.mkdir(parents=True)
+    card.write_text("---\nconfigs:\n- config_name: default\n  data_files: annotations/*.jsonl\n---\n# old\n")
+    HubSync(store, "someone/annotations", token="hf_test", scheduler_factory=FakeScheduler)
+    assert card.read_text() == DATASET_CARD and "data_files: verdicts/*.jsonl" in DATASET_CARD
+    written = card.stat().st_mtime_ns
+    HubSync(store, "someone/annotations", token="hf_test", scheduler_factory=FakeScheduler)
+    assert card.stat().st_mtime_ns == written  # unchanged: not uploaded again
+    assert [path.name for path in card.parent.iterdir() if path.name.endswith(".partial")] == []
 
 
 def test_a_probed_outputs_review_syncs_with_its_probes(sync: HubSync, store: AnnotationStore) -> None:
